@@ -1,0 +1,2 @@
+//! piazza-bench placeholder.
+fn main() {}

@@ -1,0 +1,440 @@
+//! The Rust client: one blocking connection speaking Piazza's binary protocol.
+//!
+//! [`Client`] talks to the coordinator (`get`, `put`, `delete`, `status`) and, for tools and
+//! tests, straight to a slave (`slave_get`, `slave_stats`). It sends one request at a time
+//! and matches the reply by request id. It holds no lock and starts no thread.
+//!
+//! ```no_run
+//! let mut client = piazza::Client::connect("127.0.0.1:7400")?;
+//! client.put(b"greeting", b"hello")?;
+//! assert_eq!(client.get(b"greeting")?.map(|v| v.value), Some(b"hello".to_vec()));
+//! # Ok::<(), piazza::client::ClientError>(())
+//! ```
+
+use std::fmt;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use byteorder::{ByteOrder, NetworkEndian};
+
+use crate::wire::{self, Frame, Opcode, Status, TableSel, WireError, WireLimits};
+
+/// How long `connect` waits for the TCP handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a request waits for its reply by default.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A stored value as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    /// The bytes.
+    pub value: Vec<u8>,
+    /// memcached flags stored with it.
+    pub flags: u32,
+    /// The version of the write that stored it.
+    pub version: u64,
+}
+
+/// One slave's row in the ring status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaveStatus {
+    /// Slave id.
+    pub id: u32,
+    /// Address it serves on.
+    pub addr: String,
+    /// Ring token, as `0x` and 16 hex digits.
+    pub token: String,
+    /// `alive`, `unreachable`, ...
+    pub state: String,
+    /// Live keys in its `own` table (`None` when it did not answer).
+    pub own: Option<u64>,
+    /// Live keys in its `previous` table (`None` when it did not answer).
+    pub previous: Option<u64>,
+}
+
+/// The ring as the coordinator describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// Copies each key has (0 with no slaves, 1 with one, else 2).
+    pub copies: u32,
+    /// The ring epoch (bumped at every membership change).
+    pub epoch: u64,
+    /// Slaves in ring order.
+    pub slaves: Vec<SlaveStatus>,
+    /// The status text exactly as received (TSV; see protocol.md).
+    pub raw: String,
+}
+
+/// Counts from one slave (`SlaveStats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlaveCounts {
+    /// Live keys in `own`.
+    pub own_live: u64,
+    /// Tombstones in `own`.
+    pub own_tombstones: u64,
+    /// Live keys in `previous`.
+    pub previous_live: u64,
+    /// Tombstones in `previous`.
+    pub previous_tombstones: u64,
+}
+
+/// A connection to a Piazza server.
+pub struct Client {
+    addr: String,
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+    next_id: u32,
+    limits: WireLimits,
+}
+
+impl Client {
+    /// Connects to `addr` (`HOST:PORT`).
+    ///
+    /// # Errors
+    /// `ClientError::Connect` naming the address when it cannot be reached.
+    pub fn connect(addr: &str) -> Result<Client, ClientError> {
+        let connect_error = |source: io::Error| ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(connect_error)?.collect();
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+        for candidate in addrs {
+            match TcpStream::connect_timeout(&candidate, CONNECT_TIMEOUT) {
+                Ok(stream) => return Client::from_stream(addr, stream).map_err(connect_error),
+                Err(e) => last = e,
+            }
+        }
+        Err(connect_error(last))
+    }
+
+    fn from_stream(addr: &str, stream: TcpStream) -> io::Result<Client> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+        Ok(Client {
+            addr: addr.to_string(),
+            reader: BufReader::new(stream.try_clone()?),
+            writer: BufWriter::new(stream),
+            next_id: 1,
+            limits: WireLimits {
+                max_key: wire::DEFAULT_MAX_KEY,
+                max_value: wire::MAX_BULK_VALUE,
+            },
+        })
+    }
+
+    /// Changes how long a request waits for its reply.
+    ///
+    /// # Errors
+    /// If the socket refuses the setting.
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        self.writer
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .map_err(ClientError::Io)
+    }
+
+    /// The address this client was connected to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends one request and returns its reply, whatever its status. The request id is
+    /// set by the client.
+    ///
+    /// # Errors
+    /// I/O and decoding failures, and a reply whose id does not match.
+    pub fn call(&mut self, mut request: Frame) -> Result<Frame, ClientError> {
+        request.request_id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        request
+            .write_to(&mut self.writer)
+            .map_err(ClientError::Io)?;
+        self.writer.flush().map_err(ClientError::Io)?;
+        let reply = wire::read_frame(&mut self.reader, &self.limits).map_err(|e| match e {
+            WireError::BadMagic(b'S') => ClientError::Refused,
+            WireError::Closed | WireError::Truncated => ClientError::Closed,
+            other => ClientError::Wire(other),
+        })?;
+        if reply.request_id != request.request_id {
+            return Err(ClientError::Mismatch {
+                sent: request.request_id,
+                got: reply.request_id,
+            });
+        }
+        Ok(reply)
+    }
+
+    /// Sends a request and turns any status but `Ok` (and `NotFound`, when `not_found_ok`)
+    /// into an error.
+    fn call_ok(&mut self, request: Frame, not_found_ok: bool) -> Result<Frame, ClientError> {
+        let reply = self.call(request)?;
+        match reply.status {
+            Status::Ok => Ok(reply),
+            Status::NotFound if not_found_ok => Ok(reply),
+            status => Err(ClientError::Server {
+                status,
+                message: reply.value_text(),
+            }),
+        }
+    }
+
+    /// Reads a key through the coordinator. `Ok(None)` when it is not there.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Value>, ClientError> {
+        let reply = self.call_ok(
+            Frame::request(Opcode::Get, 0, key.to_vec(), Vec::new()),
+            true,
+        )?;
+        Ok((reply.status == Status::Ok).then_some(Value {
+            value: reply.value,
+            flags: reply.flags,
+            version: reply.arg,
+        }))
+    }
+
+    /// Stores a value (flags 0) through the coordinator; returns the write's version.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<u64, ClientError> {
+        self.put_with_flags(key, value, 0)
+    }
+
+    /// Stores a value with memcached flags; returns the write's version.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn put_with_flags(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+    ) -> Result<u64, ClientError> {
+        let mut request = Frame::request(Opcode::Put, 0, key.to_vec(), value.to_vec());
+        request.flags = flags;
+        Ok(self.call_ok(request, false)?.arg)
+    }
+
+    /// Deletes a key; `Ok(true)` when it was there.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn delete(&mut self, key: &[u8]) -> Result<bool, ClientError> {
+        let request = Frame::request(Opcode::Delete, 0, key.to_vec(), Vec::new());
+        Ok(self.call_ok(request, true)?.status == Status::Ok)
+    }
+
+    /// Checks that the server answers.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn ping(&mut self) -> Result<(), ClientError> {
+        self.call_ok(
+            Frame::request(Opcode::Ping, 0, Vec::new(), Vec::new()),
+            false,
+        )
+        .map(|_| ())
+    }
+
+    /// The ring as the coordinator sees it.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; `BadStatus` when the text cannot be parsed.
+    pub fn status(&mut self) -> Result<ClusterStatus, ClientError> {
+        let reply = self.call_ok(
+            Frame::request(Opcode::Status, 0, Vec::new(), Vec::new()),
+            false,
+        )?;
+        parse_status(&reply.value_text())
+    }
+
+    /// Reads a key from one table of a slave (talking to the slave directly). Tombstones
+    /// read as `None`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn slave_get(&mut self, table: TableSel, key: &[u8]) -> Result<Option<Value>, ClientError> {
+        let mut request = Frame::request(Opcode::SlaveGet, 0, key.to_vec(), Vec::new());
+        request.table = table;
+        let reply = self.call_ok(request, true)?;
+        Ok((reply.status == Status::Ok).then_some(Value {
+            value: reply.value,
+            flags: reply.flags,
+            version: reply.arg,
+        }))
+    }
+
+    /// Key counts of a slave's tables (talking to the slave directly).
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn slave_stats(&mut self) -> Result<SlaveCounts, ClientError> {
+        let reply = self.call_ok(
+            Frame::request(Opcode::SlaveStats, 0, Vec::new(), Vec::new()),
+            false,
+        )?;
+        parse_slave_counts(&reply.value).ok_or(ClientError::BadStatus(
+            "slave stats reply is not 32 bytes".into(),
+        ))
+    }
+}
+
+/// Decodes the value of a `SlaveStats` reply: four big-endian u64.
+pub fn parse_slave_counts(value: &[u8]) -> Option<SlaveCounts> {
+    if value.len() != 32 {
+        return None;
+    }
+    Some(SlaveCounts {
+        own_live: NetworkEndian::read_u64(&value[0..]),
+        own_tombstones: NetworkEndian::read_u64(&value[8..]),
+        previous_live: NetworkEndian::read_u64(&value[16..]),
+        previous_tombstones: NetworkEndian::read_u64(&value[24..]),
+    })
+}
+
+/// Parses the coordinator's status text (see protocol.md, "Status").
+///
+/// # Errors
+/// `BadStatus` naming the line that could not be read.
+pub fn parse_status(text: &str) -> Result<ClusterStatus, ClientError> {
+    let mut status = ClusterStatus {
+        copies: 0,
+        epoch: 0,
+        slaves: Vec::new(),
+        raw: text.to_string(),
+    };
+    let bad = |line: &str| ClientError::BadStatus(format!("cannot read status line '{line}'"));
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields.as_slice() {
+            ["copies", n] => status.copies = n.parse().map_err(|_| bad(line))?,
+            ["epoch", n] => status.epoch = n.parse().map_err(|_| bad(line))?,
+            ["id", ..] => {}
+            [id, addr, token, state, own, previous] => status.slaves.push(SlaveStatus {
+                id: id.parse().map_err(|_| bad(line))?,
+                addr: addr.to_string(),
+                token: token.to_string(),
+                state: state.to_string(),
+                own: own.parse().ok(),
+                previous: previous.parse().ok(),
+            }),
+            _ if line.is_empty() => {}
+            _ => return Err(bad(line)),
+        }
+    }
+    Ok(status)
+}
+
+/// Everything that can go wrong for a client.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The server could not be reached.
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Sending or receiving failed (timeouts included).
+    Io(io::Error),
+    /// The server closed the connection.
+    Closed,
+    /// The server refused the connection (it is at its connection cap).
+    Refused,
+    /// The reply could not be decoded.
+    Wire(WireError),
+    /// The reply answers another request.
+    Mismatch {
+        /// Request id sent.
+        sent: u32,
+        /// Request id received.
+        got: u32,
+    },
+    /// The server answered with an error status.
+    Server {
+        /// The status.
+        status: Status,
+        /// The server's message.
+        message: String,
+    },
+    /// The status text could not be parsed.
+    BadStatus(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Connect { addr, source } => write!(
+                f,
+                "cannot connect to {addr}: {source} (is the coordinator running? try --coordinator)"
+            ),
+            ClientError::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                write!(f, "no reply in time: {e}")
+            }
+            ClientError::Io(e) => write!(f, "connection failed: {e}"),
+            ClientError::Closed => write!(f, "the server closed the connection"),
+            ClientError::Refused => write!(
+                f,
+                "the server refused the connection: too many connections (try again later)"
+            ),
+            ClientError::Wire(e) => write!(f, "bad reply from the server: {e}"),
+            ClientError::Mismatch { sent, got } => {
+                write!(f, "reply for request {got} arrived for request {sent}")
+            }
+            ClientError::Server { status, message } => {
+                write!(f, "server error ({}): {message}", status.name())
+            }
+            ClientError::BadStatus(what) => write!(f, "bad status reply: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Connect { source, .. } => Some(source),
+            ClientError::Io(e) => Some(e),
+            ClientError::Wire(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_parses() {
+        let text = "copies\t2\nepoch\t3\nid\taddr\ttoken\tstate\town\tprevious\n\
+                    1\t127.0.0.1:7410\t0x0000000000000001\talive\t10\t12\n\
+                    2\t127.0.0.1:7411\t0x8000000000000001\tunreachable\t-\t-\n";
+        let status = parse_status(text).unwrap();
+        assert_eq!(status.copies, 2);
+        assert_eq!(status.epoch, 3);
+        assert_eq!(status.slaves.len(), 2);
+        assert_eq!(status.slaves[0].own, Some(10));
+        assert_eq!(status.slaves[1].previous, None);
+        assert!(parse_status("what\n").is_err());
+    }
+
+    #[test]
+    fn slave_counts_need_32_bytes() {
+        assert_eq!(parse_slave_counts(&[0; 31]), None);
+        let mut bytes = [0u8; 32];
+        bytes[7] = 5;
+        bytes[31] = 1;
+        let counts = parse_slave_counts(&bytes).unwrap();
+        assert_eq!(counts.own_live, 5);
+        assert_eq!(counts.previous_tombstones, 1);
+    }
+}

@@ -1,0 +1,334 @@
+//! Command-line flags of every binary (argh structs whose `///` lines are the `--help`
+//! text) and the typed configurations the servers run with (`Duration`, not `_ms`).
+//!
+//! Flags are parsed in `bin/`; this module only turns them into configs and checks them.
+//! It does no I/O.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use argh::FromArgs;
+use log::LevelFilter;
+
+/// Default TCP address of the coordinator.
+pub const DEFAULT_COORDINATOR: &str = "127.0.0.1:7400";
+/// Default UDP heartbeat address of the coordinator.
+pub const DEFAULT_HEARTBEAT: &str = "127.0.0.1:7401";
+/// Default TCP address of a slave.
+pub const DEFAULT_SLAVE: &str = "127.0.0.1:7410";
+
+/// Parses a `--log-level` value.
+pub fn parse_level(value: &str) -> Result<LevelFilter, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "off" => Ok(LevelFilter::Off),
+        "error" => Ok(LevelFilter::Error),
+        "warn" => Ok(LevelFilter::Warn),
+        "info" => Ok(LevelFilter::Info),
+        "debug" => Ok(LevelFilter::Debug),
+        "trace" => Ok(LevelFilter::Trace),
+        other => Err(format!(
+            "unknown log level '{other}' (use error, warn, info, debug or trace)"
+        )),
+    }
+}
+
+fn parse_positive(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(0) => Err("must be greater than 0".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{value}' is not a whole number")),
+    }
+}
+
+/// Limits and timeouts every server shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Connection threads at most; past it a new connection gets an error and is closed.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest key in a binary frame.
+    pub max_key_bytes: usize,
+    /// Largest value.
+    pub max_value_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(300),
+            max_key_bytes: crate::wire::DEFAULT_MAX_KEY,
+            max_value_bytes: crate::wire::DEFAULT_MAX_VALUE,
+        }
+    }
+}
+
+/// The coordinator's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorConfig {
+    /// TCP address for clients (both protocols) and slave registration.
+    pub listen: String,
+    /// UDP address for slave heartbeats.
+    pub heartbeat: String,
+    /// Where membership state is kept.
+    pub data_dir: PathBuf,
+    /// How often slaves are expected to send a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A slave silent for this long is declared dead.
+    pub failure_timeout: Duration,
+    /// How long the coordinator waits for a slave's reply.
+    pub slave_timeout: Duration,
+    /// Open connections kept to each slave, each carrying many requests at once.
+    pub links_per_slave: usize,
+    /// Connection and size limits.
+    pub limits: ServerLimits,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            listen: DEFAULT_COORDINATOR.into(),
+            heartbeat: DEFAULT_HEARTBEAT.into(),
+            data_dir: PathBuf::from("./piazza-data/coordinator"),
+            heartbeat_interval: Duration::from_millis(1000),
+            failure_timeout: Duration::from_millis(3000),
+            slave_timeout: Duration::from_millis(5000),
+            links_per_slave: 4,
+            limits: ServerLimits::default(),
+        }
+    }
+}
+
+/// A slave's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaveConfig {
+    /// TCP address to serve on.
+    pub listen: String,
+    /// The address to tell the coordinator (defaults to the bound address).
+    pub advertise: Option<String>,
+    /// The coordinator's TCP address.
+    pub coordinator: String,
+    /// Where the slave keeps its data (`None`: `./piazza-data/slave-<port>`).
+    pub data_dir: Option<PathBuf>,
+    /// How often to send a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// How long to keep trying to reach the coordinator at start.
+    pub register_timeout: Duration,
+    /// When the log is synced to disk.
+    pub fsync: Fsync,
+    /// Connection and size limits.
+    pub limits: ServerLimits,
+}
+
+impl Default for SlaveConfig {
+    fn default() -> Self {
+        SlaveConfig {
+            listen: DEFAULT_SLAVE.into(),
+            advertise: None,
+            coordinator: DEFAULT_COORDINATOR.into(),
+            data_dir: None,
+            heartbeat_interval: Duration::from_millis(1000),
+            register_timeout: Duration::from_secs(10),
+            fsync: Fsync::EverySec,
+            limits: ServerLimits::default(),
+        }
+    }
+}
+
+/// When a slave syncs its log to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before acknowledging every write.
+    Always,
+    /// Once a second, from a background thread.
+    EverySec,
+    /// Left to the operating system.
+    Never,
+}
+
+/// Parses an `--fsync` value.
+pub fn parse_fsync(value: &str) -> Result<Fsync, String> {
+    match value {
+        "always" => Ok(Fsync::Always),
+        "everysec" => Ok(Fsync::EverySec),
+        "never" => Ok(Fsync::Never),
+        other => Err(format!(
+            "unknown fsync mode '{other}' (use always, everysec or never)"
+        )),
+    }
+}
+
+/// piazza-coordinator: the coordination server. It keeps the ring of slaves, routes every
+/// request to the key's primary and replica, and serves Piazza's binary protocol and the
+/// memcached text protocol on the same TCP port.
+#[derive(FromArgs, Debug)]
+pub struct CoordinatorArgs {
+    /// TCP address for clients and slaves (default 127.0.0.1:7400; port 0 picks a free port)
+    #[argh(option, default = "DEFAULT_COORDINATOR.into()")]
+    pub listen: String,
+    /// UDP address for slave heartbeats (default 127.0.0.1:7401; port 0 picks a free port)
+    #[argh(option, default = "DEFAULT_HEARTBEAT.into()")]
+    pub heartbeat: String,
+    /// directory for the coordinator's membership state (default ./piazza-data/coordinator)
+    #[argh(option, default = "PathBuf::from(\"./piazza-data/coordinator\")")]
+    pub data_dir: PathBuf,
+    /// expected interval between a slave's heartbeats in ms (default 1000)
+    #[argh(option, default = "1000", from_str_fn(parse_positive))]
+    pub heartbeat_interval_ms: u64,
+    /// a slave silent this long (ms) is declared dead (default 3000)
+    #[argh(option, default = "3000", from_str_fn(parse_positive))]
+    pub failure_timeout_ms: u64,
+    /// how long to wait for a slave's reply, in ms (default 5000)
+    #[argh(option, default = "5000", from_str_fn(parse_positive))]
+    pub slave_timeout_ms: u64,
+    /// most client connections served at once (default 1024)
+    #[argh(option, default = "1024", from_str_fn(parse_positive))]
+    pub max_connections: u64,
+    /// close a connection idle this long, in ms (default 300000)
+    #[argh(option, default = "300000", from_str_fn(parse_positive))]
+    pub idle_timeout_ms: u64,
+    /// largest value accepted, in bytes (default 1048576)
+    #[argh(option, default = "1048576", from_str_fn(parse_positive))]
+    pub max_value_bytes: u64,
+    /// log level: error, warn, info, debug or trace (default info)
+    #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
+    pub log_level: LevelFilter,
+}
+
+impl CoordinatorArgs {
+    /// The typed configuration these flags describe.
+    pub fn config(&self) -> CoordinatorConfig {
+        CoordinatorConfig {
+            listen: self.listen.clone(),
+            heartbeat: self.heartbeat.clone(),
+            data_dir: self.data_dir.clone(),
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            failure_timeout: Duration::from_millis(self.failure_timeout_ms),
+            slave_timeout: Duration::from_millis(self.slave_timeout_ms),
+            links_per_slave: CoordinatorConfig::default().links_per_slave,
+            limits: ServerLimits {
+                max_connections: self.max_connections as usize,
+                idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+                max_value_bytes: self.max_value_bytes as usize,
+                ..ServerLimits::default()
+            },
+        }
+    }
+}
+
+/// piazza-slave: a storage node. It holds an `own` table (the keys it is primary for) and a
+/// `previous` table (a copy of its predecessor's `own`), registers with the coordinator, and
+/// serves the coordinator's requests.
+#[derive(FromArgs, Debug)]
+pub struct SlaveArgs {
+    /// TCP address to serve on (default 127.0.0.1:7410; port 0 picks a free port)
+    #[argh(option, default = "DEFAULT_SLAVE.into()")]
+    pub listen: String,
+    /// address to give the coordinator, if not the bound one (for 0.0.0.0 binds)
+    #[argh(option)]
+    pub advertise: Option<String>,
+    /// the coordinator's TCP address (default 127.0.0.1:7400)
+    #[argh(option, default = "DEFAULT_COORDINATOR.into()")]
+    pub coordinator: String,
+    /// data directory (default ./piazza-data/slave-<port>)
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+    /// interval between heartbeats in ms (default 1000)
+    #[argh(option, default = "1000", from_str_fn(parse_positive))]
+    pub heartbeat_interval_ms: u64,
+    /// how long to keep trying to reach the coordinator at start, in ms (default 10000)
+    #[argh(option, default = "10000", from_str_fn(parse_positive))]
+    pub register_timeout_ms: u64,
+    /// when to sync the log to disk: always, everysec or never (default everysec)
+    #[argh(option, default = "Fsync::EverySec", from_str_fn(parse_fsync))]
+    pub fsync: Fsync,
+    /// most connections served at once (default 1024)
+    #[argh(option, default = "1024", from_str_fn(parse_positive))]
+    pub max_connections: u64,
+    /// close a connection idle this long, in ms (default 300000)
+    #[argh(option, default = "300000", from_str_fn(parse_positive))]
+    pub idle_timeout_ms: u64,
+    /// largest value accepted, in bytes (default 1048576)
+    #[argh(option, default = "1048576", from_str_fn(parse_positive))]
+    pub max_value_bytes: u64,
+    /// log level: error, warn, info, debug or trace (default info)
+    #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
+    pub log_level: LevelFilter,
+}
+
+impl SlaveArgs {
+    /// The typed configuration these flags describe.
+    pub fn config(&self) -> SlaveConfig {
+        SlaveConfig {
+            listen: self.listen.clone(),
+            advertise: self.advertise.clone(),
+            coordinator: self.coordinator.clone(),
+            data_dir: self.data_dir.clone(),
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            register_timeout: Duration::from_millis(self.register_timeout_ms),
+            fsync: self.fsync,
+            limits: ServerLimits {
+                max_connections: self.max_connections as usize,
+                idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+                max_value_bytes: self.max_value_bytes as usize,
+                ..ServerLimits::default()
+            },
+        }
+    }
+}
+
+/// piazza-cluster: runs a whole local cluster in the foreground: one coordinator and N
+/// slaves, each a real TCP server on its own port, in this one process. Ctrl-C stops
+/// everything cleanly.
+#[derive(FromArgs, Debug)]
+pub struct ClusterArgs {
+    /// number of slaves (default 3)
+    #[argh(option, default = "3", from_str_fn(parse_positive))]
+    pub slaves: u64,
+    /// the coordinator's TCP address (default 127.0.0.1:7400)
+    #[argh(option, default = "DEFAULT_COORDINATOR.into()")]
+    pub listen: String,
+    /// the coordinator's UDP heartbeat address (default 127.0.0.1:7401)
+    #[argh(option, default = "DEFAULT_HEARTBEAT.into()")]
+    pub heartbeat: String,
+    /// first slave port; slaves take consecutive ports from it; 0 lets the OS pick each
+    /// (default 7410)
+    #[argh(option, default = "7410")]
+    pub slave_port: u16,
+    /// directory for all data (default ./piazza-data)
+    #[argh(option, default = "PathBuf::from(\"./piazza-data\")")]
+    pub data_dir: PathBuf,
+    /// interval between heartbeats in ms (default 1000)
+    #[argh(option, default = "1000", from_str_fn(parse_positive))]
+    pub heartbeat_interval_ms: u64,
+    /// a slave silent this long (ms) is declared dead (default 3000)
+    #[argh(option, default = "3000", from_str_fn(parse_positive))]
+    pub failure_timeout_ms: u64,
+    /// log level: error, warn, info, debug or trace (default info)
+    #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
+    pub log_level: LevelFilter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let args = CoordinatorArgs::from_args(&["piazza-coordinator"], &[]).unwrap();
+        assert_eq!(args.config(), CoordinatorConfig::default());
+        let args = SlaveArgs::from_args(&["piazza-slave"], &[]).unwrap();
+        assert_eq!(args.config(), SlaveConfig::default());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        let err = CoordinatorArgs::from_args(&["c"], &["--failure-timeout-ms", "0"]).unwrap_err();
+        assert!(err.output.contains("greater than 0"), "{}", err.output);
+        let err = SlaveArgs::from_args(&["s"], &["--fsync", "sometimes"]).unwrap_err();
+        assert!(err.output.contains("unknown fsync mode"), "{}", err.output);
+        let err = SlaveArgs::from_args(&["s"], &["--log-level", "loud"]).unwrap_err();
+        assert!(err.output.contains("unknown log level"), "{}", err.output);
+    }
+}

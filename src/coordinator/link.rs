@@ -1,0 +1,322 @@
+//! Persistent, multiplexed connections from the coordinator to one slave.
+//!
+//! A [`SlaveLink`] is one TCP connection that carries many requests at once: callers write
+//! a frame with a fresh request id (under the writer lock, one flush per frame) and wait on
+//! their own channel; the link's reader thread (`link-<id>-<n>`) matches each reply to its
+//! caller by request id. A [`SlaveHandle`] keeps a few links to one slave and reconnects a
+//! broken one on next use.
+//!
+//! Threads: each link owns its reader thread and joins it in [`SlaveLink::close`] (also
+//! called on drop). Locks: `writer` and `pending` are never held together, and neither is
+//! held while waiting for a reply. The writer lock is held across one frame's write, which
+//! is the point of it (frames must not interleave); slaves read continuously, so it is short.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::net::{Shutdown as NetShutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use log::debug;
+
+use crate::ring::SlaveId;
+use crate::wire::{self, Frame, WireLimits};
+
+/// Why a request to a slave failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkError {
+    /// The slave could not be reached.
+    Connect(String),
+    /// The connection broke before the reply came.
+    Broken(String),
+    /// No reply within the timeout.
+    Timeout,
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkError::Connect(why) => write!(f, "cannot connect: {why}"),
+            LinkError::Broken(why) => write!(f, "connection lost: {why}"),
+            LinkError::Timeout => write!(f, "no reply in time"),
+        }
+    }
+}
+
+impl std::error::Error for LinkError {}
+
+type ReplySender = SyncSender<Result<Frame, LinkError>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Guarded data here is a map or a buffered socket; a panic elsewhere cannot leave
+    // either half-updated in a way that matters (a broken socket is detected on use).
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Shared {
+    pending: Mutex<HashMap<u32, ReplySender>>,
+    broken: AtomicBool,
+}
+
+impl Shared {
+    fn fail_all(&self, why: &str) {
+        self.broken.store(true, Ordering::SeqCst);
+        let pending: Vec<ReplySender> = lock(&self.pending).drain().map(|(_, tx)| tx).collect();
+        for tx in pending {
+            let _ = tx.try_send(Err(LinkError::Broken(why.to_string())));
+        }
+    }
+}
+
+/// One multiplexed connection to a slave.
+pub struct SlaveLink {
+    writer: Mutex<BufWriter<TcpStream>>,
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    next_id: AtomicU32,
+    reader: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A reply on its way.
+pub struct PendingReply {
+    rx: Receiver<Result<Frame, LinkError>>,
+    request_id: u32,
+    shared: Arc<Shared>,
+}
+
+impl PendingReply {
+    /// Waits for the reply.
+    ///
+    /// # Errors
+    /// `Timeout` after `timeout`; `Broken` if the connection fails first.
+    pub fn wait(self, timeout: Duration) -> Result<Frame, LinkError> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => {
+                lock(&self.shared.pending).remove(&self.request_id);
+                Err(LinkError::Timeout)
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(LinkError::Broken("the reader stopped".into()))
+            }
+        }
+    }
+}
+
+impl SlaveLink {
+    /// Connects to a slave and starts the reader thread named `name`.
+    ///
+    /// # Errors
+    /// `Connect` when the slave cannot be reached or the thread cannot start.
+    pub fn connect(addr: &str, name: String, timeout: Duration) -> Result<SlaveLink, LinkError> {
+        let connect = |e: io::Error| LinkError::Connect(format!("{addr}: {e}"));
+        let target: SocketAddr = addr
+            .to_socket_addrs()
+            .map_err(connect)?
+            .next()
+            .ok_or_else(|| LinkError::Connect(format!("{addr}: no address")))?;
+        let stream = TcpStream::connect_timeout(&target, timeout).map_err(connect)?;
+        stream.set_nodelay(true).map_err(connect)?;
+        let read_half = stream.try_clone().map_err(connect)?;
+        let write_half = stream.try_clone().map_err(connect)?;
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            broken: AtomicBool::new(false),
+        });
+        let reader_shared = Arc::clone(&shared);
+        let peer = addr.to_string();
+        let reader = thread::Builder::new()
+            .name(name)
+            .spawn(move || read_replies(read_half, &reader_shared, &peer))
+            .map_err(connect)?;
+        Ok(SlaveLink {
+            writer: Mutex::new(BufWriter::with_capacity(64 * 1024, write_half)),
+            stream,
+            shared,
+            next_id: AtomicU32::new(1),
+            reader: Mutex::new(Some(reader)),
+        })
+    }
+
+    /// True once the connection has failed; the link must be replaced.
+    pub fn is_broken(&self) -> bool {
+        self.shared.broken.load(Ordering::SeqCst)
+    }
+
+    /// Sends a request (its request id is replaced by the link's own) and returns a
+    /// handle to wait for the reply with.
+    ///
+    /// # Errors
+    /// `Broken` when the connection has failed or the write fails.
+    pub fn send(&self, mut frame: Frame) -> Result<PendingReply, LinkError> {
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        frame.request_id = request_id;
+        let (tx, rx) = mpsc::sync_channel(1);
+        lock(&self.shared.pending).insert(request_id, tx);
+        // The reader marks the link broken before failing the pending map, so either it
+        // saw our entry or we see the flag here.
+        if self.is_broken() {
+            lock(&self.shared.pending).remove(&request_id);
+            return Err(LinkError::Broken("connection already failed".into()));
+        }
+        let written = {
+            let mut writer = lock(&self.writer);
+            frame.write_to(&mut *writer).and_then(|()| writer.flush())
+        };
+        if let Err(e) = written {
+            lock(&self.shared.pending).remove(&request_id);
+            self.shared.fail_all(&e.to_string());
+            let _ = self.stream.shutdown(NetShutdown::Both);
+            return Err(LinkError::Broken(e.to_string()));
+        }
+        Ok(PendingReply {
+            rx,
+            request_id,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Closes the connection and joins the reader thread.
+    pub fn close(&self) {
+        let _ = self.stream.shutdown(NetShutdown::Both);
+        let reader = lock(&self.reader).take();
+        if let Some(reader) = reader {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for SlaveLink {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The reader thread: hands each reply to the caller waiting for its request id.
+fn read_replies(stream: TcpStream, shared: &Shared, peer: &str) {
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let limits = WireLimits {
+        max_key: wire::DEFAULT_MAX_KEY,
+        max_value: wire::MAX_BULK_VALUE,
+    };
+    let why = loop {
+        match wire::read_frame(&mut reader, &limits) {
+            Ok(frame) => {
+                let waiter = lock(&shared.pending).remove(&frame.request_id);
+                match waiter {
+                    Some(tx) => {
+                        let _ = tx.try_send(Ok(frame));
+                    }
+                    None => debug!(
+                        "{peer}: reply for request {} nobody waits for (timed out?)",
+                        frame.request_id
+                    ),
+                }
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    debug!("link to {peer} ended: {why}");
+    shared.fail_all(&why);
+}
+
+/// A slave as the coordinator reaches it: its id, address, and a few links.
+pub struct SlaveHandle {
+    /// The slave's id.
+    pub id: SlaveId,
+    /// The address it serves on.
+    pub addr: String,
+    slots: Vec<Mutex<Option<Arc<SlaveLink>>>>,
+    next_slot: AtomicUsize,
+    serial: AtomicUsize,
+    timeout: Duration,
+}
+
+impl SlaveHandle {
+    /// A handle with `links` connection slots, connected lazily.
+    pub fn new(id: SlaveId, addr: String, links: usize, timeout: Duration) -> SlaveHandle {
+        SlaveHandle {
+            id,
+            addr,
+            slots: (0..links.max(1)).map(|_| Mutex::new(None)).collect(),
+            next_slot: AtomicUsize::new(0),
+            serial: AtomicUsize::new(0),
+            timeout,
+        }
+    }
+
+    /// The reply timeout for this slave.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A working link, connecting one if its slot is empty or broken. The connection is
+    /// made without holding the slot's lock.
+    fn link(&self) -> Result<Arc<SlaveLink>, LinkError> {
+        let index = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let slot = &self.slots[index];
+        if let Some(link) = lock(slot).as_ref()
+            && !link.is_broken()
+        {
+            return Ok(Arc::clone(link));
+        }
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let name = format!("link-{}-{serial}", self.id);
+        let fresh = Arc::new(SlaveLink::connect(&self.addr, name, self.timeout)?);
+        let mut guard = lock(slot);
+        match guard.as_ref() {
+            // Someone else reconnected meanwhile: use theirs, drop ours.
+            Some(link) if !link.is_broken() => Ok(Arc::clone(link)),
+            _ => {
+                if let Some(old) = guard.replace(Arc::clone(&fresh)) {
+                    drop(guard);
+                    old.close();
+                }
+                Ok(fresh)
+            }
+        }
+    }
+
+    /// Sends a request on one of the links.
+    ///
+    /// # Errors
+    /// See [`SlaveLink::send`] and [`SlaveLink::connect`].
+    pub fn send(&self, frame: Frame) -> Result<PendingReply, LinkError> {
+        let link = self.link()?;
+        match link.send(frame.clone()) {
+            // A link that broke while idle (the slave restarted) is replaced once.
+            Err(LinkError::Broken(_)) => self.link()?.send(frame),
+            other => other,
+        }
+    }
+
+    /// Sends a request and waits for its reply.
+    ///
+    /// # Errors
+    /// See [`SlaveHandle::send`] and [`PendingReply::wait`].
+    pub fn call(&self, frame: Frame) -> Result<Frame, LinkError> {
+        self.send(frame)?.wait(self.timeout)
+    }
+
+    /// Closes every link and joins their reader threads.
+    pub fn close(&self) {
+        for slot in &self.slots {
+            let link = lock(slot).take();
+            if let Some(link) = link {
+                link.close();
+            }
+        }
+    }
+}
+
+impl Drop for SlaveHandle {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

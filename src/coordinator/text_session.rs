@@ -1,0 +1,205 @@
+//! One memcached text-protocol connection on the coordinator port.
+//!
+//! Reads into a buffer, parses as many whole commands as it holds (pipelining), serves
+//! each through the router, and writes all their replies with one flush before reading
+//! again. A command split across TCP segments simply waits for the rest. Bad input gets
+//! memcached's error reply; only a line too long to frame closes the connection.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+
+use log::debug;
+
+use super::Coordinator;
+use crate::request::{Failure, Outcome, Request};
+use crate::text::{self, Parsed, TextCommand, TextError};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Serves the connection until the client quits, closes, idles out or sends a line that
+/// cannot be framed.
+pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: SocketAddr) {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // Bytes of a refused data block still to be thrown away as they arrive.
+    let mut skip: usize = 0;
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                debug!("{peer}: {e}; closing");
+                return;
+            }
+        };
+        let mut fresh = &chunk[..n];
+        if skip > 0 {
+            let dropped = skip.min(fresh.len());
+            skip -= dropped;
+            fresh = &fresh[dropped..];
+        }
+        buf.extend_from_slice(fresh);
+        let mut close = false;
+        let mut start = 0;
+        while start < buf.len() {
+            match text::parse(&buf[start..], &coordinator.text_limits) {
+                Parsed::Incomplete => break,
+                Parsed::Command { command, consumed } => {
+                    start += consumed;
+                    if command == TextCommand::Quit {
+                        close = true;
+                        break;
+                    }
+                    execute(coordinator, command, &mut out);
+                }
+                Parsed::Error {
+                    error,
+                    consumed,
+                    skip: more,
+                } => {
+                    debug!("{peer}: {error}");
+                    out.extend_from_slice(&error.reply());
+                    start += consumed;
+                    let available = buf.len() - start;
+                    let dropped = more.min(available);
+                    start += dropped;
+                    skip = more - dropped;
+                    if error.closes_connection() {
+                        close = true;
+                        break;
+                    }
+                }
+            }
+        }
+        buf.drain(..start);
+        if !out.is_empty() {
+            if let Err(e) = stream.write_all(&out) {
+                debug!("{peer}: write failed: {e}");
+                return;
+            }
+            out.clear();
+        }
+        if close {
+            return;
+        }
+    }
+}
+
+/// Serves one command, appending its reply to `out`.
+fn execute(coordinator: &Coordinator, command: TextCommand, out: &mut Vec<u8>) {
+    match command {
+        TextCommand::Set {
+            key,
+            flags,
+            exptime,
+            data,
+            noreply,
+        } => {
+            if exptime != 0 {
+                out.extend_from_slice(
+                    &TextError::Client("exptime not supported: use 0 (keys never expire)".into())
+                        .reply(),
+                );
+                return;
+            }
+            let outcome = coordinator.router.serve(Request::Put {
+                key,
+                value: data,
+                flags,
+            });
+            match outcome {
+                Outcome::Stored { .. } if noreply => {}
+                Outcome::Stored { .. } => out.extend_from_slice(text::STORED),
+                other => write_failure(other, out),
+            }
+        }
+        TextCommand::Get { keys, cas } => {
+            for key in keys {
+                match coordinator.router.serve(Request::Get { key: key.clone() }) {
+                    Outcome::Found(found) => text::write_value(
+                        out,
+                        &key,
+                        found.flags,
+                        &found.value,
+                        cas.then_some(found.version),
+                    ),
+                    Outcome::NotFound => {}
+                    // memcached has no per-key error inside a get: report the failure
+                    // and stop, without the END, as memcached does on a server error.
+                    other => {
+                        write_failure(other, out);
+                        return;
+                    }
+                }
+            }
+            out.extend_from_slice(text::END);
+        }
+        TextCommand::Delete { key, noreply } => {
+            let outcome = coordinator.router.serve(Request::Delete { key });
+            match outcome {
+                Outcome::Deleted | Outcome::NotFound if noreply => {}
+                Outcome::Deleted => out.extend_from_slice(text::DELETED),
+                Outcome::NotFound => out.extend_from_slice(text::NOT_FOUND),
+                other => write_failure(other, out),
+            }
+        }
+        TextCommand::Version => {
+            text::write_version(out, env!("CARGO_PKG_VERSION"));
+        }
+        TextCommand::Stats => write_stats(coordinator, out),
+        // Handled by the caller, which closes the connection.
+        TextCommand::Quit => {}
+    }
+}
+
+fn write_failure(outcome: Outcome, out: &mut Vec<u8>) {
+    match outcome {
+        Outcome::Failed(Failure::Invalid(why)) => {
+            out.extend_from_slice(&TextError::Client(why).reply());
+        }
+        Outcome::Failed(Failure::TooLarge) => out.extend_from_slice(&TextError::TooLarge.reply()),
+        Outcome::Failed(failure) => text::write_server_error(out, &failure.to_string()),
+        other => text::write_server_error(out, &format!("unexpected outcome {other:?}")),
+    }
+}
+
+fn write_stats(coordinator: &Coordinator, out: &mut Vec<u8>) {
+    let counters = &coordinator.router.counters;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    text::write_stat(out, "pid", std::process::id());
+    text::write_stat(out, "uptime", coordinator.started.elapsed().as_secs());
+    text::write_stat(out, "time", now);
+    text::write_stat(out, "version", env!("CARGO_PKG_VERSION"));
+    text::write_stat(
+        out,
+        "curr_connections",
+        coordinator.active.load(Ordering::Relaxed),
+    );
+    text::write_stat(
+        out,
+        "total_connections",
+        coordinator.total_connections.load(Ordering::Relaxed),
+    );
+    text::write_stat(out, "curr_items", coordinator.curr_items());
+    text::write_stat(out, "cmd_get", counters.cmd_get.load(Ordering::Relaxed));
+    text::write_stat(out, "cmd_set", counters.cmd_set.load(Ordering::Relaxed));
+    text::write_stat(out, "get_hits", counters.get_hits.load(Ordering::Relaxed));
+    text::write_stat(
+        out,
+        "get_misses",
+        counters.get_misses.load(Ordering::Relaxed),
+    );
+    text::write_stat(
+        out,
+        "cmd_delete",
+        counters.cmd_delete.load(Ordering::Relaxed),
+    );
+    text::write_stat(out, "slaves", coordinator.membership.len());
+    out.extend_from_slice(text::END);
+}

@@ -1,0 +1,227 @@
+//! What every Piazza TCP server shares: binding with a helpful error, the accept loop with
+//! its connection cap, and the loop that serves binary frames on one connection.
+//!
+//! Threads: [`accept_loop`] runs on its caller's thread and spawns one named thread per
+//! connection (`<prefix>-<n>`); it owns their `JoinHandle`s, reaps finished ones as it goes,
+//! and joins all of them before it returns. Blocked connection threads are woken by the
+//! [`Shutdown`] (it shuts their sockets down) or by their idle timeout.
+
+use std::fs;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use log::{debug, warn};
+
+use crate::config::ServerLimits;
+use crate::shutdown::Shutdown;
+use crate::wire::{self, Frame, WireError, WireLimits};
+
+/// Stack size of a connection thread: small, so `--max-connections` threads fit easily.
+pub const CONNECTION_STACK: usize = 256 * 1024;
+
+/// The reply a connection past the cap gets before it is closed. It is text, since the
+/// protocol is not known yet; binary clients report it as "server busy".
+pub const BUSY_REPLY: &[u8] = b"SERVER_ERROR too many connections\r\n";
+
+/// Binds a TCP listener, with an error message that says what to do.
+///
+/// # Errors
+/// A one-line description naming the address and the likely cause.
+pub fn bind(addr: &str, what: &str, flag: &str) -> Result<TcpListener, String> {
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot use {what} address '{addr}': {e} (expected HOST:PORT)"))?
+        .collect();
+    TcpListener::bind(&addrs[..]).map_err(|e| bind_message(addr, what, flag, &e))
+}
+
+/// The message for a failed bind, TCP or UDP.
+pub fn bind_message(addr: &str, what: &str, flag: &str, e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => format!(
+            "cannot bind {what} {addr}: address in use (another piazza running? try {flag} with another port, or port 0)"
+        ),
+        io::ErrorKind::PermissionDenied => format!(
+            "cannot bind {what} {addr}: permission denied (ports below 1024 need privileges; try {flag} with a higher port)"
+        ),
+        _ => format!("cannot bind {what} {addr}: {e} (check {flag})"),
+    }
+}
+
+/// Creates `dir` if needed and checks that it is writable.
+///
+/// # Errors
+/// A one-line description naming the directory and what failed.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), String> {
+    fs::create_dir_all(dir).map_err(|e| {
+        format!(
+            "data dir {} cannot be created: {e} (choose another with --data-dir)",
+            dir.display()
+        )
+    })?;
+    let probe = dir.join(".piazza-write-test");
+    fs::write(&probe, b"ok")
+        .and_then(|()| fs::remove_file(&probe))
+        .map_err(|e| {
+            format!(
+                "data dir {} is not writable: {e} (fix its permissions or choose another with --data-dir)",
+                dir.display()
+            )
+        })
+}
+
+/// Accepts connections until the shutdown starts, handing each to `handle` on its own
+/// named thread. Past `limits.max_connections` live connections, a new one gets
+/// [`BUSY_REPLY`] and is closed. Returns once every connection thread has been joined.
+///
+/// `active` counts the live connections (shared, so servers can report it).
+pub fn accept_loop<F>(
+    listener: TcpListener,
+    shutdown: &Shutdown,
+    prefix: &str,
+    limits: ServerLimits,
+    active: Arc<AtomicUsize>,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+{
+    let handle = Arc::new(handle);
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut serial: u64 = 0;
+    loop {
+        let accepted = listener.accept();
+        if shutdown.is_triggered() {
+            break;
+        }
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors or a connection reset before accept: back off a
+                // little instead of spinning, and carry on.
+                warn!("accept failed: {e}");
+                if shutdown.wait_timeout(Duration::from_millis(50)) {
+                    break;
+                }
+                continue;
+            }
+        };
+        reap(&mut threads);
+        if active.load(Ordering::SeqCst) >= limits.max_connections {
+            warn!(
+                "connection cap of {} reached: refusing {peer}",
+                limits.max_connections
+            );
+            let _ = (&stream).write_all(BUSY_REPLY);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(limits.idle_timeout));
+        serial += 1;
+        let name = format!("{prefix}-{serial}");
+        active.fetch_add(1, Ordering::SeqCst);
+        let counter = ActiveGuard(Arc::clone(&active));
+        let handle = Arc::clone(&handle);
+        let shutdown = shutdown.clone();
+        let spawned = thread::Builder::new()
+            .name(name)
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                let _counter = counter;
+                let _registered = shutdown.register_stream(&stream);
+                debug!("connection from {peer}");
+                handle(stream, peer);
+                debug!("connection from {peer} closed");
+            });
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => warn!("cannot start a thread for {peer}: {e}"),
+        }
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+/// Joins the connection threads that have finished, keeping the others.
+fn reap(threads: &mut Vec<JoinHandle<()>>) {
+    let mut index = 0;
+    while index < threads.len() {
+        if threads[index].is_finished() {
+            let _ = threads.swap_remove(index).join();
+        } else {
+            index += 1;
+        }
+    }
+}
+
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serves binary frames on one connection: reads a frame, asks `handler` for the reply,
+/// writes it; flushes whenever no further whole request is already buffered, so pipelined
+/// requests share one write (a partly received request does not hold replies back). Malformed frames get an error reply where one can be framed;
+/// the connection is closed when the stream cannot be resynchronised.
+pub fn serve_frames<F>(stream: TcpStream, peer: SocketAddr, limits: WireLimits, mut handler: F)
+where
+    F: FnMut(Frame) -> Frame,
+{
+    let read_half = match stream.try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot clone the socket of {peer}: {e}");
+            return;
+        }
+    };
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let mut writer = BufWriter::with_capacity(64 * 1024, stream);
+    loop {
+        let reply = match wire::read_frame(&mut reader, &limits) {
+            Ok(frame) => handler(frame),
+            Err(WireError::Closed) => break,
+            Err(WireError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                debug!("{peer}: idle timeout, closing");
+                break;
+            }
+            Err(e) => match e.server_reply() {
+                Some((reply, close)) => {
+                    if close {
+                        warn!("{peer}: {e}; closing the connection");
+                        let _ = reply.write_to(&mut writer).and_then(|()| writer.flush());
+                        break;
+                    }
+                    debug!("{peer}: {e}");
+                    reply
+                }
+                None => {
+                    debug!("{peer}: {e}; closing the connection");
+                    break;
+                }
+            },
+        };
+        if let Err(e) = reply.write_to(&mut writer) {
+            debug!("{peer}: write failed: {e}");
+            break;
+        }
+        if !wire::holds_whole_frame(reader.buffer())
+            && let Err(e) = writer.flush()
+        {
+            debug!("{peer}: write failed: {e}");
+            break;
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! `piazza-client`'s command line: the subcommands `put`, `get`, `del`, `status`, and the
+//! interactive prompt that reads the same commands line by line from stdin.
+//!
+//! Exit codes (the contract): 0 success; 1 key not found (`get`, `del`); 2 any error, with
+//! the reason on stderr. `get` prints the value alone on stdout, then a newline.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use argh::FromArgs;
+
+use crate::client::{Client, ClientError, ClusterStatus};
+use crate::config::DEFAULT_COORDINATOR;
+
+/// piazza-client: store, read and delete keys in a Piazza cluster. With no subcommand,
+/// reads commands (put KEY VALUE, get KEY, del KEY, status, help, quit) from stdin.
+#[derive(FromArgs, Debug)]
+pub struct ClientArgs {
+    /// the coordinator's TCP address (default 127.0.0.1:7400)
+    #[argh(option, default = "DEFAULT_COORDINATOR.into()")]
+    pub coordinator: String,
+    /// what to do (none: interactive prompt)
+    #[argh(subcommand)]
+    pub command: Option<ClientCommand>,
+}
+
+/// One client command.
+#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand)]
+pub enum ClientCommand {
+    /// Store a value.
+    Put(PutArgs),
+    /// Read a value.
+    Get(GetArgs),
+    /// Delete a key.
+    Del(DelArgs),
+    /// Show the ring.
+    Status(StatusArgs),
+}
+
+/// store VALUE under KEY
+#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand, name = "put")]
+pub struct PutArgs {
+    /// the key
+    #[argh(positional)]
+    pub key: String,
+    /// the value
+    #[argh(positional)]
+    pub value: String,
+}
+
+/// print the value of KEY (exit 1 if it is not there)
+#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand, name = "get")]
+pub struct GetArgs {
+    /// the key
+    #[argh(positional)]
+    pub key: String,
+}
+
+/// delete KEY (exit 1 if it was not there)
+#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand, name = "del")]
+pub struct DelArgs {
+    /// the key
+    #[argh(positional)]
+    pub key: String,
+}
+
+/// show every slave: id, address, token, state, and key counts
+#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand, name = "status")]
+pub struct StatusArgs {}
+
+/// Exit code: key not found.
+pub const EXIT_NOT_FOUND: u8 = 1;
+/// Exit code: any error.
+pub const EXIT_ERROR: u8 = 2;
+
+/// Runs the command line and returns the exit code.
+pub fn main(args: ClientArgs) -> ExitCode {
+    let mut client = match Client::connect(&args.coordinator) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match args.command {
+        Some(command) => {
+            let stdout = io::stdout();
+            let code = execute(&mut client, &command, &mut stdout.lock());
+            ExitCode::from(code)
+        }
+        None => prompt(&mut client),
+    }
+}
+
+/// Runs one command, printing its result to `out` and errors to stderr; returns the exit
+/// code.
+pub fn execute(client: &mut Client, command: &ClientCommand, out: &mut impl Write) -> u8 {
+    let result = match command {
+        ClientCommand::Put(a) => client
+            .put(a.key.as_bytes(), a.value.as_bytes())
+            .map(|_| writeln!(out, "stored").map_or(EXIT_ERROR, |()| 0)),
+        ClientCommand::Get(a) => client.get(a.key.as_bytes()).map(|found| match found {
+            Some(v) => {
+                let written = out.write_all(&v.value).and_then(|()| out.write_all(b"\n"));
+                written.map_or(EXIT_ERROR, |()| 0)
+            }
+            None => {
+                eprintln!("not found: {}", a.key);
+                EXIT_NOT_FOUND
+            }
+        }),
+        ClientCommand::Del(a) => client.delete(a.key.as_bytes()).map(|existed| {
+            if existed {
+                writeln!(out, "deleted").map_or(EXIT_ERROR, |()| 0)
+            } else {
+                eprintln!("not found: {}", a.key);
+                EXIT_NOT_FOUND
+            }
+        }),
+        ClientCommand::Status(_) => client
+            .status()
+            .map(|status| write!(out, "{}", format_status(&status)).map_or(EXIT_ERROR, |()| 0)),
+    };
+    result.unwrap_or_else(|e: ClientError| {
+        eprintln!("error: {e}");
+        EXIT_ERROR
+    })
+}
+
+/// The ring as an aligned table a person reads at a glance.
+pub fn format_status(status: &ClusterStatus) -> String {
+    let mut rows: Vec<[String; 6]> = vec![[
+        "ID".into(),
+        "ADDRESS".into(),
+        "TOKEN".into(),
+        "STATE".into(),
+        "OWN".into(),
+        "PREVIOUS".into(),
+    ]];
+    for s in &status.slaves {
+        let count = |c: Option<u64>| c.map_or("-".into(), |n| n.to_string());
+        rows.push([
+            s.id.to_string(),
+            s.addr.clone(),
+            s.token.clone(),
+            s.state.clone(),
+            count(s.own),
+            count(s.previous),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut text = match status.copies {
+        0 => "no slaves: start a piazza-slave to store data\n".to_string(),
+        1 => format!(
+            "{} slave, ring epoch {}: ONE copy of every key (start another slave for two)\n",
+            status.slaves.len(),
+            status.epoch
+        ),
+        n => format!(
+            "{} slaves, ring epoch {}: {n} copies of every key\n",
+            status.slaves.len(),
+            status.epoch
+        ),
+    };
+    if status.slaves.is_empty() {
+        return text;
+    }
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// Parses one prompt line into a command. `Ok(None)` for a blank line.
+///
+/// # Errors
+/// A message saying what is wrong and how the command is written.
+pub fn parse_line(line: &str) -> Result<Option<ClientCommand>, String> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let (verb, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let rest = rest.trim_start();
+    let one_key = |usage: &str| {
+        if rest.is_empty() || rest.contains(char::is_whitespace) {
+            Err(format!("usage: {usage}"))
+        } else {
+            Ok(rest.to_string())
+        }
+    };
+    let command = match verb {
+        "put" | "set" => {
+            // The value is the rest of the line, spaces included.
+            let Some((key, value)) = rest.split_once(char::is_whitespace) else {
+                return Err("usage: put KEY VALUE".into());
+            };
+            ClientCommand::Put(PutArgs {
+                key: key.to_string(),
+                value: value.trim_start().to_string(),
+            })
+        }
+        "get" => ClientCommand::Get(GetArgs {
+            key: one_key("get KEY")?,
+        }),
+        "del" | "delete" => ClientCommand::Del(DelArgs {
+            key: one_key("del KEY")?,
+        }),
+        "status" => ClientCommand::Status(StatusArgs {}),
+        other => {
+            return Err(format!(
+                "unknown command '{other}' (commands: put KEY VALUE, get KEY, del KEY, status, help, quit)"
+            ));
+        }
+    };
+    Ok(Some(command))
+}
+
+const HELP: &str = "commands: put KEY VALUE | get KEY | del KEY | status | help | quit";
+
+/// The interactive prompt: one command per line until `quit` or end of input. The exit
+/// code is 0 unless the connection fails.
+fn prompt(client: &mut Client) -> ExitCode {
+    let interactive = io::stdin().is_terminal();
+    if interactive {
+        println!("connected to {}; {HELP}", client.addr());
+    }
+    let stdin = io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if interactive {
+            print!("piazza> ");
+            let _ = io::stdout().flush();
+        }
+        let Some(line) = lines.next() else {
+            return ExitCode::SUCCESS;
+        };
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                eprintln!("error: cannot read stdin: {e}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        };
+        match line.trim() {
+            "quit" | "exit" => return ExitCode::SUCCESS,
+            "help" => {
+                println!("{HELP}");
+                continue;
+            }
+            _ => {}
+        }
+        match parse_line(&line) {
+            Ok(Some(command)) => {
+                let stdout = io::stdout();
+                let code = execute(client, &command, &mut stdout.lock());
+                if code == EXIT_ERROR && client.ping().is_err() {
+                    eprintln!("error: lost the connection to {}", client.addr());
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            }
+            Ok(None) => {}
+            Err(message) => eprintln!("{message}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_lines_parse() {
+        assert_eq!(
+            parse_line("put k hello world").unwrap(),
+            Some(ClientCommand::Put(PutArgs {
+                key: "k".into(),
+                value: "hello world".into()
+            }))
+        );
+        assert_eq!(
+            parse_line("  get k ").unwrap(),
+            Some(ClientCommand::Get(GetArgs { key: "k".into() }))
+        );
+        assert_eq!(parse_line("").unwrap(), None);
+        assert!(parse_line("get").unwrap_err().contains("usage"));
+        assert!(parse_line("get a b").unwrap_err().contains("usage"));
+        assert!(parse_line("put k").unwrap_err().contains("usage"));
+        assert!(
+            parse_line("frobnicate")
+                .unwrap_err()
+                .contains("unknown command")
+        );
+    }
+
+    #[test]
+    fn status_table_says_how_many_copies() {
+        let status = crate::client::parse_status(
+            "copies\t1\nepoch\t1\nid\taddr\ttoken\tstate\town\tprevious\n1\t127.0.0.1:7410\t0x00000000000000aa\talive\t3\t0\n",
+        )
+        .unwrap();
+        let text = format_status(&status);
+        assert!(text.contains("ONE copy"), "{text}");
+        assert!(text.contains("127.0.0.1:7410"), "{text}");
+        assert!(text.lines().nth(1).unwrap().starts_with("ID"), "{text}");
+    }
+}

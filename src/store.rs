@@ -1,0 +1,385 @@
+//! A slave's data: the `own` table (keys it is primary for) and the `previous` table (a
+//! copy of its predecessor's `own`), each a `HashMap` from key to versioned [`Entry`].
+//!
+//! Invariants:
+//! - an older version never overwrites a newer one, in either table, whatever order writes
+//!   arrive in; so two replicas that receive the same writes end in the same state;
+//! - a delete leaves a versioned tombstone, so a late, older write cannot bring a key back;
+//! - this module does no I/O and never sees bytes from a socket. [`Store`] holds both
+//!   tables behind one `Mutex`, taken only inside its methods and never across I/O.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+/// A write's version: assigned by the coordinator, strictly increasing across the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Version(pub u64);
+
+/// Which of the two tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// Keys this slave is primary for.
+    Own,
+    /// The copy of the predecessor's `own`.
+    Previous,
+}
+
+impl Table {
+    /// The table's name as the original design spelled it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Own => "own",
+            Table::Previous => "previous",
+        }
+    }
+}
+
+/// One key's state in a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The version of the write that produced this state.
+    pub version: Version,
+    /// memcached flags, stored with the value and returned as given.
+    pub flags: u32,
+    /// The value, or `None` for a tombstone left by a delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The write was newer and is now the key's state. `was_live` says whether a value
+    /// (not a tombstone, not nothing) was there before.
+    Applied {
+        /// A live value was replaced or deleted.
+        was_live: bool,
+    },
+    /// The table already held this version or a newer one; nothing changed.
+    Stale {
+        /// The version the table holds.
+        current: Version,
+    },
+}
+
+/// Counts of one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableCounts {
+    /// Keys with a live value.
+    pub live: u64,
+    /// Keys with a tombstone.
+    pub tombstones: u64,
+}
+
+/// The two tables, unlocked. [`Store`] wraps them in a `Mutex`.
+#[derive(Debug, Default)]
+pub struct Tables {
+    own: HashMap<Vec<u8>, Entry>,
+    previous: HashMap<Vec<u8>, Entry>,
+}
+
+impl Tables {
+    fn table(&self, table: Table) -> &HashMap<Vec<u8>, Entry> {
+        match table {
+            Table::Own => &self.own,
+            Table::Previous => &self.previous,
+        }
+    }
+
+    fn table_mut(&mut self, table: Table) -> &mut HashMap<Vec<u8>, Entry> {
+        match table {
+            Table::Own => &mut self.own,
+            Table::Previous => &mut self.previous,
+        }
+    }
+
+    /// The entry for `key`, tombstones included.
+    pub fn get(&self, table: Table, key: &[u8]) -> Option<&Entry> {
+        self.table(table).get(key)
+    }
+
+    /// Applies `entry` to `key` if it is newer than what the table holds.
+    pub fn apply(&mut self, table: Table, key: &[u8], entry: Entry) -> Applied {
+        let map = self.table_mut(table);
+        match map.get_mut(key) {
+            Some(current) if current.version >= entry.version => Applied::Stale {
+                current: current.version,
+            },
+            Some(current) => {
+                let was_live = current.value.is_some();
+                *current = entry;
+                Applied::Applied { was_live }
+            }
+            None => {
+                map.insert(key.to_vec(), entry);
+                Applied::Applied { was_live: false }
+            }
+        }
+    }
+
+    /// Counts live keys and tombstones of a table.
+    pub fn counts(&self, table: Table) -> TableCounts {
+        let map = self.table(table);
+        let live = map.values().filter(|e| e.value.is_some()).count() as u64;
+        TableCounts {
+            live,
+            tombstones: map.len() as u64 - live,
+        }
+    }
+
+    /// Entries of a table in an unspecified but stable order, starting at position
+    /// `cursor`, until `max_bytes` of keys and values are gathered (at least one entry).
+    /// Returns the entries and the next cursor, `None` when the table is done.
+    ///
+    /// The cursor is a position in the table's iteration order, which stays the same while
+    /// the table is not changed; transfers that must see a changing table take a snapshot.
+    pub fn chunk(
+        &self,
+        table: Table,
+        cursor: usize,
+        max_bytes: usize,
+    ) -> (Vec<(Vec<u8>, Entry)>, Option<usize>) {
+        let map = self.table(table);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (position, (key, entry)) in (cursor..).zip(map.iter().skip(cursor)) {
+            if !out.is_empty() && bytes + key.len() + entry_len(entry) > max_bytes {
+                return (out, Some(position));
+            }
+            bytes += key.len() + entry_len(entry);
+            out.push((key.clone(), entry.clone()));
+        }
+        (out, None)
+    }
+}
+
+fn entry_len(entry: &Entry) -> usize {
+    entry.value.as_ref().map_or(0, Vec::len) + 21
+}
+
+/// Both tables behind one lock. Every method locks, delegates to [`Tables`], and unlocks;
+/// none does I/O.
+#[derive(Debug, Default)]
+pub struct Store {
+    tables: Mutex<Tables>,
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Store {
+        Store::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        // A panic while holding the lock leaves the maps consistent (every mutation is a
+        // single insert or assignment), so a poisoned lock is still safe to use.
+        self.tables
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The entry for `key` (tombstones included), cloned out of the lock.
+    pub fn get(&self, table: Table, key: &[u8]) -> Option<Entry> {
+        self.lock().get(table, key).cloned()
+    }
+
+    /// Stores a value at `version` unless the table holds that version or a newer one.
+    pub fn put(
+        &self,
+        table: Table,
+        key: &[u8],
+        value: Vec<u8>,
+        flags: u32,
+        version: Version,
+    ) -> Applied {
+        self.lock().apply(
+            table,
+            key,
+            Entry {
+                version,
+                flags,
+                value: Some(value),
+            },
+        )
+    }
+
+    /// Leaves a tombstone at `version` unless the table holds that version or a newer one.
+    pub fn delete(&self, table: Table, key: &[u8], version: Version) -> Applied {
+        self.lock().apply(
+            table,
+            key,
+            Entry {
+                version,
+                flags: 0,
+                value: None,
+            },
+        )
+    }
+
+    /// Applies many entries under one lock; returns how many were newer and applied.
+    pub fn apply_all(&self, table: Table, entries: Vec<(Vec<u8>, Entry)>) -> usize {
+        let mut tables = self.lock();
+        entries
+            .into_iter()
+            .filter(|(key, entry)| {
+                matches!(
+                    tables.apply(table, key, entry.clone()),
+                    Applied::Applied { .. }
+                )
+            })
+            .count()
+    }
+
+    /// Counts of both tables: (own, previous).
+    pub fn counts(&self) -> (TableCounts, TableCounts) {
+        let tables = self.lock();
+        (tables.counts(Table::Own), tables.counts(Table::Previous))
+    }
+
+    /// One chunk of a table; see [`Tables::chunk`].
+    pub fn chunk(
+        &self,
+        table: Table,
+        cursor: usize,
+        max_bytes: usize,
+    ) -> (Vec<(Vec<u8>, Entry)>, Option<usize>) {
+        self.lock().chunk(table, cursor, max_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(store: &Store, table: Table, key: &[u8]) -> Option<Vec<u8>> {
+        store.get(table, key).and_then(|e| e.value)
+    }
+
+    #[test]
+    fn newer_write_wins_whatever_the_arrival_order() {
+        let a = Store::new();
+        let b = Store::new();
+        a.put(Table::Own, b"k", b"one".to_vec(), 0, Version(1));
+        a.put(Table::Own, b"k", b"two".to_vec(), 0, Version(2));
+        b.put(Table::Own, b"k", b"two".to_vec(), 0, Version(2));
+        let late = b.put(Table::Own, b"k", b"one".to_vec(), 0, Version(1));
+        assert_eq!(
+            late,
+            Applied::Stale {
+                current: Version(2)
+            }
+        );
+        assert_eq!(value(&a, Table::Own, b"k"), Some(b"two".to_vec()));
+        assert_eq!(a.get(Table::Own, b"k"), b.get(Table::Own, b"k"));
+    }
+
+    #[test]
+    fn tombstone_stops_an_older_write_from_bringing_the_key_back() {
+        let store = Store::new();
+        store.put(Table::Own, b"k", b"v".to_vec(), 7, Version(5));
+        assert_eq!(
+            store.delete(Table::Own, b"k", Version(6)),
+            Applied::Applied { was_live: true }
+        );
+        store.put(Table::Own, b"k", b"old".to_vec(), 0, Version(4));
+        assert_eq!(value(&store, Table::Own, b"k"), None);
+        assert_eq!(
+            store.get(Table::Own, b"k").map(|e| e.version),
+            Some(Version(6))
+        );
+        // A newer write after the delete does bring it back.
+        store.put(Table::Own, b"k", b"new".to_vec(), 1, Version(7));
+        assert_eq!(value(&store, Table::Own, b"k"), Some(b"new".to_vec()));
+    }
+
+    #[test]
+    fn same_version_is_stale() {
+        let store = Store::new();
+        store.put(Table::Own, b"k", b"a".to_vec(), 0, Version(3));
+        assert_eq!(
+            store.put(Table::Own, b"k", b"b".to_vec(), 0, Version(3)),
+            Applied::Stale {
+                current: Version(3)
+            }
+        );
+    }
+
+    #[test]
+    fn delete_of_a_missing_key_leaves_a_tombstone() {
+        let store = Store::new();
+        assert_eq!(
+            store.delete(Table::Previous, b"k", Version(2)),
+            Applied::Applied { was_live: false }
+        );
+        let (own, previous) = store.counts();
+        assert_eq!(own, TableCounts::default());
+        assert_eq!(
+            previous,
+            TableCounts {
+                live: 0,
+                tombstones: 1
+            }
+        );
+    }
+
+    #[test]
+    fn tables_are_separate() {
+        let store = Store::new();
+        store.put(Table::Own, b"k", b"own".to_vec(), 1, Version(1));
+        assert_eq!(store.get(Table::Previous, b"k"), None);
+        store.put(Table::Previous, b"k", b"prev".to_vec(), 2, Version(1));
+        assert_eq!(value(&store, Table::Own, b"k"), Some(b"own".to_vec()));
+        assert_eq!(store.get(Table::Previous, b"k").map(|e| e.flags), Some(2));
+    }
+
+    #[test]
+    fn chunks_cover_the_table_once() {
+        let store = Store::new();
+        for i in 0..1000u32 {
+            store.put(
+                Table::Own,
+                &i.to_be_bytes(),
+                vec![0; 50],
+                0,
+                Version(u64::from(i) + 1),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = Some(0);
+        while let Some(at) = cursor {
+            let (entries, next) = store.chunk(Table::Own, at, 4096);
+            assert!(!entries.is_empty());
+            for (key, _) in entries {
+                assert!(seen.insert(key));
+            }
+            cursor = next;
+        }
+        assert_eq!(seen.len(), 1000);
+    }
+
+    #[test]
+    fn apply_all_merges_by_version() {
+        let store = Store::new();
+        store.put(Table::Previous, b"a", b"new".to_vec(), 0, Version(10));
+        let incoming = vec![
+            (
+                b"a".to_vec(),
+                Entry {
+                    version: Version(9),
+                    flags: 0,
+                    value: Some(b"old".to_vec()),
+                },
+            ),
+            (
+                b"b".to_vec(),
+                Entry {
+                    version: Version(1),
+                    flags: 0,
+                    value: Some(b"b".to_vec()),
+                },
+            ),
+        ];
+        assert_eq!(store.apply_all(Table::Previous, incoming), 1);
+        assert_eq!(value(&store, Table::Previous, b"a"), Some(b"new".to_vec()));
+        assert_eq!(value(&store, Table::Previous, b"b"), Some(b"b".to_vec()));
+    }
+}

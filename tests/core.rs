@@ -1,0 +1,584 @@
+//! End-to-end tests of the core port: real coordinator and slave processes on loopback,
+//! the binary client, raw memcached-text sockets, and both replicas checked directly.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Cluster, DEADLINE, Proc, Rng, TempDir, bin, wait_until};
+use piazza::Client;
+use piazza::wire::TableSel;
+
+/// Both replicas of `key` hold `expected` (None: absent or tombstone), asked directly.
+fn assert_on_both(cluster: &Cluster, key: &[u8], expected: Option<&[u8]>) {
+    let (primary, replica) = cluster.placement(key);
+    let own = Client::connect(&primary)
+        .unwrap()
+        .slave_get(TableSel::Own, key)
+        .unwrap();
+    assert_eq!(
+        own.as_ref().map(|v| v.value.as_slice()),
+        expected,
+        "primary {primary} own"
+    );
+    let replica = replica.expect("a replica with 3 slaves");
+    let previous = Client::connect(&replica)
+        .unwrap()
+        .slave_get(TableSel::Previous, key)
+        .unwrap();
+    assert_eq!(
+        previous.as_ref().map(|v| v.value.as_slice()),
+        expected,
+        "replica {replica} previous"
+    );
+    if let (Some(own), Some(previous)) = (own, previous) {
+        assert_eq!(own.version, previous.version);
+        assert_eq!(own.flags, previous.flags);
+    }
+}
+
+/// A value with `\r\n` and zero bytes in it, of a random size up to 100 KiB (most small).
+fn awkward_value(rng: &mut Rng) -> Vec<u8> {
+    let len = match rng.below(10) {
+        0 => rng.below(100 * 1024 + 1) as usize,
+        1 => 0,
+        _ => rng.below(300) as usize,
+    };
+    let mut value = rng.bytes(len);
+    if len >= 4 {
+        value[0] = b'\r';
+        value[1] = b'\n';
+        value[2] = 0;
+    }
+    value
+}
+
+#[test]
+fn binary_client_stores_reads_and_deletes_with_two_copies() {
+    let cluster = Cluster::start(3);
+    let mut client = cluster.client();
+    let mut rng = Rng(0x5EED);
+    let mut data = Vec::new();
+    for i in 0..1000 {
+        let mut key = format!("bin-{i}-").into_bytes();
+        key.extend(rng.bytes(3)); // binary keys are fine in this protocol
+        let value = awkward_value(&mut rng);
+        let flags = rng.next() as u32;
+        client.put_with_flags(&key, &value, flags).unwrap();
+        data.push((key, value, flags));
+    }
+    for (key, value, flags) in &data {
+        let got = client.get(key).unwrap().expect("stored key is readable");
+        assert_eq!(&got.value, value);
+        assert_eq!(got.flags, *flags);
+    }
+    for (key, value, _) in data.iter().step_by(10) {
+        assert_on_both(&cluster, key, Some(value));
+    }
+    // Keys spread over all three slaves.
+    let status = cluster.status();
+    assert_eq!(status.copies, 2);
+    assert!(
+        status.slaves.iter().all(|s| s.own.unwrap() > 100),
+        "{}",
+        status.raw
+    );
+    let total_own: u64 = status.slaves.iter().map(|s| s.own.unwrap()).sum();
+    let total_previous: u64 = status.slaves.iter().map(|s| s.previous.unwrap()).sum();
+    assert_eq!(total_own, 1000);
+    assert_eq!(total_previous, 1000);
+
+    for (key, _, _) in &data {
+        assert!(
+            client.delete(key).unwrap(),
+            "delete of a stored key says it existed"
+        );
+    }
+    for (key, _, _) in data.iter().step_by(10) {
+        assert_eq!(client.get(key).unwrap(), None);
+        assert!(!client.delete(key).unwrap(), "second delete finds nothing");
+        assert_on_both(&cluster, key, None);
+    }
+}
+
+/// A raw memcached-text connection.
+struct Text {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Text {
+    fn connect(addr: &str) -> Text {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Text {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
+        line.truncate(line.len() - 2);
+        line
+    }
+
+    /// Reads a get reply: (key, flags, data, cas) per hit, up to END.
+    fn values(&mut self) -> Vec<(String, u32, Vec<u8>, Option<u64>)> {
+        let mut hits = Vec::new();
+        loop {
+            let line = self.line();
+            if line == "END" {
+                return hits;
+            }
+            let parts: Vec<&str> = line.split(' ').collect();
+            assert_eq!(parts[0], "VALUE", "unexpected line {line:?}");
+            let len: usize = parts[3].parse().unwrap();
+            let mut data = vec![0; len + 2];
+            self.reader.read_exact(&mut data).unwrap();
+            assert_eq!(&data[len..], b"\r\n");
+            data.truncate(len);
+            hits.push((
+                parts[1].to_string(),
+                parts[2].parse().unwrap(),
+                data,
+                parts.get(4).map(|c| c.parse().unwrap()),
+            ));
+        }
+    }
+
+    fn set(&mut self, key: &str, flags: u32, data: &[u8]) -> String {
+        let mut command = format!("set {key} {flags} 0 {}\r\n", data.len()).into_bytes();
+        command.extend_from_slice(data);
+        command.extend_from_slice(b"\r\n");
+        self.send(&command);
+        self.line()
+    }
+}
+
+#[test]
+fn memcached_text_clients_store_read_and_delete_binary_values() {
+    let cluster = Cluster::start(3);
+    let mut text = Text::connect(&cluster.addr);
+    let mut rng = Rng(77);
+    let mut data = Vec::new();
+    for i in 0..1000 {
+        let key = format!("txt:{i}:{}", rng.next());
+        let value = awkward_value(&mut rng);
+        let flags = (rng.next() % 65536) as u32;
+        assert_eq!(text.set(&key, flags, &value), "STORED");
+        data.push((key, value, flags));
+    }
+    for (key, value, flags) in &data {
+        text.send(format!("get {key}\r\n").as_bytes());
+        let hits = text.values();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(&hits[0].0, key);
+        assert_eq!(hits[0].1, *flags);
+        assert_eq!(&hits[0].2, value);
+    }
+    for (key, value, _) in data.iter().step_by(25) {
+        assert_on_both(&cluster, key.as_bytes(), Some(value));
+    }
+    // The binary client sees what the text client wrote.
+    let (key, value, flags) = &data[0];
+    let got = cluster.client().get(key.as_bytes()).unwrap().unwrap();
+    assert_eq!((&got.value, got.flags), (value, *flags));
+
+    for (key, _, _) in &data {
+        text.send(format!("delete {key}\r\n").as_bytes());
+        assert_eq!(text.line(), "DELETED");
+    }
+    for (key, _, _) in data.iter().step_by(25) {
+        text.send(format!("delete {key}\r\n").as_bytes());
+        assert_eq!(text.line(), "NOT_FOUND");
+        text.send(format!("get {key}\r\n").as_bytes());
+        assert!(text.values().is_empty());
+        assert_on_both(&cluster, key.as_bytes(), None);
+    }
+}
+
+#[test]
+fn text_protocol_handles_pipelines_splits_multi_get_and_errors_byte_for_byte() {
+    let cluster = Cluster::start(3);
+    let mut text = Text::connect(&cluster.addr);
+
+    // Pipelined: three commands in one write, replies in order.
+    text.send(b"set a 5 0 1\r\nA\r\nset b 6 0 2 noreply\r\nBB\r\nget a b missing\r\n");
+    assert_eq!(text.line(), "STORED");
+    let hits = text.values();
+    assert_eq!(
+        hits,
+        vec![
+            ("a".into(), 5, b"A".to_vec(), None),
+            ("b".into(), 6, b"BB".to_vec(), None)
+        ]
+    );
+
+    // Split across TCP segments, one byte at a time.
+    for byte in b"set split 0 0 4\r\nx\r\ny\r\nget split\r\n" {
+        text.send(&[*byte]);
+        text.writer.flush().unwrap();
+    }
+    assert_eq!(text.line(), "STORED");
+    assert_eq!(text.values()[0].2, b"x\r\ny");
+
+    // gets returns the version as cas, and a rewrite raises it.
+    text.send(b"gets a\r\n");
+    let first = text.values()[0].3.expect("gets has cas");
+    text.set("a", 0, b"A2");
+    text.send(b"gets a\r\n");
+    assert!(text.values()[0].3.unwrap() > first);
+
+    // noreply delete, then the key is gone.
+    text.send(b"delete b noreply\r\nget b\r\n");
+    assert!(text.values().is_empty());
+
+    // Errors, each exactly as memcached spells it; the connection survives each.
+    text.send(b"bogus\r\n");
+    assert_eq!(text.line(), "ERROR");
+    text.send(b"set k 0 0 3\r\nabcde\r\n");
+    assert_eq!(text.line(), "CLIENT_ERROR bad data chunk");
+    // memcached swallows the 3 bytes and "\r\n" it expected ("abcde" here), then reads the
+    // trailing "\r\n" as an empty command line: ERROR. We match it byte for byte.
+    assert_eq!(text.line(), "ERROR");
+    text.send(b"set k 0 0 notanumber\r\n");
+    assert!(text.line().starts_with("CLIENT_ERROR "));
+    let big = 1024 * 1024 + 1;
+    text.send(format!("set big 0 0 {big}\r\n").as_bytes());
+    text.send(&vec![b'x'; big]);
+    text.send(b"\r\n");
+    assert_eq!(text.line(), "SERVER_ERROR object too large for cache");
+    text.send(b"set exp 0 100 1\r\nx\r\n");
+    assert!(text.line().starts_with("CLIENT_ERROR exptime"));
+    text.send(format!("get {}\r\n", "k".repeat(251)).as_bytes());
+    assert!(text.line().starts_with("CLIENT_ERROR"));
+    text.send(b"get\r\n");
+    assert_eq!(text.line(), "ERROR");
+
+    text.send(b"version\r\n");
+    assert_eq!(
+        text.line(),
+        format!("VERSION {}", env!("CARGO_PKG_VERSION"))
+    );
+    text.send(b"stats\r\n");
+    let mut stats = std::collections::HashMap::new();
+    loop {
+        let line = text.line();
+        if line == "END" {
+            break;
+        }
+        let parts: Vec<&str> = line.splitn(3, ' ').collect();
+        assert_eq!(parts[0], "STAT");
+        stats.insert(parts[1].to_string(), parts[2].to_string());
+    }
+    for name in [
+        "curr_items",
+        "cmd_get",
+        "cmd_set",
+        "get_hits",
+        "get_misses",
+        "curr_connections",
+        "uptime",
+    ] {
+        assert!(stats.contains_key(name), "stats lacks {name}: {stats:?}");
+    }
+    assert_eq!(stats["curr_items"], "2"); // a and split
+    // Still serving after all of that.
+    assert_eq!(text.set("after", 0, b"ok"), "STORED");
+    text.send(b"quit\r\n");
+    let mut rest = Vec::new();
+    assert_eq!(
+        text.reader.read_to_end(&mut rest).unwrap(),
+        0,
+        "quit closes"
+    );
+}
+
+#[test]
+fn concurrent_writers_to_the_same_keys_leave_both_replicas_identical() {
+    let cluster = Arc::new(Cluster::start(3));
+    let keys: Vec<String> = (0..20).map(|i| format!("hot-{i}")).collect();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let addr = cluster.addr.clone();
+            let keys = keys.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::connect(&addr).unwrap();
+                for round in 0..150 {
+                    let key = &keys[(round * 7 + w) % keys.len()];
+                    let value = format!("writer {w} round {round}");
+                    if round % 13 == 0 {
+                        client.delete(key.as_bytes()).unwrap();
+                    } else {
+                        client.put(key.as_bytes(), value.as_bytes()).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    for key in &keys {
+        let (primary, replica) = cluster.placement(key.as_bytes());
+        let own = Client::connect(&primary)
+            .unwrap()
+            .slave_get(TableSel::Own, key.as_bytes())
+            .unwrap();
+        let previous = Client::connect(&replica.unwrap())
+            .unwrap()
+            .slave_get(TableSel::Previous, key.as_bytes())
+            .unwrap();
+        assert_eq!(own, previous, "replicas of {key} differ");
+        let read = cluster.client().get(key.as_bytes()).unwrap();
+        assert_eq!(
+            read, own,
+            "coordinator read of {key} differs from the primary"
+        );
+    }
+}
+
+#[test]
+fn reads_fall_back_to_the_replica_when_the_primary_is_killed() {
+    let mut cluster = Cluster::start(3);
+    let mut client = cluster.client();
+    for i in 0..300 {
+        client
+            .put(format!("k{i}").as_bytes(), format!("v{i}").as_bytes())
+            .unwrap();
+    }
+    let victim = cluster.slaves[1].addr.clone();
+    cluster.slaves[1].proc.kill();
+    let mut client = cluster.client();
+    let mut from_victim = 0;
+    for i in 0..300 {
+        let key = format!("k{i}");
+        if cluster.placement(key.as_bytes()).0 == victim {
+            from_victim += 1;
+        }
+        let got = client.get(key.as_bytes()).unwrap();
+        assert_eq!(
+            got.map(|v| v.value),
+            Some(format!("v{i}").into_bytes()),
+            "{key}"
+        );
+    }
+    assert!(
+        from_victim > 0,
+        "the killed slave was primary for some keys"
+    );
+    // The status says which slave does not answer.
+    let status = cluster.status();
+    let row = status.slaves.iter().find(|s| s.addr == victim).unwrap();
+    assert_eq!(row.state, "unreachable");
+}
+
+#[test]
+fn one_slave_holds_one_copy_and_status_says_so() {
+    let cluster = Cluster::start(1);
+    cluster.client().put(b"solo", b"1").unwrap();
+    let status = cluster.status();
+    assert_eq!(status.copies, 1);
+    assert_eq!(status.slaves[0].own, Some(1));
+    assert_eq!(status.slaves[0].previous, Some(0));
+    let output = std::process::Command::new(bin("client"))
+        .args(["--coordinator", &cluster.addr, "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("ONE copy"), "{text}");
+}
+
+fn run_client(addr: &str, args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(bin("client"))
+        .arg("--coordinator")
+        .arg(addr)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn piazza_client_exit_codes_follow_the_contract() {
+    let cluster = Cluster::start(2);
+    let addr = cluster.addr.as_str();
+    assert_eq!(run_client(addr, &["put", "greeting", "hello world"]).0, 0);
+    let (code, out, _) = run_client(addr, &["get", "greeting"]);
+    assert_eq!((code, out.as_str()), (0, "hello world\n"));
+    let (code, out, err) = run_client(addr, &["get", "nothing-here"]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(err.contains("not found"), "{err}");
+    assert_eq!(run_client(addr, &["del", "greeting"]).0, 0);
+    assert_eq!(run_client(addr, &["del", "greeting"]).0, 1);
+    let (code, out, _) = run_client(addr, &["status"]);
+    assert_eq!(code, 0);
+    for slave in &cluster.slaves {
+        assert!(out.contains(&slave.addr), "{out}");
+    }
+    // Unreachable coordinator, bad flag, missing argument: exit 2 with one line.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let (code, _, err) = run_client(&dead_addr, &["get", "x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot connect"), "{err}");
+    let (code, _, err) = run_client(addr, &["--frobnicate"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = run_client(addr, &["get"]);
+    assert_eq!(code, 2);
+    let (code, out, _) = run_client(addr, &["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("status"), "{out}");
+
+    // The interactive prompt reads the same commands from stdin.
+    let mut child = std::process::Command::new(bin("client"))
+        .args(["--coordinator", addr])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"put k1 v one\nget k1\nget missing\ndel k1\nquit\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(out, "stored\nv one\ndeleted\n");
+}
+
+#[test]
+fn bad_binary_frames_get_an_error_and_nothing_else_is_disturbed() {
+    let cluster = Cluster::start(2);
+    let mut client = cluster.client();
+    client.put(b"keep", b"safe").unwrap();
+    // A frame with a flipped CRC: BAD_FRAME reply, then the server closes.
+    let mut frame =
+        piazza::wire::Frame::request(piazza::wire::Opcode::Get, 9, b"keep".to_vec(), vec![])
+            .encode();
+    frame[piazza::wire::OFF_CRC] ^= 0xff;
+    let mut raw = TcpStream::connect(&cluster.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(&frame).unwrap();
+    let mut reply = Vec::new();
+    raw.read_to_end(&mut reply).unwrap();
+    let (decoded, _) = piazza::wire::decode(&reply, &Default::default()).unwrap();
+    assert_eq!(decoded.status, piazza::wire::Status::BadFrame);
+    assert_eq!(decoded.request_id, 9);
+    // The earlier connection and the data are untouched.
+    assert_eq!(client.get(b"keep").unwrap().unwrap().value, b"safe");
+}
+
+#[test]
+fn servers_refuse_a_port_in_use_with_one_line_and_exit_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let dir = TempDir::new("busy");
+    let output = std::process::Command::new(bin("coordinator"))
+        .args([
+            "--listen",
+            &port,
+            "--heartbeat",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("address in use"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let output = std::process::Command::new(bin("slave"))
+        .args(["--listen", &port, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    // A slave whose coordinator is not there gives up with a clear message.
+    let output = std::process::Command::new(bin("slave"))
+        .args(["--listen", "127.0.0.1:0", "--register-timeout-ms", "300"])
+        .args(["--coordinator", "127.0.0.1:1", "--data-dir"])
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("coordinator unreachable"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn piazza_cluster_starts_serves_and_stops_cleanly_on_sigint() {
+    let dir = TempDir::new("pcluster");
+    let mut cluster = Proc::start(
+        bin("cluster"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat",
+            "127.0.0.1:0",
+            "--slave-port",
+            "0",
+            "--slaves",
+            "3",
+            "--data-dir",
+            &dir.path().display().to_string(),
+        ]
+        .map(String::from),
+    );
+    let mut addr = String::new();
+    wait_until(DEADLINE, "piazza-cluster prints its addresses", || {
+        let stdout = cluster.stdout.lock().unwrap();
+        if let Some(line) = stdout
+            .iter()
+            .find(|l| l.starts_with("piazza cluster: coordinator "))
+        {
+            addr = line["piazza cluster: coordinator ".len()..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string();
+            true
+        } else {
+            false
+        }
+    });
+    let mut client = Client::connect(&addr).unwrap();
+    client.put(b"k", b"v").unwrap();
+    assert_eq!(client.get(b"k").unwrap().unwrap().value, b"v");
+    let status = client.status().unwrap();
+    assert_eq!(status.slaves.len(), 3);
+    assert_eq!(status.copies, 2);
+    drop(client);
+    cluster.signal("INT");
+    assert_eq!(
+        cluster.wait_exit(DEADLINE),
+        Some(0),
+        "{}",
+        cluster.stderr_text()
+    );
+    assert!(!cluster.stderr_text().contains("panicked"));
+    // Everything is gone: the port no longer accepts.
+    assert!(TcpStream::connect(&addr).is_err());
+}
