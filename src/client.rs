@@ -45,7 +45,8 @@ pub struct SlaveStatus {
     pub addr: String,
     /// Ring token, as `0x` and 16 hex digits.
     pub token: String,
-    /// `alive`, `unreachable`, ...
+    /// `joining`, `alive`, `suspected`, `leaving`, `dead`, or `unreachable` (alive, but it
+    /// did not answer just now).
     pub state: String,
     /// Live keys in its `own` table (`None` when it did not answer).
     pub own: Option<u64>,
@@ -60,6 +61,8 @@ pub struct ClusterStatus {
     pub copies: u32,
     /// The ring epoch (bumped at every membership change).
     pub epoch: u64,
+    /// What data is being moved now (a slave died, joined or is leaving), if anything.
+    pub moving: Option<String>,
     /// Slaves in ring order.
     pub slaves: Vec<SlaveStatus>,
     /// The status text exactly as received (TSV; see protocol.md).
@@ -304,6 +307,7 @@ pub fn parse_status(text: &str) -> Result<ClusterStatus, ClientError> {
     let mut status = ClusterStatus {
         copies: 0,
         epoch: 0,
+        moving: None,
         slaves: Vec::new(),
         raw: text.to_string(),
     };
@@ -313,6 +317,7 @@ pub fn parse_status(text: &str) -> Result<ClusterStatus, ClientError> {
         match fields.as_slice() {
             ["copies", n] => status.copies = n.parse().map_err(|_| bad(line))?,
             ["epoch", n] => status.epoch = n.parse().map_err(|_| bad(line))?,
+            ["moving", what] => status.moving = Some(what.to_string()),
             ["id", ..] => {}
             [id, addr, token, state, own, previous] => status.slaves.push(SlaveStatus {
                 id: id.parse().map_err(|_| bad(line))?,
@@ -415,12 +420,13 @@ mod tests {
 
     #[test]
     fn status_text_parses() {
-        let text = "copies\t2\nepoch\t3\nid\taddr\ttoken\tstate\town\tprevious\n\
+        let text = "copies\t2\nepoch\t3\nmoving\tjoining slave 4\nid\taddr\ttoken\tstate\town\tprevious\n\
                     1\t127.0.0.1:7410\t0x0000000000000001\talive\t10\t12\n\
                     2\t127.0.0.1:7411\t0x8000000000000001\tunreachable\t-\t-\n";
         let status = parse_status(text).unwrap();
         assert_eq!(status.copies, 2);
         assert_eq!(status.epoch, 3);
+        assert_eq!(status.moving.as_deref(), Some("joining slave 4"));
         assert_eq!(status.slaves.len(), 2);
         assert_eq!(status.slaves[0].own, Some(10));
         assert_eq!(status.slaves[1].previous, None);

@@ -117,6 +117,8 @@ pub struct SlaveConfig {
     pub register_timeout: Duration,
     /// When the log is synced to disk.
     pub fsync: Fsync,
+    /// How long a graceful leave waits for the hand-off of its ranges.
+    pub leave_timeout: Duration,
     /// Connection and size limits.
     pub limits: ServerLimits,
 }
@@ -131,6 +133,7 @@ impl Default for SlaveConfig {
             heartbeat_interval: Duration::from_millis(1000),
             register_timeout: Duration::from_secs(10),
             fsync: Fsync::EverySec,
+            leave_timeout: Duration::from_secs(120),
             limits: ServerLimits::default(),
         }
     }
@@ -243,6 +246,10 @@ pub struct SlaveArgs {
     /// when to sync the log to disk: always, everysec or never (default everysec)
     #[argh(option, default = "Fsync::EverySec", from_str_fn(parse_fsync))]
     pub fsync: Fsync,
+    /// on Ctrl-C, how long to wait for the hand-off of this slave's data, in ms
+    /// (default 120000)
+    #[argh(option, default = "120000", from_str_fn(parse_positive))]
+    pub leave_timeout_ms: u64,
     /// most connections served at once (default 1024)
     #[argh(option, default = "1024", from_str_fn(parse_positive))]
     pub max_connections: u64,
@@ -268,6 +275,7 @@ impl SlaveArgs {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             register_timeout: Duration::from_millis(self.register_timeout_ms),
             fsync: self.fsync,
+            leave_timeout: Duration::from_millis(self.leave_timeout_ms),
             limits: ServerLimits {
                 max_connections: self.max_connections as usize,
                 idle_timeout: Duration::from_millis(self.idle_timeout_ms),

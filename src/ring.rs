@@ -91,7 +91,7 @@ pub struct Member {
 }
 
 /// The ring of live slaves plus a memory of every address that ever registered.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Ring {
     /// Live tokens: the original design's BST.
     tokens: BTreeSet<Token>,
@@ -111,16 +111,19 @@ impl Ring {
         Ring::default()
     }
 
-    /// Adds (or re-adds) the slave serving at `addr`. Returns its id, its token, and
-    /// whether the address was known before (then the id and token are the old ones).
-    /// Re-adding a live member changes nothing.
+    /// Adds (or re-adds) the slave serving at `addr`: [`Ring::assign`] then
+    /// [`Ring::insert`]. Re-adding a live member changes nothing.
     pub fn join(&mut self, addr: &str) -> (SlaveId, Token, bool) {
+        let (id, token, returning) = self.assign(addr);
+        self.insert(id);
+        (id, token, returning)
+    }
+
+    /// The id and token for the slave serving at `addr`, without putting it on the ring:
+    /// a known address gets its old id and token back (`true`), a new one a fresh id and
+    /// a token that balances the ring.
+    pub fn assign(&mut self, addr: &str) -> (SlaveId, Token, bool) {
         if let Some(&(id, token)) = self.known.get(addr) {
-            if self.owners.get(&token) != Some(&id) {
-                self.tokens.insert(token);
-                self.owners.insert(token, id);
-                self.epoch += 1;
-            }
             return (id, token, true);
         }
         let token = self.fresh_token(addr);
@@ -128,10 +131,30 @@ impl Ring {
         let id = SlaveId(self.next_id);
         self.known.insert(addr.to_string(), (id, token));
         self.by_id.insert(id, (addr.to_string(), token));
+        (id, token, false)
+    }
+
+    /// Puts an assigned slave on the ring. Returns false if it was already there or is
+    /// unknown.
+    pub fn insert(&mut self, id: SlaveId) -> bool {
+        let Some(token) = self.token_of(id) else {
+            return false;
+        };
+        if self.owners.contains_key(&token) {
+            return false;
+        }
         self.tokens.insert(token);
         self.owners.insert(token, id);
         self.epoch += 1;
-        (id, token, false)
+        true
+    }
+
+    /// The ring as it would be with `id` (assigned, not live) on it. Used to plan a join
+    /// and to route writes to a joining slave.
+    pub fn with(&self, id: SlaveId) -> Ring {
+        let mut future = self.clone();
+        future.insert(id);
+        future
     }
 
     /// A token no address has ever held: the first slave hashes its address; later ones

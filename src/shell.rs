@@ -172,6 +172,9 @@ pub fn format_status(status: &ClusterStatus) -> String {
             status.epoch
         ),
     };
+    if let Some(moving) = &status.moving {
+        text.push_str(&format!("moving data: {moving}\n"));
+    }
     if status.slaves.is_empty() {
         return text;
     }

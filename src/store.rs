@@ -182,6 +182,20 @@ impl Store {
         self.lock().get(table, key).cloned()
     }
 
+    /// The newer of the key's entries in `own` and `previous`, read under one lock (so a
+    /// concurrent move between the tables cannot hide it).
+    pub fn get_newest(&self, key: &[u8]) -> Option<Entry> {
+        let tables = self.lock();
+        match (
+            tables.get(Table::Own, key),
+            tables.get(Table::Previous, key),
+        ) {
+            (Some(own), Some(previous)) if previous.version > own.version => Some(previous.clone()),
+            (Some(own), _) => Some(own.clone()),
+            (None, previous) => previous.cloned(),
+        }
+    }
+
     /// Stores a value at `version` unless the table holds that version or a newer one.
     pub fn put(
         &self,
@@ -233,6 +247,84 @@ impl Store {
     pub fn counts(&self) -> (TableCounts, TableCounts) {
         let tables = self.lock();
         (tables.counts(Table::Own), tables.counts(Table::Previous))
+    }
+
+    /// Merges every `previous` entry for which `moves` holds into `own` (by version) and
+    /// removes it from `previous`, under one lock. Returns how many entries moved.
+    ///
+    /// When a predecessor dies, its successor absorbs the dead slave's range: `moves`
+    /// is "outside the new predecessor's arc".
+    pub fn absorb(&self, moves: impl Fn(&[u8]) -> bool) -> usize {
+        let mut tables = self.lock();
+        let keys: Vec<Vec<u8>> = tables
+            .previous
+            .keys()
+            .filter(|key| moves(key))
+            .cloned()
+            .collect();
+        for key in &keys {
+            if let Some(entry) = tables.previous.remove(key) {
+                tables.apply(Table::Own, key, entry);
+            }
+        }
+        keys.len()
+    }
+
+    /// Hands an arc over to a new predecessor: every `own` entry for which `inside` holds
+    /// moves to `previous` (by version), and `previous` keeps only entries for which
+    /// `inside` holds. Under one lock. Returns (moved, dropped).
+    pub fn split(&self, inside: impl Fn(&[u8]) -> bool) -> (usize, usize) {
+        let mut tables = self.lock();
+        let before = tables.previous.len();
+        tables.previous.retain(|key, _| inside(key));
+        let dropped = before - tables.previous.len();
+        let keys: Vec<Vec<u8>> = tables
+            .own
+            .keys()
+            .filter(|key| inside(key))
+            .cloned()
+            .collect();
+        for key in &keys {
+            if let Some(entry) = tables.own.remove(key) {
+                tables.apply(Table::Previous, key, entry);
+            }
+        }
+        (keys.len(), dropped)
+    }
+
+    /// Removes every entry of `table` for which `drop` holds; returns how many.
+    pub fn drop_where(&self, table: Table, drop: impl Fn(&[u8]) -> bool) -> usize {
+        let mut tables = self.lock();
+        let map = tables.table_mut(table);
+        let before = map.len();
+        map.retain(|key, _| !drop(key));
+        before - map.len()
+    }
+
+    /// Empties both tables.
+    pub fn clear(&self) {
+        let mut tables = self.lock();
+        tables.own.clear();
+        tables.previous.clear();
+    }
+
+    /// The keys of `table` for which `keep` holds, as they are now.
+    pub fn keys_where(&self, table: Table, keep: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
+        self.lock()
+            .table(table)
+            .keys()
+            .filter(|key| keep(key))
+            .cloned()
+            .collect()
+    }
+
+    /// The entries for `keys` that are still in `table` (tombstones included).
+    pub fn entries(&self, table: Table, keys: &[Vec<u8>]) -> Vec<(Vec<u8>, Entry)> {
+        let tables = self.lock();
+        let map = tables.table(table);
+        keys.iter()
+            .filter_map(|key| map.get(key).map(|entry| (key.clone(), entry.clone())))
+            .collect()
     }
 
     /// One chunk of a table; see [`Tables::chunk`].
@@ -354,6 +446,51 @@ mod tests {
             cursor = next;
         }
         assert_eq!(seen.len(), 1000);
+    }
+
+    #[test]
+    fn absorb_merges_previous_into_own_by_version() {
+        let store = Store::new();
+        store.put(Table::Own, b"a", b"own-new".to_vec(), 0, Version(9));
+        store.put(Table::Previous, b"a", b"prev-old".to_vec(), 0, Version(3));
+        store.put(Table::Previous, b"b", b"prev".to_vec(), 0, Version(4));
+        store.put(Table::Previous, b"keep", b"k".to_vec(), 0, Version(5));
+        assert_eq!(store.absorb(|key| key != b"keep"), 2);
+        assert_eq!(value(&store, Table::Own, b"a"), Some(b"own-new".to_vec()));
+        assert_eq!(value(&store, Table::Own, b"b"), Some(b"prev".to_vec()));
+        assert_eq!(store.get(Table::Previous, b"a"), None);
+        assert_eq!(value(&store, Table::Previous, b"keep"), Some(b"k".to_vec()));
+    }
+
+    #[test]
+    fn split_moves_an_arc_from_own_to_previous_and_drops_the_rest_of_previous() {
+        let store = Store::new();
+        store.put(Table::Own, b"x1", b"1".to_vec(), 0, Version(1));
+        store.put(Table::Own, b"y1", b"2".to_vec(), 0, Version(2));
+        store.put(Table::Previous, b"x2", b"3".to_vec(), 0, Version(3));
+        store.put(Table::Previous, b"z", b"4".to_vec(), 0, Version(4));
+        let (moved, dropped) = store.split(|key| key.starts_with(b"x"));
+        assert_eq!((moved, dropped), (1, 1));
+        assert_eq!(value(&store, Table::Previous, b"x1"), Some(b"1".to_vec()));
+        assert_eq!(value(&store, Table::Previous, b"x2"), Some(b"3".to_vec()));
+        assert_eq!(store.get(Table::Previous, b"z"), None);
+        assert_eq!(store.get(Table::Own, b"x1"), None);
+        assert_eq!(value(&store, Table::Own, b"y1"), Some(b"2".to_vec()));
+        assert_eq!(store.drop_where(Table::Own, |_| true), 1);
+        store.clear();
+        assert_eq!(store.counts(), Default::default());
+    }
+
+    #[test]
+    fn entries_skip_keys_that_went_away() {
+        let store = Store::new();
+        store.put(Table::Own, b"a", b"1".to_vec(), 0, Version(1));
+        store.delete(Table::Own, b"b", Version(2));
+        let keys = store.keys_where(Table::Own, |_| true);
+        assert_eq!(keys.len(), 2);
+        let entries = store.entries(Table::Own, &[b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(entries.len(), 2);
+        assert!(entries.iter().any(|(k, e)| k == b"b" && e.value.is_none()));
     }
 
     #[test]

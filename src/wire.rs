@@ -76,7 +76,8 @@ pub enum Opcode {
     Ping = 0x05,
     /// A slave joins: key = the address it serves on; reply arg = token, flags = slave id.
     Register = 0x10,
-    /// A slave leaves gracefully (flags = slave id).
+    /// A slave leaves gracefully (flags = slave id, arg = session); answered once its data
+    /// has been handed off.
     Deregister = 0x11,
     /// Read one key from a table of a slave.
     SlaveGet = 0x20,
@@ -90,6 +91,19 @@ pub enum Opcode {
     BulkPut = 0x30,
     /// Ask a slave for a chunk of a table (arg = cursor; reply arg = next cursor, 0 = done).
     BulkGet = 0x31,
+    /// Merge the `previous` entries outside an arc into `own` and drop them from
+    /// `previous` (value = arc, or empty for everything). Used when a predecessor dies.
+    Absorb = 0x24,
+    /// Move the `own` entries inside an arc to `previous` (merging) and keep in
+    /// `previous` only entries inside that arc. Used when a new slave takes over the arc.
+    Split = 0x25,
+    /// Drop the entries of a table inside an arc (value = arc).
+    DropArc = 0x26,
+    /// Forget everything: both tables (a slave rejoining the ring starts empty).
+    Clear = 0x27,
+    /// Send a table (entries inside the arc in value, or all) to another slave (key =
+    /// its address) as its table `flags` (1 own, 2 previous), merging by version.
+    Transfer = 0x32,
 }
 
 impl Opcode {
@@ -110,6 +124,11 @@ impl Opcode {
             0x23 => SlaveStats,
             0x30 => BulkPut,
             0x31 => BulkGet,
+            0x24 => Absorb,
+            0x25 => Split,
+            0x26 => DropArc,
+            0x27 => Clear,
+            0x32 => Transfer,
             _ => return None,
         })
     }
@@ -708,6 +727,88 @@ impl From<io::Error> for WireError {
     }
 }
 
+/// Size of a heartbeat datagram.
+pub const HEARTBEAT_LEN: usize = 16;
+
+/// What a heartbeat datagram says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HeartbeatKind {
+    /// Slave to coordinator: I am alive.
+    Alive = 0x01,
+    /// Coordinator to slave: heard you.
+    Ack = 0x02,
+    /// Coordinator to slave: I do not know this id and session (you were declared dead, or
+    /// I restarted): register again.
+    Rejoin = 0x03,
+}
+
+/// A heartbeat datagram: magic, version, kind, a zero byte, slave id (u32), session
+/// (u64); 16 bytes, big-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// What it says.
+    pub kind: HeartbeatKind,
+    /// The slave's id.
+    pub id: u32,
+    /// The session the coordinator handed out at registration.
+    pub session: u64,
+}
+
+impl Heartbeat {
+    /// The datagram's bytes.
+    pub fn encode(&self) -> [u8; HEARTBEAT_LEN] {
+        let mut bytes = [0u8; HEARTBEAT_LEN];
+        bytes[0] = MAGIC;
+        bytes[1] = VERSION;
+        bytes[2] = self.kind as u8;
+        NetworkEndian::write_u32(&mut bytes[4..], self.id);
+        NetworkEndian::write_u64(&mut bytes[8..], self.session);
+        bytes
+    }
+
+    /// Decodes a datagram; `None` for anything that is not exactly a heartbeat.
+    pub fn decode(bytes: &[u8]) -> Option<Heartbeat> {
+        if bytes.len() != HEARTBEAT_LEN || bytes[0] != MAGIC || bytes[1] != VERSION || bytes[3] != 0
+        {
+            return None;
+        }
+        let kind = match bytes[2] {
+            0x01 => HeartbeatKind::Alive,
+            0x02 => HeartbeatKind::Ack,
+            0x03 => HeartbeatKind::Rejoin,
+            _ => return None,
+        };
+        Some(Heartbeat {
+            kind,
+            id: NetworkEndian::read_u32(&bytes[4..]),
+            session: NetworkEndian::read_u64(&bytes[8..]),
+        })
+    }
+}
+
+/// An arc of the ring, (start, end] clockwise, as carried in a frame's value: start u64,
+/// end u64. `start == end` is the whole ring.
+pub fn encode_arc(start: u64, end: u64) -> Vec<u8> {
+    let mut bytes = vec![0u8; 16];
+    NetworkEndian::write_u64(&mut bytes[0..], start);
+    NetworkEndian::write_u64(&mut bytes[8..], end);
+    bytes
+}
+
+/// Reads an arc from a frame's value: `Some(None)` when empty (no filter), `None` when
+/// the length is wrong.
+pub fn decode_arc(value: &[u8]) -> Option<Option<(u64, u64)>> {
+    match value.len() {
+        0 => Some(None),
+        16 => Some(Some((
+            NetworkEndian::read_u64(&value[0..]),
+            NetworkEndian::read_u64(&value[8..]),
+        ))),
+        _ => None,
+    }
+}
+
 /// One entry of a bulk chunk (the value of `BulkPut` requests and `BulkGet` replies).
 ///
 /// Packed as: key_len u32, value_len u32, flags u32, version u64, kind u8 (1 value,
@@ -1077,6 +1178,42 @@ mod tests {
         let before = chunk.len();
         entry.pack_into(chunk);
         assert_eq!(chunk.len() - before, entry.packed_len());
+    }
+
+    #[test]
+    fn heartbeats_round_trip_and_junk_is_refused() {
+        for kind in [
+            HeartbeatKind::Alive,
+            HeartbeatKind::Ack,
+            HeartbeatKind::Rejoin,
+        ] {
+            let beat = Heartbeat {
+                kind,
+                id: 7,
+                session: u64::MAX - 3,
+            };
+            assert_eq!(Heartbeat::decode(&beat.encode()), Some(beat));
+        }
+        let good = Heartbeat {
+            kind: HeartbeatKind::Alive,
+            id: 1,
+            session: 2,
+        }
+        .encode();
+        for i in 0..4 {
+            let mut bad = good;
+            bad[i] ^= 0x40;
+            assert_eq!(Heartbeat::decode(&bad), None, "byte {i}");
+        }
+        assert_eq!(Heartbeat::decode(&good[..15]), None);
+        assert_eq!(Heartbeat::decode(b"hello"), None);
+    }
+
+    #[test]
+    fn arcs_round_trip() {
+        assert_eq!(decode_arc(&encode_arc(5, 9)), Some(Some((5, 9))));
+        assert_eq!(decode_arc(&[]), Some(None));
+        assert_eq!(decode_arc(&[0; 15]), None);
     }
 
     #[test]

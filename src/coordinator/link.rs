@@ -304,6 +304,15 @@ impl SlaveHandle {
         self.send(frame)?.wait(self.timeout)
     }
 
+    /// Sends a request and waits up to `timeout` for its reply (for long operations
+    /// such as transfers).
+    ///
+    /// # Errors
+    /// See [`SlaveHandle::send`] and [`PendingReply::wait`].
+    pub fn call_timeout(&self, frame: Frame, timeout: Duration) -> Result<Frame, LinkError> {
+        self.send(frame)?.wait(timeout)
+    }
+
     /// Closes every link and joins their reader threads.
     pub fn close(&self) {
         for slot in &self.slots {

@@ -1,16 +1,79 @@
-//! The coordinator's view of its slaves: the [`Ring`] and a [`SlaveHandle`] per live
-//! slave, together behind one `Mutex`.
+//! The coordinator's view of its slaves: the [`Ring`] (who is routed to), and per slave
+//! its state, session, last heartbeat, and [`SlaveHandle`]; all behind one `Mutex`.
+//!
+//! States: `joining` (registered, receiving its data, not routed to yet, but written to),
+//! `alive` (on the ring), `suspected` (a request failed or heartbeats stopped; being
+//! removed), `leaving` (handing off before a graceful exit), `dead` (off the ring).
+//!
+//! Every change that affects routing bumps the ring epoch and wakes [`Membership::wait_epoch`]
+//! waiters, so a write that failed against a dead slave can retry on the new placement.
 //!
 //! Lock rule: the lock is taken only inside these methods, for map and ring operations;
 //! callers get `Arc<SlaveHandle>` clones and do all network I/O after it is released.
-//! Handles that are replaced or removed are closed (their threads joined) outside the lock.
+//! Handles that are replaced are closed (their threads joined) outside the lock.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{info, warn};
 
 use crate::coordinator::link::SlaveHandle;
-use crate::ring::{Member, Ring, SlaveId, Token};
+use crate::ring::{Member, Ring, SlaveId, Token, key_hash};
+use crate::wire::TableSel;
+
+/// A slave's state as `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlaveState {
+    /// Registered; receiving its data; written to but not read from.
+    Joining,
+    /// On the ring.
+    Alive,
+    /// A request failed or heartbeats stopped; it is being removed.
+    Suspected,
+    /// Handing its ranges off before a graceful exit.
+    Leaving,
+    /// Off the ring.
+    Dead,
+}
+
+impl fmt::Display for SlaveState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SlaveState::Joining => "joining",
+            SlaveState::Alive => "alive",
+            SlaveState::Suspected => "suspected",
+            SlaveState::Leaving => "leaving",
+            SlaveState::Dead => "dead",
+        })
+    }
+}
+
+/// Work for the recovery thread, processed one at a time in order.
+#[derive(Debug)]
+pub enum Event {
+    /// A slave left the ring (died, or left): restore two copies of its ranges.
+    Replicate {
+        /// The slave that left.
+        id: SlaveId,
+        /// The token it held.
+        token: Token,
+        /// Why, for the log.
+        reason: String,
+        /// Told when done (a graceful leave waits for it).
+        done: Option<std::sync::mpsc::SyncSender<()>>,
+    },
+    /// A slave registered: give it its ranges, then put it on the ring.
+    Join {
+        /// The slave.
+        id: SlaveId,
+        /// Its session; a stale join (it died meanwhile) is dropped.
+        session: u64,
+    },
+}
 
 /// Where one key goes: its primary and, with two or more slaves, its replica.
 pub struct Route {
@@ -18,6 +81,8 @@ pub struct Route {
     pub primary: Arc<SlaveHandle>,
     /// The primary's successor; holds the key in `previous`.
     pub replica: Option<Arc<SlaveHandle>>,
+    /// True while a slave's ranges are being moved: reads then also look at `previous`.
+    pub recovering: bool,
 }
 
 /// The outcome of a registration.
@@ -27,32 +92,83 @@ pub struct Registered {
     pub id: SlaveId,
     /// Its ring token.
     pub token: Token,
+    /// Its session: heartbeats must carry it.
+    pub session: u64,
     /// True when this address had registered before (same id and token).
     pub returning: bool,
 }
 
-struct State {
-    ring: Ring,
-    handles: HashMap<SlaveId, Arc<SlaveHandle>>,
+/// What the heartbeat listener should answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// A current slave: recorded.
+    Known,
+    /// Unknown id or stale session: tell it to register again.
+    Unknown,
 }
 
-/// Ring plus handles, under one lock.
+/// One slave as the coordinator tracks it.
+pub struct SlaveInfo {
+    /// How it is reached.
+    pub handle: Arc<SlaveHandle>,
+    /// Its state.
+    pub state: SlaveState,
+    /// The session of its current registration.
+    pub session: u64,
+    /// When its last heartbeat (or registration) arrived.
+    pub last_seen: Instant,
+}
+
+/// One row of the status table.
+pub struct StatusRow {
+    /// The member's id, token and address.
+    pub member: Member,
+    /// Its state.
+    pub state: SlaveState,
+    /// Its handle, to ask for counts (`None` for dead slaves).
+    pub handle: Option<Arc<SlaveHandle>>,
+}
+
+struct State {
+    ring: Ring,
+    slaves: HashMap<SlaveId, SlaveInfo>,
+    /// The slave being joined, if any.
+    joining: Option<SlaveId>,
+    /// How many replications or joins are moving data now.
+    moving: u32,
+    /// What the recovery thread is doing, for `status`.
+    progress: String,
+}
+
+/// Ring plus slaves, under one lock.
 pub struct Membership {
     state: Mutex<State>,
+    epoch_changed: Condvar,
+    events: Mutex<Option<Sender<Event>>>,
     links_per_slave: usize,
     slave_timeout: Duration,
+    sessions: AtomicU64,
 }
 
 impl Membership {
     /// An empty membership.
     pub fn new(links_per_slave: usize, slave_timeout: Duration) -> Membership {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
         Membership {
             state: Mutex::new(State {
                 ring: Ring::new(),
-                handles: HashMap::new(),
+                slaves: HashMap::new(),
+                joining: None,
+                moving: 0,
+                progress: String::new(),
             }),
+            epoch_changed: Condvar::new(),
+            events: Mutex::new(None),
             links_per_slave,
             slave_timeout,
+            sessions: AtomicU64::new(seed),
         }
     }
 
@@ -63,86 +179,391 @@ impl Membership {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds the slave serving at `addr` to the ring (or takes it back with its old id and
-    /// token). A fresh handle replaces any old one, whose connections went with the old
-    /// process.
-    pub fn register(&self, addr: &str) -> Registered {
-        let handle;
-        let old;
-        let registered;
+    /// Sets where events for the recovery thread go.
+    pub fn set_events(&self, sender: Sender<Event>) {
+        *self.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+    }
+
+    /// Stops sending events (the recovery thread then ends).
+    pub fn close_events(&self) {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    fn send(&self, event: Event) {
+        if let Some(sender) = self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
         {
+            let _ = sender.send(event);
+        }
+    }
+
+    /// A slave registers from `addr`. A new address gets a fresh id and token; a known one
+    /// its old ones. If an older incarnation of it is still on the ring, that one is
+    /// taken off first (its ranges are re-replicated), since the new process starts
+    /// empty. The slave then joins: it is written to at once, and routed to once it has
+    /// its data.
+    pub fn register(&self, addr: &str) -> Registered {
+        let session = self
+            .sessions
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let (registered, old, replicate) = {
             let mut state = self.lock();
-            let (id, token, returning) = state.ring.join(addr);
-            registered = Registered {
-                id,
-                token,
-                returning,
-            };
-            handle = Arc::new(SlaveHandle::new(
+            let (id, token, returning) = state.ring.assign(addr);
+            // Connections are made lazily, on first use: nothing here does I/O.
+            let handle = Arc::new(SlaveHandle::new(
                 id,
                 addr.to_string(),
                 self.links_per_slave,
                 self.slave_timeout,
             ));
-            old = state.handles.insert(id, Arc::clone(&handle));
-        }
+            let mut replicate = None;
+            if state.ring.remove(id) {
+                state.moving += 1;
+                replicate = Some(Event::Replicate {
+                    id,
+                    token,
+                    reason: "it registered again (restarted)".into(),
+                    done: None,
+                });
+            }
+            if state.joining == Some(id) {
+                state.joining = None;
+            }
+            let old = state.slaves.insert(
+                id,
+                SlaveInfo {
+                    handle,
+                    state: SlaveState::Joining,
+                    session,
+                    last_seen: Instant::now(),
+                },
+            );
+            (
+                Registered {
+                    id,
+                    token,
+                    session,
+                    returning,
+                },
+                old,
+                replicate,
+            )
+        };
+        self.epoch_changed.notify_all();
         if let Some(old) = old {
-            old.close();
+            old.handle.close();
         }
+        if let Some(event) = replicate {
+            self.send(event);
+        }
+        self.send(Event::Join {
+            id: registered.id,
+            session,
+        });
         registered
     }
 
-    /// Removes a slave from the ring; returns false if it was not a member.
-    pub fn remove(&self, id: SlaveId) -> bool {
-        let (removed, handle) = {
-            let mut state = self.lock();
-            (state.ring.remove(id), state.handles.remove(&id))
-        };
-        if let Some(handle) = handle {
-            handle.close();
+    /// Records a heartbeat.
+    pub fn heard(&self, id: SlaveId, session: u64) -> Heard {
+        let mut state = self.lock();
+        match state.slaves.get_mut(&id) {
+            Some(info) if info.session == session && info.state != SlaveState::Dead => {
+                info.last_seen = Instant::now();
+                Heard::Known
+            }
+            _ => Heard::Unknown,
         }
-        removed
     }
 
-    /// The primary and replica for `key`, or `None` when no slave is registered.
+    /// Takes a slave off the ring because it failed (`reason` says how) and queues the
+    /// re-replication of its ranges. Does nothing if it is already dead.
+    pub fn suspect(&self, id: SlaveId, reason: &str) {
+        let event = {
+            let mut state = self.lock();
+            let Some(token) = state.ring.token_of(id) else {
+                return;
+            };
+            let Some(info) = state.slaves.get_mut(&id) else {
+                return;
+            };
+            if matches!(info.state, SlaveState::Dead | SlaveState::Suspected) {
+                return;
+            }
+            let was = info.state;
+            info.state = SlaveState::Suspected;
+            warn!("slave {id} at {} declared dead: {reason}", info.handle.addr);
+            if state.joining == Some(id) {
+                state.joining = None;
+            }
+            if was == SlaveState::Joining || !state.ring.remove(id) {
+                if let Some(info) = state.slaves.get_mut(&id) {
+                    info.state = SlaveState::Dead;
+                }
+                None
+            } else {
+                state.moving += 1;
+                Some(Event::Replicate {
+                    id,
+                    token,
+                    reason: reason.to_string(),
+                    done: None,
+                })
+            }
+        };
+        self.epoch_changed.notify_all();
+        if let Some(event) = event {
+            self.send(event);
+        }
+    }
+
+    /// Takes a live slave off the ring for a graceful leave and queues the hand-off;
+    /// `done` is told when it is over. Returns false if the slave is not on the ring under
+    /// that session.
+    pub fn leave(&self, id: SlaveId, session: u64, done: std::sync::mpsc::SyncSender<()>) -> bool {
+        let Some(token) = self.begin_leave(id, session) else {
+            return false;
+        };
+        self.send(Event::Replicate {
+            id,
+            token,
+            reason: "it is leaving".into(),
+            done: Some(done),
+        });
+        true
+    }
+
+    fn begin_leave(&self, id: SlaveId, session: u64) -> Option<Token> {
+        let token = {
+            let mut state = self.lock();
+            let token = state.ring.token_of(id)?;
+            let info = state.slaves.get_mut(&id)?;
+            if info.session != session || info.state != SlaveState::Alive {
+                return None;
+            }
+            info.state = SlaveState::Leaving;
+            if !state.ring.remove(id) {
+                return None;
+            }
+            state.moving += 1;
+            token
+        };
+        self.epoch_changed.notify_all();
+        Some(token)
+    }
+
+    /// Marks a slave dead once its ranges have been handed on, and ends a data move.
+    pub fn finish_replicate(&self, id: SlaveId) {
+        let mut state = self.lock();
+        if let Some(info) = state.slaves.get_mut(&id)
+            && matches!(
+                info.state,
+                SlaveState::Suspected | SlaveState::Leaving | SlaveState::Dead
+            )
+        {
+            info.state = SlaveState::Dead;
+        }
+        state.moving = state.moving.saturating_sub(1);
+        state.progress.clear();
+    }
+
+    /// Starts joining a registered slave: returns its handle and the ring as it will be
+    /// with it, or `None` if that registration is stale.
+    pub fn begin_join(&self, id: SlaveId, session: u64) -> Option<(Arc<SlaveHandle>, Ring)> {
+        let mut state = self.lock();
+        let info = state.slaves.get(&id)?;
+        if info.session != session || info.state != SlaveState::Joining {
+            return None;
+        }
+        let handle = Arc::clone(&info.handle);
+        let future = state.ring.with(id);
+        state.joining = Some(id);
+        state.moving += 1;
+        Some((handle, future))
+    }
+
+    /// Puts a joined slave on the ring (if it is still joining under that session).
+    /// Returns false if it died meanwhile. Ends the data move either way.
+    pub fn finish_join(&self, id: SlaveId, session: u64) -> bool {
+        let joined = {
+            let mut state = self.lock();
+            state.moving = state.moving.saturating_sub(1);
+            state.progress.clear();
+            let current = state
+                .slaves
+                .get(&id)
+                .is_some_and(|info| info.session == session && info.state == SlaveState::Joining);
+            if state.joining == Some(id) {
+                state.joining = None;
+            }
+            if current {
+                state.ring.insert(id);
+                if let Some(info) = state.slaves.get_mut(&id) {
+                    info.state = SlaveState::Alive;
+                }
+            }
+            current
+        };
+        self.epoch_changed.notify_all();
+        joined
+    }
+
+    /// Sets the progress text `status` shows.
+    pub fn set_progress(&self, text: String) {
+        self.lock().progress = text;
+    }
+
+    /// The current ring (a copy, for planning moves).
+    pub fn ring(&self) -> Ring {
+        self.lock().ring.clone()
+    }
+
+    /// The handle of a slave, whatever its state.
+    pub fn handle(&self, id: SlaveId) -> Option<Arc<SlaveHandle>> {
+        self.lock()
+            .slaves
+            .get(&id)
+            .map(|info| Arc::clone(&info.handle))
+    }
+
+    /// The primary and replica for `key`, or `None` when no slave is on the ring.
     pub fn route(&self, key: &[u8]) -> Option<Route> {
         let state = self.lock();
         let placement = state.ring.placement_of_key(key)?;
-        let primary = Arc::clone(state.handles.get(&placement.primary)?);
-        let replica = placement
-            .replica
-            .and_then(|id| state.handles.get(&id))
-            .map(Arc::clone);
-        Some(Route { primary, replica })
+        let handle = |id: SlaveId| state.slaves.get(&id).map(|info| Arc::clone(&info.handle));
+        Some(Route {
+            primary: handle(placement.primary)?,
+            replica: placement.replica.and_then(handle),
+            recovering: state.moving > 0,
+        })
     }
 
-    /// Live members in ring order with their handles, and the ring epoch.
-    pub fn members(&self) -> (Vec<(Member, Arc<SlaveHandle>)>, u64) {
+    /// Every (slave, table) a write of `key` must reach, and the epoch they were read at:
+    /// the key's primary (`own`) and replica (`previous`), plus, while a slave is joining,
+    /// where the key will live once it has joined.
+    pub fn write_targets(&self, key: &[u8]) -> (Vec<(Arc<SlaveHandle>, TableSel)>, u64) {
         let state = self.lock();
-        let members = state
-            .ring
-            .members()
+        let hash = key_hash(key);
+        let mut targets: Vec<(SlaveId, TableSel)> = Vec::with_capacity(2);
+        let mut add = |placement: Option<crate::ring::Placement>| {
+            if let Some(p) = placement {
+                targets.push((p.primary, TableSel::Own));
+                if let Some(replica) = p.replica {
+                    targets.push((replica, TableSel::Previous));
+                }
+            }
+        };
+        add(state.ring.placement(hash));
+        if let Some(joining) = state.joining {
+            add(state.ring.with(joining).placement(hash));
+        }
+        targets.sort_by_key(|&(id, table)| (id, table as u8));
+        targets.dedup();
+        let handles = targets
             .into_iter()
-            .filter_map(|m| state.handles.get(&m.id).map(|h| (m, Arc::clone(h))))
+            .filter_map(|(id, table)| {
+                state
+                    .slaves
+                    .get(&id)
+                    .map(|info| (Arc::clone(&info.handle), table))
+            })
             .collect();
-        (members, state.ring.epoch())
+        (handles, state.ring.epoch())
     }
 
-    /// Number of live slaves.
+    /// The ring epoch (grows at every routing change).
+    pub fn epoch(&self) -> u64 {
+        self.lock().ring.epoch()
+    }
+
+    /// Waits until the epoch differs from `epoch` or `timeout` passes; returns the epoch.
+    pub fn wait_epoch(&self, epoch: u64, timeout: Duration) -> u64 {
+        let state = self.lock();
+        let (state, _) = self
+            .epoch_changed
+            .wait_timeout_while(state, timeout, |s| s.ring.epoch() == epoch)
+            .unwrap_or_else(|p| p.into_inner());
+        state.ring.epoch()
+    }
+
+    /// Slaves whose last heartbeat is older than `timeout` (and not dead).
+    pub fn silent_for(&self, timeout: Duration) -> Vec<(SlaveId, Duration)> {
+        let state = self.lock();
+        let now = Instant::now();
+        state
+            .slaves
+            .iter()
+            .filter(|(_, info)| {
+                !matches!(info.state, SlaveState::Dead | SlaveState::Suspected)
+                    && now.duration_since(info.last_seen) > timeout
+            })
+            .map(|(&id, info)| (id, now.duration_since(info.last_seen)))
+            .collect()
+    }
+
+    /// Every known slave in ring-token order with its state, the ring epoch, the number of
+    /// copies each key has, and the progress of any data move.
+    pub fn status(&self) -> (Vec<StatusRow>, u64, usize, String) {
+        let state = self.lock();
+        let mut rows: Vec<StatusRow> = state
+            .slaves
+            .iter()
+            .filter_map(|(&id, info)| {
+                let token = state.ring.token_of(id)?;
+                Some(StatusRow {
+                    member: Member {
+                        id,
+                        token,
+                        addr: info.handle.addr.clone(),
+                    },
+                    state: info.state,
+                    handle: (info.state != SlaveState::Dead).then(|| Arc::clone(&info.handle)),
+                })
+            })
+            .collect();
+        rows.sort_by_key(|row| row.member.token);
+        let progress = if state.moving > 0 && state.progress.is_empty() {
+            "moving data".to_string()
+        } else {
+            state.progress.clone()
+        };
+        (rows, state.ring.epoch(), state.ring.len().min(2), progress)
+    }
+
+    /// Number of slaves on the ring.
     pub fn len(&self) -> usize {
         self.lock().ring.len()
     }
 
-    /// True when no slave is registered.
+    /// True when no slave is on the ring.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Handles of the slaves on the ring (for `stats`).
+    pub fn live_handles(&self) -> Vec<Arc<SlaveHandle>> {
+        let state = self.lock();
+        state
+            .ring
+            .members()
+            .iter()
+            .filter_map(|m| state.slaves.get(&m.id).map(|info| Arc::clone(&info.handle)))
+            .collect()
+    }
+
     /// Closes every handle (joining their link threads). Used at shutdown.
     pub fn close_all(&self) {
-        let handles: Vec<Arc<SlaveHandle>> = self.lock().handles.drain().map(|(_, h)| h).collect();
+        let handles: Vec<Arc<SlaveHandle>> = self
+            .lock()
+            .slaves
+            .drain()
+            .map(|(_, info)| info.handle)
+            .collect();
         for handle in handles {
             handle.close();
         }
+        info!("closed all slave links");
     }
 }

@@ -5,7 +5,11 @@
 //! Threads, and who joins them:
 //! - `coord-accept`: the accept loop, joined by [`Running::wait`];
 //! - `conn-<n>`: one per client or slave connection, joined by the accept loop;
-//! - `hb-listen`: receives UDP heartbeats, joined by [`Running::wait`];
+//! - `hb-listen`: receives UDP heartbeats and answers them, joined by [`Running::wait`];
+//! - `fd-timer`: the failure detector: declares dead a slave silent for longer than
+//!   `--failure-timeout-ms`, joined by [`Running::wait`];
+//! - `recovery`: moves data when the ring changes (`replicate()` and joins), one event at
+//!   a time; ends when [`Running::wait`] closes its channel, and is joined there;
 //! - `link-<id>-<n>`: one reader per connection to a slave, joined when its slave handle
 //!   is closed (at re-registration, removal, or shutdown in [`Running::wait`]).
 //!
@@ -14,14 +18,15 @@
 
 pub mod link;
 pub mod membership;
+pub mod recovery;
 pub mod router;
 mod text_session;
 
 use std::fmt;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,10 +35,11 @@ use log::{debug, info, warn};
 use crate::client::parse_slave_counts;
 use crate::config::CoordinatorConfig;
 use crate::request::{Failure, Outcome, Request};
+use crate::ring::SlaveId;
 use crate::server;
 use crate::shutdown::Shutdown;
-use crate::wire::{self, Frame, Opcode, Status, WireLimits};
-use membership::Membership;
+use crate::wire::{self, Frame, Heartbeat, HeartbeatKind, Opcode, Status, WireLimits};
+use membership::{Heard, Membership};
 use router::Router;
 
 /// Why the coordinator could not start or run.
@@ -78,6 +84,8 @@ pub struct Running {
     pub heartbeat_addr: SocketAddr,
     acceptor: thread::JoinHandle<()>,
     hb_listener: thread::JoinHandle<()>,
+    fd_timer: thread::JoinHandle<()>,
+    recovery: thread::JoinHandle<()>,
     membership: Arc<Membership>,
 }
 
@@ -86,7 +94,12 @@ impl Running {
     pub fn wait(self) {
         let _ = self.acceptor.join();
         let _ = self.hb_listener.join();
+        let _ = self.fd_timer.join();
+        // The recovery thread ends when its channel closes; a move under way stops at the
+        // next slave call, whose links are closed below.
+        self.membership.close_events();
         self.membership.close_all();
+        let _ = self.recovery.join();
         info!("coordinator on {} stopped", self.addr);
     }
 }
@@ -125,8 +138,14 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
         config.links_per_slave,
         config.slave_timeout,
     ));
+    let (events, events_rx) = mpsc::channel();
+    membership.set_events(events);
     let coordinator = Arc::new(Coordinator {
-        router: Router::new(Arc::clone(&membership), config.limits.max_value_bytes),
+        router: Router::new(
+            Arc::clone(&membership),
+            config.limits.max_value_bytes,
+            config.slave_timeout * 2,
+        ),
         membership: Arc::clone(&membership),
         heartbeat_addr,
         limits: WireLimits {
@@ -142,11 +161,31 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
         total_connections: AtomicU64::new(0),
     });
 
-    let hb_shutdown = shutdown.clone();
-    let hb_listener = thread::Builder::new()
-        .name("hb-listen".into())
-        .spawn(move || listen_heartbeats(&heartbeat, &hb_shutdown))
-        .map_err(CoordinatorError::Thread)?;
+    let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
+        thread::Builder::new()
+            .name(name.into())
+            .spawn(body)
+            .map_err(|e| {
+                shutdown.trigger();
+                CoordinatorError::Thread(e)
+            })
+    };
+    let recovery_membership = Arc::clone(&membership);
+    let recovery = spawn(
+        "recovery",
+        Box::new(move || recovery::run(&recovery_membership, &events_rx)),
+    )?;
+    let (hb_shutdown, hb_membership) = (shutdown.clone(), Arc::clone(&membership));
+    let hb_listener = spawn(
+        "hb-listen",
+        Box::new(move || listen_heartbeats(&heartbeat, &hb_membership, &hb_shutdown)),
+    )?;
+    let (fd_shutdown, fd_membership) = (shutdown.clone(), Arc::clone(&membership));
+    let (interval, timeout) = (config.heartbeat_interval, config.failure_timeout);
+    let fd_timer = spawn(
+        "fd-timer",
+        Box::new(move || detect_failures(&fd_membership, interval, timeout, &fd_shutdown)),
+    )?;
 
     let handler = Arc::clone(&coordinator);
     let limits = config.limits;
@@ -169,6 +208,9 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
         Err(e) => {
             shutdown.trigger();
             let _ = hb_listener.join();
+            let _ = fd_timer.join();
+            membership.close_events();
+            let _ = recovery.join();
             return Err(CoordinatorError::Thread(e));
         }
     };
@@ -184,17 +226,40 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
         heartbeat_addr,
         acceptor,
         hb_listener,
+        fd_timer,
+        recovery,
         membership,
     })
 }
 
-/// Receives heartbeat datagrams until shutdown. Failure detection builds on this.
-fn listen_heartbeats(socket: &UdpSocket, shutdown: &Shutdown) {
+/// Receives heartbeat datagrams until shutdown: records each known slave's, and tells an
+/// unknown or stale one to register again.
+fn listen_heartbeats(socket: &UdpSocket, membership: &Membership, shutdown: &Shutdown) {
     let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
     let mut buf = [0u8; 64];
     while !shutdown.is_triggered() {
         match socket.recv_from(&mut buf) {
-            Ok((n, from)) => debug!("heartbeat of {n} bytes from {from}"),
+            Ok((n, from)) => {
+                let Some(beat) = Heartbeat::decode(&buf[..n]) else {
+                    debug!("ignored a {n}-byte datagram from {from}: not a heartbeat");
+                    continue;
+                };
+                if beat.kind != HeartbeatKind::Alive {
+                    continue;
+                }
+                let kind = match membership.heard(SlaveId(beat.id), beat.session) {
+                    Heard::Known => HeartbeatKind::Ack,
+                    Heard::Unknown => {
+                        debug!(
+                            "heartbeat from unknown slave {} (session {:x}) at {from}",
+                            beat.id, beat.session
+                        );
+                        HeartbeatKind::Rejoin
+                    }
+                };
+                let reply = Heartbeat { kind, ..beat };
+                let _ = socket.send_to(&reply.encode(), from);
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -206,6 +271,23 @@ fn listen_heartbeats(socket: &UdpSocket, shutdown: &Shutdown) {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// The failure detector (the original's `timer()`, with last-seen times instead of
+/// counters reset every 20 s): every half interval, declares dead each slave not heard
+/// from for `timeout`.
+fn detect_failures(
+    membership: &Membership,
+    interval: Duration,
+    timeout: Duration,
+    shutdown: &Shutdown,
+) {
+    let tick = (interval / 2).max(Duration::from_millis(10));
+    while !shutdown.wait_timeout(tick) {
+        for (id, silent) in membership.silent_for(timeout) {
+            membership.suspect(id, &format!("no heartbeat for {} ms", silent.as_millis()));
         }
     }
 }
@@ -246,6 +328,7 @@ impl Coordinator {
                 return reply;
             }
             Opcode::Register => return self.register(&frame),
+            Opcode::Deregister => return self.deregister(&frame),
             _ => {
                 return frame.error_reply(
                     Status::Invalid,
@@ -288,56 +371,88 @@ impl Coordinator {
         }
         let registered = self.membership.register(addr);
         info!(
-            "slave {} at {addr} {} with token {}; {} slaves in the ring",
+            "slave {} at {addr} {} with token {}; it joins once it has its data",
             registered.id,
             if registered.returning {
                 "registered again"
             } else {
-                "joined"
+                "registered"
             },
             registered.token,
-            self.membership.len()
         );
         let mut reply = frame.reply(Status::Ok);
         reply.arg = registered.token.0;
         reply.flags = registered.id.0;
-        reply.value = self.heartbeat_addr.to_string().into_bytes();
+        reply.value = registered.session.to_be_bytes().to_vec();
+        reply
+            .value
+            .extend_from_slice(self.heartbeat_addr.to_string().as_bytes());
         reply
     }
 
-    /// The ring as TSV (protocol.md, "Status"): `copies`, `epoch`, a header row, then one
-    /// row per slave. Asks each slave for its counts (in parallel, without any lock held).
+    /// A slave leaves gracefully (flags = id, arg = session): its ranges are handed on
+    /// while it still serves, and the reply comes once that is done.
+    fn deregister(&self, frame: &Frame) -> Frame {
+        let id = SlaveId(frame.flags);
+        let (done, finished) = mpsc::sync_channel(1);
+        if !self.membership.leave(id, frame.arg, done) {
+            return frame.error_reply(
+                Status::Invalid,
+                "not a live slave under that session (already declared dead?)",
+            );
+        }
+        info!("slave {id} is leaving: handing its ranges on");
+        match finished.recv_timeout(Duration::from_secs(600)) {
+            Ok(()) => frame.reply(Status::Ok),
+            Err(_) => frame.error_reply(Status::Unavailable, "hand-off did not finish in time"),
+        }
+    }
+
+    /// The ring as TSV (protocol.md, "Status"): `copies`, `epoch`, `moving` (what data is
+    /// being moved, if any), a header row, then one row per slave. Asks each slave for its
+    /// counts (in parallel, without any lock held).
     fn status_text(&self) -> String {
-        let (members, epoch) = self.membership.members();
-        let pending: Vec<_> = members
+        let (rows, epoch, copies, progress) = self.membership.status();
+        let pending: Vec<_> = rows
             .iter()
-            .map(|(_, handle)| {
-                handle.send(Frame::request(
-                    Opcode::SlaveStats,
-                    0,
-                    Vec::new(),
-                    Vec::new(),
-                ))
+            .map(|row| {
+                row.handle.as_ref().map(|handle| {
+                    handle.send(Frame::request(
+                        Opcode::SlaveStats,
+                        0,
+                        Vec::new(),
+                        Vec::new(),
+                    ))
+                })
             })
             .collect();
         let mut text = String::new();
-        let copies = members.len().min(2);
         let _ = writeln!(text, "copies\t{copies}");
         let _ = writeln!(text, "epoch\t{epoch}");
+        if !progress.is_empty() {
+            let _ = writeln!(text, "moving\t{progress}");
+        }
         let _ = writeln!(text, "id\taddr\ttoken\tstate\town\tprevious");
-        for ((member, handle), pending) in members.iter().zip(pending) {
-            let counts = pending
-                .and_then(|p| p.wait(handle.timeout()))
-                .ok()
-                .and_then(|reply| parse_slave_counts(&reply.value));
-            let (state, own, previous) = match counts {
-                Some(c) => ("alive", c.own_live.to_string(), c.previous_live.to_string()),
-                None => ("unreachable", "-".into(), "-".into()),
+        for (row, pending) in rows.iter().zip(pending) {
+            let counts = match (pending, &row.handle) {
+                (Some(pending), Some(handle)) => pending
+                    .and_then(|p| p.wait(handle.timeout()))
+                    .ok()
+                    .and_then(|reply| parse_slave_counts(&reply.value)),
+                _ => None,
+            };
+            let state = match (&counts, row.state) {
+                (None, membership::SlaveState::Alive) => "unreachable".to_string(),
+                (_, state) => state.to_string(),
+            };
+            let (own, previous) = match counts {
+                Some(c) => (c.own_live.to_string(), c.previous_live.to_string()),
+                None => ("-".into(), "-".into()),
             };
             let _ = writeln!(
                 text,
                 "{}\t{}\t{}\t{state}\t{own}\t{previous}",
-                member.id, member.addr, member.token
+                row.member.id, row.member.addr, row.member.token
             );
         }
         text
@@ -345,10 +460,10 @@ impl Coordinator {
 
     /// Live keys across the cluster (sum of every slave's `own`), for `stats`.
     fn curr_items(&self) -> u64 {
-        let (members, _) = self.membership.members();
-        members
+        self.membership
+            .live_handles()
             .iter()
-            .filter_map(|(_, handle)| {
+            .filter_map(|handle| {
                 handle
                     .call(Frame::request(
                         Opcode::SlaveStats,

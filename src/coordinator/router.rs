@@ -5,20 +5,24 @@
 //! Rules (README.md, "Consistency"):
 //! - every write gets a fresh version from [`VersionClock`]; slaves keep the newest version
 //!   of a key, so concurrent writes end in the same value on both replicas;
-//! - a write is acknowledged only when every replica of its key applied it; if one could
-//!   not be reached the client gets an error, and may retry (a retry is a new, newer write);
+//! - a write is acknowledged only when every slave that must hold it applied it: the
+//!   key's primary and replica, and while a slave joins, its future place too. A slave that
+//!   does not answer is declared dead at once; the write then waits for the ring to change
+//!   and is sent again, with the same version, to the new placement, until it succeeds or
+//!   the write timeout passes (then the client gets an error and may retry);
 //! - a read asks the primary's `own`; if the primary cannot be reached, the replica's
-//!   `previous`.
+//!   `previous`. While ranges are being moved after a failure, a read asks both tables of
+//!   the primary and takes the newest version.
 //!
 //! No lock is held across slave I/O: routes are looked up under the membership lock and
 //! the I/O happens after it is released.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, warn};
 
-use crate::coordinator::link::{LinkError, PendingReply, SlaveHandle};
+use crate::coordinator::link::{LinkError, SlaveHandle};
 use crate::coordinator::membership::{Membership, Route};
 use crate::request::{Failure, Found, Outcome, Request};
 use crate::wire::{Frame, Opcode, Status, TableSel};
@@ -76,16 +80,22 @@ pub struct Router {
     /// Counters for `stats`.
     pub counters: Counters,
     max_value_bytes: usize,
+    write_timeout: Duration,
 }
 
 impl Router {
     /// A router over `membership`.
-    pub fn new(membership: std::sync::Arc<Membership>, max_value_bytes: usize) -> Router {
+    pub fn new(
+        membership: std::sync::Arc<Membership>,
+        max_value_bytes: usize,
+        write_timeout: Duration,
+    ) -> Router {
         Router {
             membership,
             clock: VersionClock::new(),
             counters: Counters::default(),
             max_value_bytes,
+            write_timeout,
         }
     }
 
@@ -115,24 +125,9 @@ impl Router {
             Ok(route) => route,
             Err(outcome) => return outcome,
         };
-        let mut request = Frame::request(Opcode::SlaveGet, 0, key.to_vec(), Vec::new());
-        request.table = TableSel::Own;
-        let reply = match route.primary.call(request.clone()) {
+        let reply = match self.read(&route, key) {
             Ok(reply) => reply,
-            Err(primary_error) => {
-                let Some(replica) = route.replica else {
-                    return unavailable(&route.primary, &primary_error);
-                };
-                warn!(
-                    "read from primary {} failed ({primary_error}); reading from replica {}",
-                    route.primary.addr, replica.addr
-                );
-                request.table = TableSel::Previous;
-                match replica.call(request) {
-                    Ok(reply) => reply,
-                    Err(e) => return unavailable(&replica, &e),
-                }
-            }
+            Err(outcome) => return outcome,
         };
         match reply.status {
             Status::Ok => {
@@ -151,20 +146,54 @@ impl Router {
         }
     }
 
+    /// Reads `key` from the primary's `own` (and `previous`, while data moves), falling
+    /// back to the replica's `previous` if the primary does not answer.
+    fn read(&self, route: &Route, key: &[u8]) -> Result<Frame, Outcome> {
+        let mut request = Frame::request(Opcode::SlaveGet, 0, key.to_vec(), Vec::new());
+        request.table = TableSel::Own;
+        let primary_result = if route.recovering {
+            // Ranges are moving between the primary's tables: ask for the newer of both,
+            // read under one lock on the slave.
+            let mut both = request.clone();
+            both.table = TableSel::None;
+            route.primary.call(both)
+        } else {
+            route.primary.call(request.clone())
+        };
+        let primary_error = match primary_result {
+            Ok(reply) => return Ok(reply),
+            Err(e) => e,
+        };
+        self.membership
+            .suspect(route.primary.id, &format!("a read failed: {primary_error}"));
+        let Some(replica) = &route.replica else {
+            return Err(unavailable(&route.primary, &primary_error));
+        };
+        debug!(
+            "read from primary {} failed ({primary_error}); reading from replica {}",
+            route.primary.addr, replica.addr
+        );
+        request.table = TableSel::Previous;
+        replica.call(request).map_err(|e| {
+            self.membership
+                .suspect(replica.id, &format!("a read failed: {e}"));
+            unavailable(replica, &e)
+        })
+    }
+
     fn put(&self, key: Vec<u8>, value: Vec<u8>, flags: u32) -> Outcome {
         self.counters.cmd_set.fetch_add(1, Ordering::Relaxed);
         if value.len() > self.max_value_bytes {
             return Outcome::Failed(Failure::TooLarge);
         }
-        let route = match self.route(&key) {
-            Ok(route) => route,
-            Err(outcome) => return outcome,
-        };
+        if let Err(outcome) = self.route(&key) {
+            return outcome;
+        }
         let version = self.clock.next();
         let mut frame = Frame::request(Opcode::SlavePut, 0, key, value);
         frame.flags = flags;
         frame.arg = version;
-        match self.write_both(&route, frame) {
+        match self.write_all(frame) {
             Ok(_) => Outcome::Stored { version },
             Err(outcome) => outcome,
         }
@@ -172,53 +201,63 @@ impl Router {
 
     fn delete(&self, key: Vec<u8>) -> Outcome {
         self.counters.cmd_delete.fetch_add(1, Ordering::Relaxed);
-        let route = match self.route(&key) {
-            Ok(route) => route,
-            Err(outcome) => return outcome,
-        };
+        if let Err(outcome) = self.route(&key) {
+            return outcome;
+        }
         let mut frame = Frame::request(Opcode::SlaveDelete, 0, key, Vec::new());
         frame.arg = self.clock.next();
-        match self.write_both(&route, frame) {
+        match self.write_all(frame) {
             Ok(replies) if replies.iter().any(|r| r.status == Status::Ok) => Outcome::Deleted,
             Ok(_) => Outcome::NotFound,
             Err(outcome) => outcome,
         }
     }
 
-    /// Sends `frame` to the primary (`own`) and the replica (`previous`) at once, then
-    /// waits for both. Ok only if every replica applied it.
-    fn write_both(&self, route: &Route, frame: Frame) -> Result<Vec<Frame>, Outcome> {
-        let mut targets: Vec<(&SlaveHandle, TableSel)> = vec![(&route.primary, TableSel::Own)];
-        if let Some(replica) = &route.replica {
-            targets.push((replica, TableSel::Previous));
-        }
-        let last = targets.len() - 1;
-        let mut frame = Some(frame);
-        let mut sent: Vec<(&SlaveHandle, Result<PendingReply, LinkError>)> = Vec::new();
-        for (index, (slave, table)) in targets.into_iter().enumerate() {
-            // The last target takes the frame itself; earlier ones a copy.
-            let mut copy = if index == last {
-                frame.take().expect("taken only by the last target")
-            } else {
-                frame.clone().expect("present until the last target")
-            };
-            copy.table = table;
-            sent.push((slave, slave.send(copy)));
-        }
-        let mut replies = Vec::with_capacity(sent.len());
-        let mut failure = None;
-        for (slave, pending) in sent {
-            match pending.and_then(|p| p.wait(slave.timeout())) {
-                Ok(reply) if matches!(reply.status, Status::Ok | Status::NotFound) => {
-                    replies.push(reply)
-                }
-                Ok(reply) => failure = Some(slave_refused(reply.status, &reply)),
-                Err(e) => failure = Some(unavailable(slave, &e)),
+    /// Sends `frame` to every slave that must hold its key, all at once, and waits for all.
+    /// A slave that fails is declared dead; the write then waits for the ring to change and
+    /// tries again on the new placement (same version, so a repeat is harmless).
+    fn write_all(&self, frame: Frame) -> Result<Vec<Frame>, Outcome> {
+        let deadline = Instant::now() + self.write_timeout;
+        loop {
+            let (targets, epoch) = self.membership.write_targets(&frame.key);
+            if targets.is_empty() {
+                return Err(Outcome::Failed(Failure::Unavailable(
+                    "no slaves in the ring (start a piazza-slave)".into(),
+                )));
             }
-        }
-        match failure {
-            Some(outcome) => Err(outcome),
-            None => Ok(replies),
+            let sent: Vec<_> = targets
+                .iter()
+                .map(|(slave, table)| {
+                    let mut copy = frame.clone();
+                    copy.table = *table;
+                    (slave, slave.send(copy))
+                })
+                .collect();
+            let mut replies = Vec::with_capacity(sent.len());
+            let mut failed = None;
+            for (slave, pending) in sent {
+                match pending.and_then(|p| p.wait(slave.timeout())) {
+                    Ok(reply) if matches!(reply.status, Status::Ok | Status::NotFound) => {
+                        replies.push(reply)
+                    }
+                    // The slave answered but refused: retrying will not help.
+                    Ok(reply) => return Err(slave_refused(reply.status, &reply)),
+                    Err(e) => {
+                        self.membership
+                            .suspect(slave.id, &format!("a write failed: {e}"));
+                        failed = Some(unavailable(slave, &e));
+                    }
+                }
+            }
+            let Some(failure) = failed else {
+                return Ok(replies);
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(failure);
+            }
+            // Wait for the failed slave to be taken off the ring, then write again.
+            self.membership.wait_epoch(epoch, deadline - now);
         }
     }
 }

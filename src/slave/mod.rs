@@ -3,16 +3,21 @@
 //!
 //! Threads, and who joins them:
 //! - `slave-accept`: the accept loop, joined by [`Running::wait`];
+//! - `hb-send`: sends a heartbeat every `--heartbeat-interval-ms` and registers again if
+//!   the coordinator answers that it does not know us, joined by [`Running::wait`];
 //! - `slave-<n>`: one per connection (the coordinator keeps a few open), joined by the
 //!   accept loop.
 //!
-//! Locks: only the store's, inside its methods; none is held across socket I/O.
+//! Locks: the store's, inside its methods, and the registration's, for a copy; neither
+//! is held across socket I/O.
+
+mod heartbeat;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use byteorder::{ByteOrder, NetworkEndian};
@@ -20,6 +25,7 @@ use log::{info, warn};
 
 use crate::client::{Client, ClientError};
 use crate::config::SlaveConfig;
+use crate::ring::{Token, in_arc, key_hash};
 use crate::server;
 use crate::shutdown::Shutdown;
 use crate::store::{Applied, Entry, Store, Table, Version};
@@ -58,38 +64,99 @@ pub struct Registration {
     pub id: u32,
     /// Its ring token.
     pub token: u64,
+    /// The session heartbeats must carry.
+    pub session: u64,
     /// The coordinator's UDP heartbeat address.
     pub heartbeat: String,
 }
 
-/// A started slave: its address, its registration, and the thread [`Running::wait`] joins.
-pub struct Running {
-    /// The TCP address actually bound.
-    pub addr: SocketAddr,
-    /// What the coordinator assigned (`None` if the shutdown came before registration).
-    pub registration: Option<Registration>,
-    acceptor: std::thread::JoinHandle<()>,
+/// What a slave's threads share.
+pub struct Node {
+    /// The two tables.
+    pub store: Arc<Store>,
+    limits: WireLimits,
+    coordinator: String,
+    advertise: String,
+    registration: Mutex<Option<Registration>>,
+    register_timeout: Duration,
 }
 
-impl Running {
-    /// Waits until the shutdown has stopped every connection thread.
-    pub fn wait(self) {
-        let _ = self.acceptor.join();
-        info!("slave on {} stopped", self.addr);
+impl Node {
+    /// The current registration, if any.
+    pub fn registration(&self) -> Option<Registration> {
+        self.registration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Registers (again) with the coordinator, starting from empty tables: whatever this
+    /// slave held before, the coordinator has re-replicated elsewhere and will send back.
+    /// `Ok(None)` if the shutdown started first.
+    fn register(&self, shutdown: &Shutdown) -> Result<Option<Registration>, SlaveError> {
+        self.store.clear();
+        let registration = register(
+            &self.coordinator,
+            &self.advertise,
+            self.register_timeout,
+            shutdown,
+        )?;
+        *self.registration.lock().unwrap_or_else(|p| p.into_inner()) = registration.clone();
+        Ok(registration)
     }
 }
 
-/// Runs a slave until `shutdown` is triggered. See [`start`].
+/// A started slave: its address, and the threads [`Running::wait`] joins.
+pub struct Running {
+    /// The TCP address actually bound.
+    pub addr: SocketAddr,
+    /// Shared state (the store, the registration).
+    pub node: Arc<Node>,
+    shutdown: Shutdown,
+    acceptor: std::thread::JoinHandle<()>,
+    heartbeat: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the shutdown has stopped every thread.
+    pub fn wait(self) {
+        let _ = self.acceptor.join();
+        let _ = self.heartbeat.join();
+        info!("slave on {} stopped", self.addr);
+    }
+
+    /// Leaves gracefully: asks the coordinator to hand this slave's ranges on (it keeps
+    /// serving meanwhile), then stops and waits.
+    pub fn leave(self, timeout: Duration) {
+        if let Some(registration) = self.node.registration() {
+            info!("leaving: asking the coordinator to hand our ranges on");
+            match deregister(&self.node.coordinator, &registration, timeout) {
+                Ok(()) => info!("ranges handed on; stopping"),
+                Err(e) => warn!("leaving without a hand-off: {e}"),
+            }
+        }
+        self.shutdown.trigger();
+        self.wait();
+    }
+}
+
+/// Runs a slave until `stop` is triggered (Ctrl-C), then leaves gracefully. See
+/// [`start`].
 ///
 /// # Errors
 /// See [`start`].
-pub fn run(config: SlaveConfig, shutdown: Shutdown) -> Result<(), SlaveError> {
-    start(config, shutdown).map(Running::wait)
+pub fn run(config: SlaveConfig, stop: Shutdown) -> Result<(), SlaveError> {
+    let leave_timeout = config.leave_timeout;
+    let running = start(config, Shutdown::new())?;
+    while !stop.wait_timeout(Duration::from_secs(1)) {}
+    running.leave(leave_timeout);
+    Ok(())
 }
 
 /// Starts a slave: binds, prints `listening on ADDR` to stderr, starts serving on the
-/// `slave-accept` thread, and registers with the coordinator (retrying until
-/// `register_timeout`). Returns once registered.
+/// `slave-accept` thread, registers with the coordinator (retrying until
+/// `register_timeout`), and starts the `hb-send` heartbeat thread. Returns once
+/// registered.
 ///
 /// # Errors
 /// When the data dir is unusable, the address cannot be bound, or the coordinator cannot
@@ -106,19 +173,25 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
         .unwrap_or_else(|| PathBuf::from(format!("./piazza-data/slave-{}", bound.port())));
     server::prepare_data_dir(&data_dir).map_err(SlaveError::DataDir)?;
     shutdown.register_listener(bound);
-    let advertise = config
-        .advertise
-        .clone()
-        .unwrap_or_else(|| bound.to_string());
+    let node = Arc::new(Node {
+        store: Arc::new(Store::new()),
+        limits: WireLimits {
+            max_key: config.limits.max_key_bytes,
+            max_value: config.limits.max_value_bytes,
+        },
+        coordinator: config.coordinator.clone(),
+        advertise: config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| bound.to_string()),
+        registration: Mutex::new(None),
+        register_timeout: config.register_timeout,
+    });
 
-    let store = Arc::new(Store::new());
-    let limits = WireLimits {
-        max_key: config.limits.max_key_bytes,
-        max_value: config.limits.max_value_bytes,
-    };
-    // Serve before registering: the coordinator may route to us as soon as it answers.
+    // Serve before registering: the coordinator may send data as soon as it answers.
     let serve_shutdown = shutdown.clone();
     let server_limits = config.limits;
+    let serve_node = Arc::clone(&node);
     let acceptor = std::thread::Builder::new()
         .name("slave-accept".into())
         .spawn(move || {
@@ -129,8 +202,9 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
                 server_limits,
                 Arc::new(AtomicUsize::new(0)),
                 move |stream, peer| {
+                    let limits = serve_node.limits;
                     server::serve_frames(stream, peer, limits, |frame| {
-                        serve_frame(&store, &limits, frame)
+                        serve_frame(&serve_node.store, &limits, frame)
                     })
                 },
             )
@@ -138,18 +212,14 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
         .map_err(|e| SlaveError::Bind(format!("cannot start the accept thread: {e}")))?;
     eprintln!("listening on {bound}");
 
-    let registration = match register(
-        &config.coordinator,
-        &advertise,
-        config.register_timeout,
-        &shutdown,
-    ) {
+    let stop = |e: SlaveError, acceptor: std::thread::JoinHandle<()>| {
+        shutdown.trigger();
+        let _ = acceptor.join();
+        Err(e)
+    };
+    let registration = match node.register(&shutdown) {
         Ok(registration) => registration,
-        Err(e) => {
-            shutdown.trigger();
-            let _ = acceptor.join();
-            return Err(e);
-        }
+        Err(e) => return stop(e, acceptor),
     };
     if let Some(registration) = &registration {
         info!(
@@ -160,10 +230,27 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
             data_dir.display()
         );
     }
+    let hb_node = Arc::clone(&node);
+    let hb_shutdown = shutdown.clone();
+    let interval = config.heartbeat_interval;
+    let heartbeat = std::thread::Builder::new()
+        .name("hb-send".into())
+        .spawn(move || heartbeat::run(&hb_node, interval, &hb_shutdown));
+    let heartbeat = match heartbeat {
+        Ok(heartbeat) => heartbeat,
+        Err(e) => {
+            return stop(
+                SlaveError::Bind(format!("cannot start the heartbeat thread: {e}")),
+                acceptor,
+            );
+        }
+    };
     Ok(Running {
         addr: bound,
-        registration,
+        node,
+        shutdown,
         acceptor,
+        heartbeat,
     })
 }
 
@@ -214,11 +301,37 @@ fn try_register(coordinator: &str, advertise: &str) -> Result<Registration, Clie
             message: reply.value_text(),
         });
     }
+    let Some((session, heartbeat)) = reply.value.split_first_chunk::<8>() else {
+        return Err(ClientError::BadStatus(
+            "registration reply too short".into(),
+        ));
+    };
     Ok(Registration {
         id: reply.flags,
         token: reply.arg,
-        heartbeat: reply.value_text(),
+        session: u64::from_be_bytes(*session),
+        heartbeat: String::from_utf8_lossy(heartbeat).into_owned(),
     })
+}
+
+fn deregister(
+    coordinator: &str,
+    registration: &Registration,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let mut client = Client::connect(coordinator)?;
+    client.set_timeout(timeout)?;
+    let mut request = Frame::request(Opcode::Deregister, 0, Vec::new(), Vec::new());
+    request.flags = registration.id;
+    request.arg = registration.session;
+    let reply = client.call(request)?;
+    match reply.status {
+        Status::Ok => Ok(()),
+        status => Err(ClientError::Server {
+            status,
+            message: reply.value_text(),
+        }),
+    }
 }
 
 fn table_of(frame: &Frame) -> Option<Table> {
@@ -245,13 +358,25 @@ pub fn serve_frame(store: &Store, limits: &WireLimits, frame: Frame) -> Frame {
             reply.value = value.to_vec();
             return reply;
         }
-        Opcode::Get | Opcode::Put | Opcode::Delete | Opcode::Status | Opcode::Register => {
+        Opcode::Get
+        | Opcode::Put
+        | Opcode::Delete
+        | Opcode::Status
+        | Opcode::Register
+        | Opcode::Deregister => {
             return frame.error_reply(
                 Status::Invalid,
                 "this is a slave: send client requests to the coordinator",
             );
         }
         _ => {}
+    }
+    if frame.opcode == Opcode::Clear {
+        store.clear();
+        return frame.reply(Status::Ok);
+    }
+    if frame.opcode == Opcode::SlaveGet && frame.table == TableSel::None && !frame.key.is_empty() {
+        return entry_reply(&frame, store.get_newest(&frame.key));
     }
     let Some(table) = table else {
         return frame.error_reply(Status::Invalid, "table must be 1 (own) or 2 (previous)");
@@ -264,25 +389,7 @@ pub fn serve_frame(store: &Store, limits: &WireLimits, frame: Frame) -> Frame {
         return frame.error_reply(Status::Invalid, "empty key");
     }
     match frame.opcode {
-        Opcode::SlaveGet => match store.get(table, &frame.key) {
-            Some(Entry {
-                version,
-                flags,
-                value: Some(value),
-            }) => {
-                let mut reply = frame.reply(Status::Ok);
-                reply.arg = version.0;
-                reply.flags = flags;
-                reply.value = value;
-                reply
-            }
-            Some(Entry { version, .. }) => {
-                let mut reply = frame.reply(Status::NotFound);
-                reply.arg = version.0;
-                reply
-            }
-            None => frame.reply(Status::NotFound),
-        },
+        Opcode::SlaveGet => entry_reply(&frame, store.get(table, &frame.key)),
         Opcode::SlavePut => {
             let applied = store.put(
                 table,
@@ -352,6 +459,121 @@ pub fn serve_frame(store: &Store, limits: &WireLimits, frame: Frame) -> Frame {
             reply.arg = next.map_or(0, |n| n as u64);
             reply
         }
+        Opcode::Absorb | Opcode::Split | Opcode::DropArc | Opcode::Transfer => {
+            let Some(arc) = wire::decode_arc(&frame.value) else {
+                return frame.error_reply(Status::Invalid, "an arc is 16 bytes: start, end");
+            };
+            let inside = move |key: &[u8]| {
+                arc.is_some_and(|(start, end)| in_arc(key_hash(key), Token(start), Token(end)))
+            };
+            let mut reply = frame.reply(Status::Ok);
+            match frame.opcode {
+                // Everything in previous outside the arc (with no arc: everything).
+                Opcode::Absorb => reply.arg = store.absorb(|key| !inside(key)) as u64,
+                Opcode::Split if arc.is_some() => reply.arg = store.split(inside).0 as u64,
+                Opcode::DropArc if arc.is_some() => {
+                    reply.arg = store.drop_where(table, inside) as u64;
+                }
+                Opcode::Transfer => {
+                    let filter = move |key: &[u8]| arc.is_none() || inside(key);
+                    return match transfer(store, table, filter, &frame) {
+                        Ok((keys, bytes)) => {
+                            reply.arg = keys;
+                            reply.value = bytes.to_be_bytes().to_vec();
+                            reply
+                        }
+                        Err(e) => frame.error_reply(Status::Unavailable, &e),
+                    };
+                }
+                _ => return frame.error_reply(Status::Invalid, "this operation needs an arc"),
+            }
+            reply
+        }
         _ => frame.error_reply(Status::UnknownOpcode, "not served by a slave"),
     }
+}
+
+/// The reply to a read: the value, or `NotFound` (with a tombstone's version in `arg`).
+fn entry_reply(frame: &Frame, entry: Option<Entry>) -> Frame {
+    match entry {
+        Some(Entry {
+            version,
+            flags,
+            value: Some(value),
+        }) => {
+            let mut reply = frame.reply(Status::Ok);
+            reply.arg = version.0;
+            reply.flags = flags;
+            reply.value = value;
+            reply
+        }
+        Some(Entry { version, .. }) => {
+            let mut reply = frame.reply(Status::NotFound);
+            reply.arg = version.0;
+            reply
+        }
+        None => frame.reply(Status::NotFound),
+    }
+}
+
+/// Entries per `BulkPut` chunk at most, and bytes.
+const TRANSFER_CHUNK_KEYS: usize = 4096;
+
+/// Sends the entries of `table` that pass `filter` to another slave (the frame's key is
+/// its address; its flags, the table there), in `BulkPut` chunks. The keys are listed
+/// first, then read in batches, so the table is never locked for long and no key present
+/// at the start is missed; writes that arrive meanwhile reach the target directly.
+fn transfer(
+    store: &Store,
+    table: Table,
+    filter: impl Fn(&[u8]) -> bool,
+    frame: &Frame,
+) -> Result<(u64, u64), String> {
+    let target_table = match TableSel::from_u8(frame.flags as u8) {
+        Some(TableSel::Own) => TableSel::Own,
+        Some(TableSel::Previous) => TableSel::Previous,
+        _ => return Err("target table must be 1 (own) or 2 (previous)".into()),
+    };
+    let target = String::from_utf8_lossy(&frame.key).into_owned();
+    let mut client = Client::connect(&target).map_err(|e| e.to_string())?;
+    client
+        .set_timeout(Duration::from_secs(120))
+        .map_err(|e| e.to_string())?;
+    let keys = store.keys_where(table, filter);
+    let (mut sent, mut bytes) = (0u64, 0u64);
+    let mut chunk = Vec::new();
+    let mut send = |chunk: &mut Vec<u8>| -> Result<(), String> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let mut request = Frame::request(Opcode::BulkPut, 0, Vec::new(), std::mem::take(chunk));
+        request.table = target_table;
+        let reply = client.call(request).map_err(|e| e.to_string())?;
+        if reply.status != Status::Ok {
+            return Err(format!(
+                "{target} answered {}: {}",
+                reply.status.name(),
+                reply.value_text()
+            ));
+        }
+        Ok(())
+    };
+    for batch in keys.chunks(TRANSFER_CHUNK_KEYS) {
+        for (key, entry) in store.entries(table, batch) {
+            let entry = BulkEntry {
+                key,
+                version: entry.version.0,
+                flags: entry.flags,
+                value: entry.value,
+            };
+            if chunk.len() + entry.packed_len() > BULK_CHUNK_BYTES {
+                send(&mut chunk)?;
+            }
+            sent += 1;
+            bytes += entry.packed_len() as u64;
+            entry.pack_into(&mut chunk);
+        }
+    }
+    send(&mut chunk)?;
+    Ok((sent, bytes))
 }

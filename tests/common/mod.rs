@@ -264,8 +264,11 @@ impl Cluster {
             proc,
             addr: addr.clone(),
         });
-        wait_until(DEADLINE, &format!("slave {addr} in the ring"), || {
-            self.status().slaves.iter().any(|s| s.addr == addr)
+        wait_until(DEADLINE, &format!("slave {addr} alive in the ring"), || {
+            self.status()
+                .slaves
+                .iter()
+                .any(|s| s.addr == addr && s.state == "alive")
         });
         index
     }
@@ -285,6 +288,7 @@ impl Cluster {
         let mut ring: Vec<(u64, String)> = status
             .slaves
             .iter()
+            .filter(|s| s.state == "alive" || s.state == "unreachable")
             .map(|s| {
                 let token = u64::from_str_radix(s.token.trim_start_matches("0x"), 16)
                     .expect("token is hex");
