@@ -138,6 +138,42 @@ struct State {
     moving: u32,
     /// What the recovery thread is doing, for `status`.
     progress: String,
+    /// Writes under way, by the epoch their targets were chosen at.
+    inflight: std::collections::BTreeMap<u64, u32>,
+    /// Threads waiting in [`Membership::drain`].
+    draining: u32,
+}
+
+/// A write under way, counted until dropped (see [`Membership::drain`]).
+pub struct WriteTicket<'a> {
+    membership: &'a Membership,
+    epoch: u64,
+}
+
+impl WriteTicket<'_> {
+    /// The epoch the write's targets were chosen at.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
+impl Drop for WriteTicket<'_> {
+    fn drop(&mut self) {
+        let mut state = self.membership.lock();
+        let done = match state.inflight.get_mut(&self.epoch) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            _ => {
+                state.inflight.remove(&self.epoch);
+                true
+            }
+        };
+        if done && state.draining > 0 {
+            self.membership.epoch_changed.notify_all();
+        }
+    }
 }
 
 /// Ring plus slaves, under one lock.
@@ -163,6 +199,8 @@ impl Membership {
                 joining: None,
                 moving: 0,
                 progress: String::new(),
+                inflight: std::collections::BTreeMap::new(),
+                draining: 0,
             }),
             epoch_changed: Condvar::new(),
             events: Mutex::new(None),
@@ -440,11 +478,20 @@ impl Membership {
         })
     }
 
-    /// Every (slave, table) a write of `key` must reach, and the epoch they were read at:
-    /// the key's primary (`own`) and replica (`previous`), plus, while a slave is joining,
-    /// where the key will live once it has joined.
-    pub fn write_targets(&self, key: &[u8]) -> (Vec<(Arc<SlaveHandle>, TableSel)>, u64) {
-        let state = self.lock();
+    /// Every (slave, table) a write of `key` must reach: the key's primary (`own`) and
+    /// replica (`previous`), plus, while a slave is joining, where the key will live once
+    /// it has joined. The ticket counts the write as under way until it is dropped.
+    pub fn write_targets(
+        &self,
+        key: &[u8],
+    ) -> (Vec<(Arc<SlaveHandle>, TableSel)>, WriteTicket<'_>) {
+        let mut state = self.lock();
+        let epoch = state.ring.epoch();
+        *state.inflight.entry(epoch).or_insert(0) += 1;
+        let ticket = WriteTicket {
+            membership: self,
+            epoch,
+        };
         let hash = key_hash(key);
         let mut targets: Vec<(SlaveId, TableSel)> = Vec::with_capacity(2);
         let mut add = |placement: Option<crate::ring::Placement>| {
@@ -470,7 +517,24 @@ impl Membership {
                     .map(|info| (Arc::clone(&info.handle), table))
             })
             .collect();
-        (handles, state.ring.epoch())
+        (handles, ticket)
+    }
+
+    /// Waits until every write whose targets were chosen before the current epoch has
+    /// finished (or `timeout` passes), so a data move that follows sees them all. Returns
+    /// false on timeout.
+    pub fn drain(&self, timeout: Duration) -> bool {
+        let mut state = self.lock();
+        let epoch = state.ring.epoch();
+        state.draining += 1;
+        let (mut state, result) = self
+            .epoch_changed
+            .wait_timeout_while(state, timeout, |s| {
+                s.inflight.range(..epoch).next().is_some()
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        state.draining -= 1;
+        !result.timed_out()
     }
 
     /// The ring epoch (grows at every routing change).

@@ -5,15 +5,16 @@
 //!
 //! Replicate, for dead slave D whose ranges now belong to its successor S (P = S's
 //! predecessor, S2 = S's successor, all on the ring without D):
+//! 0. wait for the writes that chose their targets before D left (they may still land in
+//!    S's `previous`);
 //! 1. S absorbs: `previous` entries outside P's arc (D's old range) merge into `own`;
 //! 2. P's `own` is transferred to S's `previous`;
-//! 3. S absorbs again (a write that was in flight to S's `previous` when D left);
-//! 4. S's `own` is transferred to S2's `previous`.
+//! 3. S's `own` is transferred to S2's `previous`.
 //!
 //! Join, for new slave N between P and S (on the ring with N):
 //! 1. S's `own` inside N's arc is transferred to N's `own`, and P's `own` to N's
 //!    `previous`; meanwhile writes go to both the old and the new places;
-//! 2. N goes on the ring;
+//! 2. N goes on the ring, and the writes that chose their targets before are waited for;
 //! 3. S splits: its `own` inside N's arc moves to `previous`, which keeps only N's arc;
 //! 4. S's successor (if not N) drops N's arc from its `previous`.
 //!
@@ -32,6 +33,9 @@ use crate::coordinator::link::SlaveHandle;
 use crate::coordinator::membership::{Event, Membership};
 use crate::ring::{Ring, SlaveId, Token};
 use crate::wire::{self, Frame, Opcode, Status, TableSel};
+
+/// How long a move waits for the writes of the previous epoch to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long one transfer or table operation may take.
 const MOVE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -207,6 +211,10 @@ fn replicate(membership: &Membership, dead: SlaveId, token: Token) -> Result<Mov
         membership,
         what: format!("replicating after slave {dead}"),
     };
+    // Writes that chose their targets before D left must land before S absorbs.
+    if !membership.drain(DRAIN_TIMEOUT) {
+        warn!("replicating after slave {dead}: writes still under way after {DRAIN_TIMEOUT:?}");
+    }
     let ring = membership.ring();
     let mut moved = Moved::default();
     let Some(s) = owner_of(&ring, token) else {
@@ -222,10 +230,8 @@ fn replicate(membership: &Membership, dead: SlaveId, token: Token) -> Result<Mov
     // 2. P's own becomes S's previous.
     if let (Some(p), Some(p_arc)) = (p, p_arc) {
         moved.add(mover.transfer(p, TableSel::Own, p_arc, s, TableSel::Previous)?);
-        // 3. Catch a write that reached S's previous late.
-        mover.table_op(s, Opcode::Absorb, TableSel::Previous, Some(p_arc), "absorb")?;
     }
-    // 4. S's own becomes its successor's previous.
+    // 3. S's own becomes its successor's previous.
     if let (Some(s2), Some(s_arc)) = (ring.successor(s), ring.arc_of(s)) {
         moved.add(mover.transfer(s, TableSel::Own, s_arc, s2, TableSel::Previous)?);
     }
@@ -248,8 +254,12 @@ fn join(membership: &Membership, n: SlaveId, session: u64) -> Result<Option<Move
     if !joined {
         return Err(format!("slave {n} died while joining"));
     }
-    // Clean up the places that no longer hold N's range. Failures here leave extra
-    // copies, never missing ones.
+    // Clean up the places that no longer hold N's range, once the writes that were sent
+    // to them before N went on the ring have landed. Failures here leave extra copies,
+    // never missing ones.
+    if !membership.drain(DRAIN_TIMEOUT) {
+        warn!("joining slave {n}: writes still under way after {DRAIN_TIMEOUT:?}");
+    }
     if let (Some(s), Some(n_arc)) = (future.successor(n), future.arc_of(n)) {
         mover.table_op(s, Opcode::Split, TableSel::Own, Some(n_arc), "split")?;
         if let Some(s2) = future.successor(s)

@@ -173,7 +173,9 @@ impl Router {
             "read from primary {} failed ({primary_error}); reading from replica {}",
             route.primary.addr, replica.addr
         );
-        request.table = TableSel::Previous;
+        // The replica holds the key in `previous`, or in `own` once it has absorbed the
+        // failed primary's range: ask for the newer of both, read under one lock.
+        request.table = TableSel::None;
         replica.call(request).map_err(|e| {
             self.membership
                 .suspect(replica.id, &format!("a read failed: {e}"));
@@ -219,7 +221,7 @@ impl Router {
     fn write_all(&self, frame: Frame) -> Result<Vec<Frame>, Outcome> {
         let deadline = Instant::now() + self.write_timeout;
         loop {
-            let (targets, epoch) = self.membership.write_targets(&frame.key);
+            let (targets, ticket) = self.membership.write_targets(&frame.key);
             if targets.is_empty() {
                 return Err(Outcome::Failed(Failure::Unavailable(
                     "no slaves in the ring (start a piazza-slave)".into(),
@@ -249,6 +251,8 @@ impl Router {
                     }
                 }
             }
+            let epoch = ticket.epoch();
+            drop(ticket);
             let Some(failure) = failed else {
                 return Ok(replies);
             };

@@ -323,3 +323,79 @@ impl Rng {
         (0..len).map(|_| self.next() as u8).collect()
     }
 }
+
+impl Cluster {
+    /// Waits until no data is moving and every slave on the ring is alive.
+    pub fn wait_settled(&self) {
+        wait_until(DEADLINE, "data moves to finish", || {
+            let status = self.status();
+            status.moving.is_none()
+                && status
+                    .slaves
+                    .iter()
+                    .all(|s| matches!(s.state.as_str(), "alive" | "dead"))
+        });
+    }
+
+    /// Addresses of the slaves on the ring.
+    pub fn live_addrs(&self) -> Vec<String> {
+        self.status()
+            .slaves
+            .iter()
+            .filter(|s| s.state == "alive")
+            .map(|s| s.addr.clone())
+            .collect()
+    }
+
+    /// Checks that every key in `expected` (None: deleted) is held exactly as expected by
+    /// its primary (own) and replica (previous), and that the live slaves hold exactly
+    /// two copies of each live key in all (no stray copies left behind).
+    pub fn assert_two_copies(
+        &self,
+        expected: &std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    ) {
+        use piazza::wire::TableSel;
+        let live = self.live_addrs();
+        assert!(live.len() >= 2, "two copies need two slaves: {live:?}");
+        let mut clients: std::collections::HashMap<String, Client> = live
+            .iter()
+            .map(|addr| (addr.clone(), Client::connect(addr).unwrap()))
+            .collect();
+        for (key, value) in expected {
+            let (primary, replica) = self.placement(key);
+            let replica = replica.unwrap();
+            let own = clients
+                .get_mut(&primary)
+                .unwrap()
+                .slave_get(TableSel::Own, key)
+                .unwrap();
+            let previous = clients
+                .get_mut(&replica)
+                .unwrap()
+                .slave_get(TableSel::Previous, key)
+                .unwrap();
+            assert_eq!(
+                own.map(|v| v.value),
+                *value,
+                "primary {primary} own of {key:?}"
+            );
+            assert_eq!(
+                previous.map(|v| v.value),
+                *value,
+                "replica {replica} previous of {key:?}"
+            );
+        }
+        let live_keys = expected.values().filter(|v| v.is_some()).count() as u64;
+        let (mut own, mut previous) = (0, 0);
+        for client in clients.values_mut() {
+            let counts = client.slave_stats().unwrap();
+            own += counts.own_live;
+            previous += counts.previous_live;
+        }
+        assert_eq!(
+            (own, previous),
+            (live_keys, live_keys),
+            "live copies in own and previous"
+        );
+    }
+}
