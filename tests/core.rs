@@ -583,3 +583,41 @@ fn piazza_cluster_starts_serves_and_stops_cleanly_on_sigint() {
     // Everything is gone: the port no longer accepts.
     assert!(TcpStream::connect(&addr).is_err());
 }
+
+#[test]
+fn piazza_bench_drives_both_protocols_and_reports_json() {
+    let cluster = Cluster::start(3);
+    for protocol in ["binary", "memcache"] {
+        let output = std::process::Command::new(bin("bench"))
+            .args(["--coordinator", &cluster.addr, "--protocol", protocol])
+            .args([
+                "--connections",
+                "4",
+                "--ops",
+                "400",
+                "--keys",
+                "50",
+                "--preload",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let line = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(line.contains("\"ops\":400"), "{line}");
+        assert!(line.contains("\"errors\":0"), "{line}");
+        assert!(line.contains("\"misses\":0"), "{line}");
+    }
+    // Nothing listening: one line, exit 2.
+    let output = std::process::Command::new(bin("bench"))
+        .args(["--coordinator", "127.0.0.1:1", "--ops", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("127.0.0.1:1"));
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Piazza next to memcached on this machine, in one run: starts memcached (if installed)
+# and a local Piazza cluster of 3 slaves on loopback, then runs piazza-bench against each
+# for 1, 8, 32 and 128 connections, 100-byte values, 90/10 and 0/100 get/set.
+# Prints a Markdown table. Usage: bench/compare.sh [seconds-per-run]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-3}
+cargo build --release -q
+bin=target/release
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+
+"$bin/piazza-cluster" --listen 127.0.0.1:0 --heartbeat 127.0.0.1:0 --slave-port 0 \
+  --data-dir "$work/piazza" --log-level warn >"$work/cluster.out" 2>"$work/cluster.err" &
+for _ in $(seq 100); do grep -q '^piazza cluster' "$work/cluster.out" 2>/dev/null && break; sleep 0.1; done
+piazza=$(sed -n 's/^piazza cluster: coordinator \([^ ]*\).*/\1/p' "$work/cluster.out")
+
+targets=("piazza-binary binary $piazza" "piazza-text memcache $piazza")
+if command -v memcached >/dev/null; then
+  port=$((20000 + RANDOM % 20000))
+  memcached -u "$(id -un)" -l 127.0.0.1 -p "$port" -U 0 -t 2 -m 2048 &
+  sleep 0.5
+  targets+=("memcached memcache 127.0.0.1:$port")
+else
+  echo "memcached not installed (apt-get install memcached): comparing Piazza only" >&2
+fi
+
+echo "| target | connections | get ratio | ops/s | p50 us | p99 us | p99.9 us | max us | errors |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+for t in "${targets[@]}"; do
+  read -r name protocol addr <<<"$t"
+  "$bin/piazza-bench" --coordinator "$addr" --protocol "$protocol" --keys 10000 \
+    --connections 8 --ops 10000 --preload >/dev/null
+  for conns in 1 8 32 128; do
+    for ratio in 0.9 0; do
+      line=$("$bin/piazza-bench" --coordinator "$addr" --protocol "$protocol" --keys 10000 \
+        --value-size 100 --connections "$conns" --seconds "$secs" --get-ratio "$ratio" --json)
+      get() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$line"; }
+      printf '| %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$name" "$conns" "$ratio" \
+        "$(get ops_per_sec)" "$(get p50_us)" "$(get p99_us)" "$(get p999_us)" "$(get max_us)" "$(get errors)"
+    done
+  done
+done
