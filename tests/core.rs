@@ -377,13 +377,7 @@ fn reads_fall_back_to_the_replica_when_the_primary_is_killed() {
         );
     }
     // The failed read got the slave declared dead.
-    wait_until(DEADLINE, "the killed slave shows as dead", || {
-        cluster
-            .status()
-            .slaves
-            .iter()
-            .any(|s| s.addr == victim && s.state == "dead")
-    });
+    cluster.wait_state(&victim, "dead");
 }
 
 #[test]

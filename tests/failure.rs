@@ -86,13 +86,7 @@ fn killed_slave_is_declared_dead_and_every_key_gets_two_copies_again() {
     let victim = cluster.slaves[2].addr.clone();
     let killed = Instant::now();
     cluster.slaves[2].proc.kill();
-    wait_until(DEADLINE, "the killed slave declared dead", || {
-        cluster
-            .status()
-            .slaves
-            .iter()
-            .any(|s| s.addr == victim && s.state == "dead")
-    });
+    cluster.wait_state(&victim, "dead");
     let detected = killed.elapsed();
     // failure timeout + one interval, plus what polling the status adds.
     assert!(
@@ -107,13 +101,7 @@ fn killed_slave_is_declared_dead_and_every_key_gets_two_copies_again() {
     let reader = Reader::start(&cluster.addr, &expected);
     cluster.slaves[0].proc.kill();
     let second = cluster.slaves[0].addr.clone();
-    wait_until(DEADLINE, "the second slave declared dead", || {
-        cluster
-            .status()
-            .slaves
-            .iter()
-            .any(|s| s.addr == second && s.state == "dead")
-    });
+    cluster.wait_state(&second, "dead");
     cluster.wait_settled();
     assert!(reader.finish() > 0);
     assert_readable(&mut cluster.client(), &expected);
@@ -211,13 +199,7 @@ fn acknowledged_writes_survive_a_kill_under_load() {
     });
     cluster.slaves[1].proc.kill();
     let victim = cluster.slaves[1].addr.clone();
-    wait_until(DEADLINE, "the killed slave declared dead", || {
-        cluster
-            .status()
-            .slaves
-            .iter()
-            .any(|s| s.addr == victim && s.state == "dead")
-    });
+    cluster.wait_state(&victim, "dead");
     cluster.wait_settled();
     let (acked, _failed, finals) = writers.finish_and_check(&cluster);
     assert!(acked > 100, "only {acked} writes acknowledged");
@@ -266,13 +248,7 @@ fn a_paused_slave_rejoins_without_serving_stale_or_deleted_data() {
     let mut expected = load(&cluster, "p", 600);
     let paused = cluster.slaves[0].addr.clone();
     cluster.slaves[0].proc.signal("STOP");
-    wait_until(DEADLINE, "the paused slave declared dead", || {
-        cluster
-            .status()
-            .slaves
-            .iter()
-            .any(|s| s.addr == paused && s.state == "dead")
-    });
+    cluster.wait_state(&paused, "dead");
     cluster.wait_settled();
     // Change the data while it sleeps: delete some keys, overwrite others.
     let mut client = cluster.client();
@@ -288,13 +264,7 @@ fn a_paused_slave_rejoins_without_serving_stale_or_deleted_data() {
         }
     }
     cluster.slaves[0].proc.signal("CONT");
-    wait_until(DEADLINE, "the paused slave rejoins", || {
-        cluster
-            .status()
-            .slaves
-            .iter()
-            .any(|s| s.addr == paused && s.state == "alive")
-    });
+    cluster.wait_state(&paused, "alive");
     cluster.wait_settled();
     assert_readable(&mut cluster.client(), &expected);
     cluster.assert_two_copies(&expected);
@@ -336,13 +306,7 @@ fn clusters_of_one_two_and_three_slaves_go_through_a_death() {
         let expected = load(&cluster, "s", 300);
         cluster.slaves[0].proc.kill();
         let victim = cluster.slaves[0].addr.clone();
-        wait_until(DEADLINE, "declared dead", || {
-            cluster
-                .status()
-                .slaves
-                .iter()
-                .any(|s| s.addr == victim && s.state == "dead")
-        });
+        cluster.wait_state(&victim, "dead");
         cluster.wait_settled();
         let status = cluster.status();
         assert_eq!(status.copies as usize, (n - 1).min(2), "{}", status.raw);
@@ -367,13 +331,7 @@ fn status_shows_each_state() {
     assert!(status.slaves.iter().all(|s| s.state == "alive"));
     cluster.slaves[1].proc.kill();
     let victim = cluster.slaves[1].addr.clone();
-    wait_until(DEADLINE, "dead in status", || {
-        cluster
-            .status()
-            .slaves
-            .iter()
-            .any(|s| s.addr == victim && s.state == "dead")
-    });
+    cluster.wait_state(&victim, "dead");
     let text = std::process::Command::new(common::bin("client"))
         .args(["--coordinator", &cluster.addr, "status"])
         .output()

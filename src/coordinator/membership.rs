@@ -5,7 +5,7 @@
 //! `alive` (on the ring), `suspected` (a request failed or heartbeats stopped; being
 //! removed), `leaving` (handing off before a graceful exit), `dead` (off the ring).
 //!
-//! Every change that affects routing bumps the ring epoch and wakes [`Membership::wait_epoch`]
+//! Every change that affects routing (the ring, a join starting or ending) bumps the epoch and wakes [`Membership::wait_epoch`]
 //! waiters, so a write that failed against a dead slave can retry on the new placement.
 //!
 //! Lock rule: the lock is taken only inside these methods, for map and ring operations;
@@ -142,6 +142,23 @@ struct State {
     inflight: std::collections::BTreeMap<u64, u32>,
     /// Threads waiting in [`Membership::drain`].
     draining: u32,
+    /// Times a join started or ended: they change where writes go, like ring changes.
+    join_changes: u64,
+}
+
+impl State {
+    /// Grows at every change of where reads or writes go: ring changes, and a join
+    /// starting or ending.
+    fn epoch(&self) -> u64 {
+        self.ring.epoch() + self.join_changes
+    }
+
+    fn set_joining(&mut self, joining: Option<SlaveId>) {
+        if self.joining != joining {
+            self.joining = joining;
+            self.join_changes += 1;
+        }
+    }
 }
 
 /// A write under way, counted until dropped (see [`Membership::drain`]).
@@ -201,6 +218,7 @@ impl Membership {
                 progress: String::new(),
                 inflight: std::collections::BTreeMap::new(),
                 draining: 0,
+                join_changes: 0,
             }),
             epoch_changed: Condvar::new(),
             events: Mutex::new(None),
@@ -268,7 +286,7 @@ impl Membership {
                 });
             }
             if state.joining == Some(id) {
-                state.joining = None;
+                state.set_joining(None);
             }
             let old = state.slaves.insert(
                 id,
@@ -334,7 +352,7 @@ impl Membership {
             info.state = SlaveState::Suspected;
             warn!("slave {id} at {} declared dead: {reason}", info.handle.addr);
             if state.joining == Some(id) {
-                state.joining = None;
+                state.set_joining(None);
             }
             if was == SlaveState::Joining || !state.ring.remove(id) {
                 if let Some(info) = state.slaves.get_mut(&id) {
@@ -417,8 +435,10 @@ impl Membership {
         }
         let handle = Arc::clone(&info.handle);
         let future = state.ring.with(id);
-        state.joining = Some(id);
+        state.set_joining(Some(id));
         state.moving += 1;
+        drop(state);
+        self.epoch_changed.notify_all();
         Some((handle, future))
     }
 
@@ -434,7 +454,7 @@ impl Membership {
                 .get(&id)
                 .is_some_and(|info| info.session == session && info.state == SlaveState::Joining);
             if state.joining == Some(id) {
-                state.joining = None;
+                state.set_joining(None);
             }
             if current {
                 state.ring.insert(id);
@@ -486,7 +506,7 @@ impl Membership {
         key: &[u8],
     ) -> (Vec<(Arc<SlaveHandle>, TableSel)>, WriteTicket<'_>) {
         let mut state = self.lock();
-        let epoch = state.ring.epoch();
+        let epoch = state.epoch();
         *state.inflight.entry(epoch).or_insert(0) += 1;
         let ticket = WriteTicket {
             membership: self,
@@ -525,7 +545,7 @@ impl Membership {
     /// false on timeout.
     pub fn drain(&self, timeout: Duration) -> bool {
         let mut state = self.lock();
-        let epoch = state.ring.epoch();
+        let epoch = state.epoch();
         state.draining += 1;
         let (mut state, result) = self
             .epoch_changed
@@ -539,7 +559,7 @@ impl Membership {
 
     /// The ring epoch (grows at every routing change).
     pub fn epoch(&self) -> u64 {
-        self.lock().ring.epoch()
+        self.lock().epoch()
     }
 
     /// Waits until the epoch differs from `epoch` or `timeout` passes; returns the epoch.
@@ -547,9 +567,9 @@ impl Membership {
         let state = self.lock();
         let (state, _) = self
             .epoch_changed
-            .wait_timeout_while(state, timeout, |s| s.ring.epoch() == epoch)
+            .wait_timeout_while(state, timeout, |s| s.epoch() == epoch)
             .unwrap_or_else(|p| p.into_inner());
-        state.ring.epoch()
+        state.epoch()
     }
 
     /// Slaves whose last heartbeat is older than `timeout` (and not dead).
@@ -593,7 +613,7 @@ impl Membership {
         } else {
             state.progress.clone()
         };
-        (rows, state.ring.epoch(), state.ring.len().min(2), progress)
+        (rows, state.epoch(), state.ring.len().min(2), progress)
     }
 
     /// Number of slaves on the ring.

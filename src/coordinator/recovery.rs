@@ -12,8 +12,9 @@
 //! 3. S's `own` is transferred to S2's `previous`.
 //!
 //! Join, for new slave N between P and S (on the ring with N):
-//! 1. S's `own` inside N's arc is transferred to N's `own`, and P's `own` to N's
-//!    `previous`; meanwhile writes go to both the old and the new places;
+//! 1. writes start going to both the old and the new places; once the writes sent before
+//!    that have landed, S's `own` inside N's arc is transferred to N's `own`, and P's `own`
+//!    to N's `previous`;
 //! 2. N goes on the ring, and the writes that chose their targets before are waited for;
 //! 3. S splits: its `own` inside N's arc moves to `previous`, which keeps only N's arc;
 //! 4. S's successor (if not N) drops N's arc from its `previous`.
@@ -248,6 +249,11 @@ fn join(membership: &Membership, n: SlaveId, session: u64) -> Result<Option<Move
         membership,
         what: format!("joining slave {n}"),
     };
+    // Writes that chose their targets before the join started do not reach N: let them
+    // land at the old places before the copies are read.
+    if !membership.drain(DRAIN_TIMEOUT) {
+        warn!("joining slave {n}: writes still under way after {DRAIN_TIMEOUT:?}");
+    }
     let result = plan_join(&mover, &future, n);
     let joined = membership.finish_join(n, session);
     let moved = result?;

@@ -337,6 +337,16 @@ impl Cluster {
         });
     }
 
+    /// Waits until the status shows the slave at `addr` in `state`.
+    pub fn wait_state(&self, addr: &str, state: &str) {
+        wait_until(DEADLINE, &format!("slave {addr} {state}"), || {
+            self.status()
+                .slaves
+                .iter()
+                .any(|s| s.addr == addr && s.state == state)
+        });
+    }
+
     /// Addresses of the slaves on the ring.
     pub fn live_addrs(&self) -> Vec<String> {
         self.status()
