@@ -119,6 +119,8 @@ pub struct SlaveConfig {
     pub fsync: Fsync,
     /// How long a graceful leave waits for the hand-off of its ranges.
     pub leave_timeout: Duration,
+    /// Cut a log that is corrupt in the middle instead of refusing to start.
+    pub salvage: bool,
     /// Connection and size limits.
     pub limits: ServerLimits,
 }
@@ -134,6 +136,7 @@ impl Default for SlaveConfig {
             register_timeout: Duration::from_secs(10),
             fsync: Fsync::EverySec,
             leave_timeout: Duration::from_secs(120),
+            salvage: false,
             limits: ServerLimits::default(),
         }
     }
@@ -250,6 +253,10 @@ pub struct SlaveArgs {
     /// (default 120000)
     #[argh(option, default = "120000", from_str_fn(parse_positive))]
     pub leave_timeout_ms: u64,
+    /// start even if the log is corrupt before its last record, cutting it there (what
+    /// follows the damage is lost; the other copies refill it when the slave joins)
+    #[argh(switch)]
+    pub salvage: bool,
     /// most connections served at once (default 1024)
     #[argh(option, default = "1024", from_str_fn(parse_positive))]
     pub max_connections: u64,
@@ -276,6 +283,7 @@ impl SlaveArgs {
             register_timeout: Duration::from_millis(self.register_timeout_ms),
             fsync: self.fsync,
             leave_timeout: Duration::from_millis(self.leave_timeout_ms),
+            salvage: self.salvage,
             limits: ServerLimits {
                 max_connections: self.max_connections as usize,
                 idle_timeout: Duration::from_millis(self.idle_timeout_ms),

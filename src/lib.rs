@@ -9,6 +9,7 @@
 //! - [`wire`]: binary frames and their CRC; [`text`]: memcached commands; [`request`]: the
 //!   one request type both decode into;
 //! - [`ring`]: tokens and placement; [`store`]: a slave's `own` and `previous` tables;
+//!   [`wal`]: the log that makes them survive a restart;
 //! - [`coordinator`], [`slave`]: the two servers; [`server`]: what they share (accept loop,
 //!   connection cap, frame loop); [`shutdown`]: Ctrl-C to joined threads;
 //! - [`client`]: the Rust client; [`shell`]: `piazza-client`'s commands and prompt; [`cluster`]: a whole local cluster in one process;
@@ -30,6 +31,7 @@ pub mod shutdown;
 pub mod slave;
 pub mod store;
 pub mod text;
+pub mod wal;
 pub mod wire;
 
 pub use client::Client;

@@ -196,6 +196,11 @@ impl Store {
         }
     }
 
+    /// Applies `entry` to `key` if it is newer than what the table holds.
+    pub fn apply(&self, table: Table, key: &[u8], entry: Entry) -> Applied {
+        self.lock().apply(table, key, entry)
+    }
+
     /// Stores a value at `version` unless the table holds that version or a newer one.
     pub fn put(
         &self,

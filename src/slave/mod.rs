@@ -3,6 +3,8 @@
 //!
 //! Threads, and who joins them:
 //! - `slave-accept`: the accept loop, joined by [`Running::wait`];
+//! - `wal-sync` (with `--fsync everysec`): syncs the log once a second, joined by
+//!   [`Running::wait`];
 //! - `hb-send`: sends a heartbeat every `--heartbeat-interval-ms` and registers again if
 //!   the coordinator answers that it does not know us, joined by [`Running::wait`];
 //! - `slave-<n>`: one per connection (the coordinator keeps a few open), joined by the
@@ -11,6 +13,7 @@
 //! Locks: the store's, inside its methods, and the registration's, for a copy; neither
 //! is held across socket I/O.
 
+pub mod data;
 mod heartbeat;
 
 use std::fmt;
@@ -29,7 +32,9 @@ use crate::ring::{Token, in_arc, key_hash};
 use crate::server;
 use crate::shutdown::Shutdown;
 use crate::store::{Applied, Entry, Store, Table, Version};
+use crate::wal::WalError;
 use crate::wire::{self, BulkEntry, Frame, Opcode, Status, TableSel, WireLimits};
+use data::Data;
 
 /// Why a slave could not start or run.
 #[derive(Debug)]
@@ -72,8 +77,8 @@ pub struct Registration {
 
 /// What a slave's threads share.
 pub struct Node {
-    /// The two tables.
-    pub store: Arc<Store>,
+    /// The two tables and their log.
+    pub data: Arc<Data>,
     limits: WireLimits,
     coordinator: String,
     advertise: String,
@@ -90,11 +95,11 @@ impl Node {
             .clone()
     }
 
-    /// Registers (again) with the coordinator, starting from empty tables: whatever this
-    /// slave held before, the coordinator has re-replicated elsewhere and will send back.
-    /// `Ok(None)` if the shutdown started first.
+    /// Registers (again) with the coordinator. The slave keeps what it holds: the join
+    /// that follows copies the current entries of its ranges to it, merging by version,
+    /// so newer values and tombstones replace anything stale. `Ok(None)` if the shutdown
+    /// started first.
     fn register(&self, shutdown: &Shutdown) -> Result<Option<Registration>, SlaveError> {
-        self.store.clear();
         let registration = register(
             &self.coordinator,
             &self.advertise,
@@ -115,14 +120,21 @@ pub struct Running {
     shutdown: Shutdown,
     acceptor: std::thread::JoinHandle<()>,
     heartbeat: std::thread::JoinHandle<()>,
+    syncer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
-    /// Waits until the shutdown has stopped every thread.
+    /// Waits until the shutdown has stopped every thread, then syncs the log.
     pub fn wait(self) {
         let _ = self.acceptor.join();
         let _ = self.heartbeat.join();
-        info!("slave on {} stopped", self.addr);
+        if let Some(syncer) = self.syncer {
+            let _ = syncer.join();
+        }
+        match self.node.data.sync() {
+            Ok(()) => info!("slave on {} stopped; log synced", self.addr),
+            Err(e) => log::error!("slave on {} stopped, but {e}", self.addr),
+        }
     }
 
     /// Leaves gracefully: asks the coordinator to hand this slave's ranges on (it keeps
@@ -172,9 +184,11 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("./piazza-data/slave-{}", bound.port())));
     server::prepare_data_dir(&data_dir).map_err(SlaveError::DataDir)?;
+    let data = Data::open(&data_dir, config.fsync, config.salvage)
+        .map_err(|e| SlaveError::DataDir(e.to_string()))?;
     shutdown.register_listener(bound);
     let node = Arc::new(Node {
-        store: Arc::new(Store::new()),
+        data: Arc::new(data),
         limits: WireLimits {
             max_key: config.limits.max_key_bytes,
             max_value: config.limits.max_value_bytes,
@@ -204,7 +218,7 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
                 move |stream, peer| {
                     let limits = serve_node.limits;
                     server::serve_frames(stream, peer, limits, |frame| {
-                        serve_frame(&serve_node.store, &limits, frame)
+                        serve_frame(&serve_node.data, &limits, frame)
                     })
                 },
             )
@@ -212,6 +226,16 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
         .map_err(|e| SlaveError::Bind(format!("cannot start the accept thread: {e}")))?;
     eprintln!("listening on {bound}");
 
+    let syncer = match Data::start_syncer(&node.data, &shutdown) {
+        Ok(syncer) => syncer,
+        Err(e) => {
+            shutdown.trigger();
+            let _ = acceptor.join();
+            return Err(SlaveError::DataDir(format!(
+                "cannot start the log sync thread: {e}"
+            )));
+        }
+    };
     let stop = |e: SlaveError, acceptor: std::thread::JoinHandle<()>| {
         shutdown.trigger();
         let _ = acceptor.join();
@@ -251,6 +275,7 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
         shutdown,
         acceptor,
         heartbeat,
+        syncer,
     })
 }
 
@@ -343,7 +368,8 @@ fn table_of(frame: &Frame) -> Option<Table> {
 }
 
 /// Serves one slave operation against the store.
-pub fn serve_frame(store: &Store, limits: &WireLimits, frame: Frame) -> Frame {
+pub fn serve_frame(data: &Data, limits: &WireLimits, frame: Frame) -> Frame {
+    let store = &data.store;
     let table = table_of(&frame);
     match frame.opcode {
         Opcode::Ping => return frame.reply(Status::Ok),
@@ -372,8 +398,10 @@ pub fn serve_frame(store: &Store, limits: &WireLimits, frame: Frame) -> Frame {
         _ => {}
     }
     if frame.opcode == Opcode::Clear {
-        store.clear();
-        return frame.reply(Status::Ok);
+        return match data.clear() {
+            Ok(_) => frame.reply(Status::Ok),
+            Err(e) => storage_error(&frame, &e),
+        };
     }
     if frame.opcode == Opcode::SlaveGet && frame.table == TableSel::None && !frame.key.is_empty() {
         return entry_reply(&frame, store.get_newest(&frame.key));
@@ -390,40 +418,38 @@ pub fn serve_frame(store: &Store, limits: &WireLimits, frame: Frame) -> Frame {
     }
     match frame.opcode {
         Opcode::SlaveGet => entry_reply(&frame, store.get(table, &frame.key)),
-        Opcode::SlavePut => {
-            let applied = store.put(
-                table,
-                &frame.key,
-                frame.value.clone(),
-                frame.flags,
-                Version(frame.arg),
-            );
-            let mut reply = frame.reply(Status::Ok);
-            reply.arg = match applied {
-                Applied::Applied { .. } => frame.arg,
-                Applied::Stale { current } => current.0,
+        Opcode::SlavePut | Opcode::SlaveDelete => {
+            let entry = Entry {
+                version: Version(frame.arg),
+                flags: frame.flags,
+                value: (frame.opcode == Opcode::SlavePut).then(|| frame.value.clone()),
             };
-            reply
-        }
-        Opcode::SlaveDelete => {
-            let applied = store.delete(table, &frame.key, Version(frame.arg));
-            match applied {
-                Applied::Applied { was_live: true } => frame.reply(Status::Ok),
-                Applied::Applied { was_live: false } => frame.reply(Status::NotFound),
-                Applied::Stale { current } => {
-                    // A newer write already decided this key's fate: report what is there.
-                    let live = store
+            let applied = match data.write(table, &frame.key, entry) {
+                Ok(applied) => applied,
+                Err(e) => return storage_error(&frame, &e),
+            };
+            let (live, current) = match applied {
+                Applied::Applied { was_live } => (was_live, frame.arg),
+                // A newer write already decided this key's fate: report what is there.
+                Applied::Stale { current } => (
+                    store
                         .get(table, &frame.key)
-                        .is_some_and(|e| e.value.is_some());
-                    let mut reply = frame.reply(if live { Status::Ok } else { Status::NotFound });
-                    reply.arg = current.0;
-                    reply
-                }
-            }
+                        .is_some_and(|e| e.value.is_some()),
+                    current.0,
+                ),
+            };
+            let status = if frame.opcode == Opcode::SlaveDelete && !live {
+                Status::NotFound
+            } else {
+                Status::Ok
+            };
+            let mut reply = frame.reply(status);
+            reply.arg = current;
+            reply
         }
         Opcode::BulkPut => match wire::unpack_bulk(&frame.value, limits) {
             Ok(entries) => {
-                let entries = entries
+                let entries: Vec<(Vec<u8>, Entry)> = entries
                     .into_iter()
                     .map(|e| {
                         (
@@ -436,10 +462,14 @@ pub fn serve_frame(store: &Store, limits: &WireLimits, frame: Frame) -> Frame {
                         )
                     })
                     .collect();
-                let applied = store.apply_all(table, entries);
-                let mut reply = frame.reply(Status::Ok);
-                reply.arg = applied as u64;
-                reply
+                match data.apply_all(table, &entries) {
+                    Ok(applied) => {
+                        let mut reply = frame.reply(Status::Ok);
+                        reply.arg = applied;
+                        reply
+                    }
+                    Err(e) => storage_error(&frame, &e),
+                }
             }
             Err(e) => frame.error_reply(Status::Invalid, &e.to_string()),
         },
@@ -467,14 +497,12 @@ pub fn serve_frame(store: &Store, limits: &WireLimits, frame: Frame) -> Frame {
                 arc.is_some_and(|(start, end)| in_arc(key_hash(key), Token(start), Token(end)))
             };
             let mut reply = frame.reply(Status::Ok);
-            match frame.opcode {
+            let done = match (frame.opcode, arc) {
                 // Everything in previous outside the arc (with no arc: everything).
-                Opcode::Absorb => reply.arg = store.absorb(|key| !inside(key)) as u64,
-                Opcode::Split if arc.is_some() => reply.arg = store.split(inside).0 as u64,
-                Opcode::DropArc if arc.is_some() => {
-                    reply.arg = store.drop_where(table, inside) as u64;
-                }
-                Opcode::Transfer => {
+                (Opcode::Absorb, arc) => data.absorb(arc),
+                (Opcode::Split, Some(arc)) => data.split(arc),
+                (Opcode::DropArc, Some(arc)) => data.drop_arc(table, arc),
+                (Opcode::Transfer, _) => {
                     let filter = move |key: &[u8]| arc.is_none() || inside(key);
                     return match transfer(store, table, filter, &frame) {
                         Ok((keys, bytes)) => {
@@ -486,11 +514,23 @@ pub fn serve_frame(store: &Store, limits: &WireLimits, frame: Frame) -> Frame {
                     };
                 }
                 _ => return frame.error_reply(Status::Invalid, "this operation needs an arc"),
+            };
+            match done {
+                Ok(count) => {
+                    reply.arg = count;
+                    reply
+                }
+                Err(e) => storage_error(&frame, &e),
             }
-            reply
         }
         _ => frame.error_reply(Status::UnknownOpcode, "not served by a slave"),
     }
+}
+
+/// The reply when the log could not take a mutation: the write is not acknowledged.
+fn storage_error(frame: &Frame, error: &WalError) -> Frame {
+    log::error!("cannot make a write durable: {error}");
+    frame.error_reply(Status::ServerError, &format!("slave storage: {error}"))
 }
 
 /// The reply to a read: the value, or `NotFound` (with a tombstone's version in `arg`).

@@ -1,0 +1,949 @@
+//! A slave's write-ahead log: every mutation of its tables, appended as a checksummed
+//! record before the mutation is acknowledged, and replayed at start.
+//!
+//! File: `wal.log` in the data dir: the 8-byte magic `PZWAL001`, then records:
+//!
+//! ```text
+//! u32 body length | u32 CRC-32/IEEE of the body | body: u8 kind, fields (big-endian)
+//! ```
+//!
+//! Kinds: 1 put (table, version, flags, key, value), 2 tombstone (table, version, key),
+//! 3 absorb (optional arc), 4 split (arc), 5 drop-arc (table, arc), 6 clear. Replaying the
+//! records in order rebuilds the tables exactly (puts merge by version, so a repeat is
+//! harmless).
+//!
+//! Recovery: a partial record or a CRC mismatch in the *last* record is a torn write from
+//! a crash: it is cut off with a warning naming the offset. Anything wrong before the
+//! last record is corruption: start-up stops with an error naming the offset, unless the
+//! caller asked to salvage (then the log is cut there, and what followed is lost).
+//!
+//! Sync modes ([`Fsync`]): `always` acknowledges a write only after `fdatasync`, with
+//! group commit (one writer syncs for everyone waiting); `everysec` syncs from the
+//! `wal-sync` thread once a second; `never` leaves it to the OS. In every mode a record
+//! is handed to the kernel (`write`) before the reply, so a process crash loses nothing.
+//!
+//! This module knows records and files; it never looks inside the tables (`store` does
+//! that) and never holds its lock across an fsync.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use byteorder::{ByteOrder, NetworkEndian};
+
+use crate::config::Fsync;
+use crate::store::{Entry, Table, Version};
+
+/// First bytes of a log file.
+pub const MAGIC: &[u8; 8] = b"PZWAL001";
+/// Bytes before a record's body: length and CRC.
+pub const RECORD_HEADER: usize = 8;
+/// Largest body a record may have (a key, a value and a few fields).
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// An arc of the ring, (start, end], as in the wire format.
+pub type Arc = (u64, u64);
+
+/// One logged mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A value stored at a version.
+    Put {
+        /// Which table.
+        table: Table,
+        /// The key.
+        key: Vec<u8>,
+        /// The entry (value `Some`).
+        version: u64,
+        /// memcached flags.
+        flags: u32,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// A tombstone at a version.
+    Tombstone {
+        /// Which table.
+        table: Table,
+        /// The key.
+        key: Vec<u8>,
+        /// The delete's version.
+        version: u64,
+    },
+    /// `previous` entries outside the arc (all, with none) merged into `own`.
+    Absorb(Option<Arc>),
+    /// `own` entries inside the arc moved to `previous`, which keeps only the arc.
+    Split(Arc),
+    /// A table's entries inside the arc removed.
+    DropArc(Table, Arc),
+    /// Both tables emptied.
+    Clear,
+}
+
+fn table_byte(table: Table) -> u8 {
+    match table {
+        Table::Own => 1,
+        Table::Previous => 2,
+    }
+}
+
+fn table_of(byte: u8) -> Option<Table> {
+    match byte {
+        1 => Some(Table::Own),
+        2 => Some(Table::Previous),
+        _ => None,
+    }
+}
+
+impl Record {
+    /// The record for storing `entry` under `key`.
+    pub fn from_entry(table: Table, key: &[u8], entry: &Entry) -> Record {
+        match &entry.value {
+            Some(value) => Record::Put {
+                table,
+                key: key.to_vec(),
+                version: entry.version.0,
+                flags: entry.flags,
+                value: value.clone(),
+            },
+            None => Record::Tombstone {
+                table,
+                key: key.to_vec(),
+                version: entry.version.0,
+            },
+        }
+    }
+
+    /// Appends the record (header and body) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0u8; RECORD_HEADER]);
+        let mut u32b = [0u8; 4];
+        let mut u64b = [0u8; 8];
+        let mut put_u32 = |out: &mut Vec<u8>, v: u32| {
+            NetworkEndian::write_u32(&mut u32b, v);
+            out.extend_from_slice(&u32b);
+        };
+        let mut put_u64 = |out: &mut Vec<u8>, v: u64| {
+            NetworkEndian::write_u64(&mut u64b, v);
+            out.extend_from_slice(&u64b);
+        };
+        match self {
+            Record::Put {
+                table,
+                key,
+                version,
+                flags,
+                value,
+            } => {
+                out.push(1);
+                out.push(table_byte(*table));
+                put_u64(out, *version);
+                put_u32(out, *flags);
+                put_u32(out, key.len() as u32);
+                out.extend_from_slice(key);
+                out.extend_from_slice(value);
+            }
+            Record::Tombstone {
+                table,
+                key,
+                version,
+            } => {
+                out.push(2);
+                out.push(table_byte(*table));
+                put_u64(out, *version);
+                put_u32(out, key.len() as u32);
+                out.extend_from_slice(key);
+            }
+            Record::Absorb(arc) => {
+                out.push(3);
+                out.push(u8::from(arc.is_some()));
+                let (start, end) = arc.unwrap_or((0, 0));
+                put_u64(out, start);
+                put_u64(out, end);
+            }
+            Record::Split((start, end)) => {
+                out.push(4);
+                put_u64(out, *start);
+                put_u64(out, *end);
+            }
+            Record::DropArc(table, (start, end)) => {
+                out.push(5);
+                out.push(table_byte(*table));
+                put_u64(out, *start);
+                put_u64(out, *end);
+            }
+            Record::Clear => out.push(6),
+        }
+        let body_len = out.len() - start - RECORD_HEADER;
+        let crc = crc32fast::hash(&out[start + RECORD_HEADER..]);
+        NetworkEndian::write_u32(&mut out[start..], body_len as u32);
+        NetworkEndian::write_u32(&mut out[start + 4..], crc);
+    }
+
+    /// Decodes a body whose CRC already matched.
+    fn decode_body(body: &[u8]) -> Option<Record> {
+        let (&kind, rest) = body.split_first()?;
+        let u64_at = |at: usize| rest.get(at..at + 8).map(NetworkEndian::read_u64);
+        let u32_at = |at: usize| rest.get(at..at + 4).map(NetworkEndian::read_u32);
+        Some(match kind {
+            1 => {
+                let table = table_of(*rest.first()?)?;
+                let version = u64_at(1)?;
+                let flags = u32_at(9)?;
+                let key_len = u32_at(13)? as usize;
+                let key = rest.get(17..17usize.checked_add(key_len)?)?.to_vec();
+                let value = rest.get(17 + key_len..)?.to_vec();
+                Record::Put {
+                    table,
+                    key,
+                    version,
+                    flags,
+                    value,
+                }
+            }
+            2 => {
+                let table = table_of(*rest.first()?)?;
+                let version = u64_at(1)?;
+                let key_len = u32_at(9)? as usize;
+                let key = rest.get(13..13usize.checked_add(key_len)?)?;
+                if rest.len() != 13 + key_len {
+                    return None;
+                }
+                Record::Tombstone {
+                    table,
+                    key: key.to_vec(),
+                    version,
+                }
+            }
+            3 if rest.len() == 17 => {
+                let arc = (u64_at(1)?, u64_at(9)?);
+                Record::Absorb((rest[0] == 1).then_some(arc))
+            }
+            4 if rest.len() == 16 => Record::Split((u64_at(0)?, u64_at(8)?)),
+            5 if rest.len() == 17 => Record::DropArc(table_of(rest[0])?, (u64_at(1)?, u64_at(9)?)),
+            6 if rest.is_empty() => Record::Clear,
+            _ => return None,
+        })
+    }
+}
+
+/// Turns a record back into the entry it stores (`None` for table operations).
+pub fn entry_of(record: &Record) -> Option<(Table, &[u8], Entry)> {
+    match record {
+        Record::Put {
+            table,
+            key,
+            version,
+            flags,
+            value,
+        } => Some((
+            *table,
+            key,
+            Entry {
+                version: Version(*version),
+                flags: *flags,
+                value: Some(value.clone()),
+            },
+        )),
+        Record::Tombstone {
+            table,
+            key,
+            version,
+        } => Some((
+            *table,
+            key,
+            Entry {
+                version: Version(*version),
+                flags: 0,
+                value: None,
+            },
+        )),
+        _ => None,
+    }
+}
+
+/// What went wrong with the log.
+#[derive(Debug)]
+pub enum WalError {
+    /// Another process holds the data dir.
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// What it says (the other process's pid).
+        holder: String,
+    },
+    /// Opening, reading or writing a file failed.
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Syncing the log to disk failed: the write may not be durable.
+    Sync {
+        /// The log file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file is not a Piazza log.
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A bad record before the last one.
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Where the bad record starts.
+        offset: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A previous sync failed: the log refuses further writes until restarted.
+    Poisoned,
+}
+
+impl fmt::Display for WalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalError::Locked { path, holder } => write!(
+                f,
+                "data dir is in use by another process ({holder}; lock file {}): stop it or choose another --data-dir",
+                path.display()
+            ),
+            WalError::Io { what, path, source } => {
+                write!(f, "cannot {what} {}: {source}", path.display())?;
+                if source.raw_os_error() == Some(28) {
+                    write!(f, " (disk full: free space or move --data-dir)")?;
+                }
+                Ok(())
+            }
+            WalError::Sync { path, source } => write!(
+                f,
+                "cannot sync {} to disk: {source} (the write was not acknowledged)",
+                path.display()
+            ),
+            WalError::BadMagic { path } => write!(
+                f,
+                "{} is not a piazza log (wrong first bytes): move it away or choose another --data-dir",
+                path.display()
+            ),
+            WalError::Corrupt { path, offset, what } => write!(
+                f,
+                "log {} is corrupt at byte {offset} ({what}), before its last record: refusing to start; run with --salvage to cut the log there (losing what follows)",
+                path.display()
+            ),
+            WalError::Poisoned => write!(f, "an earlier log sync failed; restart the slave"),
+        }
+    }
+}
+
+impl std::error::Error for WalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WalError::Io { source, .. } | WalError::Sync { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WalError + 'a {
+    move |source| WalError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What replaying found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// Records read.
+    pub records: u64,
+    /// Bytes of log kept.
+    pub bytes: u64,
+    /// Where a torn or cut tail started, and why, if one was cut.
+    pub cut: Option<(u64, &'static str)>,
+}
+
+/// Reads every intact record of the log at `path` and hands it to `apply`, then cuts a
+/// torn tail (or, with `salvage`, a corrupt middle). A missing file is an empty log.
+///
+/// # Errors
+/// `Corrupt` for damage before the last record (without `salvage`), `BadMagic`, `Io`.
+pub fn replay(
+    path: &Path,
+    salvage: bool,
+    mut apply: impl FnMut(Record),
+) -> Result<Replayed, WalError> {
+    let mut data = Vec::new();
+    match File::open(path) {
+        Ok(mut file) => {
+            file.read_to_end(&mut data)
+                .map_err(io_error("read the log", path))?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replayed::default()),
+        Err(e) => return Err(io_error("open the log", path)(e)),
+    }
+    if data.is_empty() {
+        return Ok(Replayed::default());
+    }
+    if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
+        if data.len() < MAGIC.len() && MAGIC.starts_with(&data) {
+            // Crashed while writing the magic itself.
+            truncate(path, 0)?;
+            return Ok(Replayed {
+                cut: Some((0, "partial file header")),
+                ..Replayed::default()
+            });
+        }
+        return Err(WalError::BadMagic {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut offset = MAGIC.len();
+    let mut replayed = Replayed::default();
+    while offset < data.len() {
+        let problem = match check_record(&data, offset) {
+            Ok((record, next)) => {
+                apply(record);
+                replayed.records += 1;
+                offset = next;
+                continue;
+            }
+            Err(problem) => problem,
+        };
+        let (what, _) = problem;
+        // A problem is a torn tail when no intact record follows it anywhere.
+        let is_tail = !(offset + 1..data.len()).any(|at| check_record(&data, at).is_ok());
+        if !is_tail && !salvage {
+            return Err(WalError::Corrupt {
+                path: path.to_path_buf(),
+                offset: offset as u64,
+                what,
+            });
+        }
+        truncate(path, offset as u64)?;
+        replayed.cut = Some((offset as u64, what));
+        break;
+    }
+    replayed.bytes = offset as u64;
+    Ok(replayed)
+}
+
+/// Checks the record at `offset`: the record and where the next one starts, or what is
+/// wrong and where this record would end (`None` if its length is unusable).
+#[allow(clippy::type_complexity)] // a private helper's pair of outcomes
+fn check_record(
+    data: &[u8],
+    offset: usize,
+) -> Result<(Record, usize), (&'static str, Option<usize>)> {
+    let Some(header) = data.get(offset..offset + RECORD_HEADER) else {
+        return Err(("partial record header", None));
+    };
+    let len = NetworkEndian::read_u32(&header[0..]) as usize;
+    let crc = NetworkEndian::read_u32(&header[4..]);
+    if len == 0 || len > MAX_BODY {
+        return Err(("impossible record length", None));
+    }
+    let end = offset + RECORD_HEADER + len;
+    let Some(body) = data.get(offset + RECORD_HEADER..end) else {
+        return Err(("partial record", Some(end)));
+    };
+    if crc32fast::hash(body) != crc {
+        return Err(("crc mismatch", Some(end)));
+    }
+    match Record::decode_body(body) {
+        Some(record) => Ok((record, end)),
+        None => Err(("unreadable record", Some(end))),
+    }
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), WalError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_error("open the log to cut its tail", path))?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error("cut the log's tail", path))
+}
+
+struct Writer {
+    file: File,
+    /// Bytes written to the file (handed to the kernel).
+    written: u64,
+    /// Bytes known to be on disk.
+    synced: u64,
+    /// A sync is under way (its leader releases the lock while it runs).
+    syncing: bool,
+    /// A sync failed: nothing more may be acknowledged.
+    poisoned: bool,
+}
+
+/// The open log, shared by a slave's connection threads.
+pub struct Wal {
+    path: PathBuf,
+    mode: Fsync,
+    writer: Mutex<Writer>,
+    synced: Condvar,
+}
+
+/// A position in the log, returned by [`Wal::append`], to wait on with [`Wal::sync_to`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Lsn(u64);
+
+impl Wal {
+    /// Opens (or creates) the log at `path` for appending, after [`replay`].
+    ///
+    /// # Errors
+    /// `Io` when the file cannot be opened or created.
+    pub fn open(path: &Path, mode: Fsync) -> Result<Wal, WalError> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(io_error("open the log", path))?;
+        let mut written = file
+            .seek(SeekFrom::End(0))
+            .map_err(io_error("open the log", path))?;
+        if written == 0 {
+            file.write_all(MAGIC)
+                .and_then(|()| file.sync_all())
+                .map_err(io_error("write the log header", path))?;
+            written = MAGIC.len() as u64;
+            if let Some(dir) = path.parent() {
+                sync_dir(dir)?;
+            }
+        }
+        Ok(Wal {
+            path: path.to_path_buf(),
+            mode,
+            writer: Mutex::new(Writer {
+                file,
+                written,
+                synced: written,
+                syncing: false,
+                poisoned: false,
+            }),
+            synced: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        // The writer's fields are updated after each successful call; a panic cannot
+        // leave them claiming more than was written.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sync mode.
+    pub fn mode(&self) -> Fsync {
+        self.mode
+    }
+
+    /// Bytes in the log.
+    pub fn len(&self) -> u64 {
+        self.lock().written
+    }
+
+    /// True when the log holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() <= MAGIC.len() as u64
+    }
+
+    /// Appends encoded records in one `write` while `apply` runs under the same lock, so
+    /// the log's order is the order mutations were applied in. The bytes are written
+    /// before `apply` runs: if the write fails, nothing is applied.
+    ///
+    /// # Errors
+    /// `Io` when the write fails (disk full...); `Poisoned` after a failed sync.
+    pub fn append<T>(&self, bytes: &[u8], apply: impl FnOnce() -> T) -> Result<(T, Lsn), WalError> {
+        let mut writer = self.lock();
+        if writer.poisoned {
+            return Err(WalError::Poisoned);
+        }
+        if let Err(source) = writer.file.write_all(bytes) {
+            // A partial write leaves a torn record: cut it so the next append starts clean.
+            let written = writer.written;
+            let _ = writer.file.set_len(written);
+            return Err(WalError::Io {
+                what: "append to the log",
+                path: self.path.clone(),
+                source,
+            });
+        }
+        writer.written += bytes.len() as u64;
+        let lsn = Lsn(writer.written);
+        Ok((apply(), lsn))
+    }
+
+    /// Waits until the log is on disk up to `lsn` when the mode is `always` (group
+    /// commit: the first waiter syncs for all); returns at once otherwise.
+    ///
+    /// # Errors
+    /// `Sync` when the sync fails (the log then refuses all further writes).
+    pub fn sync_to(&self, lsn: Lsn) -> Result<(), WalError> {
+        if self.mode != Fsync::Always {
+            return Ok(());
+        }
+        let mut writer = self.lock();
+        loop {
+            if writer.poisoned {
+                return Err(WalError::Poisoned);
+            }
+            if writer.synced >= lsn.0 {
+                return Ok(());
+            }
+            if writer.syncing {
+                writer = self.synced.wait(writer).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            writer = self.lead_sync(writer)?;
+        }
+    }
+
+    /// Syncs everything written so far, releasing the lock while the disk works.
+    fn lead_sync<'a>(
+        &'a self,
+        mut writer: MutexGuard<'a, Writer>,
+    ) -> Result<MutexGuard<'a, Writer>, WalError> {
+        writer.syncing = true;
+        let target = writer.written;
+        let file = writer.file.try_clone();
+        drop(writer);
+        let result = file.and_then(|file| file.sync_data());
+        let mut writer = self.lock();
+        writer.syncing = false;
+        match result {
+            Ok(()) => writer.synced = writer.synced.max(target),
+            Err(source) => {
+                writer.poisoned = true;
+                self.synced.notify_all();
+                return Err(WalError::Sync {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        }
+        self.synced.notify_all();
+        Ok(writer)
+    }
+
+    /// Syncs whatever was written and not yet synced (the `everysec` thread, shutdown).
+    ///
+    /// # Errors
+    /// `Sync` when the sync fails.
+    pub fn sync_now(&self) -> Result<(), WalError> {
+        let writer = self.lock();
+        if writer.synced >= writer.written || writer.syncing {
+            return Ok(());
+        }
+        self.lead_sync(writer).map(drop)
+    }
+}
+
+/// Syncs a directory, so a file created or renamed in it survives a crash.
+///
+/// # Errors
+/// `Io` naming the directory.
+pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("sync the directory", dir))
+}
+
+/// One process per data dir: a `LOCK` file holding the owner's pid, removed on drop. A
+/// lock left by a process that no longer runs is taken over.
+pub struct DirLock {
+    path: PathBuf,
+}
+
+impl DirLock {
+    /// Takes the lock of `dir`.
+    ///
+    /// # Errors
+    /// `Locked` when a running process holds it; `Io` when it cannot be written.
+    pub fn acquire(dir: &Path) -> Result<DirLock, WalError> {
+        let path = dir.join("LOCK");
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+                        .and_then(|()| file.sync_all())
+                        .map_err(io_error("write the lock file", &path))?;
+                    return Ok(DirLock { path });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path).unwrap_or_default();
+                    let pid = holder.trim();
+                    let alive = !pid.is_empty()
+                        && pid.parse::<u32>().is_ok()
+                        && pid != std::process::id().to_string()
+                        && Path::new("/proc").join(pid).exists();
+                    if alive {
+                        return Err(WalError::Locked {
+                            path,
+                            holder: format!("pid {pid}"),
+                        });
+                    }
+                    // Stale: its owner is gone.
+                    fs::remove_file(&path).map_err(io_error("remove a stale lock file", &path))?;
+                }
+                Err(e) => return Err(io_error("create the lock file", &path)(e)),
+            }
+        }
+        Err(WalError::Locked {
+            path,
+            holder: "another process took it meanwhile".into(),
+        })
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("piazza-wal-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn samples() -> Vec<Record> {
+        vec![
+            Record::Put {
+                table: Table::Own,
+                key: b"k1".to_vec(),
+                version: 7,
+                flags: 3,
+                value: b"v\r\n\0".to_vec(),
+            },
+            Record::Tombstone {
+                table: Table::Previous,
+                key: b"k2".to_vec(),
+                version: 9,
+            },
+            Record::Absorb(Some((1, 2))),
+            Record::Absorb(None),
+            Record::Split((5, 6)),
+            Record::DropArc(Table::Previous, (7, 8)),
+            Record::Clear,
+            Record::Put {
+                table: Table::Previous,
+                key: b"last".to_vec(),
+                version: 10,
+                flags: 0,
+                value: Vec::new(),
+            },
+        ]
+    }
+
+    fn write_log(path: &Path, records: &[Record]) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        for record in records {
+            record.encode_into(&mut bytes);
+        }
+        fs::write(path, &bytes).unwrap();
+        bytes
+    }
+
+    fn read_back(path: &Path, salvage: bool) -> Result<(Vec<Record>, Replayed), WalError> {
+        let mut records = Vec::new();
+        let replayed = replay(path, salvage, |r| records.push(r))?;
+        Ok((records, replayed))
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let dir = temp_dir("round");
+        let path = dir.join("wal.log");
+        let wal = Wal::open(&path, Fsync::Always).unwrap();
+        for record in samples() {
+            let mut bytes = Vec::new();
+            record.encode_into(&mut bytes);
+            let (_, lsn) = wal.append(&bytes, || ()).unwrap();
+            wal.sync_to(lsn).unwrap();
+        }
+        drop(wal);
+        let (records, replayed) = read_back(&path, false).unwrap();
+        assert_eq!(records, samples());
+        assert_eq!(replayed.cut, None);
+        // Reopening appends after what is there.
+        let wal = Wal::open(&path, Fsync::Never).unwrap();
+        let mut bytes = Vec::new();
+        Record::Clear.encode_into(&mut bytes);
+        wal.append(&bytes, || ()).unwrap();
+        drop(wal);
+        assert_eq!(
+            read_back(&path, false).unwrap().0.len(),
+            samples().len() + 1
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_cut_at_every_byte_of_the_last_record_keeps_every_earlier_one() {
+        let dir = temp_dir("torn");
+        let path = dir.join("wal.log");
+        let records = samples();
+        let full = write_log(&path, &records);
+        let mut last_start = MAGIC.len();
+        for record in &records[..records.len() - 1] {
+            let mut bytes = Vec::new();
+            record.encode_into(&mut bytes);
+            last_start += bytes.len();
+        }
+        for cut in last_start..full.len() {
+            fs::write(&path, &full[..cut]).unwrap();
+            let (got, replayed) = read_back(&path, false).unwrap();
+            assert_eq!(got, records[..records.len() - 1], "cut at {cut}");
+            if cut > last_start {
+                assert_eq!(replayed.cut.map(|c| c.0), Some(last_start as u64));
+            }
+            assert_eq!(
+                fs::metadata(&path).unwrap().len(),
+                last_start as u64,
+                "tail cut off"
+            );
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_last_record_is_cut_and_in_the_middle_stops_the_start() {
+        let dir = temp_dir("flip");
+        let path = dir.join("wal.log");
+        let records = samples();
+        let full = write_log(&path, &records);
+        // Last record: its last byte.
+        let mut bad = full.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01;
+        fs::write(&path, &bad).unwrap();
+        let (got, replayed) = read_back(&path, false).unwrap();
+        assert_eq!(got, records[..records.len() - 1]);
+        assert_eq!(replayed.cut.map(|c| c.1), Some("crc mismatch"));
+        // Middle: a byte of the first record's body.
+        let mut bad = full.clone();
+        bad[MAGIC.len() + RECORD_HEADER + 3] ^= 0x10;
+        fs::write(&path, &bad).unwrap();
+        let err = read_back(&path, false).unwrap_err();
+        assert!(matches!(err, WalError::Corrupt { offset: 8, .. }), "{err}");
+        assert!(err.to_string().contains("--salvage"), "{err}");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            bad,
+            "nothing is cut without --salvage"
+        );
+        // Salvage cuts there.
+        let (got, replayed) = read_back(&path, true).unwrap();
+        assert!(got.is_empty());
+        assert_eq!(replayed.cut.map(|c| c.0), Some(8));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused() {
+        let dir = temp_dir("magic");
+        let path = dir.join("wal.log");
+        fs::write(&path, b"hello world, not a log").unwrap();
+        assert!(matches!(
+            read_back(&path, false),
+            Err(WalError::BadMagic { .. })
+        ));
+        fs::write(&path, b"PZW").unwrap();
+        assert_eq!(read_back(&path, false).unwrap().0, Vec::new());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn group_commit_serves_many_writers() {
+        let dir = temp_dir("group");
+        let path = dir.join("wal.log");
+        let wal = std::sync::Arc::new(Wal::open(&path, Fsync::Always).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let wal = std::sync::Arc::clone(&wal);
+                std::thread::spawn(move || {
+                    for i in 0..50u64 {
+                        let mut bytes = Vec::new();
+                        Record::Tombstone {
+                            table: Table::Own,
+                            key: format!("{t}-{i}").into_bytes(),
+                            version: i,
+                        }
+                        .encode_into(&mut bytes);
+                        let (_, lsn) = wal.append(&bytes, || ()).unwrap();
+                        wal.sync_to(lsn).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        drop(wal);
+        assert_eq!(read_back(&path, false).unwrap().0.len(), 400);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_data_dir_lock_keeps_out_a_second_owner() {
+        let dir = temp_dir("lock");
+        let lock = DirLock::acquire(&dir).unwrap();
+        // Our own pid in the file: a second acquire in this process is refused as well,
+        // since the pid check treats "us" as a stale owner only when it is not us.
+        fs::write(dir.join("LOCK"), "1\n").unwrap(); // pid 1 always runs
+        assert!(matches!(
+            DirLock::acquire(&dir),
+            Err(WalError::Locked { .. })
+        ));
+        // A lock left by a process that is gone is taken over.
+        fs::write(dir.join("LOCK"), "4000000000\n").unwrap();
+        let again = DirLock::acquire(&dir).unwrap();
+        drop(again);
+        assert!(!dir.join("LOCK").exists());
+        drop(lock);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn random_bytes_never_panic_the_reader() {
+        let dir = temp_dir("fuzz");
+        let path = dir.join("wal.log");
+        let full = {
+            let mut bytes = MAGIC.to_vec();
+            for record in samples() {
+                record.encode_into(&mut bytes);
+            }
+            bytes
+        };
+        let mut x = 0x1234_5678u64;
+        for _ in 0..2000 {
+            let mut bytes = full.clone();
+            for _ in 0..3 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x as usize) % bytes.len();
+                bytes[i] = (x >> 32) as u8;
+            }
+            fs::write(&path, &bytes).unwrap();
+            let _ = read_back(&path, x % 2 == 0);
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
