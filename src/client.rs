@@ -144,11 +144,33 @@ impl Client {
     }
 
     /// Sends one request and returns its reply, whatever its status. The request id is
-    /// set by the client.
+    /// set by the client. If the connection turns out to be broken (the server restarted),
+    /// the client connects again once and resends: a resent write is a new write with a
+    /// newer version, which is harmless.
     ///
     /// # Errors
     /// I/O and decoding failures, and a reply whose id does not match.
-    pub fn call(&mut self, mut request: Frame) -> Result<Frame, ClientError> {
+    pub fn call(&mut self, request: Frame) -> Result<Frame, ClientError> {
+        match self.call_once(request.clone()) {
+            Err(e) if e.is_broken_connection() && self.reconnect().is_ok() => {
+                self.call_once(request)
+            }
+            other => other,
+        }
+    }
+
+    fn reconnect(&mut self) -> Result<(), ClientError> {
+        let timeout = self.reader.get_ref().read_timeout().ok().flatten();
+        let fresh = Client::connect(&self.addr)?;
+        self.reader = fresh.reader;
+        self.writer = fresh.writer;
+        if let Some(timeout) = timeout {
+            self.set_timeout(timeout)?;
+        }
+        Ok(())
+    }
+
+    fn call_once(&mut self, mut request: Frame) -> Result<Frame, ClientError> {
         request.request_id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         request
@@ -158,6 +180,7 @@ impl Client {
         let reply = wire::read_frame(&mut self.reader, &self.limits).map_err(|e| match e {
             WireError::BadMagic(b'S') => ClientError::Refused,
             WireError::Closed | WireError::Truncated => ClientError::Closed,
+            WireError::Io(e) => ClientError::Io(e),
             other => ClientError::Wire(other),
         })?;
         if reply.request_id != request.request_id {
@@ -368,6 +391,20 @@ pub enum ClientError {
     },
     /// The status text could not be parsed.
     BadStatus(String),
+}
+
+impl ClientError {
+    /// True when the connection is gone (not merely slow): worth connecting again.
+    pub fn is_broken_connection(&self) -> bool {
+        match self {
+            ClientError::Closed => true,
+            ClientError::Io(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for ClientError {

@@ -191,6 +191,35 @@ impl Ring {
         Some(best)
     }
 
+    /// Every slave ever assigned: id, address, token, and whether it is on the ring.
+    pub fn assigned(&self) -> Vec<(SlaveId, String, Token, bool)> {
+        let mut all: Vec<_> = self
+            .by_id
+            .iter()
+            .map(|(&id, (addr, token))| (id, addr.clone(), *token, self.is_live(id)))
+            .collect();
+        all.sort_by_key(|entry| entry.0);
+        all
+    }
+
+    /// The id the next new address will get.
+    pub fn next_id(&self) -> u32 {
+        self.next_id + 1
+    }
+
+    /// A ring that remembers `assigned` slaves (none on the ring yet) and continues ids
+    /// from `next_id`. Used when a coordinator restarts.
+    pub fn restore(assigned: &[(SlaveId, String, Token)], next_id: u32) -> Ring {
+        let mut ring = Ring::new();
+        for (id, addr, token) in assigned {
+            ring.known.insert(addr.clone(), (*id, *token));
+            ring.by_id.insert(*id, (addr.clone(), *token));
+            ring.next_id = ring.next_id.max(id.0);
+        }
+        ring.next_id = ring.next_id.max(next_id.saturating_sub(1));
+        ring
+    }
+
     /// Takes a live slave off the ring (its id and token are remembered). Returns false if
     /// it was not live.
     pub fn remove(&mut self, id: SlaveId) -> bool {
@@ -448,6 +477,24 @@ mod tests {
         assert_eq!(ring.len(), 1000);
         let unique: BTreeSet<Token> = ring.members().iter().map(|m| m.token).collect();
         assert_eq!(unique.len(), 1000);
+    }
+
+    #[test]
+    fn a_restored_ring_gives_old_addresses_their_ids_and_tokens() {
+        let mut ring = Ring::new();
+        let (a, token_a, _) = ring.join("127.0.0.1:1");
+        ring.join("127.0.0.1:2");
+        let assigned: Vec<_> = ring
+            .assigned()
+            .into_iter()
+            .map(|(id, addr, token, _)| (id, addr, token))
+            .collect();
+        let mut restored = Ring::restore(&assigned, ring.next_id());
+        assert!(restored.is_empty());
+        assert_eq!(restored.assign("127.0.0.1:1"), (a, token_a, true));
+        let (fresh, _, returning) = restored.assign("127.0.0.1:3");
+        assert!(!returning);
+        assert_eq!(fresh, SlaveId(3));
     }
 
     #[test]

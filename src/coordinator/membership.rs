@@ -12,7 +12,7 @@
 //! callers get `Arc<SlaveHandle>` clones and do all network I/O after it is released.
 //! Handles that are replaced are closed (their threads joined) outside the lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{info, warn};
 
 use crate::coordinator::link::SlaveHandle;
+use crate::coordinator::persist::{RingFile, Saved};
 use crate::ring::{Member, Ring, SlaveId, Token, key_hash};
 use crate::wire::TableSel;
 
@@ -144,6 +145,11 @@ struct State {
     draining: u32,
     /// Times a join started or ended: they change where writes go, like ring changes.
     join_changes: u64,
+    /// After a restart: the slaves that were on the ring, not yet back, and until when
+    /// to wait for them.
+    warmup: Option<(Instant, HashSet<SlaveId>)>,
+    /// No version at or below this may be issued again (saved with the ring).
+    version_floor: u64,
 }
 
 impl State {
@@ -201,6 +207,10 @@ pub struct Membership {
     links_per_slave: usize,
     slave_timeout: Duration,
     sessions: AtomicU64,
+    /// Where the ring is kept; `persisting` serializes writes of it (I/O happens under
+    /// that lock only, never under `state`).
+    ring_file: Option<RingFile>,
+    persisting: Mutex<()>,
 }
 
 impl Membership {
@@ -219,13 +229,174 @@ impl Membership {
                 inflight: std::collections::BTreeMap::new(),
                 draining: 0,
                 join_changes: 0,
+                warmup: None,
+                version_floor: 0,
             }),
             epoch_changed: Condvar::new(),
             events: Mutex::new(None),
             links_per_slave,
             slave_timeout,
             sessions: AtomicU64::new(seed),
+            ring_file: None,
+            persisting: Mutex::new(()),
         }
+    }
+
+    /// A membership kept in `dir`: restores what a previous run saved (slaves get their
+    /// ids and tokens back; the ones that were on the ring are waited for, for `grace`,
+    /// before anything is served) and saves every change.
+    ///
+    /// # Errors
+    /// When the saved state cannot be read.
+    pub fn persistent(
+        dir: &std::path::Path,
+        links_per_slave: usize,
+        slave_timeout: Duration,
+        grace: Duration,
+    ) -> Result<Membership, String> {
+        let mut membership = Membership::new(links_per_slave, slave_timeout);
+        let file = RingFile::new(dir);
+        if let Some(saved) = file.load()? {
+            let assigned: Vec<_> = saved
+                .slaves
+                .iter()
+                .map(|(id, addr, token, _)| (*id, addr.clone(), *token))
+                .collect();
+            let waiting: HashSet<SlaveId> = saved
+                .slaves
+                .iter()
+                .filter(|entry| entry.3)
+                .map(|entry| entry.0)
+                .collect();
+            let state = membership
+                .state
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner());
+            state.ring = Ring::restore(&assigned, saved.next_id);
+            state.version_floor = saved.version_floor;
+            if !waiting.is_empty() {
+                info!(
+                    "restored the ring: waiting up to {} ms for its {} slaves to register again",
+                    grace.as_millis(),
+                    waiting.len()
+                );
+                state.warmup = Some((Instant::now() + grace, waiting));
+            }
+        }
+        membership.ring_file = Some(file);
+        Ok(membership)
+    }
+
+    /// Writes the current state to the ring file (if there is one); a failure is logged.
+    fn save(&self) {
+        if let Err(e) = self.try_save() {
+            log::error!("{e}");
+        }
+    }
+
+    fn try_save(&self) -> Result<(), String> {
+        let Some(file) = &self.ring_file else {
+            return Ok(());
+        };
+        let _one_writer = self.persisting.lock().unwrap_or_else(|p| p.into_inner());
+        let saved = {
+            let state = self.lock();
+            Saved {
+                next_id: state.ring.next_id(),
+                version_floor: state.version_floor,
+                slaves: state
+                    .ring
+                    .assigned()
+                    .into_iter()
+                    .map(|(id, addr, token, live)| {
+                        // A slave awaited after a restart is still a ring member.
+                        let waited = state
+                            .warmup
+                            .as_ref()
+                            .is_some_and(|(_, waiting)| waiting.contains(&id));
+                        (id, addr, token, live || waited)
+                    })
+                    .collect(),
+            }
+        };
+        file.save(&saved)
+    }
+
+    /// The version floor restored at start (0 if none).
+    pub fn version_floor(&self) -> u64 {
+        self.lock().version_floor
+    }
+
+    /// Raises the version floor to `floor` and saves it before returning.
+    ///
+    /// # Errors
+    /// When there is a ring file and it cannot be written.
+    pub fn reserve_versions(&self, floor: u64) -> Result<(), String> {
+        {
+            let mut state = self.lock();
+            state.version_floor = state.version_floor.max(floor);
+        }
+        self.try_save()
+    }
+
+    /// While the coordinator waits for the slaves it had before a restart: why requests
+    /// cannot be served yet.
+    pub fn warming(&self) -> Option<String> {
+        let state = self.lock();
+        state.warmup.as_ref().map(|(_, waiting)| {
+            format!(
+                "coordinator restarting: waiting for {} slave(s) to register again",
+                waiting.len()
+            )
+        })
+    }
+
+    /// Ends the wait after a restart once its time is up: the slaves that did not come
+    /// back are put on the ring and declared dead at once, so their ranges are
+    /// re-replicated from their other copies.
+    pub fn end_warmup_if_due(&self) {
+        let missing: Vec<SlaveId> = {
+            let mut state = self.lock();
+            match &state.warmup {
+                Some((deadline, _)) if Instant::now() >= *deadline => {}
+                _ => return,
+            }
+            let Some((_, waiting)) = state.warmup.take() else {
+                return;
+            };
+            let mut missing: Vec<SlaveId> = waiting.into_iter().collect();
+            missing.sort();
+            for &id in &missing {
+                let Some(addr) = state.ring.addr_of(id).map(str::to_string) else {
+                    continue;
+                };
+                let handle = Arc::new(SlaveHandle::new(
+                    id,
+                    addr,
+                    self.links_per_slave,
+                    self.slave_timeout,
+                ));
+                state.slaves.insert(
+                    id,
+                    SlaveInfo {
+                        handle,
+                        state: SlaveState::Alive,
+                        session: 0,
+                        last_seen: Instant::now(),
+                    },
+                );
+                state.ring.insert(id);
+            }
+            missing
+        };
+        self.epoch_changed.notify_all();
+        for id in missing {
+            self.suspect(
+                id,
+                "it did not register again after the coordinator restarted",
+            );
+        }
+        self.save();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -265,9 +436,14 @@ impl Membership {
         let session = self
             .sessions
             .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        let (registered, old, replicate) = {
+        let (registered, old, replicate, rejoined) = {
             let mut state = self.lock();
             let (id, token, returning) = state.ring.assign(addr);
+            // Back after a coordinator restart, with its data: straight onto the ring.
+            let awaited = state
+                .warmup
+                .as_mut()
+                .is_some_and(|(_, waiting)| waiting.remove(&id));
             // Connections are made lazily, on first use: nothing here does I/O.
             let handle = Arc::new(SlaveHandle::new(
                 id,
@@ -292,11 +468,22 @@ impl Membership {
                 id,
                 SlaveInfo {
                     handle,
-                    state: SlaveState::Joining,
+                    state: if awaited {
+                        SlaveState::Alive
+                    } else {
+                        SlaveState::Joining
+                    },
                     session,
                     last_seen: Instant::now(),
                 },
             );
+            if awaited {
+                state.ring.insert(id);
+                if state.warmup.as_ref().is_some_and(|(_, w)| w.is_empty()) {
+                    state.warmup = None;
+                    info!("every slave of the restored ring is back: serving");
+                }
+            }
             (
                 Registered {
                     id,
@@ -305,7 +492,8 @@ impl Membership {
                     returning,
                 },
                 old,
-                replicate,
+                replicate.filter(|_| !awaited),
+                awaited,
             )
         };
         self.epoch_changed.notify_all();
@@ -315,10 +503,13 @@ impl Membership {
         if let Some(event) = replicate {
             self.send(event);
         }
-        self.send(Event::Join {
-            id: registered.id,
-            session,
-        });
+        if !rejoined {
+            self.send(Event::Join {
+                id: registered.id,
+                session,
+            });
+        }
+        self.save();
         registered
     }
 
@@ -373,6 +564,7 @@ impl Membership {
         if let Some(event) = event {
             self.send(event);
         }
+        self.save();
     }
 
     /// Takes a live slave off the ring for a graceful leave and queues the hand-off;
@@ -388,6 +580,7 @@ impl Membership {
             reason: "it is leaving".into(),
             done: Some(done),
         });
+        self.save();
         true
     }
 
@@ -465,6 +658,7 @@ impl Membership {
             current
         };
         self.epoch_changed.notify_all();
+        self.save();
         joined
     }
 

@@ -18,6 +18,7 @@
 
 pub mod link;
 pub mod membership;
+pub mod persist;
 pub mod recovery;
 pub mod router;
 mod text_session;
@@ -38,6 +39,7 @@ use crate::request::{Failure, Outcome, Request};
 use crate::ring::SlaveId;
 use crate::server;
 use crate::shutdown::Shutdown;
+use crate::wal::DirLock;
 use crate::wire::{self, Frame, Heartbeat, HeartbeatKind, Opcode, Status, WireLimits};
 use membership::{Heard, Membership};
 use router::Router;
@@ -87,6 +89,7 @@ pub struct Running {
     fd_timer: thread::JoinHandle<()>,
     recovery: thread::JoinHandle<()>,
     membership: Arc<Membership>,
+    _lock: DirLock,
 }
 
 impl Running {
@@ -134,10 +137,17 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
     let heartbeat_addr = heartbeat.local_addr().map_err(CoordinatorError::Thread)?;
     shutdown.register_listener(addr);
 
-    let membership = Arc::new(Membership::new(
-        config.links_per_slave,
-        config.slave_timeout,
-    ));
+    let lock =
+        DirLock::acquire(&config.data_dir).map_err(|e| CoordinatorError::DataDir(e.to_string()))?;
+    let membership = Arc::new(
+        Membership::persistent(
+            &config.data_dir,
+            config.links_per_slave,
+            config.slave_timeout,
+            config.failure_timeout,
+        )
+        .map_err(CoordinatorError::DataDir)?,
+    );
     let (events, events_rx) = mpsc::channel();
     membership.set_events(events);
     let coordinator = Arc::new(Coordinator {
@@ -229,6 +239,7 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
         fd_timer,
         recovery,
         membership,
+        _lock: lock,
     })
 }
 
@@ -286,6 +297,7 @@ fn detect_failures(
 ) {
     let tick = (interval / 2).max(Duration::from_millis(10));
     while !shutdown.wait_timeout(tick) {
+        membership.end_warmup_if_due();
         for (id, silent) in membership.silent_for(timeout) {
             membership.suspect(id, &format!("no heartbeat for {} ms", silent.as_millis()));
         }

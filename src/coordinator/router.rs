@@ -27,34 +27,48 @@ use crate::coordinator::membership::{Membership, Route};
 use crate::request::{Failure, Found, Outcome, Request};
 use crate::wire::{Frame, Opcode, Status, TableSel};
 
-/// Hands out write versions: strictly increasing, starting from the wall clock in
-/// microseconds so that a restarted coordinator (before it keeps its high-water mark on
-/// disk) continues above every version it issued unless it issued more than a million a
-/// second on average.
+/// Hands out write versions: strictly increasing, starting above both the wall clock in
+/// microseconds and the floor saved by a previous run. Versions are reserved in blocks:
+/// before handing out one above the saved floor, the floor is raised by
+/// [`VERSION_BLOCK`] and saved, so a restarted coordinator never issues a version twice.
 pub struct VersionClock {
     last: AtomicU64,
+    reserved: AtomicU64,
+    reserving: std::sync::Mutex<()>,
 }
 
+/// Versions reserved per save of the floor.
+pub const VERSION_BLOCK: u64 = 1_000_000;
+
 impl VersionClock {
-    /// A clock starting at the current time in microseconds.
-    pub fn new() -> VersionClock {
+    /// A clock starting above `floor` and the current time in microseconds.
+    pub fn new(floor: u64) -> VersionClock {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_micros() as u64);
         VersionClock {
-            last: AtomicU64::new(now),
+            last: AtomicU64::new(now.max(floor)),
+            reserved: AtomicU64::new(0),
+            reserving: std::sync::Mutex::new(()),
         }
     }
 
-    /// The next version.
-    pub fn next(&self) -> u64 {
-        self.last.fetch_add(1, Ordering::SeqCst) + 1
-    }
-}
-
-impl Default for VersionClock {
-    fn default() -> Self {
-        VersionClock::new()
+    /// The next version; `reserve` saves a new floor when the reserved block runs out.
+    ///
+    /// # Errors
+    /// When the new floor cannot be saved: then no version is handed out.
+    pub fn next(&self, reserve: impl FnOnce(u64) -> Result<(), String>) -> Result<u64, String> {
+        let version = self.last.fetch_add(1, Ordering::SeqCst) + 1;
+        if version < self.reserved.load(Ordering::SeqCst) {
+            return Ok(version);
+        }
+        let _one = self.reserving.lock().unwrap_or_else(|p| p.into_inner());
+        if version >= self.reserved.load(Ordering::SeqCst) {
+            let floor = version + VERSION_BLOCK;
+            reserve(floor)?;
+            self.reserved.store(floor, Ordering::SeqCst);
+        }
+        Ok(version)
     }
 }
 
@@ -91,8 +105,8 @@ impl Router {
         write_timeout: Duration,
     ) -> Router {
         Router {
+            clock: VersionClock::new(membership.version_floor()),
             membership,
-            clock: VersionClock::new(),
             counters: Counters::default(),
             max_value_bytes,
             write_timeout,
@@ -108,9 +122,22 @@ impl Router {
         }
     }
 
+    fn next_version(&self) -> Result<u64, Outcome> {
+        self.clock
+            .next(|floor| self.membership.reserve_versions(floor))
+            .map_err(|e| {
+                Outcome::Failed(Failure::Unavailable(format!(
+                    "cannot save the version floor: {e}"
+                )))
+            })
+    }
+
     fn route(&self, key: &[u8]) -> Result<Route, Outcome> {
         if key.is_empty() {
             return Err(Outcome::Failed(Failure::Invalid("empty key".into())));
+        }
+        if let Some(why) = self.membership.warming() {
+            return Err(Outcome::Failed(Failure::Unavailable(why)));
         }
         self.membership.route(key).ok_or_else(|| {
             Outcome::Failed(Failure::Unavailable(
@@ -191,7 +218,10 @@ impl Router {
         if let Err(outcome) = self.route(&key) {
             return outcome;
         }
-        let version = self.clock.next();
+        let version = match self.next_version() {
+            Ok(version) => version,
+            Err(outcome) => return outcome,
+        };
         let mut frame = Frame::request(Opcode::SlavePut, 0, key, value);
         frame.flags = flags;
         frame.arg = version;
@@ -207,7 +237,10 @@ impl Router {
             return outcome;
         }
         let mut frame = Frame::request(Opcode::SlaveDelete, 0, key, Vec::new());
-        frame.arg = self.clock.next();
+        frame.arg = match self.next_version() {
+            Ok(version) => version,
+            Err(outcome) => return outcome,
+        };
         match self.write_all(frame) {
             Ok(replies) if replies.iter().any(|r| r.status == Status::Ok) => Outcome::Deleted,
             Ok(_) => Outcome::NotFound,

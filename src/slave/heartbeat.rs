@@ -1,7 +1,9 @@
 //! The `hb-send` thread: one UDP heartbeat to the coordinator every interval, carrying
 //! the slave's id and session. The coordinator answers each; if it answers `Rejoin` (it
-//! declared us dead, or it does not know us), the slave registers again, starting from
-//! empty tables, and gets its ranges back through a join.
+//! declared us dead, or it restarted and does not know the session), or does not answer
+//! for ten intervals, the slave registers again over TCP, keeping its data: a join
+//! reconciles it by version (or, after a coordinator restart, it goes straight back on
+//! the ring).
 
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
@@ -23,6 +25,10 @@ pub fn run(node: &Node, interval: Duration, shutdown: &Shutdown) {
             return;
         }
     };
+    // Without an answer for this long, the coordinator has declared us dead or moved
+    // (restarted on another heartbeat port): register again over TCP.
+    let silence_limit = (interval * 10).max(Duration::from_secs(2));
+    let mut last_answer = Instant::now();
     while !shutdown.is_triggered() {
         let next = Instant::now() + interval;
         let Some(registration) = node.registration() else {
@@ -56,21 +62,30 @@ pub fn run(node: &Node, interval: Duration, shutdown: &Shutdown) {
             match socket.recv_from(&mut buf) {
                 Ok((n, _)) => {
                     if let Some(answer) = Heartbeat::decode(&buf[..n])
-                        && answer.kind == HeartbeatKind::Rejoin
                         && answer.id == beat.id
                         && answer.session == beat.session
                     {
-                        rejoin = true;
+                        last_answer = Instant::now();
+                        rejoin |= answer.kind == HeartbeatKind::Rejoin;
                     }
                 }
                 Err(_) => break,
             }
         }
-        if rejoin && !shutdown.is_triggered() {
-            warn!(
-                "the coordinator no longer knows slave {} (declared dead?): registering again with empty tables",
-                registration.id
-            );
+        let silent = last_answer.elapsed() > silence_limit;
+        if (rejoin || silent) && !shutdown.is_triggered() {
+            if silent {
+                warn!(
+                    "no answer to heartbeats for {} ms: registering again",
+                    last_answer.elapsed().as_millis()
+                );
+            } else {
+                warn!(
+                    "the coordinator no longer knows slave {} (declared dead, or it restarted): registering again",
+                    registration.id
+                );
+            }
+            last_answer = Instant::now();
             match node.register(shutdown) {
                 Ok(Some(again)) => info!(
                     "registered again as slave {} (token 0x{:016x})",

@@ -273,6 +273,18 @@ impl Cluster {
         index
     }
 
+    /// A view of a cluster whose processes someone else owns (for its helpers only).
+    pub fn attach(addr: &str) -> Cluster {
+        let dir = TempDir::new("attach");
+        let coordinator = Proc::start("true", &[]);
+        Cluster {
+            dir,
+            coordinator,
+            addr: addr.to_string(),
+            slaves: Vec::new(),
+        }
+    }
+
     pub fn client(&self) -> Client {
         Client::connect(&self.addr).expect("connect to the coordinator")
     }
