@@ -80,6 +80,7 @@ pub fn run(args: &ClusterArgs, shutdown: Shutdown) -> Result<(), ClusterError> {
             coordinator: coordinator.addr.to_string(),
             data_dir: Some(slave_dir(&args.data_dir, port, index)),
             heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_interval_ms),
+            fsync: args.fsync,
             ..SlaveConfig::default()
         };
         match slave::start(config, shutdown.clone()) {

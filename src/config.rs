@@ -121,6 +121,8 @@ pub struct SlaveConfig {
     pub leave_timeout: Duration,
     /// Cut a log that is corrupt in the middle instead of refusing to start.
     pub salvage: bool,
+    /// Compact the log once it is larger than this and than twice the last snapshot.
+    pub compact_min_bytes: u64,
     /// Connection and size limits.
     pub limits: ServerLimits,
 }
@@ -137,6 +139,7 @@ impl Default for SlaveConfig {
             fsync: Fsync::EverySec,
             leave_timeout: Duration::from_secs(120),
             salvage: false,
+            compact_min_bytes: 64 * 1024 * 1024,
             limits: ServerLimits::default(),
         }
     }
@@ -257,6 +260,10 @@ pub struct SlaveArgs {
     /// follows the damage is lost; the other copies refill it when the slave joins)
     #[argh(switch)]
     pub salvage: bool,
+    /// compact the log once it passes this many bytes and twice the last snapshot
+    /// (default 67108864)
+    #[argh(option, default = "64 * 1024 * 1024", from_str_fn(parse_positive))]
+    pub compact_min_bytes: u64,
     /// most connections served at once (default 1024)
     #[argh(option, default = "1024", from_str_fn(parse_positive))]
     pub max_connections: u64,
@@ -284,6 +291,7 @@ impl SlaveArgs {
             fsync: self.fsync,
             leave_timeout: Duration::from_millis(self.leave_timeout_ms),
             salvage: self.salvage,
+            compact_min_bytes: self.compact_min_bytes,
             limits: ServerLimits {
                 max_connections: self.max_connections as usize,
                 idle_timeout: Duration::from_millis(self.idle_timeout_ms),
@@ -321,6 +329,9 @@ pub struct ClusterArgs {
     /// a slave silent this long (ms) is declared dead (default 3000)
     #[argh(option, default = "3000", from_str_fn(parse_positive))]
     pub failure_timeout_ms: u64,
+    /// when slaves sync their logs: always, everysec or never (default everysec)
+    #[argh(option, default = "Fsync::EverySec", from_str_fn(parse_fsync))]
+    pub fsync: Fsync,
     /// log level: error, warn, info, debug or trace (default info)
     #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
     pub log_level: LevelFilter,

@@ -38,6 +38,8 @@ use crate::store::{Entry, Table, Version};
 
 /// First bytes of a log file.
 pub const MAGIC: &[u8; 8] = b"PZWAL001";
+/// First bytes of a snapshot file.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"PZSNAP01";
 /// Bytes before a record's body: length and CRC.
 pub const RECORD_HEADER: usize = 8;
 /// Largest body a record may have (a key, a value and a few fields).
@@ -79,6 +81,8 @@ pub enum Record {
     DropArc(Table, Arc),
     /// Both tables emptied.
     Clear,
+    /// The last record of a snapshot: how many entries it holds.
+    End(u64),
 }
 
 fn table_byte(table: Table) -> u8 {
@@ -175,6 +179,10 @@ impl Record {
                 put_u64(out, *end);
             }
             Record::Clear => out.push(6),
+            Record::End(count) => {
+                out.push(7);
+                put_u64(out, *count);
+            }
         }
         let body_len = out.len() - start - RECORD_HEADER;
         let crc = crc32fast::hash(&out[start + RECORD_HEADER..]);
@@ -224,6 +232,7 @@ impl Record {
             4 if rest.len() == 16 => Record::Split((u64_at(0)?, u64_at(8)?)),
             5 if rest.len() == 17 => Record::DropArc(table_of(rest[0])?, (u64_at(1)?, u64_at(9)?)),
             6 if rest.is_empty() => Record::Clear,
+            7 if rest.len() == 8 => Record::End(u64_at(0)?),
             _ => return None,
         })
     }
@@ -376,9 +385,26 @@ pub struct Replayed {
 ///
 /// # Errors
 /// `Corrupt` for damage before the last record (without `salvage`), `BadMagic`, `Io`.
-pub fn replay(
+pub fn replay(path: &Path, salvage: bool, apply: impl FnMut(Record)) -> Result<Replayed, WalError> {
+    replay_file(path, MAGIC, salvage, true, apply)
+}
+
+/// [`replay`] without changing the file: damage is reported in `cut` (or as `Corrupt`),
+/// never cut off. For files that must be whole (older segments, snapshots).
+///
+/// # Errors
+/// As [`replay`].
+pub fn read_whole(path: &Path, apply: impl FnMut(Record)) -> Result<Replayed, WalError> {
+    replay_file(path, MAGIC, false, false, apply)
+}
+
+/// [`replay`] for a file with the given magic; `cut_file` says whether a torn tail (or a
+/// salvaged middle) is cut off the file or only reported.
+fn replay_file(
     path: &Path,
+    magic: &[u8; 8],
     salvage: bool,
+    cut_file: bool,
     mut apply: impl FnMut(Record),
 ) -> Result<Replayed, WalError> {
     let mut data = Vec::new();
@@ -393,10 +419,12 @@ pub fn replay(
     if data.is_empty() {
         return Ok(Replayed::default());
     }
-    if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
-        if data.len() < MAGIC.len() && MAGIC.starts_with(&data) {
+    if data.len() < magic.len() || &data[..magic.len()] != magic {
+        if data.len() < magic.len() && magic.starts_with(&data) {
             // Crashed while writing the magic itself.
-            truncate(path, 0)?;
+            if cut_file {
+                truncate(path, 0)?;
+            }
             return Ok(Replayed {
                 cut: Some((0, "partial file header")),
                 ..Replayed::default()
@@ -406,7 +434,7 @@ pub fn replay(
             path: path.to_path_buf(),
         });
     }
-    let mut offset = MAGIC.len();
+    let mut offset = magic.len();
     let mut replayed = Replayed::default();
     while offset < data.len() {
         let problem = match check_record(&data, offset) {
@@ -428,7 +456,9 @@ pub fn replay(
                 what,
             });
         }
-        truncate(path, offset as u64)?;
+        if cut_file {
+            truncate(path, offset as u64)?;
+        }
         replayed.cut = Some((offset as u64, what));
         break;
     }
@@ -464,6 +494,72 @@ fn check_record(
     }
 }
 
+/// Loads a snapshot: every record goes to `apply`. A snapshot is renamed into place only
+/// once complete and synced, so anything short of a full one with its end record is
+/// corruption.
+///
+/// # Errors
+/// `Corrupt` when the file is damaged or incomplete; `Io`, `BadMagic`.
+pub fn load_snapshot(path: &Path, mut apply: impl FnMut(Record)) -> Result<u64, WalError> {
+    let mut entries = 0u64;
+    let mut end = None;
+    let replayed = replay_file(path, SNAPSHOT_MAGIC, false, false, |record| match record {
+        Record::End(count) => end = Some(count),
+        other => {
+            entries += 1;
+            apply(other);
+        }
+    });
+    let corrupt = |what| WalError::Corrupt {
+        path: path.to_path_buf(),
+        offset: 0,
+        what,
+    };
+    match replayed {
+        Ok(r) if r.cut.is_some() => Err(corrupt("damaged snapshot")),
+        Ok(_) if end == Some(entries) => Ok(entries),
+        Ok(_) => Err(corrupt("incomplete snapshot")),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes a snapshot to `path` (via a temporary file, synced, renamed, directory
+/// synced) from the records `next` yields, then an end record. Returns its size.
+///
+/// # Errors
+/// `Io` naming the file.
+pub fn write_snapshot(
+    path: &Path,
+    mut next: impl FnMut(&mut Vec<u8>) -> Option<u64>,
+) -> Result<u64, WalError> {
+    let tmp = path.with_extension("tmp");
+    let mut write = || -> io::Result<u64> {
+        let mut file = io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        file.write_all(SNAPSHOT_MAGIC)?;
+        let mut buf = Vec::with_capacity(1 << 20);
+        let mut count = 0;
+        let mut size = SNAPSHOT_MAGIC.len() as u64;
+        while let Some(added) = next(&mut buf) {
+            count += added;
+            size += buf.len() as u64;
+            file.write_all(&buf)?;
+            buf.clear();
+        }
+        Record::End(count).encode_into(&mut buf);
+        size += buf.len() as u64;
+        file.write_all(&buf)?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(size)
+    };
+    let size = write().map_err(io_error("write the snapshot", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_error("rename the snapshot into place", path))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(size)
+}
+
 fn truncate(path: &Path, len: u64) -> Result<(), WalError> {
     let file = OpenOptions::new()
         .write(true)
@@ -476,7 +572,11 @@ fn truncate(path: &Path, len: u64) -> Result<(), WalError> {
 
 struct Writer {
     file: File,
-    /// Bytes written to the file (handed to the kernel).
+    /// The current segment's path.
+    path: PathBuf,
+    /// Log bytes before the current segment (positions are global across segments).
+    base: u64,
+    /// Bytes written (handed to the kernel), counted from the first segment.
     written: u64,
     /// Bytes known to be on disk.
     synced: u64,
@@ -488,7 +588,6 @@ struct Writer {
 
 /// The open log, shared by a slave's connection threads.
 pub struct Wal {
-    path: PathBuf,
     mode: Fsync,
     writer: Mutex<Writer>,
     synced: Condvar,
@@ -504,6 +603,54 @@ impl Wal {
     /// # Errors
     /// `Io` when the file cannot be opened or created.
     pub fn open(path: &Path, mode: Fsync) -> Result<Wal, WalError> {
+        let (file, written) = open_segment(path)?;
+        Ok(Wal {
+            mode,
+            writer: Mutex::new(Writer {
+                file,
+                path: path.to_path_buf(),
+                base: 0,
+                written,
+                synced: written,
+                syncing: false,
+                poisoned: false,
+            }),
+            synced: Condvar::new(),
+        })
+    }
+
+    /// Starts a new segment at `path`: the current one is synced and closed, and every
+    /// later record goes to the new one. Blocks appends for the time of one sync.
+    ///
+    /// # Errors
+    /// `Io`/`Sync` when the old segment cannot be synced or the new one created.
+    pub fn rotate(&self, path: &Path) -> Result<(), WalError> {
+        let mut writer = self.lock();
+        while writer.syncing {
+            writer = self.synced.wait(writer).unwrap_or_else(|p| p.into_inner());
+        }
+        if writer.poisoned {
+            return Err(WalError::Poisoned);
+        }
+        writer.file.sync_data().map_err(|source| WalError::Sync {
+            path: writer.path.clone(),
+            source,
+        })?;
+        let (file, len) = open_segment(path)?;
+        writer.base = writer.written;
+        writer.written += len;
+        writer.synced = writer.written;
+        writer.file = file;
+        writer.path = path.to_path_buf();
+        self.synced.notify_all();
+        Ok(())
+    }
+}
+
+/// Opens a segment for appending, writing its magic if it is new; returns it and its
+/// length.
+fn open_segment(path: &Path) -> Result<(File, u64), WalError> {
+    {
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -522,20 +669,11 @@ impl Wal {
                 sync_dir(dir)?;
             }
         }
-        Ok(Wal {
-            path: path.to_path_buf(),
-            mode,
-            writer: Mutex::new(Writer {
-                file,
-                written,
-                synced: written,
-                syncing: false,
-                poisoned: false,
-            }),
-            synced: Condvar::new(),
-        })
+        Ok((file, written))
     }
+}
 
+impl Wal {
     fn lock(&self) -> MutexGuard<'_, Writer> {
         // The writer's fields are updated after each successful call; a panic cannot
         // leave them claiming more than was written.
@@ -547,9 +685,10 @@ impl Wal {
         self.mode
     }
 
-    /// Bytes in the log.
+    /// Bytes in the current segment.
     pub fn len(&self) -> u64 {
-        self.lock().written
+        let writer = self.lock();
+        writer.written - writer.base
     }
 
     /// True when the log holds no record.
@@ -570,11 +709,11 @@ impl Wal {
         }
         if let Err(source) = writer.file.write_all(bytes) {
             // A partial write leaves a torn record: cut it so the next append starts clean.
-            let written = writer.written;
-            let _ = writer.file.set_len(written);
+            let length = writer.written - writer.base;
+            let _ = writer.file.set_len(length);
             return Err(WalError::Io {
                 what: "append to the log",
-                path: self.path.clone(),
+                path: writer.path.clone(),
                 source,
             });
         }
@@ -615,6 +754,7 @@ impl Wal {
     ) -> Result<MutexGuard<'a, Writer>, WalError> {
         writer.syncing = true;
         let target = writer.written;
+        let path = writer.path.clone();
         let file = writer.file.try_clone();
         drop(writer);
         let result = file.and_then(|file| file.sync_data());
@@ -625,10 +765,7 @@ impl Wal {
             Err(source) => {
                 writer.poisoned = true;
                 self.synced.notify_all();
-                return Err(WalError::Sync {
-                    path: self.path.clone(),
-                    source,
-                });
+                return Err(WalError::Sync { path, source });
             }
         }
         self.synced.notify_all();
@@ -852,6 +989,59 @@ mod tests {
         let (got, replayed) = read_back(&path, true).unwrap();
         assert!(got.is_empty());
         assert_eq!(replayed.cut.map(|c| c.0), Some(8));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_an_incomplete_one_is_refused() {
+        let dir = temp_dir("snap");
+        let path = dir.join("snapshot.1");
+        let records = samples();
+        let mut left = records.clone();
+        left.reverse();
+        write_snapshot(&path, |buf| {
+            let record = left.pop()?;
+            record.encode_into(buf);
+            Some(1)
+        })
+        .unwrap();
+        let mut got = Vec::new();
+        assert_eq!(
+            load_snapshot(&path, |r| got.push(r)).unwrap(),
+            records.len() as u64
+        );
+        assert_eq!(got, records);
+        // Without its end record (or cut anywhere), it is refused, and left as it is.
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(matches!(
+            load_snapshot(&path, |_| ()),
+            Err(WalError::Corrupt { .. })
+        ));
+        assert_eq!(fs::read(&path).unwrap().len(), bytes.len() - 3);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rotation_moves_appends_to_a_new_segment() {
+        let dir = temp_dir("rotate");
+        let wal = Wal::open(&dir.join("a.log"), Fsync::Always).unwrap();
+        let mut bytes = Vec::new();
+        Record::Clear.encode_into(&mut bytes);
+        let (_, first) = wal.append(&bytes, || ()).unwrap();
+        wal.rotate(&dir.join("b.log")).unwrap();
+        assert_eq!(wal.len(), MAGIC.len() as u64);
+        let (_, second) = wal.append(&bytes, || ()).unwrap();
+        assert!(second > first);
+        wal.sync_to(second).unwrap();
+        assert_eq!(
+            read_back(&dir.join("a.log"), false).unwrap().0,
+            vec![Record::Clear]
+        );
+        assert_eq!(
+            read_back(&dir.join("b.log"), false).unwrap().0,
+            vec![Record::Clear]
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

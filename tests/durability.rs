@@ -211,3 +211,90 @@ fn a_bad_or_busy_data_dir_stops_the_start_with_one_line() {
     assert!(err.contains("in use by another process"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+fn dir_files(dir: &Path, prefix: &str) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let len = e.metadata().ok()?.len();
+            name.starts_with(prefix).then_some((name, len))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn compaction_under_writes_shrinks_the_log_and_a_restart_recovers_everything() {
+    let dir = TempDir::new("compact");
+    let ((_coord, addr), _) = coordinator_with(dir.path(), "127.0.0.1:0", "127.0.0.1:0");
+    let start_slave = |listen: &str| {
+        let mut proc = Proc::start(
+            bin("slave"),
+            &[
+                "--listen",
+                listen,
+                "--coordinator",
+                &addr,
+                "--data-dir",
+                &dir.path().join("only").display().to_string(),
+                "--heartbeat-interval-ms",
+                "100",
+                "--compact-min-bytes",
+                "200000",
+            ]
+            .map(String::from),
+        );
+        let slave_addr = proc.wait_line("listening on ");
+        (proc, slave_addr)
+    };
+    let (mut slave, slave_addr) = start_slave("127.0.0.1:0");
+    wait_serving(&addr, 1);
+    let mut client = Client::connect(&addr).unwrap();
+    let mut expected = HashMap::new();
+    // Overwrite a small key space many times: the log grows, the live data does not.
+    for round in 0..40 {
+        for i in 0..200 {
+            let key = format!("k{i}").into_bytes();
+            let value = format!("round {round} {}", "x".repeat(100)).into_bytes();
+            client.put(&key, &value).unwrap();
+            expected.insert(key, value);
+        }
+    }
+    assert!(client.delete(b"k1").unwrap());
+    expected.remove(b"k1".as_slice());
+    let data = dir.path().join("only");
+    wait_until(DEADLINE, "a snapshot is written", || {
+        !dir_files(&data, "snapshot.").is_empty()
+    });
+    wait_until(DEADLINE, "old segments removed", || {
+        dir_files(&data, "wal.").len() == 1
+    });
+    let log_bytes: u64 = dir_files(&data, "wal.").iter().map(|f| f.1).sum();
+    assert!(
+        log_bytes < 400_000,
+        "log still {log_bytes} bytes after compaction"
+    );
+    // Writes keep working, and a SIGKILL then restart recovers snapshot + log.
+    client.put(b"after", b"compaction").unwrap();
+    expected.insert(b"after".to_vec(), b"compaction".to_vec());
+    slave.kill();
+    let (_slave, _) = start_slave(&slave_addr);
+    wait_serving(&addr, 1);
+    let mut client = Client::connect(&addr).unwrap();
+    for (key, value) in &expected {
+        assert_eq!(
+            client.get(key).unwrap().map(|v| v.value).as_ref(),
+            Some(value),
+            "{}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    assert_eq!(
+        client.get(b"k1").unwrap(),
+        None,
+        "a deleted key stays deleted"
+    );
+}

@@ -4,10 +4,15 @@
 //! order of the tables' history); then, with `--fsync always`, it waits for the disk.
 //! Reads go straight to the store.
 //!
-//! Thread: `wal-sync` (with `--fsync everysec`), started by [`Data::start_syncer`] and
-//! joined by its owner; it syncs the log once a second.
+//! Files: `wal.<seq>.log` segments and, after a compaction, `snapshot.<seq>` (the tables
+//! as of the start of segment `seq`); start-up loads the newest snapshot and replays the
+//! segments from its number on.
+//!
+//! Thread: `wal-sync`, started by [`Data::start_syncer`] and joined by its owner; once a
+//! second it syncs the log (with `--fsync everysec`) and compacts it when due.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -23,7 +28,60 @@ pub struct Data {
     /// The tables. Read them freely; mutate only through [`Data`].
     pub store: Store,
     wal: Wal,
+    dir: PathBuf,
+    /// Number of the segment being appended to.
+    segment: AtomicU64,
+    /// Table operations logged so far (a compaction that overlaps one is discarded).
+    moves: AtomicU64,
+    /// Size of the last snapshot.
+    snapshot_bytes: AtomicU64,
+    compact_min: u64,
     _lock: DirLock,
+}
+
+/// `wal.<seq>.log`: the log segment `seq`.
+pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("wal.{seq:020}.log"))
+}
+
+/// `snapshot.<seq>`: the tables as of the start of segment `seq`.
+pub fn snapshot_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("snapshot.{seq:020}"))
+}
+
+/// The snapshots and segments in a data dir, in order.
+struct Files {
+    snapshots: Vec<u64>,
+    segments: Vec<u64>,
+}
+
+impl Files {
+    fn scan(dir: &Path) -> Result<Files, WalError> {
+        let mut files = Files {
+            snapshots: Vec::new(),
+            segments: Vec::new(),
+        };
+        let entries = std::fs::read_dir(dir).map_err(|source| WalError::Io {
+            what: "list the data dir",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(seq) = name
+                .strip_prefix("wal.")
+                .and_then(|rest| rest.strip_suffix(".log"))
+                .and_then(|n| n.parse().ok())
+            {
+                files.segments.push(seq);
+            } else if let Some(seq) = name.strip_prefix("snapshot.").and_then(|n| n.parse().ok()) {
+                files.snapshots.push(seq);
+            }
+        }
+        files.snapshots.sort_unstable();
+        files.segments.sort_unstable();
+        Ok(files)
+    }
 }
 
 fn inside(arc: (u64, u64)) -> impl Fn(&[u8]) -> bool {
@@ -46,52 +104,190 @@ fn apply(store: &Store, record: &Record) -> u64 {
             store.clear();
             0
         }
-        Record::Put { .. } | Record::Tombstone { .. } => 0,
+        Record::Put { .. } | Record::Tombstone { .. } | Record::End(_) => 0,
     }
 }
 
 impl Data {
-    /// Locks `dir`, replays its log into fresh tables, and opens the log for appending.
+    /// Locks `dir`, loads its latest snapshot and replays the log segments after it into
+    /// fresh tables, and opens the last segment for appending.
     ///
     /// # Errors
-    /// Another process holds the dir, the log is corrupt before its last record (without
-    /// `salvage`), or a file cannot be read or written.
-    pub fn open(dir: &Path, fsync: Fsync, salvage: bool) -> Result<Data, WalError> {
+    /// Another process holds the dir, a snapshot or a segment before the last is corrupt
+    /// (without `salvage`), or a file cannot be read or written.
+    pub fn open(
+        dir: &Path,
+        fsync: Fsync,
+        salvage: bool,
+        compact_min: u64,
+    ) -> Result<Data, WalError> {
         let lock = DirLock::acquire(dir)?;
-        let path = dir.join("wal.log");
         let store = Store::new();
         let started = Instant::now();
-        let replayed = wal::replay(&path, salvage, |record| {
-            apply(&store, &record);
-        })?;
-        if let Some((offset, what)) = replayed.cut {
-            warn!(
-                "log {}: cut at byte {offset} ({what}); {} earlier records kept",
-                path.display(),
-                replayed.records
-            );
+        let files = Files::scan(dir)?;
+        let mut first = 1;
+        let mut snapshot_bytes = 0;
+        if let Some(seq) = files.snapshots.last().copied() {
+            let path = snapshot_path(dir, seq);
+            let entries = wal::load_snapshot(&path, |record| {
+                apply(&store, &record);
+            })?;
+            snapshot_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+            info!("loaded snapshot {} ({entries} entries)", path.display());
+            first = seq;
+        }
+        let segments: Vec<u64> = files
+            .segments
+            .iter()
+            .copied()
+            .filter(|&s| s >= first)
+            .collect();
+        let (mut records, mut bytes) = (0, 0);
+        for (index, &seq) in segments.iter().enumerate() {
+            let path = segment_path(dir, seq);
+            let last = index + 1 == segments.len();
+            let apply_one = |record: Record| {
+                apply(&store, &record);
+            };
+            let replayed = if last {
+                wal::replay(&path, salvage, apply_one)?
+            } else {
+                // Older segments were complete when the next one started: any damage
+                // in them is corruption, never a torn tail.
+                let replayed = wal::read_whole(&path, apply_one)?;
+                if let Some((offset, what)) = replayed.cut
+                    && !salvage
+                {
+                    return Err(WalError::Corrupt { path, offset, what });
+                }
+                replayed
+            };
+            if let Some((offset, what)) = replayed.cut {
+                warn!(
+                    "log {}: cut at byte {offset} ({what}); {} earlier records kept",
+                    path.display(),
+                    replayed.records
+                );
+            }
+            records += replayed.records;
+            bytes += replayed.bytes;
         }
         let (own, previous) = store.counts();
         info!(
-            "recovered {} records ({} bytes) from {} in {} ms: own {} keys, previous {} keys",
-            replayed.records,
-            replayed.bytes,
-            path.display(),
+            "recovered {records} records ({bytes} bytes) from {} in {} ms: own {} keys, previous {} keys",
+            dir.display(),
             started.elapsed().as_millis(),
             own.live,
             previous.live
         );
-        let wal = Wal::open(&path, fsync)?;
-        Ok(Data {
+        let current = segments.last().copied().unwrap_or(first);
+        let wal = Wal::open(&segment_path(dir, current), fsync)?;
+        let data = Data {
             store,
             wal,
+            dir: dir.to_path_buf(),
+            segment: AtomicU64::new(current),
+            moves: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(snapshot_bytes),
+            compact_min,
             _lock: lock,
-        })
+        };
+        data.remove_older_than(first);
+        Ok(data)
+    }
+
+    /// Removes snapshots and segments older than `seq` (what a compaction replaced).
+    fn remove_older_than(&self, seq: u64) {
+        let Ok(files) = Files::scan(&self.dir) else {
+            return;
+        };
+        for old in files.segments.iter().filter(|&&s| s < seq) {
+            let _ = std::fs::remove_file(segment_path(&self.dir, *old));
+        }
+        for old in files.snapshots.iter().filter(|&&s| s < seq) {
+            let _ = std::fs::remove_file(snapshot_path(&self.dir, *old));
+        }
+    }
+
+    /// Compacts when the current segment has grown past both `compact_min` and twice
+    /// the last snapshot. Returns true if it compacted.
+    ///
+    /// # Errors
+    /// When a file cannot be written (the log stays as it was: nothing is lost).
+    pub fn maybe_compact(&self) -> Result<bool, WalError> {
+        let threshold = self
+            .compact_min
+            .max(2 * self.snapshot_bytes.load(Ordering::Relaxed));
+        if self.wal.len() <= threshold {
+            return Ok(false);
+        }
+        self.compact()
+    }
+
+    /// Writes a snapshot of the tables and drops the log before it:
+    /// 1. a new segment starts (under the log's lock, for one sync);
+    /// 2. the tables are copied into `snapshot.N.tmp` in batches, without blocking writes
+    ///    for long: writes that land meanwhile are also in the new segment, and replaying
+    ///    them over the copy merges by version, so a copy that already has them is fine;
+    /// 3. if a table operation (absorb, split...) was logged meanwhile, the copy may not
+    ///    compose with the segment: it is thrown away (the log stays complete);
+    /// 4. otherwise it is synced and renamed to `snapshot.N`, and older files removed.
+    ///
+    /// # Errors
+    /// When a file cannot be written.
+    pub fn compact(&self) -> Result<bool, WalError> {
+        let started = Instant::now();
+        let before = self.wal.len();
+        let seq = self.segment.load(Ordering::SeqCst) + 1;
+        self.wal.rotate(&segment_path(&self.dir, seq))?;
+        self.segment.store(seq, Ordering::SeqCst);
+        let moves = self.moves.load(Ordering::SeqCst);
+        let path = snapshot_path(&self.dir, seq);
+        let mut tables = [Table::Own, Table::Previous].into_iter();
+        let mut pending: Vec<Vec<u8>> = Vec::new();
+        let mut table = None;
+        let size = wal::write_snapshot(&path, |buf| {
+            loop {
+                if pending.is_empty() {
+                    let next = tables.next()?;
+                    table = Some(next);
+                    pending = self.store.keys_where(next, |_| true);
+                    pending.reverse();
+                    continue;
+                }
+                let table = table?;
+                let at = pending.len().saturating_sub(4096);
+                let batch = pending.split_off(at);
+                let entries = self.store.entries(table, &batch);
+                for (key, entry) in &entries {
+                    Record::from_entry(table, key, entry).encode_into(buf);
+                }
+                return Some(entries.len() as u64);
+            }
+        })?;
+        if self.moves.load(Ordering::SeqCst) != moves {
+            let _ = std::fs::remove_file(&path);
+            info!("compaction skipped: data moved while the snapshot was written");
+            return Ok(false);
+        }
+        self.snapshot_bytes.store(size, Ordering::Relaxed);
+        self.remove_older_than(seq);
+        info!(
+            "compacted the log: {before} bytes -> snapshot of {size} bytes in {} ms",
+            started.elapsed().as_millis()
+        );
+        Ok(true)
     }
 
     /// Logs `records`, applies them, and makes them durable as the mode asks. Returns
     /// what applying the last one returned (entries applied, keys moved...).
     fn commit(&self, records: &[Record]) -> Result<u64, WalError> {
+        if records
+            .iter()
+            .any(|r| !matches!(r, Record::Put { .. } | Record::Tombstone { .. }))
+        {
+            self.moves.fetch_add(1, Ordering::SeqCst);
+        }
         let mut bytes = Vec::new();
         for record in records {
             record.encode_into(&mut bytes);
@@ -156,28 +352,30 @@ impl Data {
         self.wal.sync_now()
     }
 
-    /// With `everysec`, starts the `wal-sync` thread, which syncs once a second until
-    /// `shutdown`; the caller owns and joins it.
+    /// Starts the `wal-sync` thread, which once a second syncs the log (with `everysec`)
+    /// and compacts it when it has grown enough, until `shutdown`; the caller owns and
+    /// joins it.
     ///
     /// # Errors
     /// When the thread cannot start.
     pub fn start_syncer(
         data: &std::sync::Arc<Data>,
         shutdown: &Shutdown,
-    ) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
-        if data.wal.mode() != Fsync::EverySec {
-            return Ok(None);
-        }
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let (data, shutdown) = (std::sync::Arc::clone(data), shutdown.clone());
         std::thread::Builder::new()
             .name("wal-sync".into())
             .spawn(move || {
                 while !shutdown.wait_timeout(Duration::from_secs(1)) {
-                    if let Err(e) = data.sync() {
+                    if data.wal.mode() == Fsync::EverySec
+                        && let Err(e) = data.sync()
+                    {
                         log::error!("{e}");
+                    }
+                    if let Err(e) = data.maybe_compact() {
+                        log::error!("compaction failed (the log is intact): {e}");
                     }
                 }
             })
-            .map(Some)
     }
 }

@@ -184,8 +184,13 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("./piazza-data/slave-{}", bound.port())));
     server::prepare_data_dir(&data_dir).map_err(SlaveError::DataDir)?;
-    let data = Data::open(&data_dir, config.fsync, config.salvage)
-        .map_err(|e| SlaveError::DataDir(e.to_string()))?;
+    let data = Data::open(
+        &data_dir,
+        config.fsync,
+        config.salvage,
+        config.compact_min_bytes,
+    )
+    .map_err(|e| SlaveError::DataDir(e.to_string()))?;
     shutdown.register_listener(bound);
     let node = Arc::new(Node {
         data: Arc::new(data),
@@ -227,7 +232,7 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
     eprintln!("listening on {bound}");
 
     let syncer = match Data::start_syncer(&node.data, &shutdown) {
-        Ok(syncer) => syncer,
+        Ok(syncer) => Some(syncer),
         Err(e) => {
             shutdown.trigger();
             let _ = acceptor.join();
