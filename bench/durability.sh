@@ -33,7 +33,7 @@ for mode in never everysec always; do
 done
 
 echo
-echo "| keys | log bytes on disk (all slaves) | restart: start → serving (ms) |"
+echo "| keys | log + snapshot bytes on disk (all slaves) | restart: start → serving (ms) |"
 echo "| --- | --- | --- |"
 work=$(mktemp -d)
 start_all() {
@@ -53,7 +53,7 @@ for i in 1 2 3; do slave_addr[$i]=$(sed -n 's/^listening on //p' "$work/s$i.err"
 "$bin/piazza-bench" --coordinator "$addr" --keys "$keys" --connections 16 --ops 1 --preload >/dev/null
 pkill -9 -f "$work" || true
 sleep 0.5
-bytes=$(cat "$work"/s*/wal.*.log | wc -c)
+bytes=$(cat "$work"/s*/wal.*.log "$work"/s*/snapshot.* 2>/dev/null | wc -c)
 t0=$(now)
 start_all "$addr"
 until serving; do sleep 0.02; done

@@ -298,3 +298,51 @@ fn compaction_under_writes_shrinks_the_log_and_a_restart_recovers_everything() {
         "a deleted key stays deleted"
     );
 }
+
+#[test]
+fn a_write_the_log_cannot_take_is_refused_not_acknowledged() {
+    let dir = TempDir::new("full");
+    let ((_coord, addr), _) = coordinator_with(dir.path(), "127.0.0.1:0", "127.0.0.1:0");
+    // The shell caps the size of files the slave may write (RLIMIT_FSIZE, 64 KiB) and
+    // ignores SIGXFSZ, so a write past it fails with EFBIG, as a full disk would.
+    let data = dir.path().join("capped");
+    let mut slave = Proc::start(
+        "bash",
+        &[
+            "-c".to_string(),
+            format!(
+                "trap '' XFSZ; ulimit -f 64; exec {} --listen 127.0.0.1:0 --coordinator {addr} --data-dir {} --heartbeat-interval-ms 100",
+                bin("slave"),
+                data.display()
+            ),
+        ],
+    );
+    slave.wait_line("listening on ");
+    wait_serving(&addr, 1);
+    let mut client = Client::connect(&addr).unwrap();
+    let mut stored = Vec::new();
+    let value = vec![b'v'; 1000];
+    let error = loop {
+        let key = format!("f{}", stored.len()).into_bytes();
+        match client.put(&key, &value) {
+            Ok(_) => stored.push(key),
+            Err(e) => break e.to_string(),
+        }
+        assert!(stored.len() < 1000, "the file size cap never hit");
+    };
+    assert!(error.contains("storage"), "{error}");
+    assert!(
+        stored.len() > 10,
+        "only {} writes before the cap",
+        stored.len()
+    );
+    // What was acknowledged is there; the refused key is not.
+    for key in &stored {
+        assert_eq!(
+            client.get(key).unwrap().map(|v| v.value),
+            Some(value.clone())
+        );
+    }
+    let refused = format!("f{}", stored.len()).into_bytes();
+    assert_eq!(client.get(&refused).unwrap(), None);
+}
