@@ -1,25 +1,36 @@
-//! The memcached text protocol subset served on the coordinator port: parsing commands
-//! out of a byte buffer, and the reply formats, byte for byte as memcached writes them.
+//! The memcached text protocol (a subset) spoken on the coordinator port.
 //!
-//! [`parse`] looks at the front of a connection's buffer and says whether it holds a whole
-//! command, an error (with how many bytes to drop and how many more to swallow), or not
-//! enough bytes yet. It never panics on any input, never allocates more than sizes already
-//! checked against [`TextLimits`], never takes a lock and never does I/O.
+//! This module owns two things: parsing memcached text commands (`get`, `gets`, `set`,
+//! `delete`, `version`, `stats`, `quit`) out of the front of a connection's byte buffer,
+//! and formatting the replies byte for byte as memcached writes them.
+//!
+//! Invariant: it never takes a lock and never does I/O; it validates every declared length
+//! against [`TextLimits`] before allocating for it. [`parse`] is a pure function of its
+//! input: it says whether the buffer holds a whole command, an error (with how many bytes
+//! to drop and how many more to swallow), or not enough bytes yet.
+//!
+//! It must never panic on any input bytes, never allocate for a size a client declared
+//! without checking it first, never treat bytes inside a `set` data block as a command,
+//! and never decide policy (what a non-zero exptime means, who serves a key): that is the
+//! caller's job.
 
 use std::fmt;
 
 /// Limits the parser enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextLimits {
-    /// Largest data block of a `set`.
+    /// Largest data block a `set` may carry; larger ones get
+    /// `SERVER_ERROR object too large for cache`.
     pub max_value_bytes: usize,
-    /// Largest key (memcached: 250).
+    /// Longest key in bytes (memcached: 250).
     pub max_key_bytes: usize,
-    /// Longest command line accepted (without its data block).
+    /// Longest command line accepted, counted without its terminating `\n` (and without any
+    /// `set` data block).
     pub max_line_bytes: usize,
 }
 
 impl Default for TextLimits {
+    /// 1 MiB values, 250-byte keys, 8192-byte command lines.
     fn default() -> Self {
         TextLimits {
             max_value_bytes: 1024 * 1024,
@@ -29,72 +40,81 @@ impl Default for TextLimits {
     }
 }
 
-/// A parsed command.
+/// One whole command parsed from the buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TextCommand {
     /// `set <key> <flags> <exptime> <bytes> [noreply]\r\n<data>\r\n`
     Set {
-        /// The key.
+        /// The key (validated: no control characters, not too long).
         key: Vec<u8>,
-        /// Opaque flags, stored and returned.
+        /// Opaque flags, stored and returned with the value.
         flags: u32,
-        /// Expiry as given (the caller decides what non-zero means).
+        /// Expiry time as sent; the caller decides what a non-zero value means.
         exptime: i64,
-        /// The data block.
+        /// The data block, without its trailing `\r\n`.
         data: Vec<u8>,
-        /// Send no reply on success.
+        /// True when the client asked for no reply.
         noreply: bool,
     },
-    /// `get <key>+` (`cas` false) or `gets <key>+` (`cas` true).
+    /// `get <key>+` (cas = false) or `gets <key>+` (cas = true)
     Get {
-        /// The keys, in order.
+        /// The keys asked for, in order (at least one).
         keys: Vec<Vec<u8>>,
-        /// Include the cas value in each `VALUE` line.
+        /// True for `gets`: each value is returned with its CAS unique.
         cas: bool,
     },
     /// `delete <key> [0] [noreply]`
     Delete {
-        /// The key.
+        /// The key to delete.
         key: Vec<u8>,
-        /// Send no reply.
+        /// True when the client asked for no reply.
         noreply: bool,
     },
     /// `version`
     Version,
-    /// `stats`
+    /// `stats` (without arguments)
     Stats,
-    /// `quit`
+    /// `quit`: the caller closes the connection without a reply.
     Quit,
 }
 
-/// A command that cannot be served, with memcached's error class.
+/// Why a command was refused; [`TextError::reply`] gives memcached's reply for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TextError {
-    /// Unknown command or wrong number of arguments: `ERROR`.
+    /// Unknown command or wrong argument count for a known one: reply `ERROR\r\n`.
     UnknownCommand,
-    /// The client's fault: `CLIENT_ERROR <reason>`.
+    /// The client's fault: reply `CLIENT_ERROR <reason>\r\n`.
     Client(String),
-    /// A value over the size limit: `SERVER_ERROR object too large for cache`.
+    /// Value over `max_value_bytes`: reply `SERVER_ERROR object too large for cache\r\n`.
     TooLarge,
-    /// No end of line within the limit: `CLIENT_ERROR line too long`, then the
-    /// connection is closed.
+    /// No `\n` within `max_line_bytes`: reply `CLIENT_ERROR line too long\r\n`, then close
+    /// the connection.
     LineTooLong,
 }
 
 impl TextError {
-    /// The exact reply bytes, `\r\n` included.
+    /// The exact reply bytes, ending with `\r\n`.
+    #[must_use]
     pub fn reply(&self) -> Vec<u8> {
+        let mut out = Vec::new();
         match self {
-            TextError::UnknownCommand => b"ERROR\r\n".to_vec(),
+            TextError::UnknownCommand => out.extend_from_slice(b"ERROR\r\n"),
             TextError::Client(reason) => {
-                format!("CLIENT_ERROR {}\r\n", one_line(reason)).into_bytes()
+                out.extend_from_slice(b"CLIENT_ERROR ");
+                push_line_safe(&mut out, reason);
+                out.extend_from_slice(b"\r\n");
             }
-            TextError::TooLarge => b"SERVER_ERROR object too large for cache\r\n".to_vec(),
-            TextError::LineTooLong => b"CLIENT_ERROR line too long\r\n".to_vec(),
+            TextError::TooLarge => {
+                out.extend_from_slice(b"SERVER_ERROR object too large for cache\r\n");
+            }
+            TextError::LineTooLong => out.extend_from_slice(b"CLIENT_ERROR line too long\r\n"),
         }
+        out
     }
 
-    /// True when the connection must be closed after the reply.
+    /// True when the connection must be closed after sending the reply (only
+    /// [`TextError::LineTooLong`]: the stream can no longer be framed).
+    #[must_use]
     pub fn closes_connection(&self) -> bool {
         matches!(self, TextError::LineTooLong)
     }
@@ -103,236 +123,314 @@ impl TextError {
 impl fmt::Display for TextError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TextError::UnknownCommand => write!(f, "unknown command"),
+            TextError::UnknownCommand => f.write_str("unknown command or wrong argument count"),
             TextError::Client(reason) => write!(f, "client error: {reason}"),
-            TextError::TooLarge => write!(f, "object too large for cache"),
-            TextError::LineTooLong => write!(f, "line too long"),
+            TextError::TooLarge => f.write_str("object too large for cache"),
+            TextError::LineTooLong => f.write_str("command line too long"),
         }
     }
 }
 
 impl std::error::Error for TextError {}
 
-/// What the front of a buffer holds.
+/// What [`parse`] found at the front of the buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
-    /// Not a whole command yet: read more and call again with the longer buffer.
+    /// Not enough bytes yet for a whole command: read more and call again with the longer
+    /// buffer.
     Incomplete,
     /// A whole command; drop `consumed` bytes from the front of the buffer.
     Command {
         /// The command.
         command: TextCommand,
-        /// Bytes it took.
+        /// Bytes it took, command line and data block included (never 0).
         consumed: usize,
     },
-    /// Reply `error.reply()`, drop `consumed` bytes, then discard `skip` more bytes (from
-    /// the buffer first, then from later reads): the data block of a refused `set`.
+    /// Reply `error.reply()`, drop `consumed` bytes from the buffer, then discard `skip`
+    /// further bytes (from what is left in the buffer first, then from later reads). `skip`
+    /// is used so that a `set` whose line was rejected (too large, bad key, ...) but whose
+    /// `<bytes>` was a valid number has its data block (bytes + 2) swallowed without
+    /// buffering it, as memcached does.
     Error {
-        /// What is wrong.
+        /// What was wrong.
         error: TextError,
-        /// Bytes to drop now.
+        /// Bytes to drop from the front of the buffer (never 0).
         consumed: usize,
-        /// Bytes to swallow after them.
+        /// Further bytes to discard after those.
         skip: usize,
     },
 }
 
+/// The generic reply to a malformed line of a known command.
 const BAD_FORMAT: &str = "bad command line format";
 
-fn error(error: TextError, consumed: usize, skip: usize) -> Parsed {
-    Parsed::Error {
-        error,
-        consumed,
-        skip,
-    }
-}
-
-/// Parses the first command in `buf`.
+/// Parse the first command in `buf`. Never panics; never allocates more than the declared,
+/// already-validated sizes.
+#[must_use]
 pub fn parse(buf: &[u8], limits: &TextLimits) -> Parsed {
-    let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
+    // A line may hold at most max_line_bytes bytes before its `\n`.
+    let window = buf.len().min(limits.max_line_bytes.saturating_add(1));
+    let newline = buf
+        .get(..window)
+        .and_then(|head| head.iter().position(|&b| b == b'\n'));
+    let Some(newline) = newline else {
         if buf.len() > limits.max_line_bytes {
-            return error(TextError::LineTooLong, buf.len(), 0);
+            return Parsed::Error {
+                error: TextError::LineTooLong,
+                consumed: buf.len(),
+                skip: 0,
+            };
         }
         return Parsed::Incomplete;
     };
     let line_len = newline + 1;
-    if newline > limits.max_line_bytes {
-        return error(TextError::LineTooLong, line_len, 0);
+    let mut line = buf.get(..newline).unwrap_or_default();
+    if let Some(stripped) = line.strip_suffix(b"\r") {
+        line = stripped;
     }
-    let line = &buf[..newline];
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
     let tokens: Vec<&[u8]> = line
         .split(|&b| b == b' ')
-        .filter(|token| !token.is_empty())
+        .filter(|t| !t.is_empty())
         .collect();
-    let Some((&name, args)) = tokens.split_first() else {
-        return error(TextError::UnknownCommand, line_len, 0);
-    };
-    match name {
-        b"get" | b"gets" => parse_get(args, name == b"gets", line_len, limits),
-        b"set" => parse_set(buf, args, line_len, limits),
-        b"delete" => parse_delete(args, line_len, limits),
-        b"version" if args.is_empty() => command(TextCommand::Version, line_len),
-        b"stats" if args.is_empty() => command(TextCommand::Stats, line_len),
-        b"quit" if args.is_empty() => command(TextCommand::Quit, line_len),
-        _ => error(TextError::UnknownCommand, line_len, 0),
-    }
-}
-
-fn command(command: TextCommand, consumed: usize) -> Parsed {
-    Parsed::Command { command, consumed }
-}
-
-/// Checks a key: length and no control characters.
-fn check_key(key: &[u8], limits: &TextLimits) -> Result<(), TextError> {
-    if key.len() > limits.max_key_bytes {
-        return Err(TextError::Client("key too long".into()));
-    }
-    if key.iter().any(|&b| b < 0x21 || b == 0x7f) {
-        return Err(TextError::Client("key has control characters".into()));
-    }
-    Ok(())
-}
-
-fn parse_get(args: &[&[u8]], cas: bool, line_len: usize, limits: &TextLimits) -> Parsed {
-    if args.is_empty() {
-        return error(TextError::UnknownCommand, line_len, 0);
-    }
-    for key in args {
-        if let Err(e) = check_key(key, limits) {
-            return error(e, line_len, 0);
-        }
-    }
-    let keys = args.iter().map(|key| key.to_vec()).collect();
-    command(TextCommand::Get { keys, cas }, line_len)
-}
-
-fn parse_delete(args: &[&[u8]], line_len: usize, limits: &TextLimits) -> Parsed {
-    let (key, rest) = match args.split_first() {
-        Some(split) => split,
-        None => return error(TextError::UnknownCommand, line_len, 0),
-    };
-    let noreply = match rest {
-        [] => false,
-        [b"noreply"] => true,
-        [b"0"] => false,
-        [b"0", b"noreply"] => true,
-        _ => return error(TextError::Client(BAD_FORMAT.into()), line_len, 0),
-    };
-    if let Err(e) = check_key(key, limits) {
-        return error(e, line_len, 0);
-    }
-    command(
-        TextCommand::Delete {
-            key: key.to_vec(),
-            noreply,
+    let outcome = match tokens.split_first() {
+        None => Err(TextError::UnknownCommand),
+        Some((&name, args)) => match name {
+            b"get" => parse_get(args, false, limits),
+            b"gets" => parse_get(args, true, limits),
+            b"set" => return parse_set(buf, line_len, args, limits),
+            b"delete" => parse_delete(args, limits),
+            b"version" => no_args(args, TextCommand::Version),
+            b"stats" => no_args(args, TextCommand::Stats),
+            b"quit" => no_args(args, TextCommand::Quit),
+            _ => Err(TextError::UnknownCommand),
         },
-        line_len,
-    )
+    };
+    match outcome {
+        Ok(command) => Parsed::Command {
+            command,
+            consumed: line_len,
+        },
+        Err(error) => Parsed::Error {
+            error,
+            consumed: line_len,
+            skip: 0,
+        },
+    }
 }
 
-fn parse_set(buf: &[u8], args: &[&[u8]], line_len: usize, limits: &TextLimits) -> Parsed {
-    let (key, flags, exptime, bytes, noreply) = match args {
+/// A command that takes no arguments: any argument makes it `ERROR`.
+fn no_args(args: &[&[u8]], command: TextCommand) -> Result<TextCommand, TextError> {
+    if args.is_empty() {
+        Ok(command)
+    } else {
+        Err(TextError::UnknownCommand)
+    }
+}
+
+/// `get <key>+` / `gets <key>+`.
+fn parse_get(args: &[&[u8]], cas: bool, limits: &TextLimits) -> Result<TextCommand, TextError> {
+    if args.is_empty() {
+        return Err(TextError::UnknownCommand);
+    }
+    let mut keys = Vec::with_capacity(args.len());
+    for &key in args {
+        keys.push(check_key(key, limits)?.to_vec());
+    }
+    Ok(TextCommand::Get { keys, cas })
+}
+
+/// `delete <key> [0] [noreply]`, as memcached accepts it.
+fn parse_delete(args: &[&[u8]], limits: &TextLimits) -> Result<TextCommand, TextError> {
+    let bad = || TextError::Client(BAD_FORMAT.to_string());
+    let (key, noreply) = match *args {
+        [key] | [key, b"0"] => (key, false),
+        [key, b"noreply"] | [key, b"0", b"noreply"] => (key, true),
+        [_, _] | [_, _, _] => return Err(bad()),
+        _ => return Err(TextError::UnknownCommand),
+    };
+    let key = check_key(key, limits)?;
+    Ok(TextCommand::Delete {
+        key: key.to_vec(),
+        noreply,
+    })
+}
+
+/// `set <key> <flags> <exptime> <bytes> [noreply]\r\n<data>\r\n`; `line_len` is the
+/// length of the command line including its `\n`.
+fn parse_set(buf: &[u8], line_len: usize, args: &[&[u8]], limits: &TextLimits) -> Parsed {
+    let error = |error: TextError, skip: usize| Parsed::Error {
+        error,
+        consumed: line_len,
+        skip,
+    };
+    let (key, flags, exptime, bytes, noreply) = match *args {
         [key, flags, exptime, bytes] => (key, flags, exptime, bytes, None),
         [key, flags, exptime, bytes, noreply] => (key, flags, exptime, bytes, Some(noreply)),
-        _ => return error(TextError::UnknownCommand, line_len, 0),
+        _ => return error(TextError::UnknownCommand, 0),
     };
-    let Some(bytes) = parse_number::<usize>(bytes) else {
-        return error(TextError::Client(BAD_FORMAT.into()), line_len, 0);
+    let Some(bytes) = parse_unsigned(bytes).and_then(|n| usize::try_from(n).ok()) else {
+        return error(TextError::Client(BAD_FORMAT.to_string()), 0);
     };
-    let Some(skip) = bytes.checked_add(2) else {
-        return error(TextError::Client(BAD_FORMAT.into()), line_len, 0);
-    };
+    let skip = bytes.saturating_add(2);
     if bytes > limits.max_value_bytes {
-        return error(TextError::TooLarge, line_len, skip);
+        return error(TextError::TooLarge, skip);
     }
-    if let Err(e) = check_key(key, limits) {
-        return error(e, line_len, skip);
-    }
-    let (Some(flags), Some(exptime)) = (parse_number::<u32>(flags), parse_signed(exptime)) else {
-        return error(TextError::Client(BAD_FORMAT.into()), line_len, skip);
-    };
     let noreply = match noreply {
         None => false,
-        Some(&word) if word == b"noreply" => true,
-        Some(_) => return error(TextError::Client(BAD_FORMAT.into()), line_len, skip),
+        Some(b"noreply") => true,
+        Some(_) => return error(TextError::Client(BAD_FORMAT.to_string()), skip),
     };
-    let total = line_len + skip;
+    let key = match check_key(key, limits) {
+        Ok(key) => key,
+        Err(e) => return error(e, skip),
+    };
+    let Some(flags) = parse_unsigned(flags).and_then(|n| u32::try_from(n).ok()) else {
+        return error(TextError::Client(BAD_FORMAT.to_string()), skip);
+    };
+    let Some(exptime) = parse_signed(exptime) else {
+        return error(TextError::Client(BAD_FORMAT.to_string()), skip);
+    };
+    let Some(total) = line_len.checked_add(skip) else {
+        return error(TextError::TooLarge, skip);
+    };
     let Some(block) = buf.get(line_len..total) else {
         return Parsed::Incomplete;
     };
-    let (data, end) = block.split_at(bytes);
-    if end != b"\r\n" {
-        return error(TextError::Client("bad data chunk".into()), total, 0);
+    let Some((data, terminator)) = block.split_at_checked(bytes) else {
+        return Parsed::Incomplete;
+    };
+    if terminator != b"\r\n" {
+        return Parsed::Error {
+            error: TextError::Client("bad data chunk".to_string()),
+            consumed: total,
+            skip: 0,
+        };
     }
-    command(
-        TextCommand::Set {
+    Parsed::Command {
+        command: TextCommand::Set {
             key: key.to_vec(),
             flags,
             exptime,
             data: data.to_vec(),
             noreply,
         },
-        total,
-    )
+        consumed: total,
+    }
 }
 
-/// A non-negative decimal number: digits only, no sign, fits `T`.
-fn parse_number<T: std::str::FromStr>(token: &[u8]) -> Option<T> {
-    if token.is_empty() || !token.iter().all(u8::is_ascii_digit) {
+/// Checks a key token against the limits and memcached's character rules.
+fn check_key<'a>(key: &'a [u8], limits: &TextLimits) -> Result<&'a [u8], TextError> {
+    if key.is_empty() {
+        return Err(TextError::Client(BAD_FORMAT.to_string()));
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(TextError::Client("key too long".to_string()));
+    }
+    if key.iter().any(|&b| b < 0x21 || b == 0x7f) {
+        return Err(TextError::Client("key has control characters".to_string()));
+    }
+    Ok(key)
+}
+
+/// A non-empty string of ASCII digits (no sign) that fits a `u64`.
+fn parse_unsigned(token: &[u8]) -> Option<u64> {
+    if token.is_empty() {
         return None;
     }
-    std::str::from_utf8(token).ok()?.parse().ok()
+    let mut value: u64 = 0;
+    for &b in token {
+        let digit = match b {
+            b'0'..=b'9' => u64::from(b - b'0'),
+            _ => return None,
+        };
+        value = value.checked_mul(10)?.checked_add(digit)?;
+    }
+    Some(value)
 }
 
-/// A decimal number with an optional leading `-`.
+/// An optional `-` then a non-empty string of ASCII digits that fits an `i64`.
 fn parse_signed(token: &[u8]) -> Option<i64> {
     match token.strip_prefix(b"-") {
-        Some(digits) => parse_number::<i64>(digits).map(|n| -n),
-        None => parse_number(token),
+        Some(digits) => 0i64.checked_sub_unsigned(parse_unsigned(digits)?),
+        None => i64::try_from(parse_unsigned(token)?).ok(),
     }
 }
 
-/// Turns a reason into one line: no CR or LF can split a reply.
-fn one_line(reason: &str) -> String {
-    reason.replace(['\r', '\n'], " ")
+/// Appends `text` with every control character (`\r` and `\n` included) replaced by a
+/// space, so it stays on one reply line.
+fn push_line_safe(out: &mut Vec<u8>, text: &str) {
+    let mut buf = [0u8; 4];
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    }
 }
 
-/// End of a `get` reply.
+/// A `fmt::Write` sink over a byte vector that keeps what is written on one line.
+struct LineWriter<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for LineWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        push_line_safe(self.0, s);
+        Ok(())
+    }
+}
+
+/// Appends `value` formatted, kept to one line. Our sink never fails; an error here could
+/// only come from a `Display` impl refusing to format, in which case what it wrote so far
+/// stays and the reply line is still terminated by the caller.
+fn push_display(out: &mut Vec<u8>, value: impl fmt::Display) {
+    let _ = fmt::Write::write_fmt(&mut LineWriter(out), format_args!("{value}"));
+}
+
+/// Ends a `get`/`gets` reply.
 pub const END: &[u8] = b"END\r\n";
-/// A `set` succeeded.
+/// Reply to a successful `set`.
 pub const STORED: &[u8] = b"STORED\r\n";
-/// A `delete` found the key.
+/// Reply to a `delete` that removed the key.
 pub const DELETED: &[u8] = b"DELETED\r\n";
-/// A `delete` did not find the key.
+/// Reply to a `delete` of a missing key.
 pub const NOT_FOUND: &[u8] = b"NOT_FOUND\r\n";
 
-/// Appends `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`.
+/// Appends one value of a `get`/`gets` reply:
+/// `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`.
 pub fn write_value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
-    let header = match cas {
-        Some(cas) => format!(" {flags} {} {cas}\r\n", data.len()),
-        None => format!(" {flags} {}\r\n", data.len()),
-    };
-    out.extend_from_slice(header.as_bytes());
+    out.push(b' ');
+    push_display(out, flags);
+    out.push(b' ');
+    push_display(out, data.len());
+    if let Some(cas) = cas {
+        out.push(b' ');
+        push_display(out, cas);
+    }
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `STAT <name> <value>\r\n`.
+/// Appends one line of a `stats` reply: `STAT <name> <value>\r\n` (both kept to one line).
 pub fn write_stat(out: &mut Vec<u8>, name: &str, value: impl fmt::Display) {
-    out.extend_from_slice(format!("STAT {name} {value}\r\n").as_bytes());
+    out.extend_from_slice(b"STAT ");
+    push_line_safe(out, name);
+    out.push(b' ');
+    push_display(out, value);
+    out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `VERSION <version>\r\n`.
+/// Appends the reply to `version`: `VERSION <version>\r\n`.
 pub fn write_version(out: &mut Vec<u8>, version: &str) {
-    out.extend_from_slice(format!("VERSION {version}\r\n").as_bytes());
+    out.extend_from_slice(b"VERSION ");
+    push_line_safe(out, version);
+    out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `SERVER_ERROR <reason>\r\n`, the reason folded onto one line.
+/// Appends `SERVER_ERROR <reason>\r\n`, with `reason` kept to one line.
 pub fn write_server_error(out: &mut Vec<u8>, reason: &str) {
-    out.extend_from_slice(format!("SERVER_ERROR {}\r\n", one_line(reason)).as_bytes());
+    out.extend_from_slice(b"SERVER_ERROR ");
+    push_line_safe(out, reason);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -343,35 +441,79 @@ mod tests {
         TextLimits::default()
     }
 
-    fn parsed(input: &[u8]) -> Parsed {
-        parse(input, &limits())
+    fn parse_default(buf: &[u8]) -> Parsed {
+        parse(buf, &limits())
     }
 
-    fn command_of(input: &[u8]) -> TextCommand {
-        match parsed(input) {
+    fn command(buf: &[u8]) -> TextCommand {
+        match parse_default(buf) {
             Parsed::Command { command, consumed } => {
-                assert_eq!(consumed, input.len());
+                assert_eq!(consumed, buf.len(), "whole buffer should be one command");
                 command
             }
-            other => panic!("{input:?} gave {other:?}"),
+            other => panic!("expected a command, got {other:?}"),
         }
     }
 
-    fn error_of(input: &[u8]) -> (Vec<u8>, usize, usize) {
-        match parsed(input) {
+    fn error(buf: &[u8]) -> (TextError, usize, usize) {
+        match parse_default(buf) {
             Parsed::Error {
                 error,
                 consumed,
                 skip,
-            } => (error.reply(), consumed, skip),
-            other => panic!("{input:?} gave {other:?}"),
+            } => (error, consumed, skip),
+            other => panic!("expected an error, got {other:?}"),
         }
     }
 
+    fn client(reason: &str) -> TextError {
+        TextError::Client(reason.to_string())
+    }
+
     #[test]
-    fn each_command_parses() {
+    fn get_parses_one_key_without_cas() {
         assert_eq!(
-            command_of(b"set k 5 0 3\r\nabc\r\n"),
+            command(b"get foo\r\n"),
+            TextCommand::Get {
+                keys: vec![b"foo".to_vec()],
+                cas: false
+            }
+        );
+    }
+
+    #[test]
+    fn gets_sets_cas() {
+        assert_eq!(
+            command(b"gets foo\r\n"),
+            TextCommand::Get {
+                keys: vec![b"foo".to_vec()],
+                cas: true
+            }
+        );
+    }
+
+    #[test]
+    fn get_accepts_many_keys_and_extra_spaces() {
+        assert_eq!(
+            command(b"get  a bb   ccc \r\n"),
+            TextCommand::Get {
+                keys: vec![b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()],
+                cas: false
+            }
+        );
+    }
+
+    #[test]
+    fn get_without_keys_is_an_error() {
+        let (e, consumed, skip) = error(b"get\r\n");
+        assert_eq!((e.reply(), consumed, skip), (b"ERROR\r\n".to_vec(), 5, 0));
+        assert_eq!(error(b"gets   \r\n").0, TextError::UnknownCommand);
+    }
+
+    #[test]
+    fn set_parses_with_its_data_block() {
+        assert_eq!(
+            command(b"set k 5 0 3\r\nabc\r\n"),
             TextCommand::Set {
                 key: b"k".to_vec(),
                 flags: 5,
@@ -380,44 +522,15 @@ mod tests {
                 noreply: false
             }
         );
+    }
+
+    #[test]
+    fn set_with_noreply_sets_noreply() {
         assert_eq!(
-            command_of(b"get a bb ccc\r\n"),
-            TextCommand::Get {
-                keys: vec![b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()],
-                cas: false
-            }
-        );
-        assert_eq!(
-            command_of(b"gets a\r\n"),
-            TextCommand::Get {
-                keys: vec![b"a".to_vec()],
-                cas: true
-            }
-        );
-        assert_eq!(
-            command_of(b"delete k\r\n"),
-            TextCommand::Delete {
-                key: b"k".to_vec(),
-                noreply: false
-            }
-        );
-        assert_eq!(
-            command_of(b"delete k 0 noreply\r\n"),
-            TextCommand::Delete {
-                key: b"k".to_vec(),
-                noreply: true
-            }
-        );
-        assert_eq!(command_of(b"version\r\n"), TextCommand::Version);
-        assert_eq!(command_of(b"stats\r\n"), TextCommand::Stats);
-        assert_eq!(command_of(b"quit\r\n"), TextCommand::Quit);
-        // A bare \n ends a line too, and extra spaces are fine.
-        assert_eq!(command_of(b"quit\n"), TextCommand::Quit);
-        assert_eq!(
-            command_of(b"set  k 1 -1 0 noreply\n\r\n"),
+            command(b"set k 4294967295 -1 0 noreply\r\n\r\n"),
             TextCommand::Set {
                 key: b"k".to_vec(),
-                flags: 1,
+                flags: u32::MAX,
                 exptime: -1,
                 data: Vec::new(),
                 noreply: true
@@ -426,166 +539,429 @@ mod tests {
     }
 
     #[test]
-    fn binary_data_with_crlf_and_zero_bytes_is_data() {
-        let input = b"set k 0 0 6\r\n\r\nget\0\r\n";
-        match command_of(input) {
-            TextCommand::Set { data, .. } => assert_eq!(data, b"\r\nget\0"),
+    fn set_with_a_bad_sixth_token_is_a_client_error_that_skips_the_data() {
+        let (e, consumed, skip) = error(b"set k 0 0 3 norply\r\nabc\r\n");
+        assert_eq!((e, consumed, skip), (client(BAD_FORMAT), 20, 5));
+    }
+
+    #[test]
+    fn set_with_wrong_token_count_is_unknown_command() {
+        assert_eq!(error(b"set k 0 0\r\n"), (TextError::UnknownCommand, 11, 0));
+        assert_eq!(
+            error(b"set k 0 0 1 noreply x\r\n"),
+            (TextError::UnknownCommand, 23, 0)
+        );
+    }
+
+    #[test]
+    fn set_with_bad_byte_count_skips_nothing() {
+        for line in [
+            &b"set k 0 0 -1\r\n"[..],
+            b"set k 0 0 +1\r\n",
+            b"set k 0 0 x\r\n",
+            b"set k 0 0 99999999999999999999999\r\n",
+        ] {
+            assert_eq!(error(line), (client(BAD_FORMAT), line.len(), 0));
+        }
+    }
+
+    #[test]
+    fn set_with_bad_flags_or_exptime_skips_the_data_block() {
+        for line in [
+            &b"set k -1 0 3\r\n"[..],
+            b"set k +1 0 3\r\n",
+            b"set k 4294967296 0 3\r\n",
+            b"set k x 0 3\r\n",
+            b"set k 0 - 3\r\n",
+            b"set k 0 +5 3\r\n",
+            b"set k 0 9223372036854775808 3\r\n",
+        ] {
+            assert_eq!(error(line), (client(BAD_FORMAT), line.len(), 5), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn exptime_spans_the_whole_i64_range() {
+        let min = command(b"set k 0 -9223372036854775808 0\r\n\r\n");
+        assert!(matches!(
+            min,
+            TextCommand::Set {
+                exptime: i64::MIN,
+                ..
+            }
+        ));
+        let max = command(b"set k 0 9223372036854775807 0\r\n\r\n");
+        assert!(matches!(
+            max,
+            TextCommand::Set {
+                exptime: i64::MAX,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn too_large_set_skips_its_data_without_waiting_for_it() {
+        let small = TextLimits {
+            max_value_bytes: 10,
+            ..limits()
+        };
+        let buf = b"set k 0 0 11\r\n";
+        match parse(buf, &small) {
+            Parsed::Error {
+                error,
+                consumed,
+                skip,
+            } => {
+                assert_eq!(
+                    error.reply(),
+                    b"SERVER_ERROR object too large for cache\r\n"
+                );
+                assert_eq!((consumed, skip), (buf.len(), 13));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(b"set k 0 0 10\r\n", &small),
+            Parsed::Incomplete
+        ));
+    }
+
+    #[test]
+    fn huge_declared_size_does_not_overflow() {
+        let buf = b"set k 0 0 18446744073709551615\r\n";
+        assert_eq!(error(buf), (TextError::TooLarge, buf.len(), usize::MAX));
+    }
+
+    #[test]
+    fn split_set_waits_for_the_data_block() {
+        assert_eq!(parse_default(b"set k 0 0 5\r\nhel"), Parsed::Incomplete);
+        assert_eq!(parse_default(b"set k 0 0 5\r\nhello\r"), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn set_data_not_followed_by_crlf_is_a_bad_data_chunk() {
+        let buf = b"set k 0 0 3\r\nabcde\r\n";
+        let (e, consumed, skip) = error(buf);
+        assert_eq!(e.reply(), b"CLIENT_ERROR bad data chunk\r\n");
+        assert_eq!((consumed, skip), (13 + 5, 0));
+        assert!(!e.closes_connection());
+    }
+
+    #[test]
+    fn binary_data_with_crlf_and_zero_bytes_is_taken_verbatim() {
+        let data = b"a\r\nget x\r\n\0\0\n\r";
+        let mut buf = format!("set bin 0 0 {}\r\n", data.len()).into_bytes();
+        buf.extend_from_slice(data);
+        buf.extend_from_slice(b"\r\n");
+        match command(&buf) {
+            TextCommand::Set { data: got, .. } => assert_eq!(got, data),
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
-    fn every_prefix_of_a_command_is_incomplete() {
-        let input = b"set key 1 0 5\r\nab\r\nc\r\n";
-        for cut in 0..input.len() {
-            assert_eq!(parsed(&input[..cut]), Parsed::Incomplete, "cut at {cut}");
-        }
-        assert!(matches!(parsed(input), Parsed::Command { .. }));
+    fn delete_parses_in_all_its_forms() {
+        let del = |noreply| TextCommand::Delete {
+            key: b"k".to_vec(),
+            noreply,
+        };
+        assert_eq!(command(b"delete k\r\n"), del(false));
+        assert_eq!(command(b"delete k noreply\r\n"), del(true));
+        assert_eq!(command(b"delete k 0\r\n"), del(false));
+        assert_eq!(command(b"delete k 0 noreply\r\n"), del(true));
     }
 
     #[test]
-    fn pipelined_commands_parse_one_at_a_time() {
-        let input = b"get a\r\nset b 0 0 1\r\nx\r\ndelete c\r\n";
-        let mut at = 0;
-        let mut commands = Vec::new();
-        while at < input.len() {
-            match parsed(&input[at..]) {
+    fn delete_with_bad_arguments_is_refused() {
+        assert_eq!(error(b"delete\r\n").0, TextError::UnknownCommand);
+        assert_eq!(error(b"delete k 5\r\n").0, client(BAD_FORMAT));
+        assert_eq!(error(b"delete k noreply 0\r\n").0, client(BAD_FORMAT));
+        assert_eq!(error(b"delete k 0 x\r\n").0, client(BAD_FORMAT));
+        assert_eq!(
+            error(b"delete k 0 noreply x\r\n").0,
+            TextError::UnknownCommand
+        );
+    }
+
+    #[test]
+    fn version_stats_and_quit_parse_and_refuse_arguments() {
+        assert_eq!(command(b"version\r\n"), TextCommand::Version);
+        assert_eq!(command(b"stats\r\n"), TextCommand::Stats);
+        assert_eq!(command(b"quit\r\n"), TextCommand::Quit);
+        for line in [&b"version x\r\n"[..], b"stats items\r\n", b"quit now\r\n"] {
+            assert_eq!(error(line), (TextError::UnknownCommand, line.len(), 0));
+        }
+    }
+
+    #[test]
+    fn unknown_and_uppercase_commands_reply_error() {
+        for line in [
+            &b"GET k\r\n"[..],
+            b"flush_all\r\n",
+            b"\r\n",
+            b"\n",
+            b"   \r\n",
+        ] {
+            let (e, consumed, skip) = error(line);
+            assert_eq!(e.reply(), b"ERROR\r\n");
+            assert_eq!((consumed, skip), (line.len(), 0));
+        }
+    }
+
+    #[test]
+    fn bare_newline_line_ending_is_accepted() {
+        assert_eq!(
+            command(b"set k 0 0 2\nhi\r\n"),
+            TextCommand::Set {
+                key: b"k".to_vec(),
+                flags: 0,
+                exptime: 0,
+                data: b"hi".to_vec(),
+                noreply: false
+            }
+        );
+        assert_eq!(command(b"version\n"), TextCommand::Version);
+    }
+
+    #[test]
+    fn key_of_250_bytes_is_accepted_and_251_rejected() {
+        let ok = format!("get {}\r\n", "k".repeat(250));
+        assert!(matches!(command(ok.as_bytes()), TextCommand::Get { .. }));
+        let long = format!("get {}\r\n", "k".repeat(251));
+        let (e, _, _) = error(long.as_bytes());
+        assert_eq!(e.reply(), b"CLIENT_ERROR key too long\r\n");
+        let set = format!("set {} 0 0 1\r\n", "k".repeat(251));
+        assert_eq!(
+            error(set.as_bytes()),
+            (client("key too long"), set.len(), 3)
+        );
+    }
+
+    #[test]
+    fn control_characters_in_keys_are_rejected() {
+        for line in [&b"get a\tb\r\n"[..], b"get a\x7fb\r\n", b"delete \x01\r\n"] {
+            assert_eq!(error(line).0, client("key has control characters"));
+        }
+        let line = b"set a\x00b 0 0 1\r\n";
+        assert_eq!(
+            error(line),
+            (client("key has control characters"), line.len(), 3)
+        );
+    }
+
+    #[test]
+    fn a_stray_carriage_return_inside_a_line_stays_in_its_token() {
+        assert_eq!(
+            error(b"get a\rb\r\n").0,
+            client("key has control characters")
+        );
+    }
+
+    #[test]
+    fn line_without_newline_waits_until_it_is_too_long() {
+        let small = TextLimits {
+            max_line_bytes: 10,
+            ..limits()
+        };
+        assert_eq!(parse(b"get abcdef", &small), Parsed::Incomplete);
+        let (e, consumed) = match parse(b"get abcdefg", &small) {
+            Parsed::Error {
+                error, consumed, ..
+            } => (error, consumed),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(e.reply(), b"CLIENT_ERROR line too long\r\n");
+        assert!(e.closes_connection());
+        assert_eq!(consumed, 11);
+        // Exactly max_line_bytes before the newline is still accepted.
+        assert!(matches!(
+            parse(b"get abcdef\nmore", &small),
+            Parsed::Command { consumed: 11, .. }
+        ));
+        // A newline that arrives only past the limit does not rescue the line.
+        assert!(matches!(
+            parse(b"get abcdefgh\n", &small),
+            Parsed::Error {
+                error: TextError::LineTooLong,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn every_prefix_of_a_command_is_incomplete() {
+        for full in [
+            &b"set key 1 2 10 noreply\r\n0123\r\n6789\r\n"[..],
+            b"get a b c\r\n",
+            b"delete key 0 noreply\r\n",
+            b"version\r\n",
+        ] {
+            for cut in 0..full.len() {
+                let prefix = full.get(..cut).unwrap_or_default();
+                assert_eq!(parse_default(prefix), Parsed::Incomplete, "prefix {cut}");
+            }
+            assert!(matches!(
+                parse_default(full),
+                Parsed::Command { consumed, .. } if consumed == full.len()
+            ));
+        }
+    }
+
+    #[test]
+    fn pipelined_commands_parse_one_per_call() {
+        let buf = b"set k 0 0 3\r\nget\r\nget k\r\ndelete k noreply\r\n";
+        let mut rest = &buf[..];
+        let mut seen = Vec::new();
+        while !rest.is_empty() {
+            match parse_default(rest) {
                 Parsed::Command { command, consumed } => {
-                    commands.push(command);
-                    at += consumed;
+                    seen.push(command);
+                    rest = rest.get(consumed..).unwrap_or_default();
                 }
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(commands.len(), 3);
-        assert!(matches!(commands[2], TextCommand::Delete { .. }));
+        assert_eq!(seen.len(), 3);
+        assert!(matches!(&seen[0], TextCommand::Set { data, .. } if data == b"get"));
+        assert!(matches!(&seen[1], TextCommand::Get { .. }));
+        assert!(matches!(
+            &seen[2],
+            TextCommand::Delete { noreply: true, .. }
+        ));
     }
 
     #[test]
-    fn errors_reply_exactly_as_memcached() {
-        assert_eq!(error_of(b"bogus\r\n"), (b"ERROR\r\n".to_vec(), 7, 0));
-        assert_eq!(error_of(b"\r\n"), (b"ERROR\r\n".to_vec(), 2, 0));
-        assert_eq!(error_of(b"get\r\n").0, b"ERROR\r\n");
-        assert_eq!(error_of(b"set k 0 0\r\n").0, b"ERROR\r\n");
-        assert_eq!(error_of(b"version x\r\n").0, b"ERROR\r\n");
+    fn error_replies_are_exact() {
+        assert_eq!(TextError::UnknownCommand.reply(), b"ERROR\r\n");
         assert_eq!(
-            error_of(b"set k 0 0 3\r\nabcde\r\n"),
-            (b"CLIENT_ERROR bad data chunk\r\n".to_vec(), 18, 0)
+            client("bad data chunk").reply(),
+            b"CLIENT_ERROR bad data chunk\r\n"
         );
         assert_eq!(
-            error_of(b"set k 0 0 x\r\n"),
-            (b"CLIENT_ERROR bad command line format\r\n".to_vec(), 13, 0)
+            TextError::TooLarge.reply(),
+            b"SERVER_ERROR object too large for cache\r\n"
         );
         assert_eq!(
-            error_of(b"set k -1 0 1\r\n"),
-            (b"CLIENT_ERROR bad command line format\r\n".to_vec(), 14, 3)
+            TextError::LineTooLong.reply(),
+            b"CLIENT_ERROR line too long\r\n"
         );
-        assert_eq!(
-            error_of(b"set k 0 0 1 norply\r\n").0,
-            b"CLIENT_ERROR bad command line format\r\n"
-        );
-        assert_eq!(
-            error_of(b"delete k 1\r\n").0,
-            b"CLIENT_ERROR bad command line format\r\n"
-        );
-    }
-
-    #[test]
-    fn too_large_is_refused_without_waiting_for_the_data() {
-        let line = format!("set big 0 0 {}\r\n", 1024 * 1024 + 1);
-        assert_eq!(
-            error_of(line.as_bytes()),
-            (
-                b"SERVER_ERROR object too large for cache\r\n".to_vec(),
-                line.len(),
-                1024 * 1024 + 3
-            )
-        );
-        let huge = format!("set big 0 0 {}\r\n", u64::MAX);
-        assert!(matches!(parsed(huge.as_bytes()), Parsed::Error { .. }));
-    }
-
-    #[test]
-    fn keys_are_checked() {
-        let ok = format!("get {}\r\n", "k".repeat(250));
-        assert!(matches!(parsed(ok.as_bytes()), Parsed::Command { .. }));
-        let long = format!("get {}\r\n", "k".repeat(251));
-        assert_eq!(
-            error_of(long.as_bytes()).0,
-            b"CLIENT_ERROR key too long\r\n"
-        );
-        assert_eq!(
-            error_of(b"get a\x01b\r\n").0,
-            b"CLIENT_ERROR key has control characters\r\n"
-        );
-        // A bad key in a set still swallows the data block.
-        assert_eq!(error_of(b"set a\x7fb 0 0 4\r\n").2, 6);
-    }
-
-    #[test]
-    fn a_line_with_no_end_is_cut_off() {
-        let junk = vec![b'x'; 8193];
-        let (reply, consumed, _) = error_of(&junk);
-        assert_eq!(reply, b"CLIENT_ERROR line too long\r\n");
-        assert_eq!(consumed, junk.len());
-        assert!(TextError::LineTooLong.closes_connection());
+        assert_eq!(client("a\r\nb").reply(), b"CLIENT_ERROR a  b\r\n");
         assert!(!TextError::UnknownCommand.closes_connection());
-        assert_eq!(parsed(&junk[..100]), Parsed::Incomplete);
+        assert!(!TextError::TooLarge.closes_connection());
+        assert!(!client("x").closes_connection());
     }
 
     #[test]
-    fn replies_are_byte_exact() {
+    fn errors_display_as_text() {
+        assert_eq!(client("bad").to_string(), "client error: bad");
+        assert_eq!(
+            TextError::TooLarge.to_string(),
+            "object too large for cache"
+        );
+    }
+
+    #[test]
+    fn write_value_is_byte_exact_with_and_without_cas() {
         let mut out = Vec::new();
         write_value(&mut out, b"k", 7, b"a\r\nb", None);
-        write_value(&mut out, b"k", 0, b"", Some(42));
-        out.extend_from_slice(END);
-        assert_eq!(
-            out,
-            b"VALUE k 7 4\r\na\r\nb\r\nVALUE k 0 0 42\r\n\r\nEND\r\n"
-        );
-        let mut out = Vec::new();
-        write_stat(&mut out, "uptime", 5);
-        write_version(&mut out, "0.1.0");
-        write_server_error(&mut out, "two\r\nlines");
-        assert_eq!(
-            out,
-            b"STAT uptime 5\r\nVERSION 0.1.0\r\nSERVER_ERROR two  lines\r\n"
-        );
+        assert_eq!(out, b"VALUE k 7 4\r\na\r\nb\r\n");
+        out.clear();
+        write_value(&mut out, b"key", 0, b"", Some(12345));
+        assert_eq!(out, b"VALUE key 0 0 12345\r\n\r\n");
     }
 
     #[test]
-    fn random_input_never_panics_and_always_makes_progress() {
-        let seeds: [&[u8]; 4] = [
-            b"set k 0 0 3\r\nabc\r\n",
-            b"get a b c\r\n",
-            b"delete k noreply\r\n",
-            b"gets x\r\nquit\r\n",
-        ];
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
+    fn other_reply_helpers_are_byte_exact_and_single_line() {
+        let mut out = Vec::new();
+        write_stat(&mut out, "pid", 42);
+        write_version(&mut out, "1.2.3");
+        write_server_error(&mut out, "boom\r\nERROR");
+        write_stat(&mut out, "odd", "two\nlines");
+        assert_eq!(
+            out,
+            b"STAT pid 42\r\nVERSION 1.2.3\r\nSERVER_ERROR boom  ERROR\r\nSTAT odd two lines\r\n"
+        );
+        out.clear();
+        out.extend_from_slice(END);
+        out.extend_from_slice(STORED);
+        out.extend_from_slice(DELETED);
+        out.extend_from_slice(NOT_FOUND);
+        assert_eq!(out, b"END\r\nSTORED\r\nDELETED\r\nNOT_FOUND\r\n");
+    }
+
+    /// Deterministic xorshift64 generator for the fuzz loop.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
+            self.0 = x;
             x
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            // n is small here; the modulo bias does not matter for fuzzing.
+            (self.next() % (n.max(1) as u64)) as usize
+        }
+    }
+
+    #[test]
+    fn fuzzed_input_never_panics_and_consumes_sanely() {
+        let seeds: [&[u8]; 9] = [
+            b"set key 1 2 5 noreply\r\nhello\r\n",
+            b"set k 0 0 3\r\nabc\r\nget k\r\n",
+            b"get a b c\r\n",
+            b"gets a\n",
+            b"delete k 0 noreply\r\n",
+            b"version\r\nstats\r\nquit\r\n",
+            b"set k 0 0 99999999\r\n",
+            b"set k -1 -1 -1\r\n",
+            b"\r\n\n \r\n",
+        ];
+        let alphabet = b"setgdlvrionqu0123456789 -+\r\n\0\x7f\tk";
+        let small = TextLimits {
+            max_value_bytes: 16,
+            max_key_bytes: 4,
+            max_line_bytes: 24,
         };
-        let limits = TextLimits {
-            max_value_bytes: 64,
-            max_key_bytes: 250,
-            max_line_bytes: 64,
-        };
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
         for round in 0..50_000 {
-            let mut input = seeds[round % seeds.len()].to_vec();
-            for _ in 0..(next() % 4) {
-                let i = next() as usize % input.len();
-                input[i] = next() as u8;
+            let mut input: Vec<u8> = match rng.below(3) {
+                0 => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+                1 => (0..rng.below(64))
+                    .map(|_| alphabet[rng.below(alphabet.len())])
+                    .collect(),
+                _ => seeds[rng.below(seeds.len())].to_vec(),
+            };
+            for _ in 0..rng.below(4) {
+                if input.is_empty() {
+                    break;
+                }
+                let at = rng.below(input.len());
+                match rng.below(4) {
+                    0 => input[at] = rng.next() as u8,
+                    1 => input[at] = alphabet[rng.below(alphabet.len())],
+                    2 => input.truncate(at),
+                    _ => {
+                        input.remove(at);
+                    }
+                }
             }
-            if next() % 3 == 0 {
-                input.extend((0..next() % 100).map(|_| next() as u8));
-            }
-            match parse(&input, &limits) {
-                Parsed::Incomplete => {}
-                Parsed::Command { consumed, .. } | Parsed::Error { consumed, .. } => {
-                    assert!(consumed > 0 && consumed <= input.len(), "{input:?}");
+            let lim = if round % 2 == 0 { small } else { limits() };
+            // Walk the whole buffer as a connection would.
+            let mut rest = &input[..];
+            loop {
+                match parse(rest, &lim) {
+                    Parsed::Incomplete => break,
+                    Parsed::Command { consumed, .. } | Parsed::Error { consumed, .. } => {
+                        assert!(consumed > 0, "zero consumed on {input:?}");
+                        assert!(consumed <= rest.len(), "overrun on {input:?}");
+                        rest = &rest[consumed..];
+                    }
                 }
             }
         }
