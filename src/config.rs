@@ -47,6 +47,9 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// A request must arrive whole within this long of its first byte (and a reply be
+    /// taken by the client within it), or the connection is closed.
+    pub request_timeout: Duration,
     /// Largest key in a binary frame.
     pub max_key_bytes: usize,
     /// Largest value.
@@ -58,6 +61,7 @@ impl Default for ServerLimits {
         ServerLimits {
             max_connections: 1024,
             idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(10),
             max_key_bytes: crate::wire::DEFAULT_MAX_KEY,
             max_value_bytes: crate::wire::DEFAULT_MAX_VALUE,
         }
@@ -197,6 +201,10 @@ pub struct CoordinatorArgs {
     /// close a connection idle this long, in ms (default 300000)
     #[argh(option, default = "300000", from_str_fn(parse_positive))]
     pub idle_timeout_ms: u64,
+    /// close a connection whose request does not arrive whole within this long of its
+    /// first byte, in ms (default 10000)
+    #[argh(option, default = "10000", from_str_fn(parse_positive))]
+    pub request_timeout_ms: u64,
     /// largest value accepted, in bytes (default 1048576)
     #[argh(option, default = "1048576", from_str_fn(parse_positive))]
     pub max_value_bytes: u64,
@@ -219,6 +227,7 @@ impl CoordinatorArgs {
             limits: ServerLimits {
                 max_connections: self.max_connections as usize,
                 idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+                request_timeout: Duration::from_millis(self.request_timeout_ms),
                 max_value_bytes: self.max_value_bytes as usize,
                 ..ServerLimits::default()
             },
@@ -270,6 +279,10 @@ pub struct SlaveArgs {
     /// close a connection idle this long, in ms (default 300000)
     #[argh(option, default = "300000", from_str_fn(parse_positive))]
     pub idle_timeout_ms: u64,
+    /// close a connection whose request does not arrive whole within this long of its
+    /// first byte, in ms (default 10000)
+    #[argh(option, default = "10000", from_str_fn(parse_positive))]
+    pub request_timeout_ms: u64,
     /// largest value accepted, in bytes (default 1048576)
     #[argh(option, default = "1048576", from_str_fn(parse_positive))]
     pub max_value_bytes: u64,
@@ -295,6 +308,7 @@ impl SlaveArgs {
             limits: ServerLimits {
                 max_connections: self.max_connections as usize,
                 idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+                request_timeout: Duration::from_millis(self.request_timeout_ms),
                 max_value_bytes: self.max_value_bytes as usize,
                 ..ServerLimits::default()
             },

@@ -7,13 +7,13 @@
 //! [`Shutdown`] (it shuts their sockets down) or by their idle timeout.
 
 use std::fs;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
@@ -121,6 +121,8 @@ pub fn accept_loop<F>(
         }
         let _ = stream.set_nodelay(true);
         let _ = stream.set_read_timeout(Some(limits.idle_timeout));
+        // A client that does not read its replies cannot block a thread forever.
+        let _ = stream.set_write_timeout(Some(limits.request_timeout));
         serial += 1;
         let name = format!("{prefix}-{serial}");
         active.fetch_add(1, Ordering::SeqCst);
@@ -167,12 +169,72 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// A connection's read side with two timeouts: `idle` while waiting for a request to
+/// begin, `request` for the rest of a request once its first bytes arrived (so a client
+/// that sends a request a byte at a time, slowloris-style, is cut off).
+pub struct Phased {
+    stream: TcpStream,
+    idle: Duration,
+    request: Duration,
+    started: Option<Instant>,
+}
+
+impl Phased {
+    /// Wraps a stream.
+    pub fn new(stream: TcpStream, limits: &ServerLimits) -> Phased {
+        Phased {
+            stream,
+            idle: limits.idle_timeout,
+            request: limits.request_timeout,
+            started: None,
+        }
+    }
+
+    /// No request is under way: the next read may wait up to the idle timeout.
+    pub fn between_requests(&mut self) {
+        self.started = None;
+    }
+
+    /// A request is under way from now on (if one was not already).
+    pub fn inside_request(&mut self) {
+        self.started.get_or_insert_with(Instant::now);
+    }
+}
+
+impl Read for Phased {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let timeout = match self.started {
+            None => self.idle,
+            Some(started) => match self.request.checked_sub(started.elapsed()) {
+                Some(left) if !left.is_zero() => left,
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request not complete within the request timeout",
+                    ));
+                }
+            },
+        };
+        self.stream.set_read_timeout(Some(timeout))?;
+        let n = self.stream.read(buf)?;
+        if n > 0 {
+            self.inside_request();
+        }
+        Ok(n)
+    }
+}
+
 /// Serves binary frames on one connection: reads a frame, asks `handler` for the reply,
 /// writes it; flushes whenever no further whole request is already buffered, so pipelined
 /// requests share one write (a partly received request does not hold replies back). Malformed frames get an error reply where one can be framed;
 /// the connection is closed when the stream cannot be resynchronised.
-pub fn serve_frames<F>(stream: TcpStream, peer: SocketAddr, limits: WireLimits, mut handler: F)
-where
+pub fn serve_frames<F>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    timeouts: &ServerLimits,
+    limits: WireLimits,
+    mut handler: F,
+) where
     F: FnMut(Frame) -> Frame,
 {
     let read_half = match stream.try_clone() {
@@ -182,9 +244,14 @@ where
             return;
         }
     };
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let mut reader = BufReader::with_capacity(64 * 1024, Phased::new(read_half, timeouts));
     let mut writer = BufWriter::with_capacity(64 * 1024, stream);
     loop {
+        // Each request gets the request timeout from its first byte on.
+        reader.get_mut().between_requests();
+        if !reader.buffer().is_empty() {
+            reader.get_mut().inside_request();
+        }
         let reply = match wire::read_frame(&mut reader, &limits) {
             Ok(frame) => handler(frame),
             Err(WireError::Closed) => break,
@@ -194,7 +261,7 @@ where
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                debug!("{peer}: idle timeout, closing");
+                debug!("{peer}: {e}; closing");
                 break;
             }
             Err(e) => match e.server_reply() {

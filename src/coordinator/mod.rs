@@ -71,6 +71,7 @@ pub struct Coordinator {
     membership: Arc<Membership>,
     router: Router,
     heartbeat_addr: SocketAddr,
+    server_limits: crate::config::ServerLimits,
     limits: WireLimits,
     text_limits: crate::text::TextLimits,
     started: Instant,
@@ -158,6 +159,7 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
         ),
         membership: Arc::clone(&membership),
         heartbeat_addr,
+        server_limits: config.limits,
         limits: WireLimits {
             max_key: config.limits.max_key_bytes,
             max_value: config.limits.max_value_bytes,
@@ -311,7 +313,9 @@ impl Coordinator {
         let mut first = [0u8; 1];
         match stream.peek(&mut first) {
             Ok(1) if first[0] == wire::MAGIC => {
-                server::serve_frames(stream, peer, self.limits, |frame| self.serve_frame(frame));
+                server::serve_frames(stream, peer, &self.server_limits, self.limits, |frame| {
+                    self.serve_frame(frame)
+                });
             }
             Ok(1) => text_session::serve(self, stream, peer),
             Ok(_) => {}

@@ -13,21 +13,32 @@ use log::debug;
 
 use super::Coordinator;
 use crate::request::{Failure, Outcome, Request};
+use crate::server::Phased;
 use crate::text::{self, Parsed, TextCommand, TextError};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
+/// Replies held before they are written, at most (plus one value).
+const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
 
 /// Serves the connection until the client quits, closes, idles out or sends a line that
 /// cannot be framed.
 pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: SocketAddr) {
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = Phased::new(read_half, &coordinator.server_limits);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     // Bytes of a refused data block still to be thrown away as they arrive.
     let mut skip: usize = 0;
     let mut chunk = vec![0u8; READ_CHUNK];
     loop {
-        let n = match stream.read(&mut chunk) {
+        // A command cut in the middle must be completed within the request timeout.
+        if buf.is_empty() && skip == 0 {
+            reader.between_requests();
+        }
+        let n = match reader.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -55,6 +66,14 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
                         break;
                     }
                     execute(coordinator, command, &mut out);
+                    // Bound what a pipeline of gets can make us hold: send as we go.
+                    if out.len() >= MAX_PENDING_OUTPUT {
+                        if let Err(e) = stream.write_all(&out) {
+                            debug!("{peer}: write failed: {e}");
+                            return;
+                        }
+                        out.clear();
+                    }
                 }
                 Parsed::Error {
                     error,

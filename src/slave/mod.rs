@@ -222,7 +222,7 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
                 Arc::new(AtomicUsize::new(0)),
                 move |stream, peer| {
                     let limits = serve_node.limits;
-                    server::serve_frames(stream, peer, limits, |frame| {
+                    server::serve_frames(stream, peer, &server_limits, limits, |frame| {
                         serve_frame(&serve_node.data, &limits, frame)
                     })
                 },
