@@ -207,24 +207,28 @@ pub struct Cluster {
 impl Cluster {
     /// Starts a coordinator and `n` slaves, and waits until all are in the ring.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`] with extra flags for the coordinator.
+    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
         let dir = TempDir::new("cluster");
-        let mut coordinator = Proc::start(
-            bin("coordinator"),
-            &strings(&[
-                "--listen",
-                "127.0.0.1:0",
-                "--heartbeat",
-                "127.0.0.1:0",
-                "--data-dir",
-                &dir.path().join("coordinator").display().to_string(),
-                "--heartbeat-interval-ms",
-                &HEARTBEAT_MS.to_string(),
-                "--failure-timeout-ms",
-                &FAILURE_MS.to_string(),
-                "--slave-timeout-ms",
-                "2000",
-            ]),
-        );
+        let mut args = strings(extra);
+        args.extend(strings(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat",
+            "127.0.0.1:0",
+            "--data-dir",
+            &dir.path().join("coordinator").display().to_string(),
+            "--heartbeat-interval-ms",
+            &HEARTBEAT_MS.to_string(),
+            "--failure-timeout-ms",
+            &FAILURE_MS.to_string(),
+            "--slave-timeout-ms",
+            "2000",
+        ]));
+        let mut coordinator = Proc::start(bin("coordinator"), &args);
         let addr = coordinator.wait_line("listening on ");
         let mut cluster = Cluster {
             dir,
@@ -347,6 +351,11 @@ impl Cluster {
                     .iter()
                     .all(|s| matches!(s.state.as_str(), "alive" | "dead"))
         });
+    }
+
+    /// The coordinator's UDP heartbeat address.
+    pub fn heartbeat_addr(&mut self) -> String {
+        self.coordinator.wait_line("heartbeat on ")
     }
 
     /// Waits until the status shows the slave at `addr` in `state`.
