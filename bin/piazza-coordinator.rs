@@ -16,7 +16,11 @@ fn main() -> ExitCode {
     if let Err(e) = cli::stop_on_ctrl_c(&shutdown) {
         return cli::fail(e);
     }
-    match piazza::coordinator::run(args.config(), shutdown) {
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(e) => return cli::fail(e),
+    };
+    match piazza::coordinator::run(config, shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => cli::fail(e),
     }

@@ -89,6 +89,7 @@ pub struct Client {
     writer: BufWriter<TcpStream>,
     next_id: u32,
     limits: WireLimits,
+    secret: Option<Vec<u8>>,
 }
 
 impl Client {
@@ -124,6 +125,7 @@ impl Client {
                 max_key: wire::DEFAULT_MAX_KEY,
                 max_value: wire::MAX_BULK_VALUE,
             },
+            secret: None,
         })
     }
 
@@ -166,6 +168,15 @@ impl Client {
         self.writer = fresh.writer;
         if let Some(timeout) = timeout {
             self.set_timeout(timeout)?;
+        }
+        if let Some(secret) = self.secret.clone() {
+            let reply = self.call_once(Frame::request(Opcode::Auth, 0, Vec::new(), secret))?;
+            if reply.status != Status::Ok {
+                return Err(ClientError::Server {
+                    status: reply.status,
+                    message: reply.value_text(),
+                });
+            }
         }
         Ok(())
     }
@@ -252,6 +263,21 @@ impl Client {
     pub fn delete(&mut self, key: &[u8]) -> Result<bool, ClientError> {
         let request = Frame::request(Opcode::Delete, 0, key.to_vec(), Vec::new());
         Ok(self.call_ok(request, true)?.status == Status::Ok)
+    }
+
+    /// Presents the cluster secret for this connection (needed by slaves, and by a
+    /// coordinator started with `--require-auth`). It is presented again after a
+    /// reconnect.
+    ///
+    /// # Errors
+    /// `Server { status: Unauthorized }` for a wrong secret (the server then closes).
+    pub fn auth(&mut self, secret: &[u8]) -> Result<(), ClientError> {
+        self.secret = Some(secret.to_vec());
+        self.call_ok(
+            Frame::request(Opcode::Auth, 0, Vec::new(), secret.to_vec()),
+            false,
+        )
+        .map(|_| ())
     }
 
     /// Checks that the server answers.

@@ -40,6 +40,54 @@ fn parse_positive(value: &str) -> Result<u64, String> {
     }
 }
 
+/// Reads the cluster secret: from `--secret-file` if given, else from the environment
+/// variable `PIAZZA_SECRET`, else none. Surrounding white space is dropped.
+///
+/// # Errors
+/// When the file cannot be read or the secret is empty.
+pub fn load_secret(file: Option<&PathBuf>) -> Result<Option<Vec<u8>>, String> {
+    let raw = match file {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| format!("cannot read --secret-file {}: {e}", path.display()))?,
+        None => match std::env::var_os("PIAZZA_SECRET") {
+            Some(value) => value.into_encoded_bytes(),
+            None => return Ok(None),
+        },
+    };
+    let secret = raw.trim_ascii().to_vec();
+    if secret.is_empty() {
+        return Err("the cluster secret is empty (check --secret-file or PIAZZA_SECRET)".into());
+    }
+    Ok(Some(secret))
+}
+
+/// Who may talk to a server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Security {
+    /// The cluster secret slaves and the coordinator present to each other.
+    pub secret: Option<Vec<u8>>,
+    /// Clients must present the secret too (coordinator only).
+    pub require_auth: bool,
+    /// Allow a non-loopback address without a secret.
+    pub insecure: bool,
+}
+
+impl Security {
+    /// Protected mode, as in Redis: refuses to serve a non-loopback address without a
+    /// secret unless `insecure`.
+    ///
+    /// # Errors
+    /// A message saying why and what to do.
+    pub fn check_bind(&self, addr: std::net::SocketAddr, flag: &str) -> Result<(), String> {
+        if addr.ip().is_loopback() || self.secret.is_some() || self.insecure {
+            return Ok(());
+        }
+        Err(format!(
+            "refusing to serve on {addr} ({flag}) without a cluster secret: anyone who can reach it could join the ring or read and change data; set --secret-file (or PIAZZA_SECRET), or pass --insecure if the network is trusted"
+        ))
+    }
+}
+
 /// Limits and timeouts every server shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
@@ -87,6 +135,8 @@ pub struct CoordinatorConfig {
     pub links_per_slave: usize,
     /// Connection and size limits.
     pub limits: ServerLimits,
+    /// Secret and protected mode.
+    pub security: Security,
 }
 
 impl Default for CoordinatorConfig {
@@ -100,6 +150,7 @@ impl Default for CoordinatorConfig {
             slave_timeout: Duration::from_millis(5000),
             links_per_slave: 4,
             limits: ServerLimits::default(),
+            security: Security::default(),
         }
     }
 }
@@ -129,6 +180,8 @@ pub struct SlaveConfig {
     pub compact_min_bytes: u64,
     /// Connection and size limits.
     pub limits: ServerLimits,
+    /// Secret and protected mode.
+    pub security: Security,
 }
 
 impl Default for SlaveConfig {
@@ -145,6 +198,7 @@ impl Default for SlaveConfig {
             salvage: false,
             compact_min_bytes: 64 * 1024 * 1024,
             limits: ServerLimits::default(),
+            security: Security::default(),
         }
     }
 }
@@ -208,6 +262,16 @@ pub struct CoordinatorArgs {
     /// largest value accepted, in bytes (default 1048576)
     #[argh(option, default = "1048576", from_str_fn(parse_positive))]
     pub max_value_bytes: u64,
+    /// file holding the cluster secret (default: the PIAZZA_SECRET environment variable;
+    /// none: no secret)
+    #[argh(option)]
+    pub secret_file: Option<PathBuf>,
+    /// serve a non-loopback address without a secret (protected mode is on otherwise)
+    #[argh(switch)]
+    pub insecure: bool,
+    /// clients must present the secret too (binary AUTH, or text `auth <secret>`)
+    #[argh(switch)]
+    pub require_auth: bool,
     /// log level: error, warn, info, debug or trace (default info)
     #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
     pub log_level: LevelFilter,
@@ -215,8 +279,16 @@ pub struct CoordinatorArgs {
 
 impl CoordinatorArgs {
     /// The typed configuration these flags describe.
-    pub fn config(&self) -> CoordinatorConfig {
-        CoordinatorConfig {
+    ///
+    /// # Errors
+    /// When the secret cannot be read.
+    pub fn config(&self) -> Result<CoordinatorConfig, String> {
+        Ok(CoordinatorConfig {
+            security: Security {
+                secret: load_secret(self.secret_file.as_ref())?,
+                require_auth: self.require_auth,
+                insecure: self.insecure,
+            },
             listen: self.listen.clone(),
             heartbeat: self.heartbeat.clone(),
             data_dir: self.data_dir.clone(),
@@ -231,7 +303,7 @@ impl CoordinatorArgs {
                 max_value_bytes: self.max_value_bytes as usize,
                 ..ServerLimits::default()
             },
-        }
+        })
     }
 }
 
@@ -286,6 +358,13 @@ pub struct SlaveArgs {
     /// largest value accepted, in bytes (default 1048576)
     #[argh(option, default = "1048576", from_str_fn(parse_positive))]
     pub max_value_bytes: u64,
+    /// file holding the cluster secret (default: the PIAZZA_SECRET environment variable;
+    /// none: no secret)
+    #[argh(option)]
+    pub secret_file: Option<PathBuf>,
+    /// serve a non-loopback address without a secret (protected mode is on otherwise)
+    #[argh(switch)]
+    pub insecure: bool,
     /// log level: error, warn, info, debug or trace (default info)
     #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
     pub log_level: LevelFilter,
@@ -293,8 +372,16 @@ pub struct SlaveArgs {
 
 impl SlaveArgs {
     /// The typed configuration these flags describe.
-    pub fn config(&self) -> SlaveConfig {
-        SlaveConfig {
+    ///
+    /// # Errors
+    /// When the secret cannot be read.
+    pub fn config(&self) -> Result<SlaveConfig, String> {
+        Ok(SlaveConfig {
+            security: Security {
+                secret: load_secret(self.secret_file.as_ref())?,
+                require_auth: false,
+                insecure: self.insecure,
+            },
             listen: self.listen.clone(),
             advertise: self.advertise.clone(),
             coordinator: self.coordinator.clone(),
@@ -312,7 +399,7 @@ impl SlaveArgs {
                 max_value_bytes: self.max_value_bytes as usize,
                 ..ServerLimits::default()
             },
-        }
+        })
     }
 }
 
@@ -356,11 +443,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn protected_mode_refuses_open_addresses_without_a_secret() {
+        let open: std::net::SocketAddr = "0.0.0.0:7400".parse().unwrap();
+        let local: std::net::SocketAddr = "127.0.0.1:7400".parse().unwrap();
+        let none = Security::default();
+        assert!(none.check_bind(local, "--listen").is_ok());
+        let err = none.check_bind(open, "--listen").unwrap_err();
+        assert!(
+            err.contains("--secret-file") && err.contains("--insecure"),
+            "{err}"
+        );
+        let secret = Security {
+            secret: Some(b"s".to_vec()),
+            ..Security::default()
+        };
+        assert!(secret.check_bind(open, "--listen").is_ok());
+        let insecure = Security {
+            insecure: true,
+            ..Security::default()
+        };
+        assert!(insecure.check_bind(open, "--listen").is_ok());
+    }
+
+    #[test]
     fn defaults_match_the_contract() {
         let args = CoordinatorArgs::from_args(&["piazza-coordinator"], &[]).unwrap();
-        assert_eq!(args.config(), CoordinatorConfig::default());
+        let mut config = args.config().unwrap();
+        config.security.secret = None; // PIAZZA_SECRET may be set where tests run
+        assert_eq!(config, CoordinatorConfig::default());
         let args = SlaveArgs::from_args(&["piazza-slave"], &[]).unwrap();
-        assert_eq!(args.config(), SlaveConfig::default());
+        let mut config = args.config().unwrap();
+        config.security.secret = None;
+        assert_eq!(config, SlaveConfig::default());
     }
 
     #[test]

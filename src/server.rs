@@ -19,7 +19,7 @@ use log::{debug, warn};
 
 use crate::config::ServerLimits;
 use crate::shutdown::Shutdown;
-use crate::wire::{self, Frame, WireError, WireLimits};
+use crate::wire::{self, Frame, Opcode, Status, WireError, WireLimits};
 
 /// Stack size of a connection thread: small, so `--max-connections` threads fit easily.
 pub const CONNECTION_STACK: usize = 256 * 1024;
@@ -33,11 +33,18 @@ pub const BUSY_REPLY: &[u8] = b"SERVER_ERROR too many connections\r\n";
 /// # Errors
 /// A one-line description naming the address and the likely cause.
 pub fn bind(addr: &str, what: &str, flag: &str) -> Result<TcpListener, String> {
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot use {what} address '{addr}': {e} (expected HOST:PORT)"))?
-        .collect();
+    let addrs = resolve(addr, what)?;
     TcpListener::bind(&addrs[..]).map_err(|e| bind_message(addr, what, flag, &e))
+}
+
+/// The socket addresses `addr` (`HOST:PORT`) names.
+///
+/// # Errors
+/// A one-line description when it names none.
+pub fn resolve(addr: &str, what: &str) -> Result<Vec<SocketAddr>, String> {
+    addr.to_socket_addrs()
+        .map(Iterator::collect)
+        .map_err(|e| format!("cannot use {what} address '{addr}': {e} (expected HOST:PORT)"))
 }
 
 /// The message for a failed bind, TCP or UDP.
@@ -224,6 +231,33 @@ impl Read for Phased {
     }
 }
 
+/// Compares two secrets in time that depends only on their lengths.
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+/// Who must present the cluster secret on a connection before what.
+#[derive(Clone, Copy)]
+pub struct Guard<'a> {
+    /// The secret; `None`: nothing is checked.
+    pub secret: Option<&'a [u8]>,
+    /// Which opcodes need an authenticated connection.
+    pub needs_auth: fn(Opcode) -> bool,
+}
+
+impl Guard<'_> {
+    /// No secret: every request is served.
+    pub const OPEN: Guard<'static> = Guard {
+        secret: None,
+        needs_auth: |_| false,
+    };
+}
+
 /// Serves binary frames on one connection: reads a frame, asks `handler` for the reply,
 /// writes it; flushes whenever no further whole request is already buffered, so pipelined
 /// requests share one write (a partly received request does not hold replies back). Malformed frames get an error reply where one can be framed;
@@ -233,6 +267,7 @@ pub fn serve_frames<F>(
     peer: SocketAddr,
     timeouts: &ServerLimits,
     limits: WireLimits,
+    guard: Guard<'_>,
     mut handler: F,
 ) where
     F: FnMut(Frame) -> Frame,
@@ -246,13 +281,40 @@ pub fn serve_frames<F>(
     };
     let mut reader = BufReader::with_capacity(64 * 1024, Phased::new(read_half, timeouts));
     let mut writer = BufWriter::with_capacity(64 * 1024, stream);
+    let mut authenticated = false;
     loop {
         // Each request gets the request timeout from its first byte on.
         reader.get_mut().between_requests();
         if !reader.buffer().is_empty() {
             reader.get_mut().inside_request();
         }
+        let mut close = false;
         let reply = match wire::read_frame(&mut reader, &limits) {
+            Ok(frame) if frame.opcode == Opcode::Auth => match guard.secret {
+                Some(secret) if same_secret(&frame.value, secret) => {
+                    authenticated = true;
+                    frame.reply(Status::Ok)
+                }
+                Some(_) => {
+                    warn!("{peer}: wrong cluster secret; closing");
+                    close = true;
+                    frame.error_reply(Status::Unauthorized, "wrong secret")
+                }
+                None => frame.reply(Status::Ok),
+            },
+            Ok(frame)
+                if guard.secret.is_some() && !authenticated && (guard.needs_auth)(frame.opcode) =>
+            {
+                warn!(
+                    "{peer}: {:?} without the cluster secret; closing",
+                    frame.opcode
+                );
+                close = true;
+                frame.error_reply(
+                    Status::Unauthorized,
+                    "this server requires the cluster secret: send AUTH first",
+                )
+            }
             Ok(frame) => handler(frame),
             Err(WireError::Closed) => break,
             Err(WireError::Io(e))
@@ -282,6 +344,10 @@ pub fn serve_frames<F>(
         };
         if let Err(e) = reply.write_to(&mut writer) {
             debug!("{peer}: write failed: {e}");
+            break;
+        }
+        if close {
+            let _ = writer.flush();
             break;
         }
         if !wire::holds_whole_frame(reader.buffer())

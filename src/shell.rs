@@ -19,6 +19,10 @@ pub struct ClientArgs {
     /// the coordinator's TCP address (default 127.0.0.1:7400)
     #[argh(option, default = "DEFAULT_COORDINATOR.into()")]
     pub coordinator: String,
+    /// file with the cluster secret, for a coordinator started with --require-auth
+    /// (default: the PIAZZA_SECRET environment variable, if set)
+    #[argh(option)]
+    pub secret_file: Option<std::path::PathBuf>,
     /// what to do (none: interactive prompt)
     #[argh(subcommand)]
     pub command: Option<ClientCommand>,
@@ -80,7 +84,20 @@ pub const EXIT_ERROR: u8 = 2;
 
 /// Runs the command line and returns the exit code.
 pub fn main(args: ClientArgs) -> ExitCode {
-    let mut client = match Client::connect(&args.coordinator) {
+    let secret = match crate::config::load_secret(args.secret_file.as_ref()) {
+        Ok(secret) => secret,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let connected = Client::connect(&args.coordinator).and_then(|mut client| {
+        if let Some(secret) = &secret {
+            client.auth(secret)?;
+        }
+        Ok(client)
+    });
+    let mut client = match connected {
         Ok(client) => client,
         Err(e) => {
             eprintln!("error: {e}");

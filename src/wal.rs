@@ -466,6 +466,24 @@ fn replay_file(
     Ok(replayed)
 }
 
+/// Decodes the records of a log held in memory (after its magic), stopping at the first
+/// damaged one: the records, and where and why it stopped (`None` if it reached the
+/// end). Pure: used by the fuzzer and by tools.
+pub fn decode_records(data: &[u8]) -> (Vec<Record>, Option<(usize, &'static str)>) {
+    let mut records = Vec::new();
+    let mut offset = 0;
+    while offset < data.len() {
+        match check_record(data, offset) {
+            Ok((record, next)) => {
+                records.push(record);
+                offset = next;
+            }
+            Err((what, _)) => return (records, Some((offset, what))),
+        }
+    }
+    (records, None)
+}
+
 /// Checks the record at `offset`: the record and where the next one starts, or what is
 /// wrong and where this record would end (`None` if its length is unusable).
 #[allow(clippy::type_complexity)] // a private helper's pair of outcomes

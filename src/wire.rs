@@ -74,6 +74,8 @@ pub enum Opcode {
     Status = 0x04,
     /// Do nothing, reply OK (any server).
     Ping = 0x05,
+    /// Present the cluster secret (value) for this connection (any server).
+    Auth = 0x06,
     /// A slave joins: key = the address it serves on; reply arg = token, flags = slave id.
     Register = 0x10,
     /// A slave leaves gracefully (flags = slave id, arg = session); answered once its data
@@ -116,6 +118,7 @@ impl Opcode {
             0x03 => Delete,
             0x04 => Status,
             0x05 => Ping,
+            0x06 => Auth,
             0x10 => Register,
             0x11 => Deregister,
             0x20 => SlaveGet,
@@ -157,6 +160,8 @@ pub enum Status {
     ServerError = 0x07,
     /// The server is at its connection cap.
     Busy = 0x08,
+    /// The connection has not presented the cluster secret (or a wrong one); closed.
+    Unauthorized = 0x09,
 }
 
 impl Status {
@@ -173,6 +178,7 @@ impl Status {
             0x06 => Unavailable,
             0x07 => ServerError,
             0x08 => Busy,
+            0x09 => Unauthorized,
             _ => return None,
         })
     }
@@ -189,6 +195,7 @@ impl Status {
             Status::Unavailable => "unavailable",
             Status::ServerError => "server error",
             Status::Busy => "busy",
+            Status::Unauthorized => "unauthorized",
         }
     }
 }

@@ -114,15 +114,24 @@ impl SlaveLink {
     ///
     /// # Errors
     /// `Connect` when the slave cannot be reached or the thread cannot start.
-    pub fn connect(addr: &str, name: String, timeout: Duration) -> Result<SlaveLink, LinkError> {
+    pub fn connect(
+        addr: &str,
+        name: String,
+        timeout: Duration,
+        secret: Option<&[u8]>,
+    ) -> Result<SlaveLink, LinkError> {
         let connect = |e: io::Error| LinkError::Connect(format!("{addr}: {e}"));
         let target: SocketAddr = addr
             .to_socket_addrs()
             .map_err(connect)?
             .next()
             .ok_or_else(|| LinkError::Connect(format!("{addr}: no address")))?;
-        let stream = TcpStream::connect_timeout(&target, timeout).map_err(connect)?;
+        let mut stream = TcpStream::connect_timeout(&target, timeout).map_err(connect)?;
         stream.set_nodelay(true).map_err(connect)?;
+        if let Some(secret) = secret {
+            authenticate(&mut stream, secret, timeout)
+                .map_err(|why| LinkError::Connect(format!("{addr}: {why}")))?;
+        }
         let read_half = stream.try_clone().map_err(connect)?;
         let write_half = stream.try_clone().map_err(connect)?;
         let shared = Arc::new(Shared {
@@ -198,6 +207,26 @@ impl Drop for SlaveLink {
     }
 }
 
+/// Presents the cluster secret as the connection's first frame and waits for OK.
+fn authenticate(stream: &mut TcpStream, secret: &[u8], timeout: Duration) -> Result<(), String> {
+    use std::io::Write as _;
+    let frame = Frame::request(crate::wire::Opcode::Auth, 0, Vec::new(), secret.to_vec());
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| frame.write_to(stream))
+        .and_then(|()| stream.flush())
+        .map_err(|e| e.to_string())?;
+    let reply = wire::read_frame(stream, &WireLimits::default()).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    match reply.status {
+        crate::wire::Status::Ok => Ok(()),
+        status => Err(format!(
+            "the slave refused the cluster secret ({}): check --secret-file on both",
+            status.name()
+        )),
+    }
+}
+
 /// The reader thread: hands each reply to the caller waiting for its request id.
 fn read_replies(stream: TcpStream, shared: &Shared, peer: &str) {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
@@ -236,11 +265,19 @@ pub struct SlaveHandle {
     next_slot: AtomicUsize,
     serial: AtomicUsize,
     timeout: Duration,
+    secret: Option<Arc<Vec<u8>>>,
 }
 
 impl SlaveHandle {
-    /// A handle with `links` connection slots, connected lazily.
-    pub fn new(id: SlaveId, addr: String, links: usize, timeout: Duration) -> SlaveHandle {
+    /// A handle with `links` connection slots, connected lazily; each connection presents
+    /// `secret` first, if there is one.
+    pub fn new(
+        id: SlaveId,
+        addr: String,
+        links: usize,
+        timeout: Duration,
+        secret: Option<Arc<Vec<u8>>>,
+    ) -> SlaveHandle {
         SlaveHandle {
             id,
             addr,
@@ -248,6 +285,7 @@ impl SlaveHandle {
             next_slot: AtomicUsize::new(0),
             serial: AtomicUsize::new(0),
             timeout,
+            secret,
         }
     }
 
@@ -268,7 +306,12 @@ impl SlaveHandle {
         }
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let name = format!("link-{}-{serial}", self.id);
-        let fresh = Arc::new(SlaveLink::connect(&self.addr, name, self.timeout)?);
+        let fresh = Arc::new(SlaveLink::connect(
+            &self.addr,
+            name,
+            self.timeout,
+            self.secret.as_deref().map(Vec::as_slice),
+        )?);
         let mut guard = lock(slot);
         match guard.as_ref() {
             // Someone else reconnected meanwhile: use theirs, drop ours.

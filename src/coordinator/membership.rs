@@ -211,6 +211,8 @@ pub struct Membership {
     /// that lock only, never under `state`).
     ring_file: Option<RingFile>,
     persisting: Mutex<()>,
+    /// The cluster secret, presented on every connection to a slave.
+    secret: Option<Arc<Vec<u8>>>,
 }
 
 impl Membership {
@@ -239,6 +241,7 @@ impl Membership {
             sessions: AtomicU64::new(seed),
             ring_file: None,
             persisting: Mutex::new(()),
+            secret: None,
         }
     }
 
@@ -253,8 +256,10 @@ impl Membership {
         links_per_slave: usize,
         slave_timeout: Duration,
         grace: Duration,
+        secret: Option<Vec<u8>>,
     ) -> Result<Membership, String> {
         let mut membership = Membership::new(links_per_slave, slave_timeout);
+        membership.secret = secret.map(Arc::new);
         let file = RingFile::new(dir);
         if let Some(saved) = file.load()? {
             let assigned: Vec<_> = saved
@@ -375,6 +380,7 @@ impl Membership {
                     addr,
                     self.links_per_slave,
                     self.slave_timeout,
+                    self.secret.clone(),
                 ));
                 state.slaves.insert(
                     id,
@@ -450,6 +456,7 @@ impl Membership {
                 addr.to_string(),
                 self.links_per_slave,
                 self.slave_timeout,
+                self.secret.clone(),
             ));
             let mut replicate = None;
             if state.ring.remove(id) {

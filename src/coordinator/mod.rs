@@ -72,6 +72,7 @@ pub struct Coordinator {
     router: Router,
     heartbeat_addr: SocketAddr,
     server_limits: crate::config::ServerLimits,
+    security: crate::config::Security,
     limits: WireLimits,
     text_limits: crate::text::TextLimits,
     started: Instant,
@@ -124,6 +125,15 @@ pub fn run(config: CoordinatorConfig, shutdown: Shutdown) -> Result<(), Coordina
 /// When the data dir is unusable, an address cannot be bound, or a thread cannot start.
 pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, CoordinatorError> {
     server::prepare_data_dir(&config.data_dir).map_err(CoordinatorError::DataDir)?;
+    // Protected mode is checked before anything is bound.
+    for addr in
+        server::resolve(&config.listen, "coordinator address").map_err(CoordinatorError::Bind)?
+    {
+        config
+            .security
+            .check_bind(addr, "--listen")
+            .map_err(CoordinatorError::Bind)?;
+    }
     let listener = server::bind(&config.listen, "coordinator address", "--listen")
         .map_err(CoordinatorError::Bind)?;
     let heartbeat = UdpSocket::bind(&config.heartbeat).map_err(|e| {
@@ -146,6 +156,7 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
             config.links_per_slave,
             config.slave_timeout,
             config.failure_timeout,
+            config.security.secret.clone(),
         )
         .map_err(CoordinatorError::DataDir)?,
     );
@@ -160,6 +171,7 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
         membership: Arc::clone(&membership),
         heartbeat_addr,
         server_limits: config.limits,
+        security: config.security.clone(),
         limits: WireLimits {
             max_key: config.limits.max_key_bytes,
             max_value: config.limits.max_value_bytes,
@@ -313,9 +325,22 @@ impl Coordinator {
         let mut first = [0u8; 1];
         match stream.peek(&mut first) {
             Ok(1) if first[0] == wire::MAGIC => {
-                server::serve_frames(stream, peer, &self.server_limits, self.limits, |frame| {
-                    self.serve_frame(frame)
-                });
+                let guard = server::Guard {
+                    secret: self.security.secret.as_deref(),
+                    needs_auth: if self.security.require_auth {
+                        |opcode| opcode != Opcode::Ping
+                    } else {
+                        |opcode| matches!(opcode, Opcode::Register | Opcode::Deregister)
+                    },
+                };
+                server::serve_frames(
+                    stream,
+                    peer,
+                    &self.server_limits,
+                    self.limits,
+                    guard,
+                    |frame| self.serve_frame(frame),
+                );
             }
             Ok(1) => text_session::serve(self, stream, peer),
             Ok(_) => {}

@@ -33,6 +33,8 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
     // Bytes of a refused data block still to be thrown away as they arrive.
     let mut skip: usize = 0;
     let mut chunk = vec![0u8; READ_CHUNK];
+    let security = &coordinator.security;
+    let mut authenticated = !security.require_auth || security.secret.is_none();
     loop {
         // A command cut in the middle must be completed within the request timeout.
         if buf.is_empty() && skip == 0 {
@@ -54,6 +56,24 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
             fresh = &fresh[dropped..];
         }
         buf.extend_from_slice(fresh);
+        if !authenticated {
+            match authenticate(security.secret.as_deref(), &mut buf) {
+                Some(true) => {
+                    authenticated = true;
+                    if stream.write_all(b"OK\r\n").is_err() {
+                        return;
+                    }
+                }
+                Some(false) => {
+                    debug!("{peer}: text client without the right secret; closing");
+                    let _ = stream.write_all(
+                        b"CLIENT_ERROR authentication required: send auth <secret> first\r\n",
+                    );
+                    return;
+                }
+                None => continue,
+            }
+        }
         let mut close = false;
         let mut start = 0;
         while start < buf.len() {
@@ -106,6 +126,22 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
             return;
         }
     }
+}
+
+/// With `--require-auth`: the first line must be `auth <secret>`. `Some(true)` when it
+/// is (the line is removed from `buf`), `Some(false)` when it is not (or the line grows
+/// too long), `None` while the line is incomplete.
+fn authenticate(secret: Option<&[u8]>, buf: &mut Vec<u8>) -> Option<bool> {
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        return (buf.len() > 1024).then_some(false);
+    };
+    let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
+    let ok = match (line.strip_prefix(b"auth "), secret) {
+        (Some(given), Some(secret)) => crate::server::same_secret(given, secret),
+        _ => false,
+    };
+    buf.drain(..=end);
+    Some(ok)
 }
 
 /// Serves one command, appending its reply to `out`.

@@ -84,6 +84,8 @@ pub struct Node {
     advertise: String,
     registration: Mutex<Option<Registration>>,
     register_timeout: Duration,
+    /// The cluster secret, presented to the coordinator and to other slaves.
+    secret: Option<Vec<u8>>,
 }
 
 impl Node {
@@ -104,6 +106,7 @@ impl Node {
             &self.coordinator,
             &self.advertise,
             self.register_timeout,
+            self.secret.as_deref(),
             shutdown,
         )?;
         *self.registration.lock().unwrap_or_else(|p| p.into_inner()) = registration.clone();
@@ -142,7 +145,12 @@ impl Running {
     pub fn leave(self, timeout: Duration) {
         if let Some(registration) = self.node.registration() {
             info!("leaving: asking the coordinator to hand our ranges on");
-            match deregister(&self.node.coordinator, &registration, timeout) {
+            match deregister(
+                &self.node.coordinator,
+                &registration,
+                timeout,
+                self.node.secret.as_deref(),
+            ) {
                 Ok(()) => info!("ranges handed on; stopping"),
                 Err(e) => warn!("leaving without a hand-off: {e}"),
             }
@@ -174,6 +182,13 @@ pub fn run(config: SlaveConfig, stop: Shutdown) -> Result<(), SlaveError> {
 /// When the data dir is unusable, the address cannot be bound, or the coordinator cannot
 /// be reached within `register_timeout`.
 pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveError> {
+    // Protected mode is checked before anything is bound.
+    for addr in server::resolve(&config.listen, "slave address").map_err(SlaveError::Bind)? {
+        config
+            .security
+            .check_bind(addr, "--listen")
+            .map_err(SlaveError::Bind)?;
+    }
     let listener =
         server::bind(&config.listen, "slave address", "--listen").map_err(SlaveError::Bind)?;
     let bound = listener
@@ -205,6 +220,7 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
             .unwrap_or_else(|| bound.to_string()),
         registration: Mutex::new(None),
         register_timeout: config.register_timeout,
+        secret: config.security.secret.clone(),
     });
 
     // Serve before registering: the coordinator may send data as soon as it answers.
@@ -222,8 +238,12 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
                 Arc::new(AtomicUsize::new(0)),
                 move |stream, peer| {
                     let limits = serve_node.limits;
-                    server::serve_frames(stream, peer, &server_limits, limits, |frame| {
-                        serve_frame(&serve_node.data, &limits, frame)
+                    let guard = server::Guard {
+                        secret: serve_node.secret.as_deref(),
+                        needs_auth: |opcode| opcode != Opcode::Ping,
+                    };
+                    server::serve_frames(stream, peer, &server_limits, limits, guard, |frame| {
+                        serve_frame(&serve_node, frame)
                     })
                 },
             )
@@ -290,11 +310,12 @@ fn register(
     coordinator: &str,
     advertise: &str,
     timeout: Duration,
+    secret: Option<&[u8]>,
     shutdown: &Shutdown,
 ) -> Result<Option<Registration>, SlaveError> {
     let deadline = Instant::now() + timeout;
     loop {
-        match try_register(coordinator, advertise) {
+        match try_register(coordinator, advertise, secret) {
             Ok(registration) => return Ok(Some(registration)),
             Err(ClientError::Server { status, message }) => {
                 return Err(SlaveError::Register(format!(
@@ -317,8 +338,21 @@ fn register(
     }
 }
 
-fn try_register(coordinator: &str, advertise: &str) -> Result<Registration, ClientError> {
-    let mut client = Client::connect(coordinator)?;
+/// A client to `addr` that has presented `secret`, if there is one.
+fn connect_with(addr: &str, secret: Option<&[u8]>) -> Result<Client, ClientError> {
+    let mut client = Client::connect(addr)?;
+    if let Some(secret) = secret {
+        client.auth(secret)?;
+    }
+    Ok(client)
+}
+
+fn try_register(
+    coordinator: &str,
+    advertise: &str,
+    secret: Option<&[u8]>,
+) -> Result<Registration, ClientError> {
+    let mut client = connect_with(coordinator, secret)?;
     let reply = client.call(Frame::request(
         Opcode::Register,
         0,
@@ -348,8 +382,9 @@ fn deregister(
     coordinator: &str,
     registration: &Registration,
     timeout: Duration,
+    secret: Option<&[u8]>,
 ) -> Result<(), ClientError> {
-    let mut client = Client::connect(coordinator)?;
+    let mut client = connect_with(coordinator, secret)?;
     client.set_timeout(timeout)?;
     let mut request = Frame::request(Opcode::Deregister, 0, Vec::new(), Vec::new());
     request.flags = registration.id;
@@ -373,7 +408,8 @@ fn table_of(frame: &Frame) -> Option<Table> {
 }
 
 /// Serves one slave operation against the store.
-pub fn serve_frame(data: &Data, limits: &WireLimits, frame: Frame) -> Frame {
+pub fn serve_frame(node: &Node, frame: Frame) -> Frame {
+    let (data, limits) = (&*node.data, &node.limits);
     let store = &data.store;
     let table = table_of(&frame);
     match frame.opcode {
@@ -509,7 +545,7 @@ pub fn serve_frame(data: &Data, limits: &WireLimits, frame: Frame) -> Frame {
                 (Opcode::DropArc, Some(arc)) => data.drop_arc(table, arc),
                 (Opcode::Transfer, _) => {
                     let filter = move |key: &[u8]| arc.is_none() || inside(key);
-                    return match transfer(store, table, filter, &frame) {
+                    return match transfer(store, table, filter, &frame, node.secret.as_deref()) {
                         Ok((keys, bytes)) => {
                             reply.arg = keys;
                             reply.value = bytes.to_be_bytes().to_vec();
@@ -573,6 +609,7 @@ fn transfer(
     table: Table,
     filter: impl Fn(&[u8]) -> bool,
     frame: &Frame,
+    secret: Option<&[u8]>,
 ) -> Result<(u64, u64), String> {
     let target_table = match TableSel::from_u8(frame.flags as u8) {
         Some(TableSel::Own) => TableSel::Own,
@@ -580,7 +617,7 @@ fn transfer(
         _ => return Err("target table must be 1 (own) or 2 (previous)".into()),
     };
     let target = String::from_utf8_lossy(&frame.key).into_owned();
-    let mut client = Client::connect(&target).map_err(|e| e.to_string())?;
+    let mut client = connect_with(&target, secret).map_err(|e| e.to_string())?;
     client
         .set_timeout(Duration::from_secs(120))
         .map_err(|e| e.to_string())?;

@@ -202,12 +202,27 @@ pub struct Cluster {
     pub coordinator: Proc,
     pub addr: String,
     pub slaves: Vec<SlaveProc>,
+    /// Extra flags every slave started by `add_slave` gets.
+    pub slave_args: Vec<String>,
+    /// The secret `client()` presents, if any.
+    pub secret: Option<Vec<u8>>,
 }
 
 impl Cluster {
     /// Starts a coordinator and `n` slaves, and waits until all are in the ring.
     pub fn start(n: usize) -> Cluster {
         Cluster::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`] with extra flags for the coordinator and for every slave.
+    pub fn start_secure(n: usize, coordinator: &[&str], slaves: &[&str], secret: &[u8]) -> Cluster {
+        let mut cluster = Cluster::start_with(0, coordinator);
+        cluster.slave_args = strings(slaves);
+        cluster.secret = Some(secret.to_vec());
+        for _ in 0..n {
+            cluster.add_slave();
+        }
+        cluster
     }
 
     /// [`Cluster::start`] with extra flags for the coordinator.
@@ -235,6 +250,8 @@ impl Cluster {
             coordinator,
             addr,
             slaves: Vec::new(),
+            slave_args: Vec::new(),
+            secret: None,
         };
         for _ in 0..n {
             cluster.add_slave();
@@ -245,24 +262,23 @@ impl Cluster {
     /// Starts one more slave and waits until the coordinator lists it.
     pub fn add_slave(&mut self) -> usize {
         let index = self.slaves.len();
-        let mut proc = Proc::start(
-            bin("slave"),
-            &strings(&[
-                "--listen",
-                "127.0.0.1:0",
-                "--coordinator",
-                &self.addr,
-                "--data-dir",
-                &self
-                    .dir
-                    .path()
-                    .join(format!("slave-{index}"))
-                    .display()
-                    .to_string(),
-                "--heartbeat-interval-ms",
-                &HEARTBEAT_MS.to_string(),
-            ]),
-        );
+        let mut args = self.slave_args.clone();
+        args.extend(strings(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--coordinator",
+            &self.addr,
+            "--data-dir",
+            &self
+                .dir
+                .path()
+                .join(format!("slave-{index}"))
+                .display()
+                .to_string(),
+            "--heartbeat-interval-ms",
+            &HEARTBEAT_MS.to_string(),
+        ]));
+        let mut proc = Proc::start(bin("slave"), &args);
         let addr = proc.wait_line("listening on ");
         self.slaves.push(SlaveProc {
             proc,
@@ -286,15 +302,28 @@ impl Cluster {
             coordinator,
             addr: addr.to_string(),
             slaves: Vec::new(),
+            slave_args: Vec::new(),
+            secret: None,
         }
     }
 
     pub fn client(&self) -> Client {
-        Client::connect(&self.addr).expect("connect to the coordinator")
+        let mut client = Client::connect(&self.addr).expect("connect to the coordinator");
+        if let Some(secret) = &self.secret {
+            client.auth(secret).expect("auth");
+        }
+        client
     }
 
     pub fn status(&self) -> ClusterStatus {
         self.client().status().expect("status")
+    }
+
+    /// A client that has presented `secret`.
+    pub fn client_with(&self, secret: &[u8]) -> Client {
+        let mut client = self.client();
+        client.auth(secret).expect("auth");
+        client
     }
 
     /// (primary address, replica address) for a key, computed from the ring as a client
