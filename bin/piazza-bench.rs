@@ -1,5 +1,8 @@
-//! piazza-bench: parse flags, run the load, print the figures.
+//! piazza-bench: parse flags, run the load, print the figures (text, or one JSON line
+//! with `--json`). Exit code 0 on success, 2 on a bad flag or when the run cannot be made
+//! (target unreachable, preload failed, every connection gave up).
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use piazza::bench::{self, BenchArgs};
@@ -11,15 +14,22 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     cli::init_logging(log::LevelFilter::Warn);
-    match bench::run(&args) {
-        Ok(report) if args.json => {
-            println!("{}", report.json());
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            print!("{}", report.human());
-            ExitCode::SUCCESS
-        }
-        Err(e) => cli::fail(e),
+    let report = match bench::run(&args) {
+        Ok(report) => report,
+        Err(e) => return cli::fail(e),
+    };
+    let text = if args.json {
+        format!("{}\n", report.json())
+    } else {
+        report.human()
+    };
+    // write_all instead of print!, so a closed pipe (`| head`) is an error, not a panic.
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => cli::fail(format_args!("cannot write the report: {e}")),
     }
 }

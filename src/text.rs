@@ -929,7 +929,7 @@ mod tests {
             max_line_bytes: 24,
         };
         let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-        for round in 0..50_000 {
+        for round in 0..300_000 {
             let mut input: Vec<u8> = match rng.below(3) {
                 0 => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
                 1 => (0..rng.below(64))
