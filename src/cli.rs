@@ -4,7 +4,7 @@
 //! Exit codes: 0 success (and `--help`); 2 a bad flag or any error. `piazza-client` also
 //! uses 1 for "key not found".
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use argh::FromArgs;
@@ -31,7 +31,8 @@ pub fn parse_args<T: FromArgs>() -> Result<T, ExitCode> {
     match T::from_args(&[&name], &rest) {
         Ok(parsed) => Ok(parsed),
         Err(early) if early.status.is_ok() => {
-            println!("{}", early.output);
+            // A closed stdout (`--help | head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{}", early.output);
             Err(ExitCode::SUCCESS)
         }
         Err(early) => {

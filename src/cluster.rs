@@ -5,6 +5,7 @@
 //! then the coordinator, after the shutdown is triggered.
 
 use std::fmt;
+use std::io::Write;
 use std::path::Path;
 
 use log::info;
@@ -96,20 +97,25 @@ pub fn run(args: &ClusterArgs, shutdown: Shutdown) -> Result<(), ClusterError> {
         }
     }
     let slave_addrs: Vec<String> = slaves.iter().map(|s| s.addr.to_string()).collect();
-    println!(
+    // Printed with writeln: a closed stdout must not take the cluster down.
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
         "piazza cluster: coordinator {} (heartbeats {}), {} slaves: {}",
         coordinator.addr,
         coordinator.heartbeat_addr,
         slaves.len(),
         slave_addrs.join(" ")
     );
-    println!(
+    let _ = writeln!(
+        out,
         "try: piazza-client --coordinator {0} put hello world   or   printf 'get hello\\r\\n' | nc -q1 {1} {2}",
         coordinator.addr,
         coordinator.addr.ip(),
         coordinator.addr.port()
     );
-    println!("Ctrl-C stops the cluster.");
+    let _ = writeln!(out, "Ctrl-C stops the cluster.");
+    let _ = out.flush();
     info!("cluster ready");
     for running in slaves {
         running.wait();

@@ -259,13 +259,13 @@ const HELP: &str = "commands: put KEY VALUE | get KEY | del KEY | status | help 
 fn prompt(client: &mut Client) -> ExitCode {
     let interactive = io::stdin().is_terminal();
     if interactive {
-        println!("connected to {}; {HELP}", client.addr());
+        let _ = writeln!(io::stdout(), "connected to {}; {HELP}", client.addr());
     }
     let stdin = io::stdin();
     let mut lines = stdin.lock().lines();
     loop {
         if interactive {
-            print!("piazza> ");
+            let _ = write!(io::stdout(), "piazza> ");
             let _ = io::stdout().flush();
         }
         let Some(line) = lines.next() else {
@@ -281,7 +281,7 @@ fn prompt(client: &mut Client) -> ExitCode {
         match line.trim() {
             "quit" | "exit" => return ExitCode::SUCCESS,
             "help" => {
-                println!("{HELP}");
+                let _ = writeln!(io::stdout(), "{HELP}");
                 continue;
             }
             _ => {}
