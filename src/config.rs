@@ -262,6 +262,10 @@ pub struct CoordinatorArgs {
     /// largest value accepted, in bytes (default 1048576)
     #[argh(option, default = "1048576", from_str_fn(parse_positive))]
     pub max_value_bytes: u64,
+    /// largest key accepted in a binary frame, in bytes (default 65536; the text
+    /// protocol's limit is memcached's 250)
+    #[argh(option, default = "65536", from_str_fn(parse_positive))]
+    pub max_key_bytes: u64,
     /// file holding the cluster secret (default: the PIAZZA_SECRET environment variable;
     /// none: no secret)
     #[argh(option)]
@@ -301,6 +305,7 @@ impl CoordinatorArgs {
                 idle_timeout: Duration::from_millis(self.idle_timeout_ms),
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
                 max_value_bytes: self.max_value_bytes as usize,
+                max_key_bytes: self.max_key_bytes as usize,
                 ..ServerLimits::default()
             },
         })
@@ -358,6 +363,10 @@ pub struct SlaveArgs {
     /// largest value accepted, in bytes (default 1048576)
     #[argh(option, default = "1048576", from_str_fn(parse_positive))]
     pub max_value_bytes: u64,
+    /// largest key accepted in a binary frame, in bytes (default 65536; the text
+    /// protocol's limit is memcached's 250)
+    #[argh(option, default = "65536", from_str_fn(parse_positive))]
+    pub max_key_bytes: u64,
     /// file holding the cluster secret (default: the PIAZZA_SECRET environment variable;
     /// none: no secret)
     #[argh(option)]
@@ -397,6 +406,7 @@ impl SlaveArgs {
                 idle_timeout: Duration::from_millis(self.idle_timeout_ms),
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
                 max_value_bytes: self.max_value_bytes as usize,
+                max_key_bytes: self.max_key_bytes as usize,
                 ..ServerLimits::default()
             },
         })
