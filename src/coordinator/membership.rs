@@ -642,6 +642,28 @@ impl Membership {
         Some((handle, future))
     }
 
+    /// Ends a join whose copies failed: the slave stays off the ring, and if it is still
+    /// joining under that session the join is queued again (after whatever the failure
+    /// queued).
+    pub fn abort_join(&self, id: SlaveId, session: u64) {
+        let retry = {
+            let mut state = self.lock();
+            state.moving = state.moving.saturating_sub(1);
+            state.progress.clear();
+            if state.joining == Some(id) {
+                state.set_joining(None);
+            }
+            state
+                .slaves
+                .get(&id)
+                .is_some_and(|info| info.session == session && info.state == SlaveState::Joining)
+        };
+        self.epoch_changed.notify_all();
+        if retry {
+            self.send(Event::Join { id, session });
+        }
+    }
+
     /// Puts a joined slave on the ring (if it is still joining under that session).
     /// Returns false if it died meanwhile. Ends the data move either way.
     pub fn finish_join(&self, id: SlaveId, session: u64) -> bool {

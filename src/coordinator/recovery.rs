@@ -83,7 +83,11 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                         membership.len()
                     ),
                     Ok(None) => {}
-                    Err(e) => warn!("join of slave {id} stopped: {e}"),
+                    Err(e) => {
+                        warn!("join of slave {id} stopped: {e}; it will be tried again");
+                        // Back off a little so a failure that persists does not spin.
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
                 }
             }
         }
@@ -254,9 +258,16 @@ fn join(membership: &Membership, n: SlaveId, session: u64) -> Result<Option<Move
     if !membership.drain(DRAIN_TIMEOUT) {
         warn!("joining slave {n}: writes still under way after {DRAIN_TIMEOUT:?}");
     }
-    let result = plan_join(&mover, &future, n);
+    let moved = match plan_join(&mover, &future, n) {
+        Ok(moved) => moved,
+        Err(e) => {
+            // N must not go on the ring without its data. If N itself failed it is dead
+            // by now; otherwise the join is tried again after the failure is handled.
+            membership.abort_join(n, session);
+            return Err(e);
+        }
+    };
     let joined = membership.finish_join(n, session);
-    let moved = result?;
     if !joined {
         return Err(format!("slave {n} died while joining"));
     }
