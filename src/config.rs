@@ -306,7 +306,6 @@ impl CoordinatorArgs {
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
                 max_value_bytes: self.max_value_bytes as usize,
                 max_key_bytes: self.max_key_bytes as usize,
-                ..ServerLimits::default()
             },
         })
     }
@@ -407,7 +406,6 @@ impl SlaveArgs {
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
                 max_value_bytes: self.max_value_bytes as usize,
                 max_key_bytes: self.max_key_bytes as usize,
-                ..ServerLimits::default()
             },
         })
     }
