@@ -152,7 +152,21 @@ struct State {
     version_floor: u64,
 }
 
+/// Why a request finds no slave.
+pub const NO_SLAVES: &str = "no slaves in the ring (start a piazza-slave)";
+
 impl State {
+    /// Why requests cannot be served now, if they cannot.
+    fn not_serving(&self) -> Result<(), String> {
+        match &self.warmup {
+            Some((_, waiting)) => Err(format!(
+                "coordinator restarting: waiting for {} slave(s) to register again",
+                waiting.len()
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Grows at every change of where reads or writes go: ring changes, and a join
     /// starting or ending.
     fn epoch(&self) -> u64 {
@@ -347,13 +361,7 @@ impl Membership {
     /// While the coordinator waits for the slaves it had before a restart: why requests
     /// cannot be served yet.
     pub fn warming(&self) -> Option<String> {
-        let state = self.lock();
-        state.warmup.as_ref().map(|(_, waiting)| {
-            format!(
-                "coordinator restarting: waiting for {} slave(s) to register again",
-                waiting.len()
-            )
-        })
+        self.lock().not_serving().err()
     }
 
     /// Ends the wait after a restart once its time is up: the slaves that did not come
@@ -710,12 +718,18 @@ impl Membership {
     }
 
     /// The primary and replica for `key`, or `None` when no slave is on the ring.
-    pub fn route(&self, key: &[u8]) -> Option<Route> {
+    ///
+    /// # Errors
+    /// Why nothing can be served: no slaves, or the coordinator is waiting for its slaves
+    /// after a restart. (One lock for all of it: this is on every request's path.)
+    pub fn route(&self, key: &[u8]) -> Result<Route, String> {
         let state = self.lock();
-        let placement = state.ring.placement_of_key(key)?;
+        state.not_serving()?;
+        let no_slaves = || NO_SLAVES.to_string();
+        let placement = state.ring.placement_of_key(key).ok_or_else(no_slaves)?;
         let handle = |id: SlaveId| state.slaves.get(&id).map(|info| Arc::clone(&info.handle));
-        Some(Route {
-            primary: handle(placement.primary)?,
+        Ok(Route {
+            primary: handle(placement.primary).ok_or_else(no_slaves)?,
             replica: placement.replica.and_then(handle),
             recovering: state.moving > 0,
         })
@@ -724,11 +738,19 @@ impl Membership {
     /// Every (slave, table) a write of `key` must reach: the key's primary (`own`) and
     /// replica (`previous`), plus, while a slave is joining, where the key will live once
     /// it has joined. The ticket counts the write as under way until it is dropped.
+    ///
+    /// # Errors
+    /// As [`Membership::route`].
+    #[allow(clippy::type_complexity)] // targets and their ticket, returned together
     pub fn write_targets(
         &self,
         key: &[u8],
-    ) -> (Vec<(Arc<SlaveHandle>, TableSel)>, WriteTicket<'_>) {
+    ) -> Result<(Vec<(Arc<SlaveHandle>, TableSel)>, WriteTicket<'_>), String> {
         let mut state = self.lock();
+        state.not_serving()?;
+        if state.ring.is_empty() && state.joining.is_none() {
+            return Err(NO_SLAVES.to_string());
+        }
         let epoch = state.epoch();
         *state.inflight.entry(epoch).or_insert(0) += 1;
         let ticket = WriteTicket {
@@ -760,7 +782,7 @@ impl Membership {
                     .map(|info| (Arc::clone(&info.handle), table))
             })
             .collect();
-        (handles, ticket)
+        Ok((handles, ticket))
     }
 
     /// Waits until every write whose targets were chosen before the current epoch has

@@ -349,18 +349,19 @@ impl Coordinator {
     }
 
     /// Serves one binary frame.
-    fn serve_frame(&self, frame: Frame) -> Frame {
+    fn serve_frame(&self, mut frame: Frame) -> Frame {
+        // Key and value move into the request: no copy on the request path.
         let request = match frame.opcode {
             Opcode::Get => Request::Get {
-                key: frame.key.clone(),
+                key: std::mem::take(&mut frame.key),
             },
             Opcode::Put => Request::Put {
-                key: frame.key.clone(),
-                value: frame.value.clone(),
+                key: std::mem::take(&mut frame.key),
+                value: std::mem::take(&mut frame.value),
                 flags: frame.flags,
             },
             Opcode::Delete => Request::Delete {
-                key: frame.key.clone(),
+                key: std::mem::take(&mut frame.key),
             },
             Opcode::Ping => return frame.reply(Status::Ok),
             Opcode::Status => {

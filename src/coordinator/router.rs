@@ -133,17 +133,10 @@ impl Router {
     }
 
     fn route(&self, key: &[u8]) -> Result<Route, Outcome> {
-        if key.is_empty() {
-            return Err(Outcome::Failed(Failure::Invalid("empty key".into())));
-        }
-        if let Some(why) = self.membership.warming() {
-            return Err(Outcome::Failed(Failure::Unavailable(why)));
-        }
-        self.membership.route(key).ok_or_else(|| {
-            Outcome::Failed(Failure::Unavailable(
-                "no slaves in the ring (start a piazza-slave)".into(),
-            ))
-        })
+        check_key(key)?;
+        self.membership
+            .route(key)
+            .map_err(|why| Outcome::Failed(Failure::Unavailable(why)))
     }
 
     fn get(&self, key: &[u8]) -> Outcome {
@@ -215,7 +208,7 @@ impl Router {
         if value.len() > self.max_value_bytes {
             return Outcome::Failed(Failure::TooLarge);
         }
-        if let Err(outcome) = self.route(&key) {
+        if let Err(outcome) = check_key(&key) {
             return outcome;
         }
         let version = match self.next_version() {
@@ -233,7 +226,7 @@ impl Router {
 
     fn delete(&self, key: Vec<u8>) -> Outcome {
         self.counters.cmd_delete.fetch_add(1, Ordering::Relaxed);
-        if let Err(outcome) = self.route(&key) {
+        if let Err(outcome) = check_key(&key) {
             return outcome;
         }
         let mut frame = Frame::request(Opcode::SlaveDelete, 0, key, Vec::new());
@@ -254,12 +247,10 @@ impl Router {
     fn write_all(&self, frame: Frame) -> Result<Vec<Frame>, Outcome> {
         let deadline = Instant::now() + self.write_timeout;
         loop {
-            let (targets, ticket) = self.membership.write_targets(&frame.key);
-            if targets.is_empty() {
-                return Err(Outcome::Failed(Failure::Unavailable(
-                    "no slaves in the ring (start a piazza-slave)".into(),
-                )));
-            }
+            let (targets, ticket) = self
+                .membership
+                .write_targets(&frame.key)
+                .map_err(|why| Outcome::Failed(Failure::Unavailable(why)))?;
             let sent: Vec<_> = targets
                 .iter()
                 .map(|(slave, table)| {
@@ -297,6 +288,13 @@ impl Router {
             self.membership.wait_epoch(epoch, deadline - now);
         }
     }
+}
+
+fn check_key(key: &[u8]) -> Result<(), Outcome> {
+    if key.is_empty() {
+        return Err(Outcome::Failed(Failure::Invalid("empty key".into())));
+    }
+    Ok(())
 }
 
 fn unavailable(slave: &SlaveHandle, error: &LinkError) -> Outcome {
