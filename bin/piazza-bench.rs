@@ -1,6 +1,7 @@
 //! piazza-bench: parse flags, run the load, print the figures (text, or one JSON line
-//! with `--json`). Exit code 0 on success, 2 on a bad flag or when the run cannot be made
-//! (target unreachable, preload failed, every connection gave up).
+//! with `--json`). Exit code 0 on success, 2 on a bad flag, when the run cannot be made
+//! (target unreachable, preload failed, every connection gave up), or when `--verify`
+//! found a read that did not return what was last stored.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -29,6 +30,10 @@ fn main() -> ExitCode {
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
     {
+        Ok(()) if report.wrong > 0 => cli::fail(format_args!(
+            "--verify: {} reads did not return what was last stored",
+            report.wrong
+        )),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => cli::fail(format_args!("cannot write the report: {e}")),
     }

@@ -22,6 +22,7 @@
 //! No lock is held during an operation; the only shared state is the start gate, the
 //! barrier and the read-only value bytes.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -83,9 +84,24 @@ pub struct BenchArgs {
     /// (default 1)
     #[argh(option, default = "1")]
     pub seed: u64,
+    /// zipfian key choice with this exponent (e.g. 0.99: a few keys get most of the
+    /// load); 0 is uniform (default 0)
+    #[argh(option, default = "0.0", from_str_fn(parse_zipf))]
+    pub zipf: f64,
+    /// check every read: each connection owns its own slice of the keys, writes values
+    /// it can recognise, and counts any get that does not return what it last stored
+    #[argh(switch)]
+    pub verify: bool,
     /// print one JSON line with the figures instead of text
     #[argh(switch)]
     pub json: bool,
+}
+
+fn parse_zipf(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(s) if (0.0..=10.0).contains(&s) => Ok(s),
+        _ => Err(format!("'{value}' is not an exponent from 0 to 10")),
+    }
 }
 
 fn parse_positive(value: &str) -> Result<u64, String> {
@@ -301,6 +317,8 @@ pub struct Report {
     pub connections: u64,
     /// Seconds the timed part took (from the common start to the last thread's end).
     pub seconds: f64,
+    /// With --verify: gets that returned something else than what was last stored.
+    pub wrong: u64,
     /// Operations that succeeded (hits, misses and sets).
     pub ops: u64,
     /// Operations that failed.
@@ -341,7 +359,7 @@ impl Report {
     pub fn human(&self) -> String {
         let mut text = format!(
             "piazza-bench: {} protocol, {}, {} connections, {:.1} s, {} keys, {}-byte values, {:.0}% gets\n\
-             ops: {} ({:.0} ops/s)  errors: {}  misses: {}\n\
+             ops: {} ({:.0} ops/s)  errors: {}  misses: {}  wrong: {}\n\
              latency us: p50 {}  p99 {}  p99.9 {}  max {}\n",
             self.protocol,
             self.target,
@@ -354,6 +372,7 @@ impl Report {
             self.ops_per_sec(),
             self.errors,
             self.misses,
+            self.wrong,
             self.p50_us,
             self.p99_us,
             self.p999_us,
@@ -373,7 +392,7 @@ impl Report {
     /// except `protocol`, whose text never needs escaping.
     pub fn json(&self) -> String {
         format!(
-            "{{\"protocol\":\"{}\",\"connections\":{},\"seconds\":{:.3},\"ops\":{},\"ops_per_sec\":{:.1},\"errors\":{},\"misses\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"get_ratio\":{},\"value_size\":{},\"keys\":{}}}",
+            "{{\"protocol\":\"{}\",\"connections\":{},\"seconds\":{:.3},\"ops\":{},\"ops_per_sec\":{:.1},\"errors\":{},\"misses\":{},\"wrong\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"get_ratio\":{},\"value_size\":{},\"keys\":{}}}",
             self.protocol,
             self.connections,
             self.seconds,
@@ -381,6 +400,7 @@ impl Report {
             self.ops_per_sec(),
             self.errors,
             self.misses,
+            self.wrong,
             self.p50_us,
             self.p99_us,
             self.p999_us,
@@ -456,7 +476,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let started = Instant::now();
 
     let mut histogram = Histogram::new();
-    let (mut ops, mut errors, mut misses) = (0, 0, 0);
+    let (mut ops, mut errors, mut misses, mut wrong) = (0, 0, 0, 0);
     let mut stopped = Vec::new();
     for (index, thread) in threads.into_iter().enumerate() {
         match thread.join() {
@@ -465,6 +485,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                 ops += outcome.ops;
                 errors += outcome.errors;
                 misses += outcome.misses;
+                wrong += outcome.wrong;
                 if let Some(why) = outcome.stopped {
                     log::warn!("bench-{index} gave up: {why}");
                     stopped.push(format!("bench-{index}: {why}"));
@@ -485,6 +506,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         ops,
         errors,
         misses,
+        wrong,
         p50_us: histogram.percentile(50.0),
         p99_us: histogram.percentile(99.0),
         p999_us: histogram.percentile(99.9),
@@ -506,6 +528,11 @@ struct Plan {
     /// `None` when the run is bounded by an operation count instead.
     duration: Option<Duration>,
     value: Vec<u8>,
+    /// Cumulative probabilities of key ranks, for `--zipf`; `None`: uniform.
+    zipf: Option<Vec<f64>>,
+    verify: bool,
+    preloaded: bool,
+    connections: u64,
 }
 
 impl Plan {
@@ -521,8 +548,45 @@ impl Plan {
                 None => Some(Duration::from_secs(args.seconds)),
             },
             value: value_pattern(args.value_size),
+            zipf: (args.zipf > 0.0).then(|| zipf_cdf(args.keys, args.zipf)),
+            verify: args.verify,
+            preloaded: args.preload,
+            connections: args.connections,
         }
     }
+
+    /// The next key number for connection `index`: zipfian or uniform, and with
+    /// `--verify` only from the connection's own slice (n % connections == index).
+    fn pick(&self, rng: &mut Rng, index: u64) -> u64 {
+        let n = match &self.zipf {
+            Some(cdf) => {
+                let u = rng.unit();
+                cdf.partition_point(|&p| p < u) as u64
+            }
+            None => rng.below(self.n_keys),
+        }
+        .min(self.n_keys - 1);
+        if !self.verify {
+            return n;
+        }
+        let slice = (self.n_keys / self.connections).max(1);
+        (n % slice) * self.connections + index
+    }
+}
+
+/// Cumulative zipfian probabilities of ranks 0..n with exponent `s` (rank r has weight
+/// 1 / (r + 1)^s).
+fn zipf_cdf(n: u64, s: f64) -> Vec<f64> {
+    let weights: Vec<f64> = (0..n).map(|r| 1.0 / ((r + 1) as f64).powf(s)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut acc = 0.0;
+    weights
+        .iter()
+        .map(|w| {
+            acc += w / total;
+            acc
+        })
+        .collect()
 }
 
 /// The value every set writes: `abc…z` repeated, `size` bytes.
@@ -587,6 +651,7 @@ struct Outcome {
     ops: u64,
     errors: u64,
     misses: u64,
+    wrong: u64,
     /// Why the thread stopped before the end, if it did.
     stopped: Option<String>,
 }
@@ -610,6 +675,9 @@ fn load(plan: &Plan, index: u64, budget: Option<u64>, barrier: &Barrier) -> Outc
     let started = Instant::now();
     let mut key = Vec::with_capacity(24);
     let mut attempts = 0u64;
+    // With --verify: what each of our keys holds (None: unknown after a failed set).
+    let mut expected: HashMap<u64, Option<Vec<u8>>> = HashMap::new();
+    let mut got = Vec::new();
     loop {
         let done = match (budget, plan.duration) {
             (Some(budget), _) => attempts >= budget,
@@ -620,13 +688,38 @@ fn load(plan: &Plan, index: u64, budget: Option<u64>, barrier: &Barrier) -> Outc
             break;
         }
         attempts += 1;
-        format_key(&mut key, rng.below(plan.n_keys));
+        let n = plan.pick(&mut rng, index);
+        format_key(&mut key, n);
         let is_get = rng.unit() < plan.get_ratio;
-        let op_started = Instant::now();
-        let result = if is_get {
-            conn.get(&key).map(|found| !found)
+        let value = if plan.verify && !is_get {
+            verify_value(&plan.value, index, attempts)
         } else {
-            conn.set(&key, &plan.value).map(|()| false)
+            Vec::new()
+        };
+        let op_started = Instant::now();
+        let result = match (is_get, plan.verify) {
+            (true, false) => conn.get(&key).map(|found| !found),
+            (true, true) => conn.get_value(&key, &mut got).map(|found| {
+                let want = expected
+                    .entry(n)
+                    .or_insert_with(|| plan.preloaded.then(|| plan.value.clone()));
+                let same = match want {
+                    Some(want) => found && got == *want,
+                    None => true, // unknown since a failed set
+                };
+                if !same {
+                    outcome.wrong += 1;
+                    log::warn!("verify: key:{n} does not hold what was last stored");
+                }
+                !found
+            }),
+            (false, false) => conn.set(&key, &plan.value).map(|()| false),
+            (false, true) => {
+                let result = conn.set(&key, &value).map(|()| false);
+                let now = result.as_ref().ok().map(|_| value.clone());
+                expected.insert(n, now);
+                result
+            }
         };
         let micros = u64::try_from(op_started.elapsed().as_micros()).unwrap_or(u64::MAX);
         match result {
@@ -653,6 +746,15 @@ fn load(plan: &Plan, index: u64, budget: Option<u64>, barrier: &Barrier) -> Outc
         }
     }
     outcome
+}
+
+/// A value connection `index` can recognise: `<index>:<n>:` then the pattern, at least
+/// as long as the pattern.
+fn verify_value(pattern: &[u8], index: u64, n: u64) -> Vec<u8> {
+    let mut value = format!("{index}:{n}:").into_bytes();
+    let rest = pattern.len().saturating_sub(value.len());
+    value.extend_from_slice(&pattern[..rest]);
+    value
 }
 
 /// How an operation failed.
@@ -727,6 +829,27 @@ impl Conn {
         match self {
             Conn::Binary(client) => client.put(key, value).map(|_| ()).map_err(OpError::from),
             Conn::Memcache(conn) => conn.set(key, value),
+        }
+    }
+
+    /// Like [`Conn::get`], copying the value into `out` on a hit.
+    fn get_value(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, OpError> {
+        match self {
+            Conn::Binary(client) => match client.get(key).map_err(OpError::from)? {
+                Some(found) => {
+                    *out = found.value;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+            Conn::Memcache(conn) => {
+                let found = conn.get(key)?;
+                if found {
+                    out.clear();
+                    out.extend_from_slice(&conn.data[..conn.data.len().saturating_sub(2)]);
+                }
+                Ok(found)
+            }
         }
     }
 
@@ -931,6 +1054,7 @@ mod tests {
             ops: 1000,
             errors: 1,
             misses: 2,
+            wrong: 0,
             p50_us: 80,
             p99_us: 400,
             p999_us: 900,
@@ -1056,6 +1180,7 @@ mod tests {
             ("ops_per_sec", "500.0"),
             ("errors", "1"),
             ("misses", "2"),
+            ("wrong", "0"),
             ("p50_us", "80"),
             ("p99_us", "400"),
             ("p999_us", "900"),
@@ -1096,7 +1221,7 @@ mod tests {
             lines,
             [
                 "piazza-bench: memcache protocol, 127.0.0.1:1, 8 connections, 2.0 s, 10 keys, 100-byte values, 90% gets",
-                "ops: 1000 (500 ops/s)  errors: 1  misses: 2",
+                "ops: 1000 (500 ops/s)  errors: 1  misses: 2  wrong: 0",
                 "latency us: p50 80  p99 400  p99.9 900  max 2100",
             ]
         );
@@ -1231,5 +1356,38 @@ mod tests {
             assert!(message.contains(&addr), "{message}");
             assert!(!message.contains('\n'), "{message}");
         }
+    }
+
+    #[test]
+    fn zipf_skews_towards_the_first_keys_and_verify_keeps_to_its_slice() {
+        let cdf = zipf_cdf(1000, 0.99);
+        assert!(cdf.windows(2).all(|w| w[0] <= w[1]));
+        assert!((cdf[999] - 1.0).abs() < 1e-9);
+        assert!(
+            cdf[9] > 0.3,
+            "the top 1% of keys get a large share: {}",
+            cdf[9]
+        );
+        let args = BenchArgs::from_args(
+            &["piazza-bench"],
+            &[
+                "--keys",
+                "1000",
+                "--zipf",
+                "0.99",
+                "--verify",
+                "--connections",
+                "4",
+            ],
+        )
+        .unwrap();
+        let plan = Plan::from_args(&args);
+        let mut rng = Rng::new(1, 2);
+        let picks: Vec<u64> = (0..10_000).map(|_| plan.pick(&mut rng, 2)).collect();
+        assert!(picks.iter().all(|&n| n < 1000 && n % 4 == 2));
+        let low = picks.iter().filter(|&&n| n < 100).count();
+        assert!(low > 5_000, "zipf puts most picks on low keys: {low}");
+        assert!(parse_zipf("-1").is_err());
+        assert_eq!(verify_value(b"abcdefghij", 3, 7), b"3:7:abcdef");
     }
 }

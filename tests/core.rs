@@ -607,6 +607,32 @@ fn piazza_bench_drives_both_protocols_and_reports_json() {
         assert!(line.contains("\"errors\":0"), "{line}");
         assert!(line.contains("\"misses\":0"), "{line}");
     }
+    // Verify mode under a skewed load: every read returns what was last stored.
+    let output = std::process::Command::new(bin("bench"))
+        .args([
+            "--coordinator",
+            &cluster.addr,
+            "--connections",
+            "4",
+            "--ops",
+            "2000",
+        ])
+        .args([
+            "--keys",
+            "200",
+            "--preload",
+            "--verify",
+            "--zipf",
+            "0.99",
+            "--get-ratio",
+            "0.5",
+        ])
+        .arg("--json")
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&output.stdout);
+    assert!(line.contains("\"wrong\":0"), "{line}");
+    assert!(line.contains("\"errors\":0"), "{line}");
     // Nothing listening: one line, exit 2.
     let output = std::process::Command::new(bin("bench"))
         .args(["--coordinator", "127.0.0.1:1", "--ops", "1"])
