@@ -1,20 +1,19 @@
 //! Persistent, multiplexed connections from the coordinator to one slave.
 //!
-//! A [`SlaveLink`] is one TCP connection that carries many requests at once: callers put
-//! a frame with a fresh request id into the link's outbox (the first sender that finds
-//! nobody writing writes the whole outbox, so frames of concurrent requests share one
-//! `write`), and wait on their own channel; the link's reader thread (`link-<id>-<n>`) matches each reply to its
+//! A [`SlaveLink`] is one TCP connection that carries many requests at once: callers write
+//! a frame with a fresh request id (under the writer lock, one flush per frame) and wait on
+//! their own channel; the link's reader thread (`link-<id>-<n>`) matches each reply to its
 //! caller by request id. A [`SlaveHandle`] keeps a few links to one slave and reconnects a
 //! broken one on next use.
 //!
 //! Threads: each link owns its reader thread and joins it in [`SlaveLink::close`] (also
 //! called on drop). Locks: `writer` and `pending` are never held together, and neither is
-//! held while waiting for a reply or during a write: the outbox's `writing` flag makes one
-//! sender at a time the writer, so frames never interleave.
+//! held while waiting for a reply. The writer lock is held across one frame's write, which
+//! is the point of it (frames must not interleave); slaves read continuously, so it is short.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::net::{Shutdown as NetShutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
@@ -75,18 +74,9 @@ impl Shared {
     }
 }
 
-/// Frames waiting to be written, and whether a sender is writing them now.
-#[derive(Default)]
-struct Outbox {
-    queued: Vec<u8>,
-    /// The last batch's buffer, kept to avoid an allocation per batch.
-    spare: Vec<u8>,
-    writing: bool,
-}
-
 /// One multiplexed connection to a slave.
 pub struct SlaveLink {
-    writer: Mutex<Outbox>,
+    writer: Mutex<BufWriter<TcpStream>>,
     stream: TcpStream,
     shared: Arc<Shared>,
     next_id: AtomicU32,
@@ -143,6 +133,7 @@ impl SlaveLink {
                 .map_err(|why| LinkError::Connect(format!("{addr}: {why}")))?;
         }
         let read_half = stream.try_clone().map_err(connect)?;
+        let write_half = stream.try_clone().map_err(connect)?;
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             broken: AtomicBool::new(false),
@@ -154,7 +145,7 @@ impl SlaveLink {
             .spawn(move || read_replies(read_half, &reader_shared, &peer))
             .map_err(connect)?;
         Ok(SlaveLink {
-            writer: Mutex::new(Outbox::default()),
+            writer: Mutex::new(BufWriter::with_capacity(64 * 1024, write_half)),
             stream,
             shared,
             next_id: AtomicU32::new(1),
@@ -183,7 +174,11 @@ impl SlaveLink {
             lock(&self.shared.pending).remove(&request_id);
             return Err(LinkError::Broken("connection already failed".into()));
         }
-        if let Err(e) = self.write(&frame) {
+        let written = {
+            let mut writer = lock(&self.writer);
+            frame.write_to(&mut *writer).and_then(|()| writer.flush())
+        };
+        if let Err(e) = written {
             lock(&self.shared.pending).remove(&request_id);
             self.shared.fail_all(&e.to_string());
             let _ = self.stream.shutdown(NetShutdown::Both);
@@ -194,32 +189,6 @@ impl SlaveLink {
             request_id,
             shared: Arc::clone(&self.shared),
         })
-    }
-
-    /// Queues the frame in the outbox; if no other sender is writing, writes the outbox
-    /// (and whatever others queue meanwhile) itself. Under load, many frames share one
-    /// `write` call; the lock is never held during the write.
-    fn write(&self, frame: &Frame) -> std::io::Result<()> {
-        let mut outbox = lock(&self.writer);
-        frame.encode_into(&mut outbox.queued);
-        if outbox.writing {
-            // The writer at work picks it up before it stops.
-            return Ok(());
-        }
-        outbox.writing = true;
-        let mut batch = std::mem::take(&mut outbox.spare);
-        loop {
-            std::mem::swap(&mut batch, &mut outbox.queued);
-            drop(outbox);
-            let result = (&self.stream).write_all(&batch);
-            batch.clear();
-            outbox = lock(&self.writer);
-            if result.is_err() || outbox.queued.is_empty() {
-                outbox.writing = false;
-                outbox.spare = batch;
-                return result;
-            }
-        }
     }
 
     /// Closes the connection and joins the reader thread.
