@@ -60,6 +60,7 @@ pub fn run(args: &ClusterArgs, shutdown: Shutdown) -> Result<(), ClusterError> {
         data_dir: args.data_dir.join("coordinator"),
         heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_interval_ms),
         failure_timeout: std::time::Duration::from_millis(args.failure_timeout_ms),
+        links_per_slave: args.links_per_slave as usize,
         ..CoordinatorConfig::default()
     };
     let coordinator = coordinator::start(coordinator_config, shutdown.clone())

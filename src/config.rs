@@ -148,7 +148,7 @@ impl Default for CoordinatorConfig {
             heartbeat_interval: Duration::from_millis(1000),
             failure_timeout: Duration::from_millis(3000),
             slave_timeout: Duration::from_millis(5000),
-            links_per_slave: 4,
+            links_per_slave: 1,
             limits: ServerLimits::default(),
             security: Security::default(),
         }
@@ -249,6 +249,10 @@ pub struct CoordinatorArgs {
     /// how long to wait for a slave's reply, in ms (default 5000)
     #[argh(option, default = "5000", from_str_fn(parse_positive))]
     pub slave_timeout_ms: u64,
+    /// open connections to each slave, each carrying many requests at once (default 1:
+    /// one connection batches best; see BENCHMARKS.md)
+    #[argh(option, default = "1", from_str_fn(parse_positive))]
+    pub links_per_slave: u64,
     /// most client connections served at once (default 1024)
     #[argh(option, default = "1024", from_str_fn(parse_positive))]
     pub max_connections: u64,
@@ -299,7 +303,7 @@ impl CoordinatorArgs {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             failure_timeout: Duration::from_millis(self.failure_timeout_ms),
             slave_timeout: Duration::from_millis(self.slave_timeout_ms),
-            links_per_slave: CoordinatorConfig::default().links_per_slave,
+            links_per_slave: self.links_per_slave as usize,
             limits: ServerLimits {
                 max_connections: self.max_connections as usize,
                 idle_timeout: Duration::from_millis(self.idle_timeout_ms),
@@ -441,6 +445,9 @@ pub struct ClusterArgs {
     /// when slaves sync their logs: always, everysec or never (default everysec)
     #[argh(option, default = "Fsync::EverySec", from_str_fn(parse_fsync))]
     pub fsync: Fsync,
+    /// open connections from the coordinator to each slave (default 1)
+    #[argh(option, default = "1", from_str_fn(parse_positive))]
+    pub links_per_slave: u64,
     /// log level: error, warn, info, debug or trace (default info)
     #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
     pub log_level: LevelFilter,

@@ -347,13 +347,22 @@ impl SlaveHandle {
         self.send(frame)?.wait(self.timeout)
     }
 
-    /// Sends a request and waits up to `timeout` for its reply (for long operations
-    /// such as transfers).
+    /// Sends one request on a connection of its own, waits up to `timeout`, and closes
+    /// it. For long operations (transfers), which would hold up every request queued
+    /// behind them on a shared link: the slave serves one connection's requests in order.
     ///
     /// # Errors
-    /// See [`SlaveHandle::send`] and [`PendingReply::wait`].
-    pub fn call_timeout(&self, frame: Frame, timeout: Duration) -> Result<Frame, LinkError> {
-        self.send(frame)?.wait(timeout)
+    /// See [`SlaveLink::connect`] and [`PendingReply::wait`].
+    pub fn call_alone(&self, frame: Frame, timeout: Duration) -> Result<Frame, LinkError> {
+        let link = SlaveLink::connect(
+            &self.addr,
+            format!("move-{}", self.id),
+            self.timeout,
+            self.secret.as_deref().map(Vec::as_slice),
+        )?;
+        let result = link.send(frame).and_then(|pending| pending.wait(timeout));
+        link.close();
+        result
     }
 
     /// Closes every link and joins their reader threads.

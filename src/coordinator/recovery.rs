@@ -126,7 +126,7 @@ impl Mover<'_> {
         self.membership
             .set_progress(format!("{}: {step}", self.what));
         let handle = self.handle(id)?;
-        let reply = match handle.call_timeout(frame, MOVE_TIMEOUT) {
+        let reply = match handle.call_alone(frame, MOVE_TIMEOUT) {
             Ok(reply) => reply,
             Err(e) => {
                 self.membership
