@@ -88,6 +88,10 @@ pub struct BenchArgs {
     /// load); 0 is uniform (default 0)
     #[argh(option, default = "0.0", from_str_fn(parse_zipf))]
     pub zipf: f64,
+    /// with --protocol resp: send `WAIT 1 0` after every SET, so a SET counts only once a
+    /// replica has it (Redis's way of acknowledging two copies)
+    #[argh(switch)]
+    pub redis_wait: bool,
     /// check every read: each connection owns its own slice of the keys, writes values
     /// it can recognise, and counts any get that does not return what it last stored
     #[argh(switch)]
@@ -138,8 +142,9 @@ fn parse_protocol(value: &str) -> Result<Protocol, String> {
     match value {
         "binary" => Ok(Protocol::Binary),
         "memcache" | "memcached" | "text" => Ok(Protocol::Memcache),
+        "resp" | "redis" => Ok(Protocol::Resp),
         other => Err(format!(
-            "unknown protocol '{other}' (use binary or memcache)"
+            "unknown protocol '{other}' (use binary, memcache or resp)"
         )),
     }
 }
@@ -151,6 +156,8 @@ pub enum Protocol {
     Binary,
     /// memcached's text protocol (`set` and `get`).
     Memcache,
+    /// Redis's protocol (`SET`, `GET`; with `--redis-wait`, `WAIT 1 0` after each SET).
+    Resp,
 }
 
 impl fmt::Display for Protocol {
@@ -158,6 +165,7 @@ impl fmt::Display for Protocol {
         f.write_str(match self {
             Protocol::Binary => "binary",
             Protocol::Memcache => "memcache",
+            Protocol::Resp => "resp",
         })
     }
 }
@@ -533,6 +541,7 @@ struct Plan {
     verify: bool,
     preloaded: bool,
     connections: u64,
+    redis_wait: bool,
 }
 
 impl Plan {
@@ -552,6 +561,7 @@ impl Plan {
             verify: args.verify,
             preloaded: args.preload,
             connections: args.connections,
+            redis_wait: args.redis_wait,
         }
     }
 
@@ -660,7 +670,7 @@ struct Outcome {
 /// of operations (counting failures) is spent or the duration has passed.
 fn load(plan: &Plan, index: u64, budget: Option<u64>, barrier: &Barrier) -> Outcome {
     let mut outcome = Outcome::default();
-    let conn = Conn::open(plan.protocol, &plan.addr);
+    let conn = Conn::open(plan.protocol, &plan.addr).map(|c| c.with_wait(plan.redis_wait));
     // Every thread reaches the barrier, connected or not, or the others would wait forever.
     barrier.wait();
     let mut conn = match conn {
@@ -735,7 +745,7 @@ fn load(plan: &Plan, index: u64, budget: Option<u64>, barrier: &Barrier) -> Outc
             Err(OpError::Broken(why)) => {
                 outcome.errors += 1;
                 log::debug!("connection broke ({why}); connecting again");
-                match Conn::open(plan.protocol, &plan.addr) {
+                match Conn::open(plan.protocol, &plan.addr).map(|c| c.with_wait(plan.redis_wait)) {
                     Ok(fresh) => conn = fresh,
                     Err(again) => {
                         outcome.stopped = Some(format!("{why}; then {again}"));
@@ -793,6 +803,8 @@ impl From<io::Error> for OpError {
 enum Conn {
     Binary(Box<Client>),
     Memcache(TextConn),
+    /// Redis; `true`: `WAIT 1 0` after every SET.
+    Resp(TextConn, bool),
 }
 
 impl Conn {
@@ -802,9 +814,24 @@ impl Conn {
             Protocol::Binary => Client::connect(addr)
                 .map(|client| Conn::Binary(Box::new(client)))
                 .map_err(|e| e.to_string()),
-            Protocol::Memcache => TextConn::connect(addr).map(Conn::Memcache).map_err(|e| {
-                format!("cannot connect to {addr}: {e} (is the server running? try --coordinator)")
-            }),
+            Protocol::Memcache | Protocol::Resp => TextConn::connect(addr)
+                .map(|conn| match protocol {
+                    Protocol::Resp => Conn::Resp(conn, false),
+                    _ => Conn::Memcache(conn),
+                })
+                .map_err(|e| {
+                    format!(
+                        "cannot connect to {addr}: {e} (is the server running? try --coordinator)"
+                    )
+                }),
+        }
+    }
+
+    /// With `wait`, a Redis connection sends `WAIT 1 0` after every SET.
+    fn with_wait(self, wait: bool) -> Conn {
+        match self {
+            Conn::Resp(conn, _) => Conn::Resp(conn, wait),
+            other => other,
         }
     }
 
@@ -822,6 +849,16 @@ impl Conn {
                     .set_read_timeout(Some(PROBE_TIMEOUT))?;
                 conn.version()
             }
+            Conn::Resp(conn, _) => {
+                conn.writer
+                    .get_ref()
+                    .set_read_timeout(Some(PROBE_TIMEOUT))?;
+                conn.resp_command(&[b"PING"])?;
+                match read_line(&mut conn.reader, &mut conn.line)? {
+                    "+PONG" => Ok(()),
+                    other => Err(OpError::Broken(format!("not a Redis server: '{other}'"))),
+                }
+            }
         }
     }
 
@@ -829,6 +866,7 @@ impl Conn {
         match self {
             Conn::Binary(client) => client.put(key, value).map(|_| ()).map_err(OpError::from),
             Conn::Memcache(conn) => conn.set(key, value),
+            Conn::Resp(conn, wait) => conn.resp_set(key, value, *wait),
         }
     }
 
@@ -844,10 +882,12 @@ impl Conn {
             },
             Conn::Memcache(conn) => {
                 let found = conn.get(key)?;
-                if found {
-                    out.clear();
-                    out.extend_from_slice(&conn.data[..conn.data.len().saturating_sub(2)]);
-                }
+                conn.copy_value(found, out);
+                Ok(found)
+            }
+            Conn::Resp(conn, _) => {
+                let found = conn.resp_get(key)?;
+                conn.copy_value(found, out);
                 Ok(found)
             }
         }
@@ -861,7 +901,80 @@ impl Conn {
                 .map(|found| found.is_some())
                 .map_err(OpError::from),
             Conn::Memcache(conn) => conn.get(key),
+            Conn::Resp(conn, _) => conn.resp_get(key),
         }
+    }
+}
+
+impl TextConn {
+    /// After a hit, copies the value just read (without its CRLF) into `out`.
+    fn copy_value(&self, found: bool, out: &mut Vec<u8>) {
+        if found {
+            out.clear();
+            out.extend_from_slice(&self.data[..self.data.len().saturating_sub(2)]);
+        }
+    }
+
+    /// Sends one RESP command (an array of bulk strings).
+    fn resp_command(&mut self, parts: &[&[u8]]) -> Result<(), OpError> {
+        write!(self.writer, "*{}\r\n", parts.len())?;
+        for part in parts {
+            write!(self.writer, "${}\r\n", part.len())?;
+            self.writer.write_all(part)?;
+            self.writer.write_all(b"\r\n")?;
+        }
+        self.writer.flush()?;
+        Ok(())
+    }
+
+    fn resp_set(&mut self, key: &[u8], value: &[u8], wait: bool) -> Result<(), OpError> {
+        self.resp_command(&[b"SET", key, value])?;
+        match read_line(&mut self.reader, &mut self.line)? {
+            "+OK" => {}
+            other => return Err(resp_error(other)),
+        }
+        if !wait {
+            return Ok(());
+        }
+        self.resp_command(&[b"WAIT", b"1", b"0"])?;
+        match read_line(&mut self.reader, &mut self.line)? {
+            line if line
+                .strip_prefix(':')
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n >= 1) =>
+            {
+                Ok(())
+            }
+            other => Err(resp_error(other)),
+        }
+    }
+
+    /// `Ok(true)` for a hit (the value, with its CRLF, is in `data`).
+    fn resp_get(&mut self, key: &[u8]) -> Result<bool, OpError> {
+        self.resp_command(&[b"GET", key])?;
+        let length = match read_line(&mut self.reader, &mut self.line)? {
+            "$-1" => return Ok(false),
+            line => match line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) if n <= MAX_TEXT_VALUE => n,
+                _ => return Err(resp_error(line)),
+            },
+        };
+        self.data.clear();
+        self.data.resize(length + 2, 0);
+        self.reader.read_exact(&mut self.data)?;
+        if !self.data.ends_with(b"\r\n") {
+            return Err(OpError::Broken("RESP bulk string without CRLF".into()));
+        }
+        Ok(true)
+    }
+}
+
+/// An unexpected RESP reply: a Redis error (`-ERR ...`) is a reply error, anything else
+/// breaks the connection.
+fn resp_error(line: &str) -> OpError {
+    match line.strip_prefix('-') {
+        Some(message) => OpError::Reply(message.to_string()),
+        None => OpError::Broken(format!("unexpected RESP reply '{line}'")),
     }
 }
 
@@ -1314,7 +1427,8 @@ mod tests {
         assert!(parse_positive("0").is_err());
         assert!(parse_connections("5000").is_err());
         assert!(parse_value_size("x").is_err());
-        assert!(parse_protocol("resp").is_err());
+        assert_eq!(parse_protocol("resp"), Ok(Protocol::Resp));
+        assert!(parse_protocol("http").is_err());
         let defaults = BenchArgs::from_args(&["piazza-bench"], &[]).expect("no flags is fine");
         assert_eq!(defaults.coordinator, "127.0.0.1:7400");
         assert_eq!((defaults.connections, defaults.seconds), (8, 10));
