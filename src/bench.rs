@@ -1504,4 +1504,40 @@ mod tests {
         assert!(parse_zipf("-1").is_err());
         assert_eq!(verify_value(b"abcdefghij", 3, 7), b"3:7:abcdef");
     }
+
+    #[test]
+    fn resp_client_speaks_redis_replies() {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        // A canned server: answers the commands in the order the client sends them.
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let replies: [&[u8]; 6] = [
+                b"+OK\r\n",         // SET
+                b":1\r\n",          // WAIT
+                b"$5\r\nhello\r\n", // GET hit
+                b"$-1\r\n",         // GET miss
+                b"-ERR wrong\r\n",  // SET refused
+                b"+PONG\r\n",       // unused
+            ];
+            let mut buf = [0u8; 4096];
+            for reply in &replies[..5] {
+                let _ = stream.read(&mut buf).unwrap();
+                stream.write_all(reply).unwrap();
+            }
+        });
+        let mut conn = Conn::open(Protocol::Resp, &addr).unwrap().with_wait(true);
+        conn.set(b"k", b"hello").unwrap();
+        let mut out = Vec::new();
+        assert!(conn.get_value(b"k", &mut out).unwrap());
+        assert_eq!(out, b"hello");
+        assert!(!conn.get(b"nope").unwrap());
+        let mut conn = match conn {
+            Conn::Resp(text, _) => Conn::Resp(text, false),
+            other => other,
+        };
+        assert!(matches!(conn.set(b"k", b"v"), Err(OpError::Reply(m)) if m.contains("wrong")));
+        server.join().unwrap();
+    }
 }
