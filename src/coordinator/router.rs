@@ -3,7 +3,7 @@
 //! reads from the primary with the replica as fallback.
 //!
 //! Rules (README.md, "Consistency"):
-//! - every write gets a fresh version from [`VersionClock`]; slaves keep the newest version
+//! - every write gets a fresh version from a [`VersionClock`]; slaves keep the newest version
 //!   of a key, so concurrent writes end in the same value on both replicas;
 //! - a write is acknowledged only when every slave that must hold it applied it: the
 //!   key's primary and replica, and while a slave joins, its future place too. A slave that
@@ -18,59 +18,15 @@
 //! the I/O happens after it is released.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+use crate::clock::{self, VersionClock};
 use crate::coordinator::link::{LinkError, SlaveHandle};
 use crate::coordinator::membership::{Membership, Route};
 use crate::request::{Failure, Found, Outcome, Request};
 use crate::wire::{Frame, Opcode, Status, TableSel};
-
-/// Hands out write versions: strictly increasing, starting above both the wall clock in
-/// microseconds and the floor saved by a previous run. Versions are reserved in blocks:
-/// before handing out one above the saved floor, the floor is raised by
-/// [`VERSION_BLOCK`] and saved, so a restarted coordinator never issues a version twice.
-pub struct VersionClock {
-    last: AtomicU64,
-    reserved: AtomicU64,
-    reserving: std::sync::Mutex<()>,
-}
-
-/// Versions reserved per save of the floor.
-pub const VERSION_BLOCK: u64 = 1_000_000;
-
-impl VersionClock {
-    /// A clock starting above `floor` and the current time in microseconds.
-    pub fn new(floor: u64) -> VersionClock {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64);
-        VersionClock {
-            last: AtomicU64::new(now.max(floor)),
-            reserved: AtomicU64::new(0),
-            reserving: std::sync::Mutex::new(()),
-        }
-    }
-
-    /// The next version; `reserve` saves a new floor when the reserved block runs out.
-    ///
-    /// # Errors
-    /// When the new floor cannot be saved: then no version is handed out.
-    pub fn next(&self, reserve: impl FnOnce(u64) -> Result<(), String>) -> Result<u64, String> {
-        let version = self.last.fetch_add(1, Ordering::SeqCst) + 1;
-        if version < self.reserved.load(Ordering::SeqCst) {
-            return Ok(version);
-        }
-        let _one = self.reserving.lock().unwrap_or_else(|p| p.into_inner());
-        if version >= self.reserved.load(Ordering::SeqCst) {
-            let floor = version + VERSION_BLOCK;
-            reserve(floor)?;
-            self.reserved.store(floor, Ordering::SeqCst);
-        }
-        Ok(version)
-    }
-}
 
 /// Counters the memcached `stats` command reports.
 #[derive(Default)]
@@ -105,7 +61,7 @@ impl Router {
         write_timeout: Duration,
     ) -> Router {
         Router {
-            clock: VersionClock::new(membership.version_floor()),
+            clock: VersionClock::new(membership.version_floor(), clock::COORDINATOR),
             membership,
             counters: Counters::default(),
             max_value_bytes,
