@@ -181,22 +181,42 @@ impl Client {
         Ok(())
     }
 
-    fn call_once(&mut self, mut request: Frame) -> Result<Frame, ClientError> {
+    fn call_once(&mut self, request: Frame) -> Result<Frame, ClientError> {
+        let id = self.send(request)?;
+        self.receive(id)
+    }
+
+    /// Writes one request (and flushes) without waiting for its reply; returns the
+    /// request id to pass to [`Client::receive`]. No reconnect: on error the connection
+    /// should be dropped.
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub fn send(&mut self, mut request: Frame) -> Result<u32, ClientError> {
         request.request_id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         request
             .write_to(&mut self.writer)
             .map_err(ClientError::Io)?;
         self.writer.flush().map_err(ClientError::Io)?;
+        Ok(request.request_id)
+    }
+
+    /// Reads the reply to the request [`Client::send`] sent as `id` (replies come in
+    /// request order).
+    ///
+    /// # Errors
+    /// I/O and decoding failures, and a reply whose id does not match.
+    pub fn receive(&mut self, id: u32) -> Result<Frame, ClientError> {
         let reply = wire::read_frame(&mut self.reader, &self.limits).map_err(|e| match e {
             WireError::BadMagic(b'S') => ClientError::Refused,
             WireError::Closed | WireError::Truncated => ClientError::Closed,
             WireError::Io(e) => ClientError::Io(e),
             other => ClientError::Wire(other),
         })?;
-        if reply.request_id != request.request_id {
+        if reply.request_id != id {
             return Err(ClientError::Mismatch {
-                sent: request.request_id,
+                sent: id,
                 got: reply.request_id,
             });
         }

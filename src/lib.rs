@@ -20,9 +20,11 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
+pub mod direct;
 pub mod request;
 pub mod ring;
 pub mod server;
@@ -31,6 +33,7 @@ pub mod shutdown;
 pub mod slave;
 pub mod store;
 pub mod text;
+pub mod view;
 pub mod wal;
 pub mod wire;
 

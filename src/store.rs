@@ -217,6 +217,14 @@ impl Store {
         self.lock().get(table, key)
     }
 
+    /// The version `table` holds for `key` (live or tombstone), without copying the value.
+    pub fn version_of(&self, table: Table, key: &[u8]) -> Option<Version> {
+        self.lock()
+            .table(table)
+            .get(key)
+            .map(|stored| stored.version)
+    }
+
     /// The newer of the key's entries in `own` and `previous`, read under one lock (so a
     /// concurrent move between the tables cannot hide it).
     pub fn get_newest(&self, key: &[u8]) -> Option<Entry> {

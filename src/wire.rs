@@ -76,6 +76,9 @@ pub enum Opcode {
     Ping = 0x05,
     /// Present the cluster secret (value) for this connection (any server).
     Auth = 0x06,
+    /// Ask the coordinator for the routing view (direct routing): reply arg = epoch,
+    /// flags bit 0 = stable, value = the members (see `view`).
+    RingGet = 0x07,
     /// A slave joins: key = the address it serves on; reply arg = token, flags = slave id.
     Register = 0x10,
     /// A slave leaves gracefully (flags = slave id, arg = session); answered once its data
@@ -106,6 +109,14 @@ pub enum Opcode {
     /// Send a table (entries inside the arc in value, or all) to another slave (key =
     /// its address) as its table `flags` (1 own, 2 previous), merging by version.
     Transfer = 0x32,
+    /// The coordinator's routing view for direct requests (arg = epoch, flags bit 0 =
+    /// stable, value = members); answered once no direct request of an older view is
+    /// still being applied.
+    SetView = 0x28,
+    /// A primary passes a direct write on to the key's replica: table = previous, arg =
+    /// version, flags = memcached flags; value = epoch (u64), kind (u8: 1 put, 0
+    /// delete), then the value.
+    Forward = 0x29,
 }
 
 impl Opcode {
@@ -119,6 +130,7 @@ impl Opcode {
             0x04 => Status,
             0x05 => Ping,
             0x06 => Auth,
+            0x07 => RingGet,
             0x10 => Register,
             0x11 => Deregister,
             0x20 => SlaveGet,
@@ -132,6 +144,8 @@ impl Opcode {
             0x26 => DropArc,
             0x27 => Clear,
             0x32 => Transfer,
+            0x28 => SetView,
+            0x29 => Forward,
             _ => return None,
         })
     }
@@ -162,6 +176,10 @@ pub enum Status {
     Busy = 0x08,
     /// The connection has not presented the cluster secret (or a wrong one); closed.
     Unauthorized = 0x09,
+    /// Direct routing: this slave is not the key's primary under the current view, or
+    /// the view is changing; arg = the slave's view epoch. Fetch the view again
+    /// (`RingGet`) or send the request to the coordinator.
+    Redirect = 0x0A,
 }
 
 impl Status {
@@ -179,6 +197,7 @@ impl Status {
             0x07 => ServerError,
             0x08 => Busy,
             0x09 => Unauthorized,
+            0x0A => Redirect,
             _ => return None,
         })
     }
@@ -196,6 +215,7 @@ impl Status {
             Status::ServerError => "server error",
             Status::Busy => "busy",
             Status::Unauthorized => "unauthorized",
+            Status::Redirect => "redirect",
         }
     }
 }
@@ -247,13 +267,23 @@ impl WireLimits {
     /// to [`MAX_BULK_VALUE`], everything else `max_value`.
     pub fn value_limit(&self, opcode: u8) -> usize {
         match Opcode::from_u8(opcode) {
-            Some(Opcode::BulkPut | Opcode::BulkGet | Opcode::Status | Opcode::SlaveStats) => {
-                self.max_value.max(MAX_BULK_VALUE)
-            }
+            Some(
+                Opcode::BulkPut
+                | Opcode::BulkGet
+                | Opcode::Status
+                | Opcode::SlaveStats
+                | Opcode::RingGet
+                | Opcode::SetView,
+            ) => self.max_value.max(MAX_BULK_VALUE),
+            // Epoch and kind ride in front of the value.
+            Some(Opcode::Forward) => self.max_value + FORWARD_PREFIX,
             _ => self.max_value,
         }
     }
 }
+
+/// Bytes in front of the value of a `Forward` frame: the epoch (u64) and the kind (u8).
+pub const FORWARD_PREFIX: usize = 9;
 
 /// One message: a request or a response.
 #[derive(Debug, Clone, PartialEq, Eq)]

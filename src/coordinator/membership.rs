@@ -24,6 +24,7 @@ use log::{info, warn};
 use crate::coordinator::link::SlaveHandle;
 use crate::coordinator::persist::{RingFile, Saved};
 use crate::ring::{Member, Ring, SlaveId, Token, key_hash};
+use crate::view::View;
 use crate::wire::TableSel;
 
 /// A slave's state as `status` shows it.
@@ -879,6 +880,35 @@ impl Membership {
             .members()
             .iter()
             .filter_map(|m| state.slaves.get(&m.id).map(|info| Arc::clone(&info.handle)))
+            .collect()
+    }
+
+    /// The routing view for direct routing: the ring, its epoch, and whether it is
+    /// stable (serving, no data moving, no slave joining, suspected or leaving).
+    pub fn view(&self) -> View {
+        let state = self.lock();
+        let settled = state
+            .slaves
+            .values()
+            .all(|info| matches!(info.state, SlaveState::Alive | SlaveState::Dead));
+        View {
+            epoch: state.epoch(),
+            stable: settled
+                && state.warmup.is_none()
+                && state.moving == 0
+                && state.joining.is_none()
+                && !state.ring.is_empty(),
+            members: state.ring.members(),
+        }
+    }
+
+    /// Handles of every slave not known to be dead (the targets of view pushes).
+    pub fn reachable_handles(&self) -> Vec<(SlaveId, Arc<SlaveHandle>)> {
+        self.lock()
+            .slaves
+            .iter()
+            .filter(|(_, info)| info.state != SlaveState::Dead)
+            .map(|(&id, info)| (id, Arc::clone(&info.handle)))
             .collect()
     }
 

@@ -22,6 +22,7 @@ pub mod persist;
 pub mod recovery;
 pub mod router;
 mod text_session;
+pub mod views;
 
 use std::fmt;
 use std::fmt::Write as _;
@@ -364,6 +365,14 @@ impl Coordinator {
                 key: std::mem::take(&mut frame.key),
             },
             Opcode::Ping => return frame.reply(Status::Ok),
+            Opcode::RingGet => {
+                let view = self.membership.view();
+                let mut reply = frame.reply(Status::Ok);
+                reply.arg = view.epoch;
+                reply.flags = view.flags();
+                reply.value = view.encode_members();
+                return reply;
+            }
             Opcode::Status => {
                 let mut reply = frame.reply(Status::Ok);
                 reply.value = self.status_text().into_bytes();

@@ -19,12 +19,15 @@
 //! 3. S splits: its `own` inside N's arc moves to `previous`, which keeps only N's arc;
 //! 4. S's successor (if not N) drops N's arc from its `previous`.
 //!
+//! Before each event the slaves are fenced against direct writes, and after it the new
+//! view is published to them (see `views`).
+//!
 //! Transfers are slave to slave, in chunks, merging by version (an older entry never
 //! wins). Every step is logged; a step that fails (a slave died) ends the move, and the
 //! event that death queued starts a new one from the ring as it then is.
 
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use byteorder::{ByteOrder, NetworkEndian};
@@ -32,6 +35,7 @@ use log::{info, warn};
 
 use crate::coordinator::link::SlaveHandle;
 use crate::coordinator::membership::{Event, Membership};
+use crate::coordinator::views::{self, Publisher};
 use crate::ring::{Ring, SlaveId, Token};
 use crate::wire::{self, Frame, Opcode, Status, TableSel};
 
@@ -43,7 +47,18 @@ const MOVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Processes events until the sender side is closed.
 pub fn run(membership: &Membership, events: &Receiver<Event>) {
-    while let Ok(event) = events.recv() {
+    let mut views = Publisher::default();
+    loop {
+        let event = match events.recv_timeout(views::PUBLISH_TICK) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => {
+                views.publish(membership);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // No direct write may land while data moves (see `views`).
+        views.fence(membership);
         match event {
             Event::Replicate {
                 id,
@@ -91,6 +106,7 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                 }
             }
         }
+        views.publish(membership);
     }
 }
 

@@ -66,7 +66,12 @@ pub fn run(node: &Node, interval: Duration, shutdown: &Shutdown) {
                         && answer.session == beat.session
                     {
                         last_answer = Instant::now();
-                        rejoin |= answer.kind == HeartbeatKind::Rejoin;
+                        if answer.kind == HeartbeatKind::Rejoin {
+                            rejoin = true;
+                            node.direct.forget();
+                        } else {
+                            node.direct.heard();
+                        }
                     }
                 }
                 Err(_) => break,

@@ -14,6 +14,7 @@
 //! is held across socket I/O.
 
 pub mod data;
+pub mod direct;
 mod heartbeat;
 
 use std::fmt;
@@ -35,6 +36,7 @@ use crate::store::{Applied, Entry, Store, Table, Version};
 use crate::wal::WalError;
 use crate::wire::{self, BulkEntry, Frame, Opcode, Status, TableSel, WireLimits};
 use data::Data;
+use direct::{Direct, Forwarder};
 
 /// Why a slave could not start or run.
 #[derive(Debug)]
@@ -86,6 +88,8 @@ pub struct Node {
     register_timeout: Duration,
     /// The cluster secret, presented to the coordinator and to other slaves.
     secret: Option<Vec<u8>>,
+    /// Direct routing: the coordinator's view, the version clock, the heartbeat lease.
+    pub direct: Direct,
 }
 
 impl Node {
@@ -110,6 +114,8 @@ impl Node {
             shutdown,
         )?;
         *self.registration.lock().unwrap_or_else(|p| p.into_inner()) = registration.clone();
+        // A new registration: the coordinator sends a view for it.
+        self.direct.forget();
         Ok(registration)
     }
 }
@@ -221,6 +227,7 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
         registration: Mutex::new(None),
         register_timeout: config.register_timeout,
         secret: config.security.secret.clone(),
+        direct: Direct::new(config.heartbeat_interval),
     });
 
     // Serve before registering: the coordinator may send data as soon as it answers.
@@ -238,12 +245,13 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
                 Arc::new(AtomicUsize::new(0)),
                 move |stream, peer| {
                     let limits = serve_node.limits;
+                    let mut forwarder = Forwarder::default();
                     let guard = server::Guard {
                         secret: serve_node.secret.as_deref(),
                         needs_auth: |opcode| opcode != Opcode::Ping,
                     };
                     server::serve_frames(stream, peer, &server_limits, limits, guard, |frame| {
-                        serve_frame(&serve_node, frame)
+                        serve_frame(&serve_node, frame, &mut forwarder)
                     })
                 },
             )
@@ -407,8 +415,9 @@ fn table_of(frame: &Frame) -> Option<Table> {
     }
 }
 
-/// Serves one slave operation against the store.
-pub fn serve_frame(node: &Node, frame: Frame) -> Frame {
+/// Serves one slave operation against the store, or a direct request (`forwarder` is the
+/// connection's link to our successor).
+pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Frame {
     let (data, limits) = (&*node.data, &node.limits);
     let store = &data.store;
     let table = table_of(&frame);
@@ -425,15 +434,15 @@ pub fn serve_frame(node: &Node, frame: Frame) -> Frame {
             reply.value = value.to_vec();
             return reply;
         }
-        Opcode::Get
-        | Opcode::Put
-        | Opcode::Delete
-        | Opcode::Status
-        | Opcode::Register
-        | Opcode::Deregister => {
+        Opcode::Get | Opcode::Put | Opcode::Delete => {
+            return node.direct.serve(node, frame, forwarder);
+        }
+        Opcode::Forward => return node.direct.serve_forward(node, frame),
+        Opcode::SetView => return node.direct.set_view(node, &frame),
+        Opcode::Status | Opcode::Register | Opcode::Deregister | Opcode::RingGet => {
             return frame.error_reply(
                 Status::Invalid,
-                "this is a slave: send client requests to the coordinator",
+                "this is a slave: send this request to the coordinator",
             );
         }
         _ => {}

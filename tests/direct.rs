@@ -1,0 +1,259 @@
+//! Direct routing with real processes: clients that fetch the routing view and talk to
+//! the key's primary, slaves that redirect what is not theirs, and writes acknowledged
+//! on the direct path that survive a SIGKILLed slave and a join.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{Cluster, DEADLINE, wait_until};
+use piazza::Client;
+use piazza::direct::DirectClient;
+use piazza::view::View;
+use piazza::wire::{Frame, Opcode, Status, TableSel};
+
+type Expected = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A direct client whose view is stable (the cluster has settled).
+fn direct_client(cluster: &Cluster) -> DirectClient {
+    let mut client = DirectClient::connect(&cluster.addr).expect("connect");
+    wait_until(DEADLINE, "a stable routing view", || {
+        client.refresh().is_ok() && client.view().stable
+    });
+    client
+}
+
+/// Waits until every slave serves direct requests under the coordinator's view (the
+/// view is pushed to slaves shortly after the cluster settles).
+fn wait_direct_ready(cluster: &Cluster, client: &mut DirectClient) {
+    wait_until(DEADLINE, "slaves serving direct requests", || {
+        let before = client.stats().direct;
+        client.refresh().is_ok()
+            && client.view().stable
+            && (0..20).all(|i| {
+                let key = format!("probe:{i}");
+                client.get(key.as_bytes()).is_ok()
+            })
+            && client.stats().direct == before + 20
+    });
+    let _ = cluster;
+}
+
+#[test]
+fn direct_requests_reach_the_primary_and_write_both_copies() {
+    let cluster = Cluster::start(3);
+    let mut client = direct_client(&cluster);
+    wait_direct_ready(&cluster, &mut client);
+    let start = client.stats();
+
+    let mut expected: Expected = HashMap::new();
+    for i in 0..300 {
+        let key = format!("direct:{i}").into_bytes();
+        let value = format!("value {i}").into_bytes();
+        let version = client.put(&key, &value).unwrap();
+        assert!(version > 0);
+        expected.insert(key, Some(value));
+    }
+    for i in (0..300).step_by(7) {
+        let key = format!("direct:{i}").into_bytes();
+        assert!(client.delete(&key).unwrap(), "delete of a live key");
+        assert!(!client.delete(&key).unwrap(), "second delete finds nothing");
+        expected.insert(key, None);
+    }
+    for (key, value) in &expected {
+        assert_eq!(client.get(key).unwrap().map(|v| v.value), *value);
+    }
+    let stats = client.stats();
+    assert_eq!(
+        stats.via_coordinator, start.via_coordinator,
+        "a stable cluster serves everything directly: {stats:?}"
+    );
+    assert!(stats.direct >= start.direct + 300 + 2 * 43 + 300);
+    // The coordinator path sees the same data, and each key has its two copies.
+    let mut plain = cluster.client();
+    for (key, value) in &expected {
+        assert_eq!(plain.get(key).unwrap().map(|v| v.value), *value);
+    }
+    cluster.assert_two_copies(&expected);
+}
+
+#[test]
+fn writes_through_either_path_keep_their_order() {
+    let cluster = Cluster::start(3);
+    let mut direct = direct_client(&cluster);
+    wait_direct_ready(&cluster, &mut direct);
+    let mut plain = cluster.client();
+    for round in 0..50 {
+        let key = format!("mixed:{}", round % 5).into_bytes();
+        let first = format!("via coordinator {round}").into_bytes();
+        let v1 = plain.put(&key, &first).unwrap();
+        let second = format!("direct {round}").into_bytes();
+        let v2 = direct.put(&key, &second).unwrap();
+        assert!(v2 > v1, "a later direct write gets a newer version");
+        assert_eq!(plain.get(&key).unwrap().unwrap().value, second);
+        let third = format!("via coordinator again {round}").into_bytes();
+        let v3 = plain.put(&key, &third).unwrap();
+        assert!(v3 > v2, "a later coordinator write gets a newer version");
+        assert_eq!(direct.get(&key).unwrap().unwrap().value, third);
+    }
+}
+
+#[test]
+fn slaves_redirect_what_is_not_theirs_and_refuse_bad_frames() {
+    let cluster = Cluster::start(3);
+    let mut client = direct_client(&cluster);
+    wait_direct_ready(&cluster, &mut client);
+    let view = client.view().clone();
+    let key = b"some key".to_vec();
+    let (primary, replica) = view.placement(&key).unwrap();
+    let other = view
+        .members
+        .iter()
+        .find(|m| m.id != primary.id && Some(m.id) != replica.map(|r| r.id))
+        .unwrap();
+
+    // Right slave, wrong epoch: redirect carrying the slave's epoch.
+    let mut to_primary = Client::connect(&primary.addr).unwrap();
+    let mut get = Frame::request(Opcode::Get, 0, key.clone(), Vec::new());
+    get.arg = view.epoch + 1000;
+    let reply = to_primary.call(get.clone()).unwrap();
+    assert_eq!(reply.status, Status::Redirect);
+    assert_eq!(reply.arg, view.epoch);
+    // Plain clients (epoch 0) are redirected too.
+    let reply = to_primary.call(Frame::request(Opcode::Get, 0, key.clone(), Vec::new()));
+    assert_eq!(reply.unwrap().status, Status::Redirect);
+    // Right epoch, wrong slave.
+    let mut to_other = Client::connect(&other.addr).unwrap();
+    get.arg = view.epoch;
+    let reply = to_other.call(get.clone()).unwrap();
+    assert_eq!(reply.status, Status::Redirect);
+    assert!(
+        reply.value_text().contains(&primary.addr),
+        "{}",
+        reply.value_text()
+    );
+    let mut put = Frame::request(Opcode::Put, 0, key.clone(), b"x".to_vec());
+    put.arg = view.epoch;
+    assert_eq!(to_other.call(put.clone()).unwrap().status, Status::Redirect);
+    assert_eq!(to_primary.call(put).unwrap().status, Status::Ok);
+    assert_eq!(to_primary.call(get).unwrap().value, b"x");
+
+    // A forward to a slave that is not the key's replica, and malformed ones.
+    let mut forward = Frame::request(Opcode::Forward, 0, key.clone(), {
+        let mut v = view.epoch.to_be_bytes().to_vec();
+        v.push(1);
+        v.extend_from_slice(b"y");
+        v
+    });
+    forward.table = TableSel::Previous;
+    forward.arg = u64::MAX - 1;
+    assert_eq!(
+        to_other.call(forward.clone()).unwrap().status,
+        Status::Redirect
+    );
+    let mut short = forward.clone();
+    short.value = vec![1, 2, 3];
+    assert_eq!(to_other.call(short).unwrap().status, Status::Invalid);
+    let mut kind = forward.clone();
+    kind.value[8] = 9;
+    assert_eq!(to_other.call(kind).unwrap().status, Status::Invalid);
+    // A malformed view is refused and changes nothing.
+    let mut bad_view = Frame::request(Opcode::SetView, 0, Vec::new(), vec![0, 0, 0, 5]);
+    bad_view.arg = view.epoch;
+    bad_view.flags = piazza::view::STABLE;
+    assert_eq!(to_other.call(bad_view).unwrap().status, Status::Invalid);
+    assert_eq!(
+        client.get(&key).unwrap().map(|v| v.value),
+        Some(b"x".to_vec())
+    );
+    // The coordinator's view decodes and names every slave.
+    let mut coordinator = cluster.client();
+    let reply = coordinator
+        .call(Frame::request(Opcode::RingGet, 0, Vec::new(), Vec::new()))
+        .unwrap();
+    let decoded = View::decode(reply.arg, reply.flags, &reply.value).unwrap();
+    assert_eq!(decoded.members.len(), 3);
+    assert!(decoded.stable);
+}
+
+/// Writes keys through a direct client until stopped; returns what was acknowledged.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(Expected, piazza::direct::DirectStats)>>,
+}
+
+impl Writer {
+    fn start(mut client: DirectClient) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            client.set_timeout(Duration::from_secs(5)).unwrap();
+            let mut expected: Expected = HashMap::new();
+            let mut n = 0u64;
+            while !flag.load(Ordering::SeqCst) {
+                let key = format!("moving:{}", n % 400).into_bytes();
+                let value = format!("write {n}").into_bytes();
+                // Until acknowledged: an error leaves the key's value uncertain.
+                loop {
+                    match client.put(&key, &value) {
+                        Ok(_) => break,
+                        Err(e) => {
+                            eprintln!("put failed (retrying): {e}");
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                }
+                expected.insert(key, Some(value));
+                n += 1;
+            }
+            (expected, client.stats())
+        });
+        Writer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (Expected, piazza::direct::DirectStats) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+#[test]
+fn direct_writes_survive_a_killed_slave_and_a_join() {
+    let mut cluster = Cluster::start(4);
+    let mut client = direct_client(&cluster);
+    wait_direct_ready(&cluster, &mut client);
+    let writer = Writer::start(client);
+    let progress = || std::thread::sleep(Duration::from_millis(300));
+    progress();
+
+    let victim = cluster.slaves[1].addr.clone();
+    cluster.slaves[1].proc.kill();
+    cluster.wait_state(&victim, "dead");
+    cluster.wait_settled();
+    progress();
+    cluster.add_slave();
+    cluster.wait_settled();
+    progress();
+
+    let (expected, stats) = writer.finish();
+    eprintln!("writer: {} keys, {stats:?}", expected.len());
+    assert!(expected.len() == 400, "the writer made progress: {stats:?}");
+    assert!(stats.direct > 0, "{stats:?}");
+    cluster.wait_settled();
+    let mut reader = direct_client(&cluster);
+    for (key, value) in &expected {
+        assert_eq!(
+            reader.get(key).unwrap().map(|v| v.value),
+            *value,
+            "{}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    cluster.assert_two_copies(&expected);
+}
