@@ -181,8 +181,8 @@ impl Client {
         Ok(())
     }
 
-    fn call_once(&mut self, request: Frame) -> Result<Frame, ClientError> {
-        let id = self.send(request)?;
+    fn call_once(&mut self, mut request: Frame) -> Result<Frame, ClientError> {
+        let id = self.send(&mut request)?;
         self.receive(id)
     }
 
@@ -192,7 +192,7 @@ impl Client {
     ///
     /// # Errors
     /// I/O failures.
-    pub fn send(&mut self, mut request: Frame) -> Result<u32, ClientError> {
+    pub fn send(&mut self, request: &mut Frame) -> Result<u32, ClientError> {
         request.request_id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         request

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientError, Value};
+use crate::ring::SlaveId;
 use crate::view::View;
 use crate::wire::{Frame, Opcode, Status};
 
@@ -42,7 +43,8 @@ pub struct DirectClient {
     coordinator: Client,
     view: View,
     fetched: Option<Instant>,
-    slaves: HashMap<String, Client>,
+    /// Connections to slaves by id, with the address each was made to.
+    slaves: HashMap<SlaveId, (String, Client)>,
     secret: Option<Vec<u8>>,
     timeout: Option<Duration>,
     stats: DirectStats,
@@ -84,7 +86,7 @@ impl DirectClient {
     /// If a socket refuses the setting.
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
         self.coordinator.set_timeout(timeout)?;
-        for slave in self.slaves.values_mut() {
+        for (_, slave) in self.slaves.values_mut() {
             slave.set_timeout(timeout)?;
         }
         self.timeout = Some(timeout);
@@ -137,22 +139,6 @@ impl DirectClient {
         }
     }
 
-    fn slave(&mut self, addr: &str) -> Result<&mut Client, ClientError> {
-        if !self.slaves.contains_key(addr) {
-            let mut client = Client::connect(addr)?;
-            if let Some(secret) = &self.secret {
-                client.auth(secret)?;
-            }
-            if let Some(timeout) = self.timeout {
-                client.set_timeout(timeout)?;
-            }
-            self.slaves.insert(addr.to_string(), client);
-        }
-        self.slaves
-            .get_mut(addr)
-            .ok_or_else(|| ClientError::BadStatus("slave connection vanished".into()))
-    }
-
     /// Sends `request` to the key's primary if the view allows, else (or if that fails)
     /// through the coordinator. The reply is whatever answered last.
     fn route(&mut self, mut request: Frame) -> Result<Frame, ClientError> {
@@ -165,16 +151,19 @@ impl DirectClient {
             let Some((primary, _)) = self.view.placement(&request.key) else {
                 break;
             };
-            let addr = primary.addr.clone();
             request.arg = self.view.epoch;
-            let reply = match self.slave(&addr).and_then(|s| s.call(request.clone())) {
-                Ok(reply) => reply,
-                Err(_) => {
-                    // Dead or unreachable: the coordinator will find out; ask it.
-                    self.slaves.remove(&addr);
-                    self.fetched = None;
-                    break;
-                }
+            let sent = call_slave(
+                &mut self.slaves,
+                self.secret.as_deref(),
+                self.timeout,
+                primary.id,
+                &primary.addr,
+                &mut request,
+            );
+            let Ok(reply) = sent else {
+                // Dead or unreachable: the coordinator will find out; ask it.
+                self.fetched = None;
+                break;
             };
             match reply.status {
                 Status::Redirect => {
@@ -256,4 +245,34 @@ impl DirectClient {
         let request = Frame::request(Opcode::Delete, 0, key.to_vec(), Vec::new());
         Ok(self.route_ok(request, true)?.status == Status::Ok)
     }
+}
+
+/// Sends `request` to slave `id` at `addr` (connecting first if needed) and reads
+/// the reply. No resend: on any failure the connection is dropped.
+fn call_slave(
+    slaves: &mut HashMap<SlaveId, (String, Client)>,
+    secret: Option<&[u8]>,
+    timeout: Option<Duration>,
+    id: SlaveId,
+    addr: &str,
+    request: &mut Frame,
+) -> Result<Frame, ClientError> {
+    if slaves.get(&id).is_none_or(|(to, _)| to != addr) {
+        let mut client = Client::connect(addr)?;
+        if let Some(secret) = secret {
+            client.auth(secret)?;
+        }
+        if let Some(timeout) = timeout {
+            client.set_timeout(timeout)?;
+        }
+        slaves.insert(id, (addr.to_string(), client));
+    }
+    let Some((_, client)) = slaves.get_mut(&id) else {
+        return Err(ClientError::Closed);
+    };
+    let result = client.send(request).and_then(|sent| client.receive(sent));
+    if result.is_err() {
+        slaves.remove(&id);
+    }
+    result
 }

@@ -184,6 +184,8 @@ pub struct Phased {
     idle: Duration,
     request: Duration,
     started: Option<Instant>,
+    /// The read timeout the socket has now (each change is a system call).
+    applied: Option<Duration>,
 }
 
 impl Phased {
@@ -194,6 +196,7 @@ impl Phased {
             idle: limits.idle_timeout,
             request: limits.request_timeout,
             started: None,
+            applied: None,
         }
     }
 
@@ -222,7 +225,11 @@ impl Read for Phased {
                 }
             },
         };
-        self.stream.set_read_timeout(Some(timeout))?;
+        // Between requests the timeout is always the idle one: set it once, not per read.
+        if self.applied != Some(timeout) {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.applied = Some(timeout);
+        }
         let n = self.stream.read(buf)?;
         if n > 0 {
             self.inside_request();

@@ -257,3 +257,46 @@ fn direct_writes_survive_a_killed_slave_and_a_join() {
     }
     cluster.assert_two_copies(&expected);
 }
+
+#[test]
+fn piazza_bench_direct_verifies_every_read() {
+    let cluster = Cluster::start(3);
+    let mut client = direct_client(&cluster);
+    wait_direct_ready(&cluster, &mut client);
+    let output = std::process::Command::new(common::bin("bench"))
+        .args([
+            "--coordinator",
+            &cluster.addr,
+            "--direct",
+            "--connections",
+            "4",
+        ])
+        .args(["--ops", "2000", "--keys", "200", "--preload", "--verify"])
+        .args(["--get-ratio", "0.5", "--json"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(line.contains("\"protocol\":\"direct\""), "{line}");
+    assert!(line.contains("\"wrong\":0"), "{line}");
+    assert!(line.contains("\"errors\":0"), "{line}");
+    assert!(line.contains("\"misses\":0"), "{line}");
+    // --direct is for the binary protocol, one request at a time.
+    let output = std::process::Command::new(common::bin("bench"))
+        .args([
+            "--coordinator",
+            &cluster.addr,
+            "--direct",
+            "--pipeline",
+            "4",
+        ])
+        .args(["--ops", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--direct"));
+}

@@ -59,7 +59,7 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    fn call(&mut self, addr: &str, secret: Option<&[u8]>, frame: Frame) -> Result<u32, String> {
+    fn call(&mut self, addr: &str, secret: Option<&[u8]>, mut frame: Frame) -> Result<u32, String> {
         if self.link.as_ref().is_none_or(|(to, _)| to != addr) {
             let mut client = connect_with(addr, secret).map_err(|e| e.to_string())?;
             client
@@ -68,7 +68,7 @@ impl Forwarder {
             self.link = Some((addr.to_string(), client));
         }
         let sent = match self.link.as_mut() {
-            Some((_, client)) => client.send(frame),
+            Some((_, client)) => client.send(&mut frame),
             None => Err(ClientError::Closed),
         };
         if sent.is_err() {
@@ -204,7 +204,7 @@ impl Direct {
     }
 
     /// A direct `Get`, `Put` or `Delete` from a client (arg = the client's view epoch).
-    pub fn serve(&self, node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Frame {
+    pub fn serve(&self, node: &Node, mut frame: Frame, forwarder: &mut Forwarder) -> Frame {
         if frame.key.is_empty() {
             return frame.error_reply(Status::Invalid, "empty key");
         }
@@ -261,7 +261,7 @@ impl Direct {
         let entry = Entry {
             version: Version(version),
             flags: frame.flags,
-            value: put.then(|| frame.value.clone()),
+            value: put.then(|| std::mem::take(&mut frame.value)),
         };
         let local = node.data.write(Table::Own, &frame.key, entry);
         let mut live = matches!(local, Ok(Applied::Applied { was_live: true }));
