@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Piazza next to memcached and Redis on this machine, in one run: starts memcached and
 # Redis with one replica (if installed) and a local Piazza cluster of 3 slaves on
-# loopback, then runs piazza-bench against each for 1, 8, 32 and 128 connections,
+# loopback, then runs piazza-bench against each (Piazza: through the coordinator with
+# the binary and the text protocol, and with direct routing) for 1, 8, 32 and 128 connections,
 # 100-byte values, 90/10 and 0/100 get/set. Redis runs with `WAIT 1 0` after every SET,
 # so a SET counts once the replica has it, like Piazza's two acknowledged copies.
 # Prints a Markdown table. Usage: bench/compare.sh [seconds-per-run]
@@ -18,7 +19,7 @@ trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do grep -q '^piazza cluster' "$work/cluster.out" 2>/dev/null && break; sleep 0.1; done
 piazza=$(sed -n 's/^piazza cluster: coordinator \([^ ]*\).*/\1/p' "$work/cluster.out")
 
-targets=("piazza-binary binary $piazza" "piazza-text memcache $piazza")
+targets=("piazza-binary binary $piazza" "piazza-direct binary $piazza --direct" "piazza-text memcache $piazza")
 if command -v memcached >/dev/null; then
   port=$((20000 + RANDOM % 20000))
   memcached -u "$(id -un)" -l 127.0.0.1 -p "$port" -U 0 -t 2 -m 2048 &

@@ -3,21 +3,34 @@
 //! count, and record every operation's latency (µs) in a per-thread log-bucket
 //! [`Histogram`]; [`run`] merges them into a [`Report`].
 //!
-//! It speaks Piazza's binary protocol (through [`Client`]) or memcached's text protocol
-//! (a minimal client in this module), so the same tool measures Piazza's two protocols
-//! and a real memcached. It connects only to the address it is given.
+//! It speaks Piazza's binary protocol (frames from [`crate::wire`], matched by request
+//! id), memcached's text protocol or Redis's RESP (minimal clients in this module), so
+//! the same tool measures Piazza's two protocols, a real memcached and Redis. It connects
+//! only to the address it is given.
+//!
+//! With `--pipeline N` each connection keeps N requests in flight: it writes N requests
+//! back to back in one buffered write, then reads the N replies in order (every server
+//! spoken to answers one connection's requests in order). Each operation's latency runs
+//! from the moment its batch was sent to the moment its own reply was read. N = 1 is the
+//! plain closed loop: one request, one reply.
 //!
 //! Threads, all started and joined by [`run`]:
 //! - `preload-<i>` (with `--preload`): write keys `i, i+N, i+2N, …` once, before timing;
 //! - `bench-<i>`: one connection and one xorshift64* generator each. They connect, wait at
-//!   a [`Barrier`] so that all start together, then loop until their share of `--ops` is
-//!   done or `--seconds` have passed.
+//!   a [`Barrier`] so that all start together, then loop, one batch of `--pipeline`
+//!   operations at a time, until their share of `--ops` is done or `--seconds` have passed.
 //!
 //! Errors: an operation that fails counts in `errors`. When the connection itself broke
-//! (I/O error, closed, a reply that cannot be framed) the thread connects again, once; if
-//! that fails, the thread stops and the reason is kept in [`Report::stopped`]. An error
-//! *reply* (`SERVER_ERROR`, a binary error status) leaves a healthy connection, which is
-//! kept. A get that finds nothing counts in `misses`, not `errors`.
+//! (I/O error, closed, a reply that cannot be framed or answers another request) the
+//! operation and every later one of its batch count as errors, and the thread connects
+//! again, once; if that fails, the thread stops and the reason is kept in
+//! [`Report::stopped`]. An error *reply* (`SERVER_ERROR`, a binary error status) leaves a
+//! healthy connection, which is kept. A get that finds nothing counts in `misses`, not
+//! `errors`.
+//!
+//! `--verify` works with pipelining: replies are checked in the order they were sent,
+//! which is the order the server applied them, so a get that follows a set of the same
+//! key in one batch must return that set's value.
 //!
 //! No lock is held during an operation; the only shared state is the start gate, the
 //! barrier and the read-only value bytes.
@@ -32,11 +45,17 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 
-use crate::client::{CONNECT_TIMEOUT, Client, ClientError, REQUEST_TIMEOUT};
+use crate::client::{CONNECT_TIMEOUT, ClientError, REQUEST_TIMEOUT};
 use crate::config::DEFAULT_COORDINATOR;
+use crate::direct::DirectClient;
+use crate::wire::{self, Frame, Opcode, Status, WireError, WireLimits};
 
 /// Most connections (threads) one run may ask for.
 pub const MAX_CONNECTIONS: u64 = 4096;
+/// Most requests one connection may keep in flight (`--pipeline`). A batch is written
+/// whole before its replies are read, so the replies must fit in the socket buffers;
+/// a write timeout ends the run with an error instead of a hang if they do not.
+pub const MAX_PIPELINE: u64 = 1024;
 /// Largest `--value-size` accepted (64 MiB; servers usually refuse far less).
 pub const MAX_VALUE_SIZE: usize = 64 << 20;
 /// Largest data block accepted in a memcached `VALUE` reply.
@@ -58,6 +77,11 @@ pub struct BenchArgs {
     /// concurrent connections, one thread each (default 8)
     #[argh(option, default = "8", from_str_fn(parse_connections))]
     pub connections: u64,
+    /// requests each connection keeps in flight: it writes N requests back to back, then
+    /// reads their N replies in order; latency counts from the batch's send (default 1,
+    /// at most 1024)
+    #[argh(option, default = "1", from_str_fn(parse_pipeline))]
+    pub pipeline: u64,
     /// how long to run, in seconds (default 10; --ops overrides it)
     #[argh(option, default = "10", from_str_fn(parse_positive))]
     pub seconds: u64,
@@ -89,9 +113,14 @@ pub struct BenchArgs {
     #[argh(option, default = "0.0", from_str_fn(parse_zipf))]
     pub zipf: f64,
     /// with --protocol resp: send `WAIT 1 0` after every SET, so a SET counts only once a
-    /// replica has it (Redis's way of acknowledging two copies)
+    /// replica has it (Redis's way of acknowledging two copies); with --pipeline, one
+    /// `WAIT 1 0` after each batch that holds a SET, and its SETs count when it answers
     #[argh(switch)]
     pub redis_wait: bool,
+    /// with the binary protocol: direct routing (fetch the ring from the coordinator and
+    /// send each request to the key's primary slave; see protocol.md, "Direct routing")
+    #[argh(switch)]
+    pub direct: bool,
     /// check every read: each connection owns its own slice of the keys, writes values
     /// it can recognise, and counts any get that does not return what it last stored
     #[argh(switch)]
@@ -119,6 +148,13 @@ fn parse_positive(value: &str) -> Result<u64, String> {
 fn parse_connections(value: &str) -> Result<u64, String> {
     match parse_positive(value)? {
         n if n > MAX_CONNECTIONS => Err(format!("at most {MAX_CONNECTIONS} connections")),
+        n => Ok(n),
+    }
+}
+
+fn parse_pipeline(value: &str) -> Result<u64, String> {
+    match parse_positive(value)? {
+        n if n > MAX_PIPELINE => Err(format!("at most {MAX_PIPELINE} requests in flight")),
         n => Ok(n),
     }
 }
@@ -152,12 +188,14 @@ fn parse_protocol(value: &str) -> Result<Protocol, String> {
 /// Which protocol to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// Piazza's binary frames, through [`Client`].
+    /// Piazza's binary frames (see [`crate::wire`]), matched by request id.
     Binary,
     /// memcached's text protocol (`set` and `get`).
     Memcache,
     /// Redis's protocol (`SET`, `GET`; with `--redis-wait`, `WAIT 1 0` after each SET).
     Resp,
+    /// Piazza's binary frames with direct routing (`--direct`), one request at a time.
+    Direct,
 }
 
 impl fmt::Display for Protocol {
@@ -166,6 +204,7 @@ impl fmt::Display for Protocol {
             Protocol::Binary => "binary",
             Protocol::Memcache => "memcache",
             Protocol::Resp => "resp",
+            Protocol::Direct => "direct",
         })
     }
 }
@@ -323,6 +362,8 @@ pub struct Report {
     pub target: String,
     /// Connections asked for.
     pub connections: u64,
+    /// Requests each connection kept in flight.
+    pub pipeline: u64,
     /// Seconds the timed part took (from the common start to the last thread's end).
     pub seconds: f64,
     /// With --verify: gets that returned something else than what was last stored.
@@ -366,12 +407,13 @@ impl Report {
     /// connections that gave up, if any.
     pub fn human(&self) -> String {
         let mut text = format!(
-            "piazza-bench: {} protocol, {}, {} connections, {:.1} s, {} keys, {}-byte values, {:.0}% gets\n\
+            "piazza-bench: {} protocol, {}, {} connections, pipeline {}, {:.1} s, {} keys, {}-byte values, {:.0}% gets\n\
              ops: {} ({:.0} ops/s)  errors: {}  misses: {}  wrong: {}\n\
              latency us: p50 {}  p99 {}  p99.9 {}  max {}\n",
             self.protocol,
             self.target,
             self.connections,
+            self.pipeline,
             self.seconds,
             self.keys,
             self.value_size,
@@ -400,9 +442,10 @@ impl Report {
     /// except `protocol`, whose text never needs escaping.
     pub fn json(&self) -> String {
         format!(
-            "{{\"protocol\":\"{}\",\"connections\":{},\"seconds\":{:.3},\"ops\":{},\"ops_per_sec\":{:.1},\"errors\":{},\"misses\":{},\"wrong\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"get_ratio\":{},\"value_size\":{},\"keys\":{}}}",
+            "{{\"protocol\":\"{}\",\"connections\":{},\"pipeline\":{},\"seconds\":{:.3},\"ops\":{},\"ops_per_sec\":{:.1},\"errors\":{},\"misses\":{},\"wrong\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"get_ratio\":{},\"value_size\":{},\"keys\":{}}}",
             self.protocol,
             self.connections,
+            self.pipeline,
             self.seconds,
             self.ops,
             self.ops_per_sec(),
@@ -429,6 +472,12 @@ impl Report {
 /// when a thread cannot start; [`BenchError::NothingDone`] when every connection gave up
 /// without a single successful operation.
 pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
+    if args.direct && (args.protocol != Protocol::Binary || args.pipeline > 1) {
+        return Err(BenchError::Unreachable(
+            "--direct needs --protocol binary and --pipeline 1 (a direct client sends one request at a time)"
+                .into(),
+        ));
+    }
     let plan = Arc::new(Plan::from_args(args));
     // Fail fast, naming the address, if nothing answers there.
     let mut probe = Conn::open(plan.protocol, &plan.addr).map_err(BenchError::Unreachable)?;
@@ -510,6 +559,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         protocol: plan.protocol,
         target: plan.addr.clone(),
         connections,
+        pipeline: args.pipeline,
         seconds,
         ops,
         errors,
@@ -542,12 +592,18 @@ struct Plan {
     preloaded: bool,
     connections: u64,
     redis_wait: bool,
+    /// Requests in flight per connection (`--pipeline`).
+    pipeline: usize,
 }
 
 impl Plan {
     fn from_args(args: &BenchArgs) -> Plan {
         Plan {
-            protocol: args.protocol,
+            protocol: if args.direct {
+                Protocol::Direct
+            } else {
+                args.protocol
+            },
             addr: args.coordinator.clone(),
             n_keys: args.keys,
             get_ratio: args.get_ratio,
@@ -562,6 +618,8 @@ impl Plan {
             preloaded: args.preload,
             connections: args.connections,
             redis_wait: args.redis_wait,
+            // At most MAX_PIPELINE (checked when parsing), so it fits any usize.
+            pipeline: usize::try_from(args.pipeline).unwrap_or(1).max(1),
         }
     }
 
@@ -666,96 +724,247 @@ struct Outcome {
     stopped: Option<String>,
 }
 
-/// One connection's closed loop: connect, wait for the others, then run until the budget
-/// of operations (counting failures) is spent or the duration has passed.
-fn load(plan: &Plan, index: u64, budget: Option<u64>, barrier: &Barrier) -> Outcome {
-    let mut outcome = Outcome::default();
-    let conn = Conn::open(plan.protocol, &plan.addr).map(|c| c.with_wait(plan.redis_wait));
-    // Every thread reaches the barrier, connected or not, or the others would wait forever.
-    barrier.wait();
-    let mut conn = match conn {
-        Ok(conn) => conn,
-        Err(why) => {
-            outcome.stopped = Some(why);
-            return outcome;
+/// One operation of a batch; the slots of a batch are reused from batch to batch.
+struct Op {
+    /// Key number.
+    n: u64,
+    /// `key:<n>`.
+    key: Vec<u8>,
+    kind: Kind,
+    /// With `--verify`, what a set writes; `None`: the shared value pattern.
+    value: Option<Vec<u8>>,
+}
+
+impl Op {
+    fn new() -> Op {
+        Op {
+            n: 0,
+            key: Vec::with_capacity(24),
+            kind: Kind::Get,
+            value: None,
         }
-    };
-    log::debug!("connected to {}", plan.addr);
-    let mut rng = Rng::new(plan.seed, index);
-    let started = Instant::now();
-    let mut key = Vec::with_capacity(24);
-    let mut attempts = 0u64;
-    // With --verify: what each of our keys holds (None: unknown after a failed set).
-    let mut expected: HashMap<u64, Option<Vec<u8>>> = HashMap::new();
-    let mut got = Vec::new();
-    loop {
-        let done = match (budget, plan.duration) {
-            (Some(budget), _) => attempts >= budget,
-            (None, Some(duration)) => started.elapsed() >= duration,
-            (None, None) => true,
-        };
-        if done {
-            break;
+    }
+
+    /// The request to send, `pattern` being the value of an ordinary set.
+    fn cmd<'a>(&'a self, pattern: &'a [u8]) -> Cmd<'a> {
+        match self.kind {
+            Kind::Get => Cmd::Get(&self.key),
+            Kind::Set => Cmd::Set(&self.key, self.value.as_deref().unwrap_or(pattern)),
         }
-        attempts += 1;
-        let n = plan.pick(&mut rng, index);
-        format_key(&mut key, n);
-        let is_get = rng.unit() < plan.get_ratio;
-        let value = if plan.verify && !is_get {
-            verify_value(&plan.value, index, attempts)
-        } else {
-            Vec::new()
-        };
-        let op_started = Instant::now();
-        let result = match (is_get, plan.verify) {
-            (true, false) => conn.get(&key).map(|found| !found),
-            (true, true) => conn.get_value(&key, &mut got).map(|found| {
-                let want = expected
-                    .entry(n)
+    }
+}
+
+/// One connection's thread: its connection, its figures and, with `--verify`, what each
+/// of its keys holds.
+struct Worker<'a> {
+    plan: &'a Plan,
+    conn: Conn,
+    outcome: Outcome,
+    /// With --verify: what each of our keys holds (None: unknown after a failed set).
+    expected: HashMap<u64, Option<Vec<u8>>>,
+    /// The value a verified get returned.
+    got: Vec<u8>,
+}
+
+impl Worker<'_> {
+    /// Counts a failed set as making its key's content unknown (with `--verify`): it may or
+    /// may not have been applied.
+    fn forget(&mut self, op: &Op) {
+        if self.plan.verify && op.kind == Kind::Set {
+            self.expected.insert(op.n, None);
+        }
+    }
+
+    /// Checks a get's answer against what was last stored (with `--verify`), or records
+    /// what a set stored.
+    fn check(&mut self, op: &Op, done: Done) {
+        if !self.plan.verify {
+            return;
+        }
+        match op.kind {
+            Kind::Set => {
+                self.expected.insert(op.n, op.value.clone());
+            }
+            Kind::Get => {
+                let plan = self.plan;
+                let want = self
+                    .expected
+                    .entry(op.n)
                     .or_insert_with(|| plan.preloaded.then(|| plan.value.clone()));
                 let same = match want {
-                    Some(want) => found && got == *want,
+                    Some(want) => done == Done::Hit && self.got == *want,
                     None => true, // unknown since a failed set
                 };
                 if !same {
-                    outcome.wrong += 1;
-                    log::warn!("verify: key:{n} does not hold what was last stored");
-                }
-                !found
-            }),
-            (false, false) => conn.set(&key, &plan.value).map(|()| false),
-            (false, true) => {
-                let result = conn.set(&key, &value).map(|()| false);
-                let now = result.as_ref().ok().map(|_| value.clone());
-                expected.insert(n, now);
-                result
-            }
-        };
-        let micros = u64::try_from(op_started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        match result {
-            Ok(missed) => {
-                outcome.histogram.record(micros);
-                outcome.ops += 1;
-                outcome.misses += u64::from(missed);
-            }
-            Err(OpError::Reply(why)) => {
-                outcome.errors += 1;
-                log::debug!("error reply: {why}");
-            }
-            Err(OpError::Broken(why)) => {
-                outcome.errors += 1;
-                log::debug!("connection broke ({why}); connecting again");
-                match Conn::open(plan.protocol, &plan.addr).map(|c| c.with_wait(plan.redis_wait)) {
-                    Ok(fresh) => conn = fresh,
-                    Err(again) => {
-                        outcome.stopped = Some(format!("{why}; then {again}"));
-                        return outcome;
-                    }
+                    self.outcome.wrong += 1;
+                    log::warn!("verify: key:{} does not hold what was last stored", op.n);
                 }
             }
         }
     }
-    outcome
+
+    /// Counts one successful operation that took `micros`.
+    fn succeeded(&mut self, done: Done, micros: u64) {
+        self.outcome.histogram.record(micros);
+        self.outcome.ops += 1;
+        self.outcome.misses += u64::from(done == Done::Miss);
+    }
+
+    /// Replaces a broken connection; `false` (and the reason kept) when that fails too.
+    fn reconnect(&mut self, why: &str) -> bool {
+        log::debug!("connection broke ({why}); connecting again");
+        match Conn::open(self.plan.protocol, &self.plan.addr)
+            .map(|c| c.with_wait(self.plan.redis_wait))
+        {
+            Ok(fresh) => {
+                self.conn = fresh;
+                true
+            }
+            Err(again) => {
+                self.outcome.stopped = Some(format!("{why}; then {again}"));
+                false
+            }
+        }
+    }
+
+    /// Sends `ops` in one write and reads their replies in order. Returns why the
+    /// connection broke, if it did (every operation not answered by then is an error).
+    fn exchange(&mut self, ops: &[Op], waiting: &mut Vec<usize>) -> Option<String> {
+        let plan = self.plan;
+        let sent = Instant::now();
+        let queued = ops
+            .iter()
+            .try_for_each(|op| self.conn.queue(op.cmd(&plan.value)))
+            .and_then(|()| self.conn.flush());
+        let wait = match queued {
+            Ok(wait) => wait,
+            Err(e) => {
+                // Nothing can be read back in step: the whole batch failed.
+                self.outcome.errors += ops.len() as u64;
+                ops.iter().for_each(|op| self.forget(op));
+                return match e {
+                    OpError::Broken(why) => Some(why),
+                    OpError::Reply(why) => Some(format!("cannot send: {why}")),
+                };
+            }
+        };
+        waiting.clear();
+        for (i, op) in ops.iter().enumerate() {
+            let out = (plan.verify && op.kind == Kind::Get).then_some(&mut self.got);
+            match self.conn.recv(op.kind, out) {
+                Ok(done) => {
+                    self.check(op, done);
+                    if wait && op.kind == Kind::Set {
+                        // Counts once the WAIT after the batch says a replica has it.
+                        waiting.push(i);
+                    } else {
+                        self.succeeded(done, micros_since(sent));
+                    }
+                }
+                Err(OpError::Reply(why)) => {
+                    self.outcome.errors += 1;
+                    self.forget(op);
+                    log::debug!("error reply: {why}");
+                }
+                Err(OpError::Broken(why)) => {
+                    let lost = &ops[i..];
+                    self.outcome.errors += (lost.len() + waiting.len()) as u64;
+                    lost.iter().for_each(|op| self.forget(op));
+                    waiting.iter().for_each(|&w| self.forget(&ops[w]));
+                    return Some(why);
+                }
+            }
+        }
+        if !wait {
+            return None;
+        }
+        let waited = self.conn.recv_wait();
+        let micros = micros_since(sent);
+        match waited {
+            Ok(()) => {
+                for _ in 0..waiting.len() {
+                    self.succeeded(Done::Stored, micros);
+                }
+                None
+            }
+            Err(e) => {
+                self.outcome.errors += waiting.len() as u64;
+                waiting.iter().for_each(|&w| self.forget(&ops[w]));
+                match e {
+                    OpError::Reply(why) => {
+                        log::debug!("WAIT error reply: {why}");
+                        None
+                    }
+                    OpError::Broken(why) => Some(why),
+                }
+            }
+        }
+    }
+}
+
+/// Microseconds since `since`.
+fn micros_since(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// One connection's closed loop: connect, wait for the others, then run batches of
+/// `--pipeline` operations until the budget of operations (counting failures) is spent or
+/// the duration has passed.
+fn load(plan: &Plan, index: u64, budget: Option<u64>, barrier: &Barrier) -> Outcome {
+    let conn = Conn::open(plan.protocol, &plan.addr).map(|c| c.with_wait(plan.redis_wait));
+    // Every thread reaches the barrier, connected or not, or the others would wait forever.
+    barrier.wait();
+    let conn = match conn {
+        Ok(conn) => conn,
+        Err(why) => {
+            return Outcome {
+                stopped: Some(why),
+                ..Outcome::default()
+            };
+        }
+    };
+    log::debug!("connected to {}", plan.addr);
+    let mut worker = Worker {
+        plan,
+        conn,
+        outcome: Outcome::default(),
+        expected: HashMap::new(),
+        got: Vec::new(),
+    };
+    let mut rng = Rng::new(plan.seed, index);
+    let started = Instant::now();
+    let mut attempts = 0u64;
+    let mut batch: Vec<Op> = (0..plan.pipeline).map(|_| Op::new()).collect();
+    let mut waiting = Vec::with_capacity(plan.pipeline);
+    loop {
+        let room = match (budget, plan.duration) {
+            (Some(budget), _) => budget.saturating_sub(attempts),
+            (None, Some(duration)) if started.elapsed() < duration => u64::MAX,
+            _ => 0,
+        };
+        let size = usize::try_from(room).unwrap_or(usize::MAX).min(batch.len());
+        if size == 0 {
+            break;
+        }
+        for op in &mut batch[..size] {
+            attempts += 1;
+            op.n = plan.pick(&mut rng, index);
+            format_key(&mut op.key, op.n);
+            op.kind = if rng.unit() < plan.get_ratio {
+                Kind::Get
+            } else {
+                Kind::Set
+            };
+            op.value = (plan.verify && op.kind == Kind::Set)
+                .then(|| verify_value(&plan.value, index, attempts));
+        }
+        if let Some(why) = worker.exchange(&batch[..size], &mut waiting) {
+            if !worker.reconnect(&why) {
+                break;
+            }
+        }
+    }
+    worker.outcome
 }
 
 /// A value connection `index` can recognise: `<index>:<n>:` then the pattern, at least
@@ -799,35 +1008,111 @@ impl From<io::Error> for OpError {
     }
 }
 
-/// One connection of either protocol.
+/// What an operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Get,
+    Set,
+}
+
+/// One request, as queued on a connection.
+#[derive(Debug, Clone, Copy)]
+enum Cmd<'a> {
+    /// Key.
+    Get(&'a [u8]),
+    /// Key and value.
+    Set(&'a [u8], &'a [u8]),
+}
+
+/// What a successful reply said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    /// A get found the key.
+    Hit,
+    /// A get found nothing.
+    Miss,
+    /// A set was stored.
+    Stored,
+}
+
+/// Buffer size of every bench connection's reader and writer: a batch of requests is
+/// written with one flush, and a batch of replies read with few reads.
+const CONN_BUFFER: usize = 64 * 1024;
+
+/// One connection of any protocol. Requests are queued ([`Conn::queue`]), sent together
+/// ([`Conn::flush`]), and their replies read one by one, in the order sent
+/// ([`Conn::recv`]).
 enum Conn {
-    Binary(Box<Client>),
+    Binary(FrameConn),
     Memcache(TextConn),
-    /// Redis; `true`: `WAIT 1 0` after every SET.
+    /// Redis; `true`: `WAIT 1 0` after every batch that holds a SET.
     Resp(TextConn, bool),
+    /// Direct routing: requests run one by one when their reply is asked for.
+    Direct(Box<DirectConn>),
+}
+
+/// A [`DirectClient`] behind the queue/flush/recv interface.
+struct DirectConn {
+    client: DirectClient,
+    queued: std::collections::VecDeque<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl DirectConn {
+    fn recv(&mut self, kind: Kind, out: Option<&mut Vec<u8>>) -> Result<Done, OpError> {
+        let Some((key, value)) = self.queued.pop_front() else {
+            return Err(OpError::Broken("no request queued".into()));
+        };
+        match (kind, value) {
+            (Kind::Get, None) => match self.client.get(&key)? {
+                Some(found) => {
+                    if let Some(out) = out {
+                        *out = found.value;
+                    }
+                    Ok(Done::Hit)
+                }
+                None => Ok(Done::Miss),
+            },
+            (Kind::Set, Some(value)) => {
+                self.client.put(&key, &value)?;
+                Ok(Done::Stored)
+            }
+            _ => Err(OpError::Broken(
+                "reply asked for another kind of request".into(),
+            )),
+        }
+    }
 }
 
 impl Conn {
     /// Connects; the error is one line naming the address.
     fn open(protocol: Protocol, addr: &str) -> Result<Conn, String> {
-        match protocol {
-            Protocol::Binary => Client::connect(addr)
-                .map(|client| Conn::Binary(Box::new(client)))
-                .map_err(|e| e.to_string()),
-            Protocol::Memcache | Protocol::Resp => TextConn::connect(addr)
-                .map(|conn| match protocol {
-                    Protocol::Resp => Conn::Resp(conn, false),
-                    _ => Conn::Memcache(conn),
-                })
-                .map_err(|e| {
-                    format!(
-                        "cannot connect to {addr}: {e} (is the server running? try --coordinator)"
-                    )
-                }),
+        if protocol == Protocol::Direct {
+            let mut client = DirectClient::connect(addr).map_err(|e| e.to_string())?;
+            client
+                .set_timeout(REQUEST_TIMEOUT)
+                .map_err(|e| format!("cannot set up the connection to {addr}: {e}"))?;
+            return Ok(Conn::Direct(Box::new(DirectConn {
+                client,
+                queued: std::collections::VecDeque::new(),
+            })));
         }
+        let server = match protocol {
+            Protocol::Binary | Protocol::Direct => "coordinator",
+            Protocol::Memcache | Protocol::Resp => "server",
+        };
+        let stream = connect(addr).map_err(|e| {
+            format!("cannot connect to {addr}: {e} (is the {server} running? try --coordinator)")
+        })?;
+        let opened = match protocol {
+            Protocol::Binary => FrameConn::new(stream).map(Conn::Binary),
+            Protocol::Memcache => TextConn::new(stream).map(Conn::Memcache),
+            Protocol::Resp => TextConn::new(stream).map(|conn| Conn::Resp(conn, false)),
+            Protocol::Direct => return Err("direct connections are opened above".into()),
+        };
+        opened.map_err(|e| format!("cannot set up the connection to {addr}: {e}"))
     }
 
-    /// With `wait`, a Redis connection sends `WAIT 1 0` after every SET.
+    /// With `wait`, a Redis connection sends `WAIT 1 0` after every batch holding a SET.
     fn with_wait(self, wait: bool) -> Conn {
         match self {
             Conn::Resp(conn, _) => Conn::Resp(conn, wait),
@@ -836,12 +1121,15 @@ impl Conn {
     }
 
     /// Checks within [`PROBE_TIMEOUT`] that the server speaks the protocol: a binary
-    /// ping, or memcached `version`. Meant for a connection used for nothing else.
+    /// ping, memcached `version` or Redis `PING`. Meant for a connection used for nothing
+    /// else.
     fn check(&mut self) -> Result<(), OpError> {
         match self {
-            Conn::Binary(client) => {
-                client.set_timeout(PROBE_TIMEOUT)?;
-                client.ping().map_err(OpError::from)
+            Conn::Binary(conn) => {
+                conn.writer
+                    .get_ref()
+                    .set_read_timeout(Some(PROBE_TIMEOUT))?;
+                conn.ping()
             }
             Conn::Memcache(conn) => {
                 conn.writer
@@ -849,11 +1137,13 @@ impl Conn {
                     .set_read_timeout(Some(PROBE_TIMEOUT))?;
                 conn.version()
             }
+            Conn::Direct(conn) => conn.client.refresh().map_err(OpError::from),
             Conn::Resp(conn, _) => {
                 conn.writer
                     .get_ref()
                     .set_read_timeout(Some(PROBE_TIMEOUT))?;
                 conn.resp_command(&[b"PING"])?;
+                conn.writer.flush()?;
                 match read_line(&mut conn.reader, &mut conn.line)? {
                     "+PONG" => Ok(()),
                     other => Err(OpError::Broken(format!("not a Redis server: '{other}'"))),
@@ -862,60 +1152,332 @@ impl Conn {
         }
     }
 
-    fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), OpError> {
+    /// Adds a request to the batch being built; nothing is sent before [`Conn::flush`].
+    fn queue(&mut self, cmd: Cmd<'_>) -> Result<(), OpError> {
         match self {
-            Conn::Binary(client) => client.put(key, value).map(|_| ()).map_err(OpError::from),
-            Conn::Memcache(conn) => conn.set(key, value),
-            Conn::Resp(conn, wait) => conn.resp_set(key, value, *wait),
+            Conn::Binary(conn) => conn.queue(cmd),
+            Conn::Memcache(conn) => conn.queue(cmd),
+            Conn::Resp(conn, _) => conn.resp_queue(cmd),
+            Conn::Direct(conn) => {
+                conn.queued.push_back(match cmd {
+                    Cmd::Get(key) => (key.to_vec(), None),
+                    Cmd::Set(key, value) => (key.to_vec(), Some(value.to_vec())),
+                });
+                Ok(())
+            }
         }
+    }
+
+    /// Sends the batch. A Redis connection with `WAIT` adds `WAIT 1 0` first if the batch
+    /// holds a SET, and then returns `true`: read its reply with [`Conn::recv_wait`] after
+    /// the batch's own.
+    fn flush(&mut self) -> Result<bool, OpError> {
+        let wait = match self {
+            Conn::Resp(conn, true) if conn.sets_queued => {
+                conn.resp_command(&[b"WAIT", b"1", b"0"])?;
+                true
+            }
+            _ => false,
+        };
+        match self {
+            Conn::Binary(conn) => conn.writer.flush()?,
+            Conn::Memcache(conn) | Conn::Resp(conn, _) => {
+                conn.sets_queued = false;
+                conn.writer.flush()?;
+            }
+            Conn::Direct(_) => {}
+        }
+        Ok(wait)
+    }
+
+    /// Reads the reply to the oldest request not yet answered, a `kind` one. With `out`,
+    /// a hit's value is copied into it.
+    fn recv(&mut self, kind: Kind, out: Option<&mut Vec<u8>>) -> Result<Done, OpError> {
+        match self {
+            Conn::Binary(conn) => conn.recv(kind, out),
+            Conn::Direct(conn) => conn.recv(kind, out),
+            Conn::Memcache(conn) => {
+                let done = match kind {
+                    Kind::Get => {
+                        read_get_reply(&mut conn.reader, &mut conn.line, &mut conn.data)?.into()
+                    }
+                    Kind::Set => {
+                        read_set_reply(&mut conn.reader, &mut conn.line)?;
+                        Done::Stored
+                    }
+                };
+                conn.copy_value(done, out);
+                Ok(done)
+            }
+            Conn::Resp(conn, _) => {
+                let done = match kind {
+                    Kind::Get => conn.resp_get_reply()?.into(),
+                    Kind::Set => match read_line(&mut conn.reader, &mut conn.line)? {
+                        "+OK" => Done::Stored,
+                        other => return Err(resp_error(other)),
+                    },
+                };
+                conn.copy_value(done, out);
+                Ok(done)
+            }
+        }
+    }
+
+    /// Reads the reply to the `WAIT 1 0` that [`Conn::flush`] sent: at least one replica.
+    fn recv_wait(&mut self) -> Result<(), OpError> {
+        match self {
+            Conn::Resp(conn, _) => match read_line(&mut conn.reader, &mut conn.line)? {
+                line if line
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n >= 1) =>
+                {
+                    Ok(())
+                }
+                other => Err(resp_error(other)),
+            },
+            _ => Err(OpError::Broken("no WAIT was sent".into())),
+        }
+    }
+
+    /// One request and its reply (and, for a Redis SET with `WAIT`, the WAIT's).
+    fn one(&mut self, cmd: Cmd<'_>, out: Option<&mut Vec<u8>>) -> Result<Done, OpError> {
+        let kind = match cmd {
+            Cmd::Get(_) => Kind::Get,
+            Cmd::Set(..) => Kind::Set,
+        };
+        self.queue(cmd)?;
+        let wait = self.flush()?;
+        let done = self.recv(kind, out);
+        if !wait || matches!(done, Err(OpError::Broken(_))) {
+            return done;
+        }
+        match (done, self.recv_wait()) {
+            (_, Err(broken @ OpError::Broken(_))) => Err(broken),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Ok(done), Ok(())) => Ok(done),
+        }
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), OpError> {
+        self.one(Cmd::Set(key, value), None).map(|_| ())
     }
 
     /// Like [`Conn::get`], copying the value into `out` on a hit.
+    #[cfg(test)]
     fn get_value(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, OpError> {
-        match self {
-            Conn::Binary(client) => match client.get(key).map_err(OpError::from)? {
-                Some(found) => {
-                    *out = found.value;
-                    Ok(true)
-                }
-                None => Ok(false),
-            },
-            Conn::Memcache(conn) => {
-                let found = conn.get(key)?;
-                conn.copy_value(found, out);
-                Ok(found)
-            }
-            Conn::Resp(conn, _) => {
-                let found = conn.resp_get(key)?;
-                conn.copy_value(found, out);
-                Ok(found)
-            }
-        }
+        self.one(Cmd::Get(key), Some(out))
+            .map(|done| done == Done::Hit)
     }
 
     /// `Ok(true)` for a hit, `Ok(false)` for a miss.
+    #[cfg(test)]
     fn get(&mut self, key: &[u8]) -> Result<bool, OpError> {
-        match self {
-            Conn::Binary(client) => client
-                .get(key)
-                .map(|found| found.is_some())
-                .map_err(OpError::from),
-            Conn::Memcache(conn) => conn.get(key),
-            Conn::Resp(conn, _) => conn.resp_get(key),
+        self.one(Cmd::Get(key), None).map(|done| done == Done::Hit)
+    }
+}
+
+impl From<bool> for Done {
+    /// A get's outcome: `true` for a hit.
+    fn from(found: bool) -> Done {
+        if found { Done::Hit } else { Done::Miss }
+    }
+}
+
+/// Connects to `addr` with `TCP_NODELAY`, and read and write timeouts of
+/// [`REQUEST_TIMEOUT`] (a pipeline whose replies cannot drain fails instead of hanging).
+fn connect(addr: &str) -> io::Result<TcpStream> {
+    let candidates: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+    for candidate in candidates {
+        match TcpStream::connect_timeout(&candidate, CONNECT_TIMEOUT) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+                stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Piazza's binary protocol with pipelining: each request gets the next request id, and
+/// each reply must carry the id and the opcode of the oldest request not yet answered.
+struct FrameConn {
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+    /// Id of the next request queued.
+    next_id: u32,
+    /// Id the next reply must carry.
+    next_reply: u32,
+    limits: WireLimits,
+    /// Reused to encode each request.
+    scratch: Frame,
+}
+
+impl FrameConn {
+    fn new(stream: TcpStream) -> io::Result<FrameConn> {
+        Ok(FrameConn {
+            reader: BufReader::with_capacity(CONN_BUFFER, stream.try_clone()?),
+            writer: BufWriter::with_capacity(CONN_BUFFER, stream),
+            next_id: 1,
+            next_reply: 1,
+            limits: WireLimits {
+                max_key: wire::DEFAULT_MAX_KEY,
+                max_value: wire::MAX_BULK_VALUE,
+            },
+            scratch: Frame::request(Opcode::Ping, 0, Vec::new(), Vec::new()),
+        })
+    }
+
+    /// Encodes one request into the write buffer.
+    fn push(&mut self, opcode: Opcode, key: &[u8], value: &[u8]) -> Result<(), OpError> {
+        let frame = &mut self.scratch;
+        frame.opcode = opcode;
+        frame.request_id = self.next_id;
+        frame.key.clear();
+        frame.key.extend_from_slice(key);
+        frame.value.clear();
+        frame.value.extend_from_slice(value);
+        self.next_id = self.next_id.wrapping_add(1);
+        frame.write_to(&mut self.writer)?;
+        Ok(())
+    }
+
+    fn queue(&mut self, cmd: Cmd<'_>) -> Result<(), OpError> {
+        match cmd {
+            Cmd::Get(key) => self.push(Opcode::Get, key, &[]),
+            Cmd::Set(key, value) => self.push(Opcode::Put, key, value),
+        }
+    }
+
+    /// Reads the next reply, which must answer request `next_reply` of `opcode`; an error
+    /// status is an error reply on a healthy connection.
+    fn read_reply(&mut self, opcode: Opcode) -> Result<Frame, OpError> {
+        let reply = wire::read_frame(&mut self.reader, &self.limits).map_err(|e| {
+            OpError::from(match e {
+                WireError::BadMagic(b'S') => ClientError::Refused,
+                WireError::Closed | WireError::Truncated => ClientError::Closed,
+                WireError::Io(e) => ClientError::Io(e),
+                other => ClientError::Wire(other),
+            })
+        })?;
+        let id = self.next_reply;
+        self.next_reply = id.wrapping_add(1);
+        if reply.request_id != id {
+            return Err(ClientError::Mismatch {
+                sent: id,
+                got: reply.request_id,
+            }
+            .into());
+        }
+        if !matches!(reply.status, Status::Ok | Status::NotFound) {
+            return Err(ClientError::Server {
+                status: reply.status,
+                message: reply.value_text(),
+            }
+            .into());
+        }
+        if reply.opcode != opcode {
+            return Err(OpError::Broken(format!(
+                "reply to request {id} is a {:?} reply, not {opcode:?}",
+                reply.opcode
+            )));
+        }
+        Ok(reply)
+    }
+
+    fn recv(&mut self, kind: Kind, out: Option<&mut Vec<u8>>) -> Result<Done, OpError> {
+        let opcode = match kind {
+            Kind::Get => Opcode::Get,
+            Kind::Set => Opcode::Put,
+        };
+        let reply = self.read_reply(opcode)?;
+        match (kind, reply.status) {
+            (Kind::Get, Status::Ok) => {
+                if let Some(out) = out {
+                    *out = reply.value;
+                }
+                Ok(Done::Hit)
+            }
+            (Kind::Get, _) => Ok(Done::Miss),
+            (Kind::Set, Status::Ok) => Ok(Done::Stored),
+            (Kind::Set, status) => Err(ClientError::Server {
+                status,
+                message: reply.value_text(),
+            }
+            .into()),
+        }
+    }
+
+    fn ping(&mut self) -> Result<(), OpError> {
+        self.push(Opcode::Ping, &[], &[])?;
+        self.writer.flush()?;
+        match self.read_reply(Opcode::Ping)?.status {
+            Status::Ok => Ok(()),
+            status => Err(OpError::Broken(format!(
+                "ping answered {}, not ok",
+                status.name()
+            ))),
         }
     }
 }
 
+/// A minimal memcached text (or Redis RESP) client: `set`, single-key `get`, `version`
+/// (RESP: `SET`, `GET`, `WAIT`, `PING`), requests queued and sent together, with
+/// `TCP_NODELAY`.
+struct TextConn {
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+    /// Reused for every reply line and data block.
+    line: Vec<u8>,
+    data: Vec<u8>,
+    /// A SET was queued since the last flush (for Redis's `WAIT`).
+    sets_queued: bool,
+}
+
 impl TextConn {
+    fn new(stream: TcpStream) -> io::Result<TextConn> {
+        Ok(TextConn {
+            reader: BufReader::with_capacity(CONN_BUFFER, stream.try_clone()?),
+            writer: BufWriter::with_capacity(CONN_BUFFER, stream),
+            line: Vec::with_capacity(64),
+            data: Vec::new(),
+            sets_queued: false,
+        })
+    }
+
     /// After a hit, copies the value just read (without its CRLF) into `out`.
-    fn copy_value(&self, found: bool, out: &mut Vec<u8>) {
-        if found {
+    fn copy_value(&self, done: Done, out: Option<&mut Vec<u8>>) {
+        if let (Done::Hit, Some(out)) = (done, out) {
             out.clear();
             out.extend_from_slice(&self.data[..self.data.len().saturating_sub(2)]);
         }
     }
 
-    /// Sends one RESP command (an array of bulk strings).
+    /// Queues a memcached `set` or `get`.
+    fn queue(&mut self, cmd: Cmd<'_>) -> Result<(), OpError> {
+        match cmd {
+            Cmd::Get(key) => {
+                self.writer.write_all(b"get ")?;
+                self.writer.write_all(key)?;
+                self.writer.write_all(b"\r\n")?;
+            }
+            Cmd::Set(key, value) => {
+                self.writer.write_all(b"set ")?;
+                self.writer.write_all(key)?;
+                write!(self.writer, " 0 0 {}\r\n", value.len())?;
+                self.writer.write_all(value)?;
+                self.writer.write_all(b"\r\n")?;
+                self.sets_queued = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues one RESP command (an array of bulk strings).
     fn resp_command(&mut self, parts: &[&[u8]]) -> Result<(), OpError> {
         write!(self.writer, "*{}\r\n", parts.len())?;
         for part in parts {
@@ -923,35 +1485,22 @@ impl TextConn {
             self.writer.write_all(part)?;
             self.writer.write_all(b"\r\n")?;
         }
-        self.writer.flush()?;
         Ok(())
     }
 
-    fn resp_set(&mut self, key: &[u8], value: &[u8], wait: bool) -> Result<(), OpError> {
-        self.resp_command(&[b"SET", key, value])?;
-        match read_line(&mut self.reader, &mut self.line)? {
-            "+OK" => {}
-            other => return Err(resp_error(other)),
-        }
-        if !wait {
-            return Ok(());
-        }
-        self.resp_command(&[b"WAIT", b"1", b"0"])?;
-        match read_line(&mut self.reader, &mut self.line)? {
-            line if line
-                .strip_prefix(':')
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|n| n >= 1) =>
-            {
-                Ok(())
+    /// Queues a Redis `SET` or `GET`.
+    fn resp_queue(&mut self, cmd: Cmd<'_>) -> Result<(), OpError> {
+        match cmd {
+            Cmd::Get(key) => self.resp_command(&[b"GET", key]),
+            Cmd::Set(key, value) => {
+                self.sets_queued = true;
+                self.resp_command(&[b"SET", key, value])
             }
-            other => Err(resp_error(other)),
         }
     }
 
-    /// `Ok(true)` for a hit (the value, with its CRLF, is in `data`).
-    fn resp_get(&mut self, key: &[u8]) -> Result<bool, OpError> {
-        self.resp_command(&[b"GET", key])?;
+    /// Reads a `GET` reply: `Ok(true)` for a hit (the value, with its CRLF, is in `data`).
+    fn resp_get_reply(&mut self) -> Result<bool, OpError> {
         let length = match read_line(&mut self.reader, &mut self.line)? {
             "$-1" => return Ok(false),
             line => match line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
@@ -967,66 +1516,6 @@ impl TextConn {
         }
         Ok(true)
     }
-}
-
-/// An unexpected RESP reply: a Redis error (`-ERR ...`) is a reply error, anything else
-/// breaks the connection.
-fn resp_error(line: &str) -> OpError {
-    match line.strip_prefix('-') {
-        Some(message) => OpError::Reply(message.to_string()),
-        None => OpError::Broken(format!("unexpected RESP reply '{line}'")),
-    }
-}
-
-/// A minimal memcached text client: `set`, single-key `get` and `version`, one request at
-/// a time, with `TCP_NODELAY`.
-struct TextConn {
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
-    /// Reused for every reply line and data block.
-    line: Vec<u8>,
-    data: Vec<u8>,
-}
-
-impl TextConn {
-    fn connect(addr: &str) -> io::Result<TextConn> {
-        let candidates: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
-        for candidate in candidates {
-            match TcpStream::connect_timeout(&candidate, CONNECT_TIMEOUT) {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-                    return Ok(TextConn {
-                        reader: BufReader::new(stream.try_clone()?),
-                        writer: BufWriter::new(stream),
-                        line: Vec::with_capacity(64),
-                        data: Vec::new(),
-                    });
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
-
-    fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), OpError> {
-        self.writer.write_all(b"set ")?;
-        self.writer.write_all(key)?;
-        write!(self.writer, " 0 0 {}\r\n", value.len())?;
-        self.writer.write_all(value)?;
-        self.writer.write_all(b"\r\n")?;
-        self.writer.flush()?;
-        read_set_reply(&mut self.reader, &mut self.line)
-    }
-
-    fn get(&mut self, key: &[u8]) -> Result<bool, OpError> {
-        self.writer.write_all(b"get ")?;
-        self.writer.write_all(key)?;
-        self.writer.write_all(b"\r\n")?;
-        self.writer.flush()?;
-        read_get_reply(&mut self.reader, &mut self.line, &mut self.data)
-    }
 
     fn version(&mut self) -> Result<(), OpError> {
         self.writer.write_all(b"version\r\n")?;
@@ -1037,6 +1526,15 @@ impl TextConn {
         } else {
             Err(error_line(line))
         }
+    }
+}
+
+/// An unexpected RESP reply: a Redis error (`-ERR ...`) is a reply error, anything else
+/// breaks the connection.
+fn resp_error(line: &str) -> OpError {
+    match line.strip_prefix('-') {
+        Some(message) => OpError::Reply(message.to_string()),
+        None => OpError::Broken(format!("unexpected RESP reply '{line}'")),
     }
 }
 
@@ -1163,6 +1661,7 @@ mod tests {
             protocol: Protocol::Memcache,
             target: "127.0.0.1:1".into(),
             connections: 8,
+            pipeline: 1,
             seconds: 2.0,
             ops: 1000,
             errors: 1,
@@ -1288,6 +1787,7 @@ mod tests {
         let expected = [
             ("protocol", "\"memcache\""),
             ("connections", "8"),
+            ("pipeline", "1"),
             ("seconds", "2.000"),
             ("ops", "1000"),
             ("ops_per_sec", "500.0"),
@@ -1333,7 +1833,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "piazza-bench: memcache protocol, 127.0.0.1:1, 8 connections, 2.0 s, 10 keys, 100-byte values, 90% gets",
+                "piazza-bench: memcache protocol, 127.0.0.1:1, 8 connections, pipeline 1, 2.0 s, 10 keys, 100-byte values, 90% gets",
                 "ops: 1000 (500 ops/s)  errors: 1  misses: 2  wrong: 0",
                 "latency us: p50 80  p99 400  p99.9 900  max 2100",
             ]
@@ -1428,6 +1928,9 @@ mod tests {
         assert!(parse_connections("5000").is_err());
         assert!(parse_value_size("x").is_err());
         assert_eq!(parse_protocol("resp"), Ok(Protocol::Resp));
+        assert_eq!(parse_pipeline("8"), Ok(8));
+        assert!(parse_pipeline("0").is_err());
+        assert!(parse_pipeline("1025").is_err());
         assert!(parse_protocol("http").is_err());
         let defaults = BenchArgs::from_args(&["piazza-bench"], &[]).expect("no flags is fine");
         assert_eq!(defaults.coordinator, "127.0.0.1:7400");
@@ -1435,6 +1938,7 @@ mod tests {
         assert_eq!((defaults.keys, defaults.value_size), (10_000, 100));
         assert_eq!(defaults.get_ratio, 0.9);
         assert_eq!(defaults.protocol, Protocol::Binary);
+        assert_eq!(defaults.pipeline, 1);
         assert!(!defaults.json && !defaults.preload && defaults.ops.is_none());
         let args = BenchArgs::from_args(
             &["piazza-bench"],
@@ -1505,28 +2009,77 @@ mod tests {
         assert_eq!(verify_value(b"abcdefghij", 3, 7), b"3:7:abcdef");
     }
 
-    #[test]
-    fn resp_client_speaks_redis_replies() {
-        use std::io::{Read as _, Write as _};
+    /// A canned server for one connection: for each step, reads `requests` requests with
+    /// `read_one`, then writes `reply` in one write. Returns what it read.
+    fn canned_server<R: Send + 'static>(
+        read_one: fn(&mut BufReader<TcpStream>) -> Option<R>,
+        script: Vec<(usize, Vec<u8>)>,
+    ) -> (String, JoinHandle<Vec<R>>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        // A canned server: answers the commands in the order the client sends them.
         let server = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let replies: [&[u8]; 6] = [
-                b"+OK\r\n",         // SET
-                b":1\r\n",          // WAIT
-                b"$5\r\nhello\r\n", // GET hit
-                b"$-1\r\n",         // GET miss
-                b"-ERR wrong\r\n",  // SET refused
-                b"+PONG\r\n",       // unused
-            ];
-            let mut buf = [0u8; 4096];
-            for reply in &replies[..5] {
-                let _ = stream.read(&mut buf).unwrap();
-                stream.write_all(reply).unwrap();
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut seen = Vec::new();
+            for (requests, reply) in script {
+                for _ in 0..requests {
+                    seen.push(read_one(&mut reader).expect("a whole request"));
+                }
+                writer.write_all(&reply).unwrap();
             }
+            seen
         });
+        (addr, server)
+    }
+
+    /// Reads one RESP command (an array of bulk strings) and returns its parts joined by
+    /// spaces.
+    fn read_resp_command(reader: &mut BufReader<TcpStream>) -> Option<String> {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+        let mut parts = Vec::new();
+        for _ in 0..count {
+            line.clear();
+            reader.read_line(&mut line).ok()?;
+            let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+            let mut part = vec![0u8; len + 2];
+            reader.read_exact(&mut part).ok()?;
+            part.truncate(len);
+            parts.push(String::from_utf8(part).ok()?);
+        }
+        Some(parts.join(" "))
+    }
+
+    /// Reads one memcached `get` or `set` (with its data) and returns its command line.
+    fn read_memcache_command(reader: &mut BufReader<TcpStream>) -> Option<String> {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end().to_string();
+        if line.starts_with("set ") {
+            let len: usize = line.rsplit(' ').next()?.parse().ok()?;
+            let mut data = vec![0u8; len + 2];
+            reader.read_exact(&mut data).ok()?;
+        }
+        Some(line)
+    }
+
+    fn read_binary_frame(reader: &mut BufReader<TcpStream>) -> Option<Frame> {
+        wire::read_frame(reader, &WireLimits::default()).ok()
+    }
+
+    #[test]
+    fn resp_client_speaks_redis_replies() {
+        let (addr, server) = canned_server(
+            read_resp_command,
+            vec![
+                (2, b"+OK\r\n:1\r\n".to_vec()),   // SET, then its WAIT
+                (1, b"$5\r\nhello\r\n".to_vec()), // GET hit
+                (1, b"$-1\r\n".to_vec()),         // GET miss
+                (1, b"-ERR wrong\r\n".to_vec()),  // SET refused
+            ],
+        );
         let mut conn = Conn::open(Protocol::Resp, &addr).unwrap().with_wait(true);
         conn.set(b"k", b"hello").unwrap();
         let mut out = Vec::new();
@@ -1538,6 +2091,289 @@ mod tests {
             other => other,
         };
         assert!(matches!(conn.set(b"k", b"v"), Err(OpError::Reply(m)) if m.contains("wrong")));
+        assert_eq!(
+            server.join().unwrap(),
+            ["SET k hello", "WAIT 1 0", "GET k", "GET nope", "SET k v"]
+        );
+    }
+
+    #[test]
+    fn pipelined_resp_replies_match_their_requests_and_wait_follows_the_batch() {
+        let (addr, server) = canned_server(
+            read_resp_command,
+            vec![
+                // The server sees the whole batch, WAIT last, before it answers anything.
+                (
+                    5,
+                    b"+OK\r\n$2\r\nv1\r\n$-1\r\n-ERR no room\r\n:1\r\n".to_vec(),
+                ),
+                // Gets only: no WAIT.
+                (2, b"$1\r\nx\r\n$-1\r\n".to_vec()),
+            ],
+        );
+        let mut conn = Conn::open(Protocol::Resp, &addr).unwrap().with_wait(true);
+        for cmd in [
+            Cmd::Set(b"a", b"v1"),
+            Cmd::Get(b"a"),
+            Cmd::Get(b"b"),
+            Cmd::Set(b"c", b"v2"),
+        ] {
+            conn.queue(cmd).unwrap();
+        }
+        assert!(conn.flush().unwrap(), "a batch with a SET ends with WAIT");
+        let mut out = Vec::new();
+        assert_eq!(conn.recv(Kind::Set, None), Ok(Done::Stored));
+        assert_eq!(conn.recv(Kind::Get, Some(&mut out)), Ok(Done::Hit));
+        assert_eq!(out, b"v1");
+        assert_eq!(conn.recv(Kind::Get, Some(&mut out)), Ok(Done::Miss));
+        assert_eq!(
+            conn.recv(Kind::Set, None),
+            Err(OpError::Reply("ERR no room".into()))
+        );
+        assert_eq!(conn.recv_wait(), Ok(()));
+        conn.queue(Cmd::Get(b"x")).unwrap();
+        conn.queue(Cmd::Get(b"y")).unwrap();
+        assert!(!conn.flush().unwrap(), "no SET, no WAIT");
+        assert_eq!(conn.recv(Kind::Get, Some(&mut out)), Ok(Done::Hit));
+        assert_eq!(out, b"x");
+        assert_eq!(conn.recv(Kind::Get, None), Ok(Done::Miss));
+        assert_eq!(
+            server.join().unwrap(),
+            [
+                "SET a v1", "GET a", "GET b", "SET c v2", "WAIT 1 0", "GET x", "GET y"
+            ]
+        );
+    }
+
+    #[test]
+    fn pipelined_memcache_replies_match_their_requests() {
+        let (addr, server) = canned_server(
+            read_memcache_command,
+            vec![
+                (
+                    5,
+                    b"VALUE k1 0 3\r\none\r\nEND\r\nSTORED\r\nEND\r\nSERVER_ERROR out of memory\r\nVALUE k3 0 5\r\nthree\r\nEND\r\n"
+                        .to_vec(),
+                ),
+                // A set answered like a get: out of step, the connection is broken.
+                (2, b"STORED\r\nSTORED\r\n".to_vec()),
+            ],
+        );
+        let mut conn = Conn::open(Protocol::Memcache, &addr).unwrap();
+        for cmd in [
+            Cmd::Get(b"k1"),
+            Cmd::Set(b"k2", b"two"),
+            Cmd::Get(b"k2x"),
+            Cmd::Set(b"k3", b"three"),
+            Cmd::Get(b"k3"),
+        ] {
+            conn.queue(cmd).unwrap();
+        }
+        assert!(!conn.flush().unwrap(), "memcache never sends WAIT");
+        let mut out = Vec::new();
+        assert_eq!(conn.recv(Kind::Get, Some(&mut out)), Ok(Done::Hit));
+        assert_eq!(out, b"one");
+        assert_eq!(conn.recv(Kind::Set, None), Ok(Done::Stored));
+        assert_eq!(conn.recv(Kind::Get, Some(&mut out)), Ok(Done::Miss));
+        assert_eq!(out, b"one", "a miss leaves the buffer alone");
+        assert!(matches!(conn.recv(Kind::Set, None), Err(OpError::Reply(_))));
+        assert_eq!(conn.recv(Kind::Get, Some(&mut out)), Ok(Done::Hit));
+        assert_eq!(out, b"three");
+        conn.queue(Cmd::Set(b"a", b"1")).unwrap();
+        conn.queue(Cmd::Get(b"a")).unwrap();
+        conn.flush().unwrap();
+        assert_eq!(conn.recv(Kind::Set, None), Ok(Done::Stored));
+        assert!(matches!(
+            conn.recv(Kind::Get, None),
+            Err(OpError::Broken(_))
+        ));
+        assert_eq!(
+            server.join().unwrap(),
+            [
+                "get k1",
+                "set k2 0 0 3",
+                "get k2x",
+                "set k3 0 0 5",
+                "get k3",
+                "set a 0 0 1",
+                "get a"
+            ]
+        );
+    }
+
+    /// Encodes the replies to `requests`, in order: a get of `key:<n>` finds `value-<n>`
+    /// unless n is odd; a put is stored.
+    fn binary_replies(requests: &[Frame]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for request in requests {
+            let reply = match request.opcode {
+                Opcode::Get if request.key.ends_with(b"1") || request.key.ends_with(b"3") => {
+                    request.reply(Status::NotFound)
+                }
+                Opcode::Get => {
+                    let mut reply = request.reply(Status::Ok);
+                    reply.value = [&b"value-"[..], &request.key[4..]].concat();
+                    reply
+                }
+                _ => request.reply(Status::Ok),
+            };
+            reply.encode_into(&mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn pipelined_binary_replies_match_by_request_id() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            // First batch: read all four, answer all four in order.
+            let first: Vec<Frame> = (0..4)
+                .map(|_| read_binary_frame(&mut reader).expect("a frame"))
+                .collect();
+            writer.write_all(&binary_replies(&first)).unwrap();
+            // Second batch: answer the two requests in the wrong order.
+            let mut second: Vec<Frame> = (0..2)
+                .map(|_| read_binary_frame(&mut reader).expect("a frame"))
+                .collect();
+            second.swap(0, 1);
+            writer.write_all(&binary_replies(&second)).unwrap();
+            first.into_iter().chain(second).collect::<Vec<Frame>>()
+        });
+        let mut conn = Conn::open(Protocol::Binary, &addr).unwrap();
+        for cmd in [
+            Cmd::Get(b"key:0"),
+            Cmd::Set(b"key:1", b"x"),
+            Cmd::Get(b"key:3"),
+            Cmd::Get(b"key:4"),
+        ] {
+            conn.queue(cmd).unwrap();
+        }
+        assert!(!conn.flush().unwrap());
+        let mut out = Vec::new();
+        assert_eq!(conn.recv(Kind::Get, Some(&mut out)), Ok(Done::Hit));
+        assert_eq!(out, b"value-0");
+        assert_eq!(conn.recv(Kind::Set, None), Ok(Done::Stored));
+        assert_eq!(conn.recv(Kind::Get, Some(&mut out)), Ok(Done::Miss));
+        assert_eq!(conn.recv(Kind::Get, Some(&mut out)), Ok(Done::Hit));
+        assert_eq!(out, b"value-4");
+        conn.queue(Cmd::Get(b"key:6")).unwrap();
+        conn.queue(Cmd::Get(b"key:8")).unwrap();
+        conn.flush().unwrap();
+        match conn.recv(Kind::Get, Some(&mut out)) {
+            Err(OpError::Broken(why)) => assert!(why.contains("request 6"), "{why}"),
+            other => panic!("a reply to another request must break the connection: {other:?}"),
+        }
+        let seen = server.join().unwrap();
+        let ids: Vec<u32> = seen.iter().map(|frame| frame.request_id).collect();
+        assert_eq!(
+            ids,
+            [1, 2, 3, 4, 6, 5],
+            "ids count up; the server swapped the last two"
+        );
+        assert_eq!(seen[1].opcode, Opcode::Put);
+        assert_eq!(seen[1].value, b"x");
+    }
+
+    /// A tiny in-order memcached for `run`: `version`, `set`, `get`, one thread per
+    /// connection. With `stale`, a set of a key already present is acknowledged but
+    /// not applied, so reads return old values. Serves `connections` connections.
+    fn memcache_server(connections: usize, stale: bool) -> (String, JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let store = Arc::new(std::sync::Mutex::new(HashMap::<String, Vec<u8>>::new()));
+        let server = std::thread::spawn(move || {
+            let mut threads = Vec::new();
+            for _ in 0..connections {
+                let (stream, _) = listener.accept().unwrap();
+                let store = Arc::clone(&store);
+                threads.push(std::thread::spawn(move || {
+                    let mut writer = BufWriter::new(stream.try_clone().unwrap());
+                    let mut reader = BufReader::new(stream);
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let words: Vec<&str> = line.split_whitespace().collect();
+                        match words.as_slice() {
+                            ["version"] => writer.write_all(b"VERSION 1.0\r\n").unwrap(),
+                            ["set", key, _, _, len] => {
+                                let mut data = vec![0u8; len.parse::<usize>().unwrap() + 2];
+                                reader.read_exact(&mut data).unwrap();
+                                data.truncate(data.len() - 2);
+                                let mut store = store.lock().unwrap();
+                                if !(stale && store.contains_key(*key)) {
+                                    store.insert(key.to_string(), data);
+                                }
+                                writer.write_all(b"STORED\r\n").unwrap();
+                            }
+                            ["get", key] => {
+                                if let Some(value) = store.lock().unwrap().get(*key) {
+                                    write!(writer, "VALUE {key} 0 {}\r\n", value.len()).unwrap();
+                                    writer.write_all(value).unwrap();
+                                    writer.write_all(b"\r\n").unwrap();
+                                }
+                                writer.write_all(b"END\r\n").unwrap();
+                            }
+                            other => panic!("unexpected command {other:?}"),
+                        }
+                        // Like the real servers: one write per batch of whole requests.
+                        if reader.buffer().is_empty() {
+                            writer.flush().unwrap();
+                        }
+                    }
+                }));
+            }
+            for thread in threads {
+                thread.join().unwrap();
+            }
+        });
+        (addr, server)
+    }
+
+    #[test]
+    fn pipelined_run_verifies_reads_in_order() {
+        let flags = |addr: &str| -> BenchArgs {
+            BenchArgs::from_args(
+                &["piazza-bench"],
+                &[
+                    "--coordinator",
+                    addr,
+                    "--protocol",
+                    "memcache",
+                    "--pipeline",
+                    "8",
+                    "--verify",
+                    "--get-ratio",
+                    "0.5",
+                    "--keys",
+                    "40",
+                    "--connections",
+                    "2",
+                    "--ops",
+                    "3001",
+                ],
+            )
+            .unwrap()
+        };
+        // The probe, then two connections.
+        let (addr, server) = memcache_server(3, false);
+        let report = run(&flags(&addr)).unwrap();
         server.join().unwrap();
+        assert_eq!(report.pipeline, 8);
+        assert_eq!((report.ops, report.errors, report.wrong), (3001, 0, 0));
+        assert!(report.misses > 0, "keys are not preloaded: early gets miss");
+        assert!(report.json().contains("\"pipeline\":8,"));
+        assert!(report.human().contains("2 connections, pipeline 8,"));
+        // A server that keeps the first value of every key: verify sees it.
+        let (addr, server) = memcache_server(3, true);
+        let report = run(&flags(&addr)).unwrap();
+        server.join().unwrap();
+        assert!(report.wrong > 0, "stale reads must be caught");
     }
 }
