@@ -123,10 +123,17 @@ impl Ring {
     /// a known address gets its old id and token back (`true`), a new one a fresh id and
     /// a token that balances the ring.
     pub fn assign(&mut self, addr: &str) -> (SlaveId, Token, bool) {
+        self.assign_beside(addr, &[])
+    }
+
+    /// [`Ring::assign`], counting `pending` (tokens of slaves assigned but not on the
+    /// ring yet, such as joining ones) as taken places when balancing, so slaves that
+    /// register together spread over the ring instead of crowding one gap.
+    pub fn assign_beside(&mut self, addr: &str, pending: &[Token]) -> (SlaveId, Token, bool) {
         if let Some(&(id, token)) = self.known.get(addr) {
             return (id, token, true);
         }
-        let token = self.fresh_token(addr);
+        let token = self.fresh_token(addr, pending);
         self.next_id += 1;
         let id = SlaveId(self.next_id);
         self.known.insert(addr.to_string(), (id, token));
@@ -159,9 +166,9 @@ impl Ring {
 
     /// A token no address has ever held: the first slave hashes its address; later ones
     /// take the midpoint of the largest arc between live tokens.
-    fn fresh_token(&self, addr: &str) -> Token {
+    fn fresh_token(&self, addr: &str, pending: &[Token]) -> Token {
         let taken: BTreeSet<u64> = self.known.values().map(|&(_, t)| t.0).collect();
-        let mut candidate = match self.largest_arc() {
+        let mut candidate = match self.largest_arc(pending) {
             None => key_hash(addr.as_bytes()),
             Some((start, length)) => start.0.wrapping_add(length / 2 + length % 2),
         };
@@ -173,15 +180,17 @@ impl Ring {
 
     /// The start and length of the largest arc between consecutive live tokens (the
     /// whole ring, 2^64 − 1 in length here, with one token).
-    fn largest_arc(&self) -> Option<(Token, u64)> {
-        let first = *self.tokens.iter().next()?;
+    fn largest_arc(&self, pending: &[Token]) -> Option<(Token, u64)> {
+        let mut places = self.tokens.clone();
+        places.extend(pending.iter().copied());
+        let first = *places.iter().next()?;
         let mut best = (first, u64::MAX);
-        if self.tokens.len() == 1 {
+        if places.len() == 1 {
             return Some(best);
         }
         best.1 = 0;
         let mut previous = first;
-        for &token in self.tokens.iter().skip(1).chain(std::iter::once(&first)) {
+        for &token in places.iter().skip(1).chain(std::iter::once(&first)) {
             let length = token.0.wrapping_sub(previous.0);
             if length > best.1 {
                 best = (previous, length);
@@ -430,6 +439,26 @@ mod tests {
         assert_eq!(ring.successor(SlaveId(3)), Some(SlaveId(1)));
         assert_eq!(ring.predecessor(SlaveId(1)), Some(SlaveId(3)));
         assert_eq!(ring.arc_of(SlaveId(1)), Some((Token(300), Token(100))));
+    }
+
+    #[test]
+    fn slaves_registering_together_spread_over_the_ring() {
+        let mut ring = Ring::new();
+        let (a, _, _) = ring.join("127.0.0.1:1");
+        // Two more register before either is on the ring (both joining).
+        let (_, t2, _) = ring.assign_beside("127.0.0.1:2", &[]);
+        let (_, t3, _) = ring.assign_beside("127.0.0.1:3", &[t2]);
+        let t1 = ring.token_of(a).unwrap();
+        let mut tokens = [t1.0, t2.0, t3.0];
+        tokens.sort();
+        let gaps = [
+            tokens[1] - tokens[0],
+            tokens[2] - tokens[1],
+            tokens[0].wrapping_sub(tokens[2]),
+        ];
+        for gap in gaps {
+            assert!(gap >= u64::MAX / 5, "gaps {gaps:x?}");
+        }
     }
 
     #[test]

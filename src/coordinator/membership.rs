@@ -453,7 +453,14 @@ impl Membership {
             .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         let (registered, old, replicate, rejoined) = {
             let mut state = self.lock();
-            let (id, token, returning) = state.ring.assign(addr);
+            // Joining slaves are not on the ring yet, but their places are taken.
+            let pending: Vec<Token> = state
+                .slaves
+                .iter()
+                .filter(|(_, info)| info.state == SlaveState::Joining)
+                .filter_map(|(&id, _)| state.ring.token_of(id))
+                .collect();
+            let (id, token, returning) = state.ring.assign_beside(addr, &pending);
             // Back after a coordinator restart, with its data: straight onto the ring.
             let awaited = state
                 .warmup
