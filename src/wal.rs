@@ -637,12 +637,15 @@ impl Wal {
         })
     }
 
-    /// Starts a new segment at `path`: the current one is synced and closed, and every
-    /// later record goes to the new one. Blocks appends for the time of one sync.
+    /// Starts a new segment at `path`: every later record goes to it, and the current
+    /// one is synced and closed. The new segment is created (and synced, with its
+    /// directory) before the lock is taken, and the old one is synced after it is
+    /// released, like a group commit: appends wait for neither.
     ///
     /// # Errors
-    /// `Io`/`Sync` when the old segment cannot be synced or the new one created.
+    /// `Io`/`Sync` when the new segment cannot be created or the old one synced.
     pub fn rotate(&self, path: &Path) -> Result<(), WalError> {
+        let (file, len) = open_segment(path)?;
         let mut writer = self.lock();
         while writer.syncing {
             writer = self.synced.wait(writer).unwrap_or_else(|p| p.into_inner());
@@ -650,18 +653,34 @@ impl Wal {
         if writer.poisoned {
             return Err(WalError::Poisoned);
         }
-        writer.file.sync_data().map_err(|source| WalError::Sync {
-            path: writer.path.clone(),
-            source,
-        })?;
-        let (file, len) = open_segment(path)?;
+        let old = std::mem::replace(&mut writer.file, file);
+        let old_path = std::mem::replace(&mut writer.path, path.to_path_buf());
         writer.base = writer.written;
         writer.written += len;
-        writer.synced = writer.written;
-        writer.file = file;
-        writer.path = path.to_path_buf();
+        // The new segment's header is on disk already: once the old segment is synced,
+        // everything up to here is.
+        let target = writer.written;
+        writer.syncing = true;
+        drop(writer);
+        let result = old.sync_data();
+        drop(old);
+        let mut writer = self.lock();
+        writer.syncing = false;
+        let outcome = match result {
+            Ok(()) => {
+                writer.synced = writer.synced.max(target);
+                Ok(())
+            }
+            Err(source) => {
+                writer.poisoned = true;
+                Err(WalError::Sync {
+                    path: old_path,
+                    source,
+                })
+            }
+        };
         self.synced.notify_all();
-        Ok(())
+        outcome
     }
 }
 
