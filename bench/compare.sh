@@ -12,7 +12,7 @@ secs=${1:-3}
 cargo build --release -q
 bin=target/release
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 "$bin/piazza-cluster" --listen 127.0.0.1:0 --heartbeat 127.0.0.1:0 --slave-port 0 \
   --data-dir "$work/piazza" --log-level warn >"$work/cluster.out" 2>"$work/cluster.err" &
@@ -36,7 +36,7 @@ if command -v redis-server >/dev/null; then
     --replicaof 127.0.0.1 "$rport" --daemonize no >"$work/replica.log" 2>&1 &
   sleep 0.5
   # Blocks until the replica has synced and acknowledged.
-  "$bin/piazza-bench" --coordinator "127.0.0.1:$rport" --protocol resp --redis-wait --ops 1 --connections 1 >/dev/null
+  "$bin/piazza-bench" --coordinator "127.0.0.1:$rport" --protocol resp --redis-wait --get-ratio 0 --ops 1 --connections 1 >/dev/null
   targets+=("redis+replica resp 127.0.0.1:$rport --redis-wait")
 else
   echo "redis-server not installed (apt-get install redis-server): skipping it" >&2

@@ -10,7 +10,7 @@ bin=target/release
 keys=${1:-1000000}
 conns=${2:-1000}
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 rss() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
 
 "$bin/piazza-cluster" --listen 127.0.0.1:0 --heartbeat 127.0.0.1:0 --slave-port 0 \

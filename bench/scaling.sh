@@ -13,7 +13,8 @@ if [ $# -gt 0 ]; then counts=("$@"); else counts=(10000 100000 1000000); fi
 conns=32
 secs=5
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+# `|| true`: with nothing left running, kill fails, and set -e would skip the rm.
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 rss() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
 
 # measure NAME COPIES PID ADDR PROTOCOL KEYS: preload, RSS growth, timed run; one row.
@@ -40,6 +41,7 @@ for keys in "${counts[@]}"; do
   pid=$!
   for _ in $(seq 100); do grep -q '^piazza cluster' "$work/out" 2>/dev/null && break; sleep 0.1; done
   addr=$(sed -n 's/^piazza cluster: coordinator \([^ ]*\).*/\1/p' "$work/out")
+  if [ -z "$addr" ]; then echo "piazza-cluster did not start:" >&2; cat "$work/err" >&2; exit 1; fi
   measure "piazza-cluster (3 slaves, 2 copies)" 2 "$pid" "$addr" binary "$keys"
   kill "$pid"
   wait "$pid" || true

@@ -212,6 +212,8 @@ impl fmt::Display for Protocol {
 /// Why a run could not be made.
 #[derive(Debug)]
 pub enum BenchError {
+    /// The flags do not go together; the message says how to fix them.
+    Usage(String),
     /// The target could not be reached, or did not answer, at the start. The message
     /// names the address.
     Unreachable(String),
@@ -226,7 +228,7 @@ pub enum BenchError {
 impl fmt::Display for BenchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BenchError::Unreachable(why) => f.write_str(why),
+            BenchError::Usage(why) | BenchError::Unreachable(why) => f.write_str(why),
             BenchError::Preload(why) => write!(f, "preload failed: {why}"),
             BenchError::Thread(e) => write!(f, "cannot start a load thread: {e}"),
             BenchError::NothingDone(why) => {
@@ -473,7 +475,7 @@ impl Report {
 /// without a single successful operation.
 pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     if args.direct && (args.protocol != Protocol::Binary || args.pipeline > 1) {
-        return Err(BenchError::Unreachable(
+        return Err(BenchError::Usage(
             "--direct needs --protocol binary and --pipeline 1 (a direct client sends one request at a time)"
                 .into(),
         ));
