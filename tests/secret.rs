@@ -207,3 +207,40 @@ fn protected_mode_refuses_an_open_address_without_a_secret() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("without a cluster secret"));
 }
+
+#[test]
+fn direct_routing_presents_the_secret_to_slaves() {
+    let dir = TempDir::new("secret-direct");
+    let good = secret_file(&dir, "good", "s3cret");
+    let cluster = Cluster::start_secure(
+        3,
+        &["--secret-file", &good, "--require-auth"],
+        &["--secret-file", &good],
+        b"s3cret",
+    );
+    let mut direct = piazza::direct::DirectClient::connect(&cluster.addr).unwrap();
+    direct.auth(b"s3cret").unwrap();
+    // Slaves serve direct requests once the coordinator has sent them the view.
+    wait_until(Duration::from_secs(20), "direct requests served", || {
+        let before = direct.stats().direct;
+        direct.refresh().is_ok()
+            && direct.put(b"probe", b"x").is_ok()
+            && direct.stats().direct > before
+    });
+    let fallbacks = direct.stats().via_coordinator;
+    for i in 0..50 {
+        let key = format!("secret-direct:{i}");
+        direct.put(key.as_bytes(), b"value").unwrap();
+        assert_eq!(direct.get(key.as_bytes()).unwrap().unwrap().value, b"value");
+    }
+    assert_eq!(
+        direct.stats().via_coordinator,
+        fallbacks,
+        "{:?}",
+        direct.stats()
+    );
+    // Without the secret the coordinator refuses the view, and nothing is served.
+    let mut stranger = piazza::direct::DirectClient::connect(&cluster.addr).unwrap();
+    assert!(stranger.refresh().is_err());
+    assert!(stranger.get(b"secret-direct:1").is_err());
+}
