@@ -226,15 +226,7 @@ impl Client {
     /// Sends a request and turns any status but `Ok` (and `NotFound`, when `not_found_ok`)
     /// into an error.
     fn call_ok(&mut self, request: Frame, not_found_ok: bool) -> Result<Frame, ClientError> {
-        let reply = self.call(request)?;
-        match reply.status {
-            Status::Ok => Ok(reply),
-            Status::NotFound if not_found_ok => Ok(reply),
-            status => Err(ClientError::Server {
-                status,
-                message: reply.value_text(),
-            }),
-        }
+        ops::checked(self.call(request)?, not_found_ok)
     }
 
     /// Reads a key through the coordinator. `Ok(None)` when it is not there.
@@ -242,15 +234,8 @@ impl Client {
     /// # Errors
     /// See [`ClientError`].
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Value>, ClientError> {
-        let reply = self.call_ok(
-            Frame::request(Opcode::Get, 0, key.to_vec(), Vec::new()),
-            true,
-        )?;
-        Ok((reply.status == Status::Ok).then_some(Value {
-            value: reply.value,
-            flags: reply.flags,
-            version: reply.arg,
-        }))
+        let reply = self.call(ops::get(key))?;
+        Ok(ops::value_of(ops::checked(reply, true)?))
     }
 
     /// Stores a value (flags 0) through the coordinator; returns the write's version.
@@ -271,9 +256,8 @@ impl Client {
         value: &[u8],
         flags: u32,
     ) -> Result<u64, ClientError> {
-        let mut request = Frame::request(Opcode::Put, 0, key.to_vec(), value.to_vec());
-        request.flags = flags;
-        Ok(self.call_ok(request, false)?.arg)
+        let reply = self.call(ops::put(key, value, flags))?;
+        Ok(ops::checked(reply, false)?.arg)
     }
 
     /// Deletes a key; `Ok(true)` when it was there.
@@ -281,8 +265,8 @@ impl Client {
     /// # Errors
     /// See [`ClientError`].
     pub fn delete(&mut self, key: &[u8]) -> Result<bool, ClientError> {
-        let request = Frame::request(Opcode::Delete, 0, key.to_vec(), Vec::new());
-        Ok(self.call_ok(request, true)?.status == Status::Ok)
+        let reply = self.call(ops::delete(key))?;
+        Ok(ops::checked(reply, true)?.status == Status::Ok)
     }
 
     /// Presents the cluster secret for this connection (needed by slaves, and by a
@@ -401,6 +385,52 @@ pub fn parse_status(text: &str) -> Result<ClusterStatus, ClientError> {
         }
     }
     Ok(status)
+}
+
+/// The key operations as frames, and their replies read back: shared by [`Client`] and
+/// [`crate::direct::DirectClient`], so both speak them the same way.
+pub(crate) mod ops {
+    use super::{ClientError, Value};
+    use crate::wire::{Frame, Opcode, Status};
+
+    /// A GET of `key`.
+    pub fn get(key: &[u8]) -> Frame {
+        Frame::request(Opcode::Get, 0, key.to_vec(), Vec::new())
+    }
+
+    /// A PUT of `value` under `key` with memcached `flags`.
+    pub fn put(key: &[u8], value: &[u8], flags: u32) -> Frame {
+        let mut request = Frame::request(Opcode::Put, 0, key.to_vec(), value.to_vec());
+        request.flags = flags;
+        request
+    }
+
+    /// A DELETE of `key`.
+    pub fn delete(key: &[u8]) -> Frame {
+        Frame::request(Opcode::Delete, 0, key.to_vec(), Vec::new())
+    }
+
+    /// The reply if its status is `Ok` (or `NotFound`, when `not_found_ok`), else the
+    /// server's error.
+    pub fn checked(reply: Frame, not_found_ok: bool) -> Result<Frame, ClientError> {
+        match reply.status {
+            Status::Ok => Ok(reply),
+            Status::NotFound if not_found_ok => Ok(reply),
+            status => Err(ClientError::Server {
+                status,
+                message: reply.value_text(),
+            }),
+        }
+    }
+
+    /// The value a GET reply carries, if it found one.
+    pub fn value_of(reply: Frame) -> Option<Value> {
+        (reply.status == Status::Ok).then_some(Value {
+            value: reply.value,
+            flags: reply.flags,
+            version: reply.arg,
+        })
+    }
 }
 
 /// Everything that can go wrong for a client.

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, ClientError, Value};
+use crate::client::{Client, ClientError, Value, ops};
 use crate::ring::SlaveId;
 use crate::view::View;
 use crate::wire::{Frame, Opcode, Status};
@@ -186,32 +186,13 @@ impl DirectClient {
         self.coordinator.call(request)
     }
 
-    fn route_ok(&mut self, request: Frame, not_found_ok: bool) -> Result<Frame, ClientError> {
-        let reply = self.route(request)?;
-        match reply.status {
-            Status::Ok => Ok(reply),
-            Status::NotFound if not_found_ok => Ok(reply),
-            status => Err(ClientError::Server {
-                status,
-                message: reply.value_text(),
-            }),
-        }
-    }
-
     /// Reads a key. `Ok(None)` when it is not there.
     ///
     /// # Errors
     /// See [`ClientError`].
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Value>, ClientError> {
-        let reply = self.route_ok(
-            Frame::request(Opcode::Get, 0, key.to_vec(), Vec::new()),
-            true,
-        )?;
-        Ok((reply.status == Status::Ok).then_some(Value {
-            value: reply.value,
-            flags: reply.flags,
-            version: reply.arg,
-        }))
+        let reply = self.route(ops::get(key))?;
+        Ok(ops::value_of(ops::checked(reply, true)?))
     }
 
     /// Stores a value (flags 0) on both replicas; returns the write's version.
@@ -232,9 +213,8 @@ impl DirectClient {
         value: &[u8],
         flags: u32,
     ) -> Result<u64, ClientError> {
-        let mut request = Frame::request(Opcode::Put, 0, key.to_vec(), value.to_vec());
-        request.flags = flags;
-        Ok(self.route_ok(request, false)?.arg)
+        let reply = self.route(ops::put(key, value, flags))?;
+        Ok(ops::checked(reply, false)?.arg)
     }
 
     /// Deletes a key; `Ok(true)` when it was there.
@@ -242,8 +222,8 @@ impl DirectClient {
     /// # Errors
     /// See [`ClientError`].
     pub fn delete(&mut self, key: &[u8]) -> Result<bool, ClientError> {
-        let request = Frame::request(Opcode::Delete, 0, key.to_vec(), Vec::new());
-        Ok(self.route_ok(request, true)?.status == Status::Ok)
+        let reply = self.route(ops::delete(key))?;
+        Ok(ops::checked(reply, true)?.status == Status::Ok)
     }
 }
 
