@@ -1,6 +1,6 @@
 //! Direct routing with real processes: clients that fetch the routing view and talk to
 //! the key's primary, slaves that redirect what is not theirs, and writes acknowledged
-//! on the direct path that survive a SIGKILLed slave and a join.
+//! on the direct path that survive a SIGKILLed slave, a join and a graceful leave.
 
 mod common;
 
@@ -28,7 +28,7 @@ fn direct_client(cluster: &Cluster) -> DirectClient {
 
 /// Waits until every slave serves direct requests under the coordinator's view (the
 /// view is pushed to slaves shortly after the cluster settles).
-fn wait_direct_ready(cluster: &Cluster, client: &mut DirectClient) {
+fn wait_direct_ready(client: &mut DirectClient) {
     wait_until(DEADLINE, "slaves serving direct requests", || {
         let before = client.stats().direct;
         client.refresh().is_ok()
@@ -39,14 +39,13 @@ fn wait_direct_ready(cluster: &Cluster, client: &mut DirectClient) {
             })
             && client.stats().direct == before + 20
     });
-    let _ = cluster;
 }
 
 #[test]
 fn direct_requests_reach_the_primary_and_write_both_copies() {
     let cluster = Cluster::start(3);
     let mut client = direct_client(&cluster);
-    wait_direct_ready(&cluster, &mut client);
+    wait_direct_ready(&mut client);
     let start = client.stats();
 
     let mut expected: Expected = HashMap::new();
@@ -84,7 +83,7 @@ fn direct_requests_reach_the_primary_and_write_both_copies() {
 fn writes_through_either_path_keep_their_order() {
     let cluster = Cluster::start(3);
     let mut direct = direct_client(&cluster);
-    wait_direct_ready(&cluster, &mut direct);
+    wait_direct_ready(&mut direct);
     let mut plain = cluster.client();
     for round in 0..50 {
         let key = format!("mixed:{}", round % 5).into_bytes();
@@ -105,7 +104,7 @@ fn writes_through_either_path_keep_their_order() {
 fn slaves_redirect_what_is_not_theirs_and_refuse_bad_frames() {
     let cluster = Cluster::start(3);
     let mut client = direct_client(&cluster);
-    wait_direct_ready(&cluster, &mut client);
+    wait_direct_ready(&mut client);
     let view = client.view().clone();
     let key = b"some key".to_vec();
     let (primary, replica) = view.placement(&key).unwrap();
@@ -224,10 +223,10 @@ impl Writer {
 }
 
 #[test]
-fn direct_writes_survive_a_killed_slave_and_a_join() {
+fn direct_writes_survive_a_killed_slave_a_join_and_a_leave() {
     let mut cluster = Cluster::start(4);
     let mut client = direct_client(&cluster);
-    wait_direct_ready(&cluster, &mut client);
+    wait_direct_ready(&mut client);
     let writer = Writer::start(client);
     let progress = || std::thread::sleep(Duration::from_millis(300));
     progress();
@@ -238,6 +237,11 @@ fn direct_writes_survive_a_killed_slave_and_a_join() {
     cluster.wait_settled();
     progress();
     cluster.add_slave();
+    cluster.wait_settled();
+    progress();
+    // A graceful leave (SIGINT): its ranges are handed on while it still serves.
+    cluster.slaves[0].proc.signal("INT");
+    assert_eq!(cluster.slaves[0].proc.wait_exit(DEADLINE), Some(0));
     cluster.wait_settled();
     progress();
 
@@ -262,7 +266,7 @@ fn direct_writes_survive_a_killed_slave_and_a_join() {
 fn piazza_bench_direct_verifies_every_read() {
     let cluster = Cluster::start(3);
     let mut client = direct_client(&cluster);
-    wait_direct_ready(&cluster, &mut client);
+    wait_direct_ready(&mut client);
     let output = std::process::Command::new(common::bin("bench"))
         .args([
             "--coordinator",
