@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Cluster, DEADLINE, wait_until};
@@ -181,6 +181,8 @@ fn slaves_redirect_what_is_not_theirs_and_refuse_bad_frames() {
 /// Writes keys through a direct client until stopped; returns what was acknowledged.
 struct Writer {
     stop: Arc<AtomicBool>,
+    /// Writes acknowledged so far.
+    done: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<(Expected, piazza::direct::DirectStats)>>,
 }
 
@@ -188,6 +190,8 @@ impl Writer {
     fn start(mut client: DirectClient) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let done = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&done);
         let thread = std::thread::spawn(move || {
             client.set_timeout(Duration::from_secs(5)).unwrap();
             let mut expected: Expected = HashMap::new();
@@ -207,13 +211,23 @@ impl Writer {
                 }
                 expected.insert(key, Some(value));
                 n += 1;
+                counter.store(n, Ordering::SeqCst);
             }
             (expected, client.stats())
         });
         Writer {
             stop,
+            done,
             thread: Some(thread),
         }
+    }
+
+    /// Waits until the writer has had `n` more writes acknowledged.
+    fn progress(&self, n: u64) {
+        let target = self.done.load(Ordering::SeqCst) + n;
+        wait_until(DEADLINE, "the writer to make progress", || {
+            self.done.load(Ordering::SeqCst) >= target
+        });
     }
 
     fn finish(mut self) -> (Expected, piazza::direct::DirectStats) {
@@ -228,7 +242,7 @@ fn direct_writes_survive_a_killed_slave_a_join_and_a_leave() {
     let mut client = direct_client(&cluster);
     wait_direct_ready(&mut client);
     let writer = Writer::start(client);
-    let progress = || std::thread::sleep(Duration::from_millis(300));
+    let progress = || writer.progress(500);
     progress();
 
     let victim = cluster.slaves[1].addr.clone();
