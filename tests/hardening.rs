@@ -131,13 +131,25 @@ fn slowloris_requests_are_cut_off_by_the_request_timeout() {
 #[test]
 fn connections_past_the_cap_are_refused_and_the_rest_carry_on() {
     let cluster = setup(&["--max-connections", "4"]);
-    let held: Vec<TcpStream> = (0..4).map(|_| connect(&cluster.addr)).collect();
-    // Make sure all four are accepted before the fifth.
-    for mut stream in held.iter() {
-        stream.write_all(b"version\r\n").unwrap();
-        let mut buf = [0u8; 64];
-        let _ = stream.read(&mut buf).unwrap();
-    }
+    // Four connections that are served (a connection the test harness just closed may
+    // still hold a slot for a moment: retry until each one answers).
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut served = None;
+            common::wait_until(common::DEADLINE, "a connection under the cap", || {
+                let mut stream = connect(&cluster.addr);
+                stream.write_all(b"version\r\n").unwrap();
+                let mut buf = [0u8; 64];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                let ok = buf[..n].starts_with(b"VERSION");
+                if ok {
+                    served = Some(stream);
+                }
+                ok
+            });
+            served.unwrap()
+        })
+        .collect();
     let mut extra = connect(&cluster.addr);
     let reply = read_to_close(&mut extra);
     assert_eq!(reply, b"SERVER_ERROR too many connections\r\n");
