@@ -217,6 +217,14 @@ impl Store {
         self.lock().get(table, key)
     }
 
+    /// True if `table` holds a live value (not a tombstone) for `key`; nothing is copied.
+    pub fn is_live(&self, table: Table, key: &[u8]) -> bool {
+        self.lock()
+            .table(table)
+            .get(key)
+            .is_some_and(|stored| stored.value.is_some())
+    }
+
     /// The version `table` holds for `key` (live or tombstone), without copying the value.
     pub fn version_of(&self, table: Table, key: &[u8]) -> Option<Version> {
         self.lock()

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 use byteorder::{ByteOrder, NetworkEndian};
 use log::{debug, info};
 
-use super::{Node, connect_with, entry_reply, storage_error};
+use super::{Node, connect_with, entry_reply, live_after, storage_error};
 use crate::client::{Client, ClientError};
 use crate::clock::{self, VersionClock};
 use crate::ring::SlaveId;
-use crate::store::{Applied, Entry, Table, Version};
+use crate::store::{Entry, Table, Version};
 use crate::view::View;
 use crate::wire::{FORWARD_PREFIX, Frame, Opcode, Status, TableSel};
 
@@ -264,7 +264,7 @@ impl Direct {
             value: put.then(|| std::mem::take(&mut frame.value)),
         };
         let local = node.data.write(Table::Own, &frame.key, entry);
-        let mut live = matches!(local, Ok(Applied::Applied { was_live: true }));
+        let mut live = false;
         if let Some((id, replica)) = forwarded {
             match forwarder.receive(id) {
                 Ok(reply) if matches!(reply.status, Status::Ok | Status::NotFound) => {
@@ -297,14 +297,7 @@ impl Direct {
         match local {
             Err(e) => storage_error(&frame, &e),
             Ok(applied) => {
-                if let Applied::Stale { .. } = applied {
-                    // A newer version is already here (impossible unless clocks jumped);
-                    // the key's fate is decided by it on both replicas.
-                    live = live
-                        || store
-                            .get(Table::Own, &frame.key)
-                            .is_some_and(|e| e.value.is_some());
-                }
+                live |= live_after(store, Table::Own, &frame.key, applied);
                 let status = if !put && !live {
                     Status::NotFound
                 } else {
@@ -353,12 +346,7 @@ impl Direct {
         drop(held);
         let live = match applied {
             Err(e) => return storage_error(&frame, &e),
-            Ok(Applied::Applied { was_live }) => was_live,
-            Ok(Applied::Stale { .. }) => node
-                .data
-                .store
-                .get(Table::Previous, &frame.key)
-                .is_some_and(|e| e.value.is_some()),
+            Ok(applied) => live_after(&node.data.store, Table::Previous, &frame.key, applied),
         };
         let mut reply = frame.reply(if put || live {
             Status::Ok

@@ -478,15 +478,10 @@ pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Fram
                 Ok(applied) => applied,
                 Err(e) => return storage_error(&frame, &e),
             };
-            let (live, current) = match applied {
-                Applied::Applied { was_live } => (was_live, frame.arg),
-                // A newer write already decided this key's fate: report what is there.
-                Applied::Stale { current } => (
-                    store
-                        .get(table, &frame.key)
-                        .is_some_and(|e| e.value.is_some()),
-                    current.0,
-                ),
+            let live = live_after(store, table, &frame.key, applied);
+            let current = match applied {
+                Applied::Applied { .. } => frame.arg,
+                Applied::Stale { current } => current.0,
             };
             let status = if frame.opcode == Opcode::SlaveDelete && !live {
                 Status::NotFound
@@ -574,6 +569,15 @@ pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Fram
             }
         }
         _ => frame.error_reply(Status::UnknownOpcode, "not served by a slave"),
+    }
+}
+
+/// Whether `key` held a live value around a write that `applied` describes: before it, if
+/// it was applied; now, if a newer write had already decided the key's fate.
+fn live_after(store: &Store, table: Table, key: &[u8], applied: Applied) -> bool {
+    match applied {
+        Applied::Applied { was_live } => was_live,
+        Applied::Stale { .. } => store.is_live(table, key),
     }
 }
 
