@@ -25,6 +25,8 @@ pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod direct;
+pub mod mcbin;
+pub mod meta;
 pub mod request;
 pub mod ring;
 pub mod server;

@@ -17,10 +17,13 @@
 //! no lock is held across socket I/O.
 
 pub mod link;
+mod mcbin_session;
 pub mod membership;
+mod meta_exec;
 pub mod persist;
 pub mod recovery;
 pub mod router;
+mod stats;
 mod text_session;
 pub mod views;
 
@@ -343,6 +346,9 @@ impl Coordinator {
                     |frame| self.serve_frame(frame),
                 );
             }
+            Ok(1) if first[0] == crate::mcbin::MAGIC_REQUEST => {
+                mcbin_session::serve(self, stream, peer)
+            }
             Ok(1) => text_session::serve(self, stream, peer),
             Ok(_) => {}
             Err(e) => debug!("{peer}: closed before the first byte: {e}"),
@@ -363,6 +369,7 @@ impl Coordinator {
             },
             Opcode::Delete => Request::Delete {
                 key: std::mem::take(&mut frame.key),
+                cas: 0,
             },
             Opcode::Ping => return frame.reply(Status::Ok),
             Opcode::RingGet => {
@@ -396,10 +403,15 @@ impl Coordinator {
             }
             Outcome::NotFound => reply.status = Status::NotFound,
             Outcome::Stored { version } => reply.arg = version,
-            Outcome::Deleted => {}
+            Outcome::Deleted | Outcome::Flushed => {}
+            Outcome::NotStored | Outcome::Exists => reply.status = Status::NotFound,
+            Outcome::Number { value, version } => {
+                reply.arg = version;
+                reply.value = value.to_string().into_bytes();
+            }
             Outcome::Failed(failure) => {
                 let status = match failure {
-                    Failure::Invalid(_) => Status::Invalid,
+                    Failure::Invalid(_) | Failure::NonNumeric => Status::Invalid,
                     Failure::TooLarge => Status::TooLarge,
                     Failure::Unavailable(_) => Status::Unavailable,
                 };

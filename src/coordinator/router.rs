@@ -33,14 +33,68 @@ use crate::wire::{Frame, Opcode, Status, TableSel};
 pub struct Counters {
     /// `get` keys asked for.
     pub cmd_get: AtomicU64,
-    /// `set` commands.
+    /// Storage commands.
     pub cmd_set: AtomicU64,
+    /// `flush_all` commands.
+    pub cmd_flush: AtomicU64,
+    /// `touch`/`gat` commands.
+    pub cmd_touch: AtomicU64,
     /// `get` keys found.
     pub get_hits: AtomicU64,
     /// `get` keys not found.
     pub get_misses: AtomicU64,
     /// `delete` commands.
     pub cmd_delete: AtomicU64,
+    /// `delete` of a present key.
+    pub delete_hits: AtomicU64,
+    /// `delete` of a missing key.
+    pub delete_misses: AtomicU64,
+    /// `incr` of a present key.
+    pub incr_hits: AtomicU64,
+    /// `incr` of a missing key.
+    pub incr_misses: AtomicU64,
+    /// `decr` of a present key.
+    pub decr_hits: AtomicU64,
+    /// `decr` of a missing key.
+    pub decr_misses: AtomicU64,
+    /// `cas` that stored.
+    pub cas_hits: AtomicU64,
+    /// `cas` of a missing key.
+    pub cas_misses: AtomicU64,
+    /// `cas` with a stale unique.
+    pub cas_badval: AtomicU64,
+    /// `touch` of a present key.
+    pub touch_hits: AtomicU64,
+    /// `touch` of a missing key.
+    pub touch_misses: AtomicU64,
+}
+
+impl Counters {
+    /// Sets every counter to zero (`stats reset`).
+    pub fn reset(&self) {
+        for counter in [
+            &self.cmd_get,
+            &self.cmd_set,
+            &self.cmd_flush,
+            &self.cmd_touch,
+            &self.get_hits,
+            &self.get_misses,
+            &self.cmd_delete,
+            &self.delete_hits,
+            &self.delete_misses,
+            &self.incr_hits,
+            &self.incr_misses,
+            &self.decr_hits,
+            &self.decr_misses,
+            &self.cas_hits,
+            &self.cas_misses,
+            &self.cas_badval,
+            &self.touch_hits,
+            &self.touch_misses,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The request router.
@@ -74,7 +128,8 @@ impl Router {
         match request {
             Request::Get { key } => self.get(&key),
             Request::Put { key, value, flags } => self.put(key, value, flags),
-            Request::Delete { key } => self.delete(key),
+            Request::Delete { key, cas: 0 } => self.delete(key),
+            _ => Outcome::Failed(Failure::Unavailable("not served yet".into())),
         }
     }
 
@@ -112,6 +167,7 @@ impl Router {
                     value: reply.value,
                     flags: reply.flags,
                     version: reply.arg,
+                    expires: 0,
                 })
             }
             Status::NotFound => {

@@ -7,11 +7,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
 
 use log::debug;
 
-use super::Coordinator;
+use super::stats::{MEMCACHED_VERSION, StatsReply};
+use super::{Coordinator, meta_exec};
+use crate::meta::{self, MetaParsed};
 use crate::request::{Failure, Outcome, Request};
 use crate::server::Phased;
 use crate::text::{self, Parsed, TextCommand, TextError};
@@ -77,6 +78,27 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
         let mut close = false;
         let mut start = 0;
         while start < buf.len() {
+            match meta::parse(&buf[start..], &coordinator.text_limits) {
+                MetaParsed::NotMeta => {}
+                MetaParsed::Incomplete => break,
+                MetaParsed::Command { command, consumed } => {
+                    start += consumed;
+                    meta_exec::execute(coordinator, command, &mut out);
+                    continue;
+                }
+                MetaParsed::Error {
+                    reply,
+                    consumed,
+                    skip: more,
+                } => {
+                    out.extend_from_slice(&reply);
+                    start += consumed;
+                    let dropped = more.min(buf.len() - start);
+                    start += dropped;
+                    skip = more - dropped;
+                    continue;
+                }
+            }
             match text::parse(&buf[start..], &coordinator.text_limits) {
                 Parsed::Incomplete => break,
                 Parsed::Command { command, consumed } => {
@@ -194,7 +216,7 @@ fn execute(coordinator: &Coordinator, command: TextCommand, out: &mut Vec<u8>) {
             out.extend_from_slice(text::END);
         }
         TextCommand::Delete { key, noreply } => {
-            let outcome = coordinator.router.serve(Request::Delete { key });
+            let outcome = coordinator.router.serve(Request::Delete { key, cas: 0 });
             match outcome {
                 Outcome::Deleted | Outcome::NotFound if noreply => {}
                 Outcome::Deleted => out.extend_from_slice(text::DELETED),
@@ -203,9 +225,9 @@ fn execute(coordinator: &Coordinator, command: TextCommand, out: &mut Vec<u8>) {
             }
         }
         TextCommand::Version => {
-            text::write_version(out, env!("CARGO_PKG_VERSION"));
+            text::write_version(out, MEMCACHED_VERSION);
         }
-        TextCommand::Stats => write_stats(coordinator, out),
+        TextCommand::Stats => write_stats(coordinator, "", out),
         // Handled by the caller, which closes the connection.
         TextCommand::Quit => {}
     }
@@ -222,39 +244,15 @@ fn write_failure(outcome: Outcome, out: &mut Vec<u8>) {
     }
 }
 
-fn write_stats(coordinator: &Coordinator, out: &mut Vec<u8>) {
-    let counters = &coordinator.router.counters;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    text::write_stat(out, "pid", std::process::id());
-    text::write_stat(out, "uptime", coordinator.started.elapsed().as_secs());
-    text::write_stat(out, "time", now);
-    text::write_stat(out, "version", env!("CARGO_PKG_VERSION"));
-    text::write_stat(
-        out,
-        "curr_connections",
-        coordinator.active.load(Ordering::Relaxed),
-    );
-    text::write_stat(
-        out,
-        "total_connections",
-        coordinator.total_connections.load(Ordering::Relaxed),
-    );
-    text::write_stat(out, "curr_items", coordinator.curr_items());
-    text::write_stat(out, "cmd_get", counters.cmd_get.load(Ordering::Relaxed));
-    text::write_stat(out, "cmd_set", counters.cmd_set.load(Ordering::Relaxed));
-    text::write_stat(out, "get_hits", counters.get_hits.load(Ordering::Relaxed));
-    text::write_stat(
-        out,
-        "get_misses",
-        counters.get_misses.load(Ordering::Relaxed),
-    );
-    text::write_stat(
-        out,
-        "cmd_delete",
-        counters.cmd_delete.load(Ordering::Relaxed),
-    );
-    text::write_stat(out, "slaves", coordinator.membership.len());
-    out.extend_from_slice(text::END);
+fn write_stats(coordinator: &Coordinator, section: &str, out: &mut Vec<u8>) {
+    match coordinator.stats(section) {
+        StatsReply::Lines(lines) => {
+            for (name, value) in lines {
+                text::write_stat(out, &name, value);
+            }
+            out.extend_from_slice(text::END);
+        }
+        StatsReply::Reset => out.extend_from_slice(b"RESET\r\n"),
+        StatsReply::Unknown => out.extend_from_slice(b"ERROR\r\n"),
+    }
 }
