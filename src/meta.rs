@@ -244,13 +244,18 @@ pub fn parse(buf: &[u8], limits: &TextLimits) -> MetaParsed {
     if let Some(nul) = line.iter().position(|&b| b == 0) {
         line = line.get(..nul).unwrap_or_default();
     }
+    let mut split = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
+    // Classic commands leave here without allocating.
+    let Some(&[b'm', kind]) = split.next() else {
+        return MetaParsed::NotMeta;
+    };
+    if !matches!(kind, b'n' | b'e' | b'g' | b's' | b'd' | b'a') {
+        return MetaParsed::NotMeta;
+    }
     let tokens: Vec<&[u8]> = line
         .split(|&b| b == b' ')
         .filter(|t| !t.is_empty())
         .collect();
-    let Some(&[b'm', kind]) = tokens.first().copied() else {
-        return MetaParsed::NotMeta;
-    };
     let result = match kind {
         b'n' => Ok(MetaCommand::Noop),
         b'e' => parse_debug(&tokens, limits),
