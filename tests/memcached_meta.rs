@@ -295,7 +295,7 @@ fn ms_stores_with_every_mode_and_cas() {
     c.expect(b"ms nope 2 MA c\r\nhi\r\n", b"NS c0\r\n");
     c.expect(b"ms nope 2 MP\r\nhi\r\n", b"NS\r\n");
     c.expect(b"ms a 1 MA\r\n!\r\nms a 1 MP\r\n<\r\n", b"HD\r\nHD\r\n");
-    c.expect(b"mg a v f\r\n", b"VA 4 f5\r\n<HI!\r\n");
+    c.expect(b"mg a v f\r\n", b"VA 4 f0\r\n<HI!\r\n");
     // cas compare: stale, zero, missing, then the right one.
     c.expect(format!("ms a 1 C{cas}\r\nx\r\n").as_bytes(), b"EX\r\n");
     c.expect(b"ms a 1 C0\r\nx\r\n", b"EX\r\n");
