@@ -332,9 +332,14 @@ fn mg_touches_vivifies_and_reports_ttl() {
     // Vivify: the first client wins an empty item.
     let reply = c.send(b"mg v t N30 v c\r\n");
     assert_eq!(without_cas(&reply), "VA 0 t-1 c# W\r\n\r\n");
-    c.expect(b"mg v N30 t s f\r\n", b"HD t30 s0 f0\r\n");
+    // Later readers learn that someone else holds the token.
+    c.expect(b"mg v N30 t s f\r\n", b"HD t30 s0 f0 Z\r\n");
+    c.expect(b"mg v R50 t\r\n", b"HD t30 Z\r\n");
+    // The winner stores the value: a new item, whose token can be won once by `R`.
+    c.expect(b"ms v 1 T30\r\nx\r\n", b"HD\r\n");
+    c.expect(b"mg v R10 t v\r\n", b"VA 1 t30\r\nx\r\n");
     c.expect(b"mg v R50 t\r\n", b"HD t30 W\r\n");
-    c.expect(b"mg v R10 t\r\n", b"HD t30\r\n");
+    c.expect(b"mg v R50 t\r\n", b"HD t30 Z\r\n");
     // Expiry: a 1-second TTL is gone within a few seconds.
     c.expect(b"ms short 1 T1\r\nx\r\n", b"HD\r\n");
     common::wait_until(Duration::from_secs(5), "short expires", || {

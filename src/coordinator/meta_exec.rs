@@ -3,9 +3,9 @@
 //!
 //! Each command becomes one or a few [`Request`]s; what the core cannot express is
 //! emulated here or left out:
-//! - `h` answers 0 and `l` answers 0 (the store keeps no access history); `Z` and `X` are
-//!   never sent (no stale items, no record of a recache token already handed out), so
-//!   `R` wins every time the remaining TTL is below its token;
+//! - `h` answers 0 and `l` answers 0 (the store keeps no access history); `X` is never
+//!   sent (no stale items); the `W`/`Z` recache tokens are remembered by the coordinator
+//!   (see [`tokens`]);
 //! - `C0` (memcached compares it, and no item ever has cas 0): `ms`/`md` answer `EX` if
 //!   the key holds a value, `NF` if not, without writing (`ma C0` compares nothing, as in
 //!   memcached);
@@ -150,6 +150,8 @@ fn get(serve: &impl Fn(Request) -> Outcome, key: Vec<u8>, flags: &MetaFlags, out
     } else {
         before.unwrap_or(item.expires)
     };
+    // memcached's ITEM_TOKEN_SENT: a recache token was handed out for this very item.
+    let already = !created && tokens::sent(&key, item.version);
     let mut won = false;
     if flags.value {
         out.extend_from_slice(b"VA ");
@@ -174,7 +176,7 @@ fn get(serve: &impl Fn(Request) -> Outcome, key: Vec<u8>, flags: &MetaFlags, out
             }
             ReplyFlag::Recache => {
                 let limit = expires_at(flags.recache.unwrap_or(0), now);
-                if !created && expires != 0 && expires < limit {
+                if !already && !created && expires != 0 && expires < limit {
                     won = true;
                 }
             }
@@ -191,13 +193,63 @@ fn get(serve: &impl Fn(Request) -> Outcome, key: Vec<u8>, flags: &MetaFlags, out
             ReplyFlag::Key => meta::push_key(out, &key, flags.base64),
         }
     }
-    if won {
-        out.extend_from_slice(b" W");
+    if already {
+        out.extend_from_slice(b" Z");
+    } else if won {
+        // Another request may have won this item's token meanwhile.
+        if tokens::claim(&key, item.version) {
+            out.extend_from_slice(b" W");
+        } else {
+            out.extend_from_slice(b" Z");
+        }
     }
     out.extend_from_slice(b"\r\n");
     if flags.value {
         out.extend_from_slice(&item.value);
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The recache tokens `mg` handed out (memcached keeps an `ITEM_TOKEN_SENT` bit on the
+/// item; the store has no such bit, so the coordinator remembers, per key, the version of
+/// the item a `W` was sent for). A later `mg` of that same version gets `Z`; any write
+/// gives the key a new version, which clears the mark, as a new item does in memcached.
+/// The table is bounded (emptied when full) and not kept across restarts: at worst a
+/// second client is handed a `W`. The lock is a leaf: held for a map operation only,
+/// never across a request.
+mod tokens {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, PoisonError};
+
+    /// Keys remembered at most; past that the table starts over.
+    const CAPACITY: usize = 65_536;
+
+    static SENT: Mutex<BTreeMap<Vec<u8>, u64>> = Mutex::new(BTreeMap::new());
+
+    /// True when a token was already handed out for `key` at `version`.
+    pub(super) fn sent(key: &[u8], version: u64) -> bool {
+        let mut sent = SENT.lock().unwrap_or_else(PoisonError::into_inner);
+        match sent.get(key) {
+            Some(&v) if v == version => true,
+            Some(_) => {
+                sent.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Hands out the token for `key` at `version`: false if it already was.
+    pub(super) fn claim(key: &[u8], version: u64) -> bool {
+        let mut sent = SENT.lock().unwrap_or_else(PoisonError::into_inner);
+        if sent.get(key) == Some(&version) {
+            return false;
+        }
+        if sent.len() >= CAPACITY && !sent.contains_key(key) {
+            sent.clear();
+        }
+        sent.insert(key.to_vec(), version);
+        true
     }
 }
 
@@ -699,11 +751,16 @@ mod tests {
     fn mg_vivify_and_recache() {
         let m = Model::default();
         assert_eq!(m.talk(b"mg v t N30 v c\r\n"), "VA 0 t-1 c1 W\r\n\r\n");
-        assert_eq!(m.talk(b"mg v t v c\r\n"), "VA 0 t30 c1\r\n\r\n");
+        assert_eq!(m.talk(b"mg v t v c\r\n"), "VA 0 t30 c1 Z\r\n\r\n");
         assert_eq!(m.talk(b"mg v2 N30 t s f\r\n"), "HD t30 s0 f0 W\r\n");
-        assert_eq!(m.talk(b"mg v2 N30 t\r\n"), "HD t30\r\n");
-        assert_eq!(m.talk(b"mg v2 R50 t\r\n"), "HD t30 W\r\n");
+        assert_eq!(m.talk(b"mg v2 N30 t\r\n"), "HD t30 Z\r\n");
+        assert_eq!(m.talk(b"mg v2 R50 t\r\n"), "HD t30 Z\r\n");
+        // A new value is a new item: its token can be won again, once.
+        assert_eq!(m.talk(b"ms v2 1 T30\r\nx\r\n"), "HD\r\n");
         assert_eq!(m.talk(b"mg v2 R10 t\r\n"), "HD t30\r\n");
+        assert_eq!(m.talk(b"mg v2 R50 t\r\n"), "HD t30 W\r\n");
+        assert_eq!(m.talk(b"mg v2 R50 t\r\n"), "HD t30 Z\r\n");
+        assert_eq!(m.talk(b"mg v2 v\r\n"), "VA 1 Z\r\nx\r\n");
         assert_eq!(m.talk(b"mg gone T30\r\n"), "EN\r\n");
     }
 
