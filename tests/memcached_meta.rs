@@ -395,3 +395,50 @@ fn ma_counts_creates_and_refuses_non_numbers() {
           CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
     );
 }
+
+#[test]
+fn one_client_wins_a_vivified_key_the_rest_see_z() {
+    let cluster = Cluster::start(2);
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = Meta::connect(&cluster);
+            std::thread::spawn(move || c.send(b"mg hot N30 s\r\n"))
+        })
+        .collect();
+    let replies: Vec<Vec<u8>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let wins = replies
+        .iter()
+        .filter(|r| r.as_slice() == b"HD s0 W\r\n")
+        .count();
+    assert_eq!(wins, 1, "{replies:?}");
+    for reply in &replies {
+        assert!(
+            [&b"HD s0 W\r\n"[..], b"HD s0 Z\r\n", b"HD s0\r\n"].contains(&reply.as_slice()),
+            "{reply:?}"
+        );
+    }
+    let mut c = Meta::connect(&cluster);
+    c.expect(b"mg hot s\r\n", b"HD s0 Z\r\n");
+}
+
+#[test]
+fn quiet_pipelines_answer_only_what_matters() {
+    let cluster = Cluster::start(2);
+    let mut c = Meta::connect(&cluster);
+    c.expect(
+        b"ms p1 1 q\r\na\r\nms p2 1 q ME\r\nb\r\nms p2 1 q ME O7\r\nc\r\nms p3 1 q\r\nd\r\n",
+        b"NS O7\r\n",
+    );
+    c.expect(
+        b"mg p1 q v k\r\nmg p9 q v k\r\nmg p3 q v k\r\n",
+        b"VA 1 kp1\r\na\r\nVA 1 kp3\r\nd\r\n",
+    );
+    c.expect(
+        b"md p1 q\r\nmd p9 q\r\nma p3 q\r\n",
+        b"NF\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+    );
+    c.expect(
+        b"ms n 1 q\r\n5\r\nma n q\r\nma n q D4\r\nmg n v\r\n",
+        b"VA 2\r\n10\r\n",
+    );
+}
