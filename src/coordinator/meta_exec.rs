@@ -5,18 +5,22 @@
 //! emulated here or left out:
 //! - `h` answers 0 and `l` answers 0 (the store keeps no access history); `X` is never
 //!   sent (no stale items); the `W`/`Z` recache tokens are remembered by the coordinator
-//!   (see [`tokens`]);
+//!   (see [`tokens`]), per key and version: a write, a touch included (the core gives it
+//!   a new version), clears the mark; between the core creating a vivified item and the
+//!   winner's mark, another reader may see the empty item with neither `W` nor `Z`;
 //! - `C0` (memcached compares it, and no item ever has cas 0): `ms`/`md` answer `EX` if
 //!   the key holds a value, `NF` if not, without writing (`ma C0` compares nothing, as in
 //!   memcached);
 //! - `ms I` is taken as a plain `C` compare (no stale items); `md I` deletes the item
-//!   (its `T` is then moot);
+//!   (its `T` is then moot): a stale mark kept only in the coordinator's memory would
+//!   turn stale data into fresh data at its restart;
 //! - `md x` stores an empty value over the item, compared against its cas (memcached
 //!   1.6.19+); `ms N` with `MA`/`MP` creates the item from the data on a miss (1.6.19+);
 //! - a `t` placed before `T` (and any `t` in `ma`) costs one more read, for the TTL from
 //!   before the update.
 //!
-//! No lock is taken here; each request goes through [`Router::serve`](super::router).
+//! No lock is held across a request: each goes through the router's `serve`; the token
+//! table's lock is a leaf, held for one map operation.
 
 use super::Coordinator;
 use crate::meta::{self, MetaCommand, MetaFlags, ReplyFlag};
