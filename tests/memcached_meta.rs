@@ -335,6 +335,7 @@ fn mg_touches_vivifies_and_reports_ttl() {
     // Later readers learn that someone else holds the token.
     c.expect(b"mg v N30 t s f\r\n", b"HD t30 s0 f0 Z\r\n");
     c.expect(b"mg v R50 t\r\n", b"HD t30 Z\r\n");
+    c.expect(b"mg v T30 t\r\n", b"HD t30 Z\r\n");
     // The winner stores the value: a new item, whose token can be won once by `R`.
     c.expect(b"ms v 1 T30\r\nx\r\n", b"HD\r\n");
     c.expect(b"mg v R10 t v\r\n", b"VA 1 t30\r\nx\r\n");

@@ -5,8 +5,9 @@
 //! emulated here or left out:
 //! - `h` answers 0 and `l` answers 0 (the store keeps no access history); `X` is never
 //!   sent (no stale items); the `W`/`Z` recache tokens are remembered by the coordinator
-//!   (see [`tokens`]), per key and version: a write, a touch included (the core gives it
-//!   a new version), clears the mark; between the core creating a vivified item and the
+//!   (see [`tokens`]), per key and version: a write clears the mark, a touch by `mg T`
+//!   keeps it (one more read when the key has a mark), one by `touch`/`gat` clears it
+//!   (the core gives a touched item a new version); between the core creating a vivified item and the
 //!   winner's mark, another reader may see the empty item with neither `W` nor `Z`;
 //! - `C0` (memcached compares it, and no item ever has cas 0): `ms`/`md` answer `EX` if
 //!   the key holds a value, `NF` if not, without writing (`ma C0` compares nothing, as in
@@ -100,11 +101,12 @@ fn get(serve: &impl Fn(Request) -> Outcome, key: Vec<u8>, flags: &MetaFlags, out
         }),
         None => serve(Request::Get { key: key.clone() }),
     };
-    // The TTL before the update, for a `t` sent before the `T`.
+    // The item before a `T` touches it: for a `t` sent before the `T`, and to keep a
+    // recache token across the touch (which gives the item a new version).
     let mut before = None;
-    if flags.ttl.is_some() && flags.ttl_read_before_update() {
+    if flags.ttl.is_some() && (flags.ttl_read_before_update() || tokens::pending(&key)) {
         match found(serve(Request::Get { key: key.clone() })) {
-            Ok(found) => before = found.map(|f| f.expires),
+            Ok(found) => before = found,
             Err(other) => return write_failure(other, out),
         }
     }
@@ -152,7 +154,10 @@ fn get(serve: &impl Fn(Request) -> Outcome, key: Vec<u8>, flags: &MetaFlags, out
     let mut expires = if created {
         0
     } else {
-        before.unwrap_or(item.expires)
+        if let Some(before) = &before {
+            tokens::carry(&key, before.version, item.version);
+        }
+        before.as_ref().map_or(item.expires, |b| b.expires)
     };
     // memcached's ITEM_TOKEN_SENT: a recache token was handed out for this very item.
     let already = !created && tokens::sent(&key, item.version);
@@ -240,6 +245,24 @@ mod tokens {
                 false
             }
             None => false,
+        }
+    }
+
+    /// True when some token is remembered for `key`.
+    pub(super) fn pending(key: &[u8]) -> bool {
+        SENT.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(key)
+    }
+
+    /// The item `key` went from version `from` to `to` without a new value (a touch):
+    /// a token sent for `from` now stands for `to`.
+    pub(super) fn carry(key: &[u8], from: u64, to: u64) {
+        let mut sent = SENT.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(version) = sent.get_mut(key) {
+            if *version == from {
+                *version = to;
+            }
         }
     }
 
@@ -554,6 +577,8 @@ mod tests {
                 Request::Touch { key, exptime } => match self.live(&key) {
                     None => Outcome::NotFound,
                     Some(mut item) => {
+                        // As the core: a touch is a write, at a new version.
+                        item.2 = self.version();
                         item.3 = expires_at(exptime, now);
                         self.items.borrow_mut().insert(key, item.clone());
                         found(item)
@@ -707,7 +732,7 @@ mod tests {
         assert_eq!(m.talk(b"mg foo T300 t\r\n"), "HD t300\r\n");
         assert_eq!(
             m.talk(b"me foo\r\n"),
-            "ME foo exp=-300 la=0 cas=2 fetch=no cls=1 size=65\r\n"
+            "ME foo exp=-300 la=0 cas=4 fetch=no cls=1 size=65\r\n"
         );
         let opaque = format!("mg foo O{}\r\n", "1".repeat(32));
         assert_eq!(
@@ -758,6 +783,9 @@ mod tests {
         assert_eq!(m.talk(b"mg v t v c\r\n"), "VA 0 t30 c1 Z\r\n\r\n");
         assert_eq!(m.talk(b"mg v2 N30 t s f\r\n"), "HD t30 s0 f0 W\r\n");
         assert_eq!(m.talk(b"mg v2 N30 t\r\n"), "HD t30 Z\r\n");
+        // A touch by mg keeps the token (the model, as the core, gives it a new version).
+        assert_eq!(m.talk(b"mg v2 T30 t\r\n"), "HD t30 Z\r\n");
+        assert_eq!(m.talk(b"mg v2 t T30\r\n"), "HD t30 Z\r\n");
         assert_eq!(m.talk(b"mg v2 R50 t\r\n"), "HD t30 Z\r\n");
         // A new value is a new item: its token can be won again, once.
         assert_eq!(m.talk(b"ms v2 1 T30\r\nx\r\n"), "HD\r\n");
