@@ -1172,6 +1172,24 @@ mod tests {
     }
 
     #[test]
+    fn ignored_flags_are_accepted_and_numbers_read_as_c_does() {
+        let flags = flags_of(b"mg k P L u\r\n");
+        assert!(flags.order.is_empty());
+        assert_eq!(c_strtol(b"\t-12"), Some(-12));
+        assert_eq!(c_strtol(b"+7\t"), Some(7));
+        assert_eq!(c_strtol(b"7x"), None);
+        assert_eq!(c_strtol(b"-"), None);
+        assert_eq!(c_strtol(b""), None);
+        assert_eq!(c_strtol(b"9223372036854775808"), None);
+        assert_eq!(c_strtol(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(c_strtoul(b"-0"), Some(0));
+        assert_eq!(c_strtoul(b"-5"), None);
+        assert_eq!(c_strtoul(b"18446744073709551616"), None);
+        // A T beyond 32 bits wraps as memcached's int32 does.
+        assert_eq!(flags_of(b"mg k T4294967297\r\n").ttl, Some(1));
+    }
+
+    #[test]
     fn me_parses_and_refuses() {
         assert_eq!(
             command(b"me foo\r\n"),
