@@ -123,7 +123,12 @@ fn random_pipeline(rng: &mut Rng, n: usize) -> (Vec<Frame>, Vec<Expect>) {
                     delta,
                     ..Update::new(Op::Incr)
                 };
-                frames.push(Frame::request(Opcode::Update, id, key.clone(), update.encode()));
+                frames.push(Frame::request(
+                    Opcode::Update,
+                    id,
+                    key.clone(),
+                    update.encode(),
+                ));
                 match model.get_mut(&key) {
                     Some(value) => {
                         let n: u64 = String::from_utf8_lossy(value).trim().parse().unwrap();
