@@ -1043,3 +1043,921 @@ pub fn write_failure(out: &mut Vec<u8>, request: &Header, failure: &crate::reque
         Failure::Unavailable(why) => write_error_message(out, request, Status::OutOfMemory, why),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Golden bytes: requests as libmemcached and memccapable send them, responses as
+    //! memcached 1.6.18 sent them to those requests (captured on loopback).
+
+    use super::*;
+    use crate::request::{Failure, Found};
+
+    fn hex(text: &str) -> Vec<u8> {
+        let text: String = text.split_whitespace().collect();
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    fn limits() -> TextLimits {
+        TextLimits::default()
+    }
+
+    fn packet(bytes: &[u8]) -> Packet {
+        match parse(bytes, &limits()) {
+            Parsed::Packet { packet, consumed } => {
+                assert_eq!(consumed, bytes.len());
+                packet
+            }
+            other => panic!("not a packet: {other:?}"),
+        }
+    }
+
+    fn header(op: u8, opaque: u32) -> Header {
+        Header {
+            opcode: op,
+            key_len: 0,
+            extras_len: 0,
+            data_type: 0,
+            vbucket: 0,
+            body_len: 0,
+            opaque,
+            cas: 0,
+        }
+    }
+
+    fn answer(kind: Kind, op: u8, opaque: u32, quiet: bool, key: Option<&[u8]>) -> Answer {
+        Answer {
+            header: header(op, opaque),
+            kind,
+            quiet,
+            key: key.map(<[u8]>::to_vec),
+        }
+    }
+
+    fn written(answer: &Answer, outcome: Outcome) -> Vec<u8> {
+        let mut out = Vec::new();
+        answer.write(&mut out, outcome);
+        out
+    }
+
+    fn found(value: &[u8], flags: u32, version: u64) -> Outcome {
+        Outcome::Found(Found {
+            value: value.to_vec(),
+            flags,
+            version,
+            expires: 0,
+        })
+    }
+
+    fn refused(bytes: &[u8]) -> (McbinError, Vec<u8>, usize) {
+        match parse(bytes, &limits()) {
+            Parsed::Error { error, reply, skip } => (error, reply, skip),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    fn request_of(bytes: &[u8]) -> (Request, Answer) {
+        match dispatch(packet(bytes), 1_800_000_000) {
+            Dispatch::Router { request, answer } => (request, answer),
+            other => panic!("not for the router: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_request_parses_and_its_reply_is_byte_exact() {
+        let bytes =
+            hex("80010003080000000000000e112233440000000000000000deadbeef00000000666f6f626172");
+        let (request, answer) = request_of(&bytes);
+        assert_eq!(
+            request,
+            Request::Put {
+                key: b"foo".to_vec(),
+                value: b"bar".to_vec(),
+                flags: 0xdead_beef
+            }
+        );
+        assert_eq!(
+            written(&answer, Outcome::Stored { version: 0x71 }),
+            hex("810100000000000000000000112233440000000000000071")
+        );
+        assert_eq!(
+            written(&answer, Outcome::Exists),
+            hex(
+                "810100000000000200000014112233440000000000000000 446174612065786973747320666f72206b65792e"
+            )
+        );
+    }
+
+    #[test]
+    fn setq_with_cas_and_exptime_is_a_store_and_silent_on_success() {
+        let bytes = hex("80110001080000000000000a00000007000000000000008300000005000000646b76");
+        let (request, answer) = request_of(&bytes);
+        assert_eq!(
+            request,
+            Request::Store {
+                mode: StoreMode::Set,
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                flags: 5,
+                exptime: 100,
+                cas: 0x83
+            }
+        );
+        assert!(answer.quiet);
+        assert!(written(&answer, Outcome::Stored { version: 9 }).is_empty());
+        // Errors are still reported, with the quiet opcode.
+        assert_eq!(
+            written(&answer, Outcome::NotFound),
+            hex("8111000000000001000000090000000700000000000000004e6f7420666f756e64")
+        );
+    }
+
+    #[test]
+    fn get_family_replies_are_byte_exact() {
+        let get = answer(Kind::Get, opcode::GET, 2, false, None);
+        assert_eq!(
+            written(&get, found(b"bar", 0xdead_beef, 0x71)),
+            hex("810000000400000000000007000000020000000000000071deadbeef626172")
+        );
+        let get_miss = answer(Kind::Get, opcode::GET, 4, false, None);
+        assert_eq!(
+            written(&get_miss, Outcome::NotFound),
+            hex("8100000000000001000000090000000400000000000000004e6f7420666f756e64")
+        );
+        let getk = answer(Kind::Get, opcode::GETK, 3, false, Some(b"foo"));
+        assert_eq!(
+            written(&getk, found(b"bar", 0xdead_beef, 0x71)),
+            hex("810c0003040000000000000a000000030000000000000071deadbeef666f6f626172")
+        );
+        let getk_miss = answer(Kind::Get, opcode::GETK, 5, false, Some(b"nope"));
+        assert_eq!(
+            written(&getk_miss, Outcome::NotFound),
+            hex("810c000400000001000000040000000500000000000000006e6f7065")
+        );
+        let getq = answer(Kind::Get, opcode::GETQ, 13, true, None);
+        assert!(written(&getq, Outcome::NotFound).is_empty());
+        assert_eq!(
+            written(&getq, found(b"1", 7, 0x81)),
+            hex("8109000004000000000000050000000d00000000000000810000000731")
+        );
+        let getkq = answer(Kind::Get, opcode::GETKQ, 6, true, Some(b"foo"));
+        assert!(written(&getkq, Outcome::NotFound).is_empty());
+        assert_eq!(
+            written(&getkq, found(b"bar", 0xdead_beef, 0x71)),
+            hex("810d0003040000000000000a000000060000000000000071deadbeef666f6f626172")
+        );
+    }
+
+    #[test]
+    fn getk_request_keeps_the_key_for_the_reply() {
+        let (request, answer) = request_of(&hex(
+            "800c00030000000000000003000000030000000000000000666f6f",
+        ));
+        assert_eq!(
+            request,
+            Request::Get {
+                key: b"foo".to_vec()
+            }
+        );
+        assert_eq!(answer.key.as_deref(), Some(&b"foo"[..]));
+        assert!(!answer.quiet);
+    }
+
+    #[test]
+    fn touch_and_gat_replies_are_byte_exact() {
+        let touch = answer(Kind::Touch, opcode::TOUCH, 0x17, false, None);
+        assert_eq!(
+            written(&touch, found(b"v", 0, 0x78)),
+            hex("811c0000040000000000000400000017000000000000007800000000")
+        );
+        assert_eq!(
+            written(&touch, Outcome::NotFound),
+            hex("811c000000000001000000090000001700000000000000004e6f7420666f756e64")
+        );
+        let gat = answer(Kind::Get, opcode::GAT, 0x18, false, None);
+        assert_eq!(
+            written(&gat, found(b"v", 0, 0x78)),
+            hex("811d000004000000000000050000001800000000000000780000000076")
+        );
+        let gatk = answer(Kind::Get, opcode::GATK, 0x18, false, Some(b"q"));
+        assert_eq!(
+            written(&gatk, found(b"v", 0, 0x78)),
+            hex("812300010400000000000006000000180000000000000078000000007176")
+        );
+        let gatk_miss = answer(Kind::Get, opcode::GATK, 0x18, false, Some(b"nope"));
+        assert_eq!(
+            written(&gatk_miss, Outcome::NotFound),
+            hex("8123000400000001000000040000001800000000000000006e6f7065")
+        );
+        let gatq = answer(Kind::Get, opcode::GATQ, 0x0d, true, None);
+        assert_eq!(
+            written(&gatq, found(b"1", 7, 0x81)),
+            hex("811e000004000000000000050000000d00000000000000810000000731")
+        );
+        // gatkq: a miss says nothing.
+        let (request, answer) = request_of(&hex(
+            "8024000104000000000000050000001800000000000000000000006471",
+        ));
+        assert_eq!(
+            request,
+            Request::Touch {
+                key: b"q".to_vec(),
+                exptime: 100
+            }
+        );
+        assert!(written(&answer, Outcome::NotFound).is_empty());
+    }
+
+    #[test]
+    fn storage_failures_use_memcacheds_status_per_command() {
+        let add = answer(Kind::Store(StoreMode::Add), opcode::ADD, 8, false, None);
+        assert_eq!(
+            written(&add, Outcome::NotStored),
+            hex(
+                "810200000000000200000014000000080000000000000000446174612065786973747320666f72206b65792e"
+            )
+        );
+        let addq = answer(Kind::Store(StoreMode::Add), opcode::ADDQ, 0x15, true, None);
+        assert_eq!(
+            written(&addq, Outcome::NotStored),
+            hex(
+                "811200000000000200000014000000150000000000000000446174612065786973747320666f72206b65792e"
+            )
+        );
+        let replace = answer(
+            Kind::Store(StoreMode::Replace),
+            opcode::REPLACE,
+            9,
+            false,
+            None,
+        );
+        assert_eq!(
+            written(&replace, Outcome::NotStored),
+            hex("8103000000000001000000090000000900000000000000004e6f7420666f756e64")
+        );
+        let append = answer(
+            Kind::Store(StoreMode::Append),
+            opcode::APPEND,
+            10,
+            false,
+            None,
+        );
+        assert_eq!(
+            written(&append, Outcome::NotStored),
+            hex("810e0000000000050000000b0000000a00000000000000004e6f742073746f7265642e")
+        );
+        assert_eq!(
+            written(&append, Outcome::Stored { version: 0x72 }),
+            hex("810e000000000000000000000000000a0000000000000072")
+        );
+        let appendq = answer(
+            Kind::Store(StoreMode::Append),
+            opcode::APPENDQ,
+            11,
+            true,
+            None,
+        );
+        assert_eq!(
+            written(&appendq, Outcome::NotStored),
+            hex("81190000000000050000000b0000000b00000000000000004e6f742073746f7265642e")
+        );
+        let set = answer(Kind::Store(StoreMode::Set), opcode::SET, 12, false, None);
+        assert_eq!(
+            written(&set, Outcome::NotFound),
+            hex("8101000000000001000000090000000c00000000000000004e6f7420666f756e64")
+        );
+        let cas_add = answer(Kind::Store(StoreMode::Add), opcode::ADD, 12, false, None);
+        assert_eq!(
+            written(&cas_add, Outcome::NotFound),
+            hex("8102000000000001000000090000000c00000000000000004e6f7420666f756e64")
+        );
+        assert_eq!(
+            written(&set, Outcome::Failed(Failure::TooLarge)),
+            hex("8101000000000003000000 0a 0000000c0000000000000000546f6f206c617267652e")
+        );
+    }
+
+    #[test]
+    fn add_and_replace_with_a_cas_are_a_cas() {
+        let mut bytes =
+            hex("80020003080000000000000e112233440000000000000000deadbeef00000000666f6f626172");
+        bytes[23] = 0x55;
+        let (request, answer) = request_of(&bytes);
+        assert_eq!(
+            request,
+            Request::Store {
+                mode: StoreMode::Set,
+                key: b"foo".to_vec(),
+                value: b"bar".to_vec(),
+                flags: 0xdead_beef,
+                exptime: 0,
+                cas: 0x55
+            }
+        );
+        assert_eq!(answer.kind, Kind::Store(StoreMode::Add));
+        bytes[1] = opcode::REPLACE;
+        let (request, _) = request_of(&bytes);
+        assert!(matches!(
+            request,
+            Request::Store {
+                mode: StoreMode::Set,
+                cas: 0x55,
+                ..
+            }
+        ));
+        bytes[23] = 0;
+        let (request, _) = request_of(&bytes);
+        assert!(matches!(
+            request,
+            Request::Store {
+                mode: StoreMode::Replace,
+                cas: 0,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn append_request_has_no_extras() {
+        let (request, _) = request_of(&hex(
+            "800e000300000000000000040000000a0000000000000000666f6f78",
+        ));
+        assert_eq!(
+            request,
+            Request::Store {
+                mode: StoreMode::Append,
+                key: b"foo".to_vec(),
+                value: b"x".to_vec(),
+                flags: 0,
+                exptime: 0,
+                cas: 0
+            }
+        );
+        let mut prepend = hex("800f000300000000000000040000000a0000000000000000666f6f78");
+        prepend[1] = opcode::PREPENDQ;
+        let (request, answer) = request_of(&prepend);
+        assert!(matches!(
+            request,
+            Request::Store {
+                mode: StoreMode::Prepend,
+                ..
+            }
+        ));
+        assert!(answer.quiet);
+    }
+
+    #[test]
+    fn delete_replies_are_byte_exact() {
+        let (request, deleteq) = request_of(&hex(
+            "8014000300000000000000030000000d0000000000000071666f6f",
+        ));
+        assert_eq!(
+            request,
+            Request::Delete {
+                key: b"foo".to_vec(),
+                cas: 0x71
+            }
+        );
+        assert!(deleteq.quiet);
+        assert!(written(&deleteq, Outcome::Deleted).is_empty());
+        let delete = answer_for(opcode::DELETE, 0x0d, Kind::Delete);
+        assert_eq!(
+            written(&delete, Outcome::Deleted),
+            hex("8104000000000000000000000000000d0000000000000000")
+        );
+        let delete = answer_for(opcode::DELETE, 0x0e, Kind::Delete);
+        assert_eq!(
+            written(&delete, Outcome::NotFound),
+            hex("8104000000000001000000090000000e00000000000000004e6f7420666f756e64")
+        );
+        let deleteq = answer(Kind::Delete, opcode::DELETEQ, 0x2a, true, None);
+        assert_eq!(
+            written(&deleteq, Outcome::NotFound),
+            hex("8114000000000001000000090000002a00000000000000004e6f7420666f756e64")
+        );
+        let delete = answer_for(opcode::DELETE, 9, Kind::Delete);
+        assert_eq!(
+            written(&delete, Outcome::Exists),
+            hex(
+                "810400000000000200000014000000090000000000000000446174612065786973747320666f72206b65792e"
+            )
+        );
+    }
+
+    fn answer_for(op: u8, opaque: u32, kind: Kind) -> Answer {
+        answer(kind, op, opaque, false, None)
+    }
+
+    #[test]
+    fn arith_requests_and_replies_are_byte_exact() {
+        let (request, answer) = request_of(&hex(
+            "8005000114000000000000150000000f00000000000000000000000000000001000000000000000a000000006e",
+        ));
+        assert_eq!(
+            request,
+            Request::Arith {
+                key: b"n".to_vec(),
+                decr: false,
+                delta: 1,
+                create: Some(Create {
+                    initial: 10,
+                    exptime: 0,
+                    flags: 0
+                }),
+                exptime: None,
+                cas: 0
+            }
+        );
+        assert_eq!(
+            written(
+                &answer,
+                Outcome::Number {
+                    value: 10,
+                    version: 0x74
+                }
+            ),
+            hex("8105000000000000000000080000000f0000000000000074000000000000000a")
+        );
+        let decr = answer_for(opcode::DECREMENT, 0x10, Kind::Arith);
+        assert_eq!(
+            written(
+                &decr,
+                Outcome::Number {
+                    value: 0,
+                    version: 0x76
+                }
+            ),
+            hex("8106000000000000000000080000001000000000000000760000000000000000")
+        );
+        let incr = answer_for(opcode::INCREMENT, 9, Kind::Arith);
+        assert_eq!(
+            written(
+                &incr,
+                Outcome::Number {
+                    value: 1,
+                    version: 0x7f
+                }
+            ),
+            hex("81050000000000000000000800000009000000000000007f0000000000000001")
+        );
+        let incr = answer_for(opcode::INCREMENT, 0x11, Kind::Arith);
+        assert_eq!(
+            written(&incr, Outcome::NotFound),
+            hex("8105000000000001000000090000001100000000000000004e6f7420666f756e64")
+        );
+        let incr = answer_for(opcode::INCREMENT, 0x12, Kind::Arith);
+        assert_eq!(
+            written(&incr, Outcome::Failed(Failure::NonNumeric)),
+            hex(
+                "81050000000000060000002e000000120000000000000000 4e6f6e2d6e756d65726963207365727665722d736964652076616c756520666f7220696e6372206f722064656372"
+            )
+        );
+        let (request, answer) = request_of(&hex(
+            "80160001140000000000001500000010000000000000000900000000000000020000000000000000ffffffff6e",
+        ));
+        assert_eq!(
+            request,
+            Request::Arith {
+                key: b"n".to_vec(),
+                decr: true,
+                delta: 2,
+                create: None,
+                exptime: None,
+                cas: 9
+            }
+        );
+        assert!(
+            written(
+                &answer,
+                Outcome::Number {
+                    value: 3,
+                    version: 1
+                }
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn flush_noop_version_quit_and_stat() {
+        let (request, answer) = request_of(&hex(
+            "8008000004000000000000040000002100000000000000000000001e",
+        ));
+        assert_eq!(request, Request::FlushAll { delay: 30 });
+        let mut out = Vec::new();
+        answer.write(&mut out, Outcome::Flushed);
+        assert_eq!(out, hex("810800000000000000000000000000210000000000000000"));
+        let flushq = hex("801800000000000000000000000000010000000000000000");
+        let (request, answer) = request_of(&flushq);
+        assert_eq!(request, Request::FlushAll { delay: 0 });
+        assert!(written(&answer, Outcome::Flushed).is_empty());
+
+        let noop = packet(&hex("800a00000000000000000000000000140000000000000000"));
+        assert_eq!(noop.command, Command::Noop);
+        let mut out = Vec::new();
+        write_response(&mut out, &noop.header, Status::Ok, 0, &[], &[], &[]);
+        assert_eq!(out, hex("810a00000000000000000000000000140000000000000000"));
+
+        let version = packet(&hex("800b00000000000000000000000000130000000000000000"));
+        assert_eq!(dispatch(version.clone(), 0), Dispatch::Version);
+        let mut out = Vec::new();
+        write_response(
+            &mut out,
+            &version.header,
+            Status::Ok,
+            0,
+            &[],
+            &[],
+            b"1.6.18",
+        );
+        assert_eq!(
+            out,
+            hex("810b00000000000000000006000000130000000000000000312e362e3138")
+        );
+
+        let quit = packet(&hex("800700000000000000000000000000280000000000000000"));
+        assert_eq!(dispatch(quit, 0), Dispatch::Quit { quiet: false });
+        let quitq = packet(&hex("801700000000000000000000000000290000000000000000"));
+        assert_eq!(dispatch(quitq, 0), Dispatch::Quit { quiet: true });
+
+        let stat = packet(&hex(
+            "80100008000000000000000800000006000000000000000073657474696e6773",
+        ));
+        assert_eq!(dispatch(stat, 0), Dispatch::Stat("settings".into()));
+        let stat = packet(&hex("801000000000000000000000000000050000000000000000"));
+        let mut out = Vec::new();
+        write_stat(&mut out, &stat.header, "pid", "9467");
+        write_stat(&mut out, &stat.header, "", "");
+        assert_eq!(
+            out,
+            hex(
+                "81100003000000000000000700000005000000000000000070696439343637 811000000000000000000000000000050000000000000000"
+            )
+        );
+        let unknown = header(opcode::STAT, 0x19);
+        let mut out = Vec::new();
+        write_error(&mut out, &unknown, Status::NotFound);
+        assert_eq!(
+            out,
+            hex("8110000000000001000000090000001900000000000000004e6f7420666f756e64")
+        );
+    }
+
+    #[test]
+    fn flush_delay_follows_memcacheds_exptime_rule() {
+        let now = 1_800_000_000;
+        assert_eq!(flush_delay(0, now), 0);
+        assert_eq!(flush_delay(60, now), 60);
+        assert_eq!(
+            flush_delay(RELATIVE_EXPTIME_MAX as u32, now),
+            RELATIVE_EXPTIME_MAX as u32
+        );
+        assert_eq!(flush_delay(now as u32 + 90, now), 90);
+        assert_eq!(flush_delay(now as u32 - 90, now), 0);
+    }
+
+    #[test]
+    fn failures_map_to_statuses() {
+        let set = answer_for(opcode::SET, 1, Kind::Store(StoreMode::Set));
+        assert_eq!(
+            written(
+                &set,
+                Outcome::Failed(Failure::Unavailable("no slaves".into()))
+            ),
+            hex("8101000000000082000000090000000100000000000000006e6f20736c61766573")
+        );
+        assert_eq!(
+            written(&set, Outcome::Failed(Failure::Invalid("empty key".into()))),
+            hex("810100000000000400000009000000010000000000000000656d707479206b6579")
+        );
+        // An outcome that does not belong to the request is a server error, not a panic.
+        let out = written(&set, Outcome::Deleted);
+        assert_eq!(&out[..8], &hex("8101000000000082")[..]);
+    }
+
+    #[test]
+    fn unknown_and_sasl_opcodes_answer_unknown_command_and_skip_the_body() {
+        let mut unknown = hex("805000000000000000000004000000 1d0000000000000000 7a7a7a7a");
+        unknown.extend(hex("800a000000000000000000000000001e0000000000000000"));
+        let (error, reply, skip) = refused(&unknown);
+        assert_eq!(error, McbinError::UnknownCommand(0x50));
+        assert!(!error.closes());
+        assert_eq!(skip, 28);
+        assert_eq!(
+            reply,
+            hex("81500000000000810000000f0000001d0000000000000000556e6b6e6f776e20636f6d6d616e64")
+        );
+        assert_eq!(packet(&unknown[skip..]).command, Command::Noop);
+        let (_, reply, _) = refused(&hex("802000000000000000000000 0000001b 0000000000000000"));
+        assert_eq!(
+            reply,
+            hex("81200000000000810000000f0000001b0000000000000000556e6b6e6f776e20636f6d6d616e64")
+        );
+        let auth = hex("80210005000000000000000900000 01c0000000000000000 504c41494e 00750070");
+        let (error, reply, skip) = refused(&auth);
+        assert_eq!(error, McbinError::UnknownCommand(opcode::SASL_AUTH));
+        assert_eq!(skip, auth.len());
+        assert_eq!(
+            reply,
+            hex("81210000000000810000000f0000001c0000000000000000556e6b6e6f776e20636f6d6d616e64")
+        );
+    }
+
+    #[test]
+    fn malformed_packets_get_memcacheds_reply_and_close() {
+        // A get with extras.
+        let (error, reply, _) = refused(&hex(
+            "80000003040000000000000700000024000000000000000061626364666f6f",
+        ));
+        assert!(error.closes());
+        assert_eq!(
+            reply,
+            hex(
+                "810000000000000400000011000000240000000000000000496e76616c696420617267756d656e7473"
+            )
+        );
+        // A 251-byte key.
+        let mut long = hex("800000fb00000000000000fb000000250000000000000000");
+        long.extend(vec![b'k'; 251]);
+        let (error, reply, _) = refused(&long);
+        assert_eq!(error, McbinError::KeyTooLong { len: 251, max: 250 });
+        assert_eq!(
+            reply,
+            hex(
+                "810000000000000400000011000000250000000000000000496e76616c696420617267756d656e7473"
+            )
+        );
+        // Key longer than the body.
+        let (error, reply, _) = refused(&hex("8000000a000000000000000500000026 0000000000000000"));
+        assert!(error.closes());
+        assert_eq!(
+            reply,
+            hex("81000000000000810000000f000000260000000000000000556e6b6e6f776e20636f6d6d616e64")
+        );
+        // Body over 1 GiB: refused from the header alone.
+        let (error, reply, _) =
+            refused(&hex("8001000108000000 40000001 0000002e 0000000000000000"));
+        assert_eq!(error, McbinError::BodyTooLarge(0x4000_0001));
+        assert_eq!(&reply[..8], &hex("8101000000000004")[..]);
+        // A set without extras, a noop with a body, a flush with 8 bytes of extras, an
+        // append with extras, a stat with extras: all invalid arguments.
+        for bytes in [
+            "80010003000000000000000600000007 0000000000000000 666f6f626172",
+            "800a000000000000000000010000000700000000000000 0078",
+            "80080000080000000000000800000007 0000000000000000 0000000000000000",
+            "800e0001040000000000000600000007 0000000000000000 61626364 7778",
+            "80100000040000000000000400000006 0000000000000000 61626364",
+        ] {
+            let bytes = hex(bytes);
+            let (error, reply, _) = refused(&bytes);
+            assert!(matches!(error, McbinError::Malformed { .. }), "{error}");
+            assert!(error.closes());
+            assert_eq!(&reply[2..8], &hex("000000000004")[..], "{error}");
+            assert_eq!(&reply[24..], b"Invalid arguments");
+        }
+        // Bad magic: no reply.
+        let (error, reply, _) = refused(&hex("81000000"));
+        assert_eq!(error, McbinError::BadMagic(0x81));
+        assert!(reply.is_empty());
+        assert!(error.closes());
+    }
+
+    #[test]
+    fn a_value_over_the_limit_is_too_large_and_skipped() {
+        let limits = TextLimits {
+            max_value_bytes: 4,
+            ..TextLimits::default()
+        };
+        let big = hex(
+            "80010003080000000000001000000022 0000000000000000 0000000000000000 626967 7878787878",
+        );
+        match parse(&big[..30], &limits) {
+            Parsed::Error { error, reply, skip } => {
+                assert_eq!(error, McbinError::ValueTooLarge { len: 5, max: 4 });
+                assert!(!error.closes());
+                assert_eq!(skip, big.len());
+                assert_eq!(
+                    reply,
+                    hex("81010000000000030000000a000000220000000000000000546f6f206c617267652e")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // At the limit it is a packet.
+        let fits = hex(
+            "80010003080000000000000f00000022 0000000000000000 0000000000000000 626967 78787878",
+        );
+        assert!(matches!(parse(&fits, &limits), Parsed::Packet { .. }));
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_packet_is_incomplete() {
+        let packets = [
+            "80010003080000000000000e112233440000000000000000deadbeef00000000666f6f626172",
+            "8005000114000000000000150000000f00000000000000000000000000000001000000000000000a000000006e",
+            "800c00030000000000000003000000030000000000000000666f6f",
+            "8024000104000000000000050000001800000000000000000000006471",
+            "80100008000000000000000800000006000000000000000073657474696e6773",
+        ];
+        for text in packets {
+            let bytes = hex(text);
+            for cut in 0..bytes.len() {
+                assert_eq!(
+                    parse(&bytes[..cut], &limits()),
+                    Parsed::Incomplete,
+                    "{text} cut at {cut}"
+                );
+            }
+            // Pipelined: the first packet comes out whole, the rest stays.
+            let mut two = bytes.clone();
+            two.extend_from_slice(&bytes);
+            match parse(&two, &limits()) {
+                Parsed::Packet { consumed, .. } => assert_eq!(consumed, bytes.len()),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_opcode_parses_to_its_command() {
+        // (opcode, extras, key, value)
+        type Case<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+        let cases: &[Case] = &[
+            (opcode::GET, b"", b"k", b""),
+            (opcode::GETQ, b"", b"k", b""),
+            (opcode::GETK, b"", b"k", b""),
+            (opcode::GETKQ, b"", b"k", b""),
+            (opcode::SET, &[0; 8], b"k", b"v"),
+            (opcode::SETQ, &[0; 8], b"k", b"v"),
+            (opcode::ADD, &[0; 8], b"k", b"v"),
+            (opcode::ADDQ, &[0; 8], b"k", b"v"),
+            (opcode::REPLACE, &[0; 8], b"k", b"v"),
+            (opcode::REPLACEQ, &[0; 8], b"k", b"v"),
+            (opcode::APPEND, b"", b"k", b"v"),
+            (opcode::APPENDQ, b"", b"k", b"v"),
+            (opcode::PREPEND, b"", b"k", b"v"),
+            (opcode::PREPENDQ, b"", b"k", b"v"),
+            (opcode::DELETE, b"", b"k", b""),
+            (opcode::DELETEQ, b"", b"k", b""),
+            (opcode::INCREMENT, &[0; 20], b"k", b""),
+            (opcode::INCREMENTQ, &[0; 20], b"k", b""),
+            (opcode::DECREMENT, &[0; 20], b"k", b""),
+            (opcode::DECREMENTQ, &[0; 20], b"k", b""),
+            (opcode::TOUCH, &[0; 4], b"k", b""),
+            (opcode::GAT, &[0; 4], b"k", b""),
+            (opcode::GATQ, &[0; 4], b"k", b""),
+            (opcode::GATK, &[0; 4], b"k", b""),
+            (opcode::GATKQ, &[0; 4], b"k", b""),
+            (opcode::FLUSH, b"", b"", b""),
+            (opcode::FLUSHQ, &[0; 4], b"", b""),
+            (opcode::NOOP, b"", b"", b""),
+            (opcode::VERSION, b"", b"", b""),
+            (opcode::STAT, b"", b"", b""),
+            (opcode::STAT, b"", b"items", b""),
+            (opcode::QUIT, b"", b"", b""),
+            (opcode::QUITQ, b"", b"", b""),
+        ];
+        for &(op, extras, key, value) in cases {
+            let bytes = encode_request(op, extras, key, value, 0xfeed, 0);
+            let packet = packet(&bytes);
+            assert_eq!(packet.header.opcode, op);
+            assert_eq!(packet.header.opaque, 0xfeed);
+            let routed = matches!(dispatch(packet.clone(), 0), Dispatch::Router { .. });
+            let local = matches!(
+                op,
+                opcode::NOOP | opcode::VERSION | opcode::STAT | opcode::QUIT | opcode::QUITQ
+            );
+            assert_eq!(routed, !local, "opcode 0x{op:02x}: {:?}", packet.command);
+        }
+        for op in [opcode::SASL_LIST_MECHS, 0x1b, 0x25, 0x30, 0x50, 0xff] {
+            let bytes = encode_request(op, b"", b"", b"", 1, 0);
+            assert!(matches!(refused(&bytes).0, McbinError::UnknownCommand(o) if o == op));
+        }
+    }
+
+    /// A request packet, as a client would send it.
+    fn encode_request(
+        op: u8,
+        extras: &[u8],
+        key: &[u8],
+        value: &[u8],
+        opaque: u32,
+        cas: u64,
+    ) -> Vec<u8> {
+        let mut out = vec![MAGIC_REQUEST, op];
+        out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        out.push(extras.len() as u8);
+        out.extend_from_slice(&[0, 0, 0]);
+        out.extend_from_slice(&((extras.len() + key.len() + value.len()) as u32).to_be_bytes());
+        out.extend_from_slice(&opaque.to_be_bytes());
+        out.extend_from_slice(&cas.to_be_bytes());
+        out.extend_from_slice(extras);
+        out.extend_from_slice(key);
+        out.extend_from_slice(value);
+        out
+    }
+
+    /// Deterministic xorshift64*.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Checks what `parse` says about `bytes` is consistent, and encodes an answer for
+    /// any packet: nothing may panic.
+    fn check_consistent(bytes: &[u8], limits: &TextLimits) {
+        match parse(bytes, limits) {
+            Parsed::Incomplete => {}
+            Parsed::Packet { packet, consumed } => {
+                assert!(consumed >= HEADER_LEN && consumed <= bytes.len());
+                assert!(packet.header.key_len as usize <= limits.max_key_bytes);
+                if let Dispatch::Router { answer, .. } = dispatch(packet, 1_800_000_000) {
+                    let mut out = Vec::new();
+                    for outcome in [
+                        Outcome::NotFound,
+                        Outcome::Stored { version: 1 },
+                        Outcome::Failed(Failure::TooLarge),
+                        Outcome::Number {
+                            value: 2,
+                            version: 3,
+                        },
+                    ] {
+                        answer.write(&mut out, outcome);
+                    }
+                }
+            }
+            Parsed::Error { error, reply, skip } => {
+                assert!(reply.is_empty() || reply[0] == MAGIC_RESPONSE);
+                assert!(error.closes() || skip >= HEADER_LEN, "{error}: skip {skip}");
+                let _ = error.to_string();
+            }
+        }
+    }
+
+    #[test]
+    fn random_and_mutated_input_never_panics() {
+        let limits = TextLimits {
+            max_value_bytes: 64,
+            ..TextLimits::default()
+        };
+        let mut rng = Rng(0x6d63_6269_6e21);
+        let seeds: Vec<Vec<u8>> = [
+            "80010003080000000000000e112233440000000000000000deadbeef00000000666f6f626172",
+            "8005000114000000000000150000000f00000000000000000000000000000001000000000000000a000000006e",
+            "800c00030000000000000003000000030000000000000000666f6f",
+            "8024000104000000000000050000001800000000000000000000006471",
+            "8008000004000000000000040000002100000000000000000000001e",
+            "800e000300000000000000040000000a0000000000000000666f6f78",
+            "80100008000000000000000800000006000000000000000073657474696e6773",
+        ]
+        .iter()
+        .map(|text| hex(text))
+        .collect();
+        for round in 0..40_000 {
+            let bytes = match round % 4 {
+                // Pure junk, mostly with the right magic.
+                0 => {
+                    let len = rng.below(80) as usize;
+                    let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                    if !bytes.is_empty() && rng.below(8) != 0 {
+                        bytes[0] = MAGIC_REQUEST;
+                    }
+                    bytes
+                }
+                // A valid packet with a few bytes flipped.
+                1 | 2 => {
+                    let mut bytes = seeds[rng.below(seeds.len() as u64) as usize].clone();
+                    for _ in 0..=rng.below(4) {
+                        let at = rng.below(bytes.len() as u64) as usize;
+                        bytes[at] = rng.next() as u8;
+                    }
+                    bytes
+                }
+                // A random header (any opcode and lengths) and a short random body.
+                _ => {
+                    let op = rng.next() as u8;
+                    let extras: Vec<u8> = (0..rng.below(24)).map(|_| rng.next() as u8).collect();
+                    let key: Vec<u8> = (0..rng.below(8)).map(|_| rng.next() as u8).collect();
+                    let value: Vec<u8> = (0..rng.below(8)).map(|_| rng.next() as u8).collect();
+                    let mut bytes = encode_request(op, &extras, &key, &value, 1, rng.next());
+                    let cut = rng.below(bytes.len() as u64 + 1) as usize;
+                    bytes.truncate(cut.max(bytes.len() - 4));
+                    bytes
+                }
+            };
+            check_consistent(&bytes, &limits);
+        }
+    }
+}
