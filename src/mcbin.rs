@@ -43,7 +43,8 @@
 //! | `Flushed` | | | | | | 0x0000 (Q: nothing) |
 //!
 //! Failures, whatever the opcode and quiet or not: `Failed(Invalid(why))` 0x0004 with
-//! `why`; `Failed(TooLarge)` 0x0003 `Too large.`; `Failed(NonNumeric)` 0x0006
+//! `why`; `Failed(TooLarge)` 0x0003 `Too large.` (for append and prepend, whose result
+//! would be over the limit, 0x0005 `Not stored.`, as memcached); `Failed(NonNumeric)` 0x0006
 //! `Non-numeric server-side value for incr or decr`; `Failed(Unavailable(why))` 0x0082
 //! with `why` (memcached's binary protocol has no other server error: it answers its own
 //! out-of-memory server errors with 0x0082 and the reason, so clients see a server
@@ -55,8 +56,9 @@
 //! - a body over 1 GiB, a key over 250 bytes, or lengths that do not fit the opcode
 //!   (e.g. a get with extras, a set without its 8 bytes of extras): 0x0004 `Invalid
 //!   arguments`, close;
-//! - a value over the value limit: 0x0003 `Too large.`, the value is skipped and the
-//!   connection goes on.
+//! - a value over the value limit: 0x0003 `Too large.`, the value is skipped (never
+//!   buffered) and the connection goes on; for set and setq the key's old value is
+//!   deleted (`Delete{key, cas: 0}`), as memcached does, not for the other commands.
 //!
 //! Deviations from memcached, on malformed input only: memcached skips `body length`
 //! bytes after the key of an unknown opcode (eating into the next packet when the key or
@@ -66,7 +68,7 @@
 
 use std::fmt;
 
-use crate::request::{Create, Outcome, RELATIVE_EXPTIME_MAX, Request, StoreMode};
+use crate::request::{Create, Failure, Outcome, RELATIVE_EXPTIME_MAX, Request, StoreMode};
 use crate::text::TextLimits;
 
 /// First byte of a request packet.
@@ -472,9 +474,9 @@ pub enum Parsed {
         /// Bytes it took.
         consumed: usize,
     },
-    /// A packet that cannot be served: send `reply` (may be empty), then close if
-    /// [`McbinError::closes`], else discard `skip` bytes from the front of the buffer
-    /// (more than it may hold yet: the rest as it arrives).
+    /// A packet that cannot be served: delete `forget` if set, send `reply` (may be
+    /// empty), then close if [`McbinError::closes`], else discard `skip` bytes from the
+    /// front of the buffer (more than it may hold yet: the rest as it arrives).
     Error {
         /// What is wrong.
         error: McbinError,
@@ -482,10 +484,17 @@ pub enum Parsed {
         reply: Vec<u8>,
         /// Bytes of the packet to discard.
         skip: usize,
+        /// A key whose value must be deleted: memcached removes the old value of a key
+        /// whose `set` is refused as too large (not for add, replace, append, prepend).
+        forget: Option<Vec<u8>>,
     },
 }
 
 fn refuse(header: &Header, error: McbinError) -> Parsed {
+    refuse_forgetting(header, error, None)
+}
+
+fn refuse_forgetting(header: &Header, error: McbinError, forget: Option<Vec<u8>>) -> Parsed {
     let mut reply = Vec::new();
     if let Some(status) = error.status() {
         write_error(&mut reply, header, status);
@@ -494,6 +503,7 @@ fn refuse(header: &Header, error: McbinError) -> Parsed {
         error,
         reply,
         skip: header.packet_len(),
+        forget,
     }
 }
 
@@ -509,6 +519,7 @@ pub fn parse(buf: &[u8], limits: &TextLimits) -> Parsed {
             error: McbinError::BadMagic(magic),
             reply: Vec::new(),
             skip: 0,
+            forget: None,
         };
     }
     let Some(header) = Header::decode(buf) else {
@@ -546,12 +557,20 @@ pub fn parse(buf: &[u8], limits: &TextLimits) -> Parsed {
         Err(error) => return refuse(&header, error),
     };
     if shape == Shape::Storage && header.value_len() > limits.max_value_bytes {
-        return refuse(
+        // Refused before the value arrives; the key is needed for a set (as memcached,
+        // which reads extras and key before it looks at the value).
+        let key_end = HEADER_LEN + extras_len + key_len;
+        let Some(key) = buf.get(HEADER_LEN + extras_len..key_end) else {
+            return Parsed::Incomplete;
+        };
+        let forget = matches!(header.opcode, opcode::SET | opcode::SETQ).then(|| key.to_vec());
+        return refuse_forgetting(
             &header,
             McbinError::ValueTooLarge {
                 len: header.value_len(),
                 max: limits.max_value_bytes,
             },
+            forget,
         );
     }
     if shape == Shape::Unknown {
@@ -1004,6 +1023,12 @@ impl Answer {
                 &[],
             ),
             (Kind::Store(_), Outcome::Stored { version }) => ok(out, version),
+            // memcached: an append or prepend that would make the value too large is
+            // not stored (a value too large by itself was refused by `parse`).
+            (
+                Kind::Store(StoreMode::Append | StoreMode::Prepend),
+                Outcome::Failed(Failure::TooLarge),
+            ) => write_error(out, h, Status::NotStored),
             (Kind::Store(mode), Outcome::NotStored) => {
                 let status = match mode {
                     StoreMode::Add => Status::Exists,
@@ -1034,8 +1059,7 @@ impl Answer {
 }
 
 /// Appends the error reply for a failed request.
-pub fn write_failure(out: &mut Vec<u8>, request: &Header, failure: &crate::request::Failure) {
-    use crate::request::Failure;
+pub fn write_failure(out: &mut Vec<u8>, request: &Header, failure: &Failure) {
     match failure {
         Failure::Invalid(why) => write_error_message(out, request, Status::Invalid, why),
         Failure::TooLarge => write_error(out, request, Status::TooLarge),
@@ -1050,7 +1074,7 @@ mod tests {
     //! memcached 1.6.18 sent them to those requests (captured on loopback).
 
     use super::*;
-    use crate::request::{Failure, Found};
+    use crate::request::Found;
 
     fn hex(text: &str) -> Vec<u8> {
         let text: String = text.split_whitespace().collect();
@@ -1113,7 +1137,9 @@ mod tests {
 
     fn refused(bytes: &[u8]) -> (McbinError, Vec<u8>, usize) {
         match parse(bytes, &limits()) {
-            Parsed::Error { error, reply, skip } => (error, reply, skip),
+            Parsed::Error {
+                error, reply, skip, ..
+            } => (error, reply, skip),
             other => panic!("not refused: {other:?}"),
         }
     }
@@ -1332,6 +1358,11 @@ mod tests {
         assert_eq!(
             written(&cas_add, Outcome::NotFound),
             hex("8102000000000001000000090000000c00000000000000004e6f7420666f756e64")
+        );
+        // An append or prepend that would grow the value past the limit: Not stored.
+        assert_eq!(
+            written(&append, Outcome::Failed(Failure::TooLarge)),
+            hex("810e0000000000050000000b0000000a00000000000000004e6f742073746f7265642e")
         );
         assert_eq!(
             written(&set, Outcome::Failed(Failure::TooLarge)),
@@ -1733,8 +1764,15 @@ mod tests {
         let big = hex(
             "80010003080000000000001000000022 0000000000000000 0000000000000000 626967 7878787878",
         );
-        match parse(&big[..30], &limits) {
-            Parsed::Error { error, reply, skip } => {
+        // Refused once extras and key are there, before the value arrives.
+        assert_eq!(parse(&big[..34], &limits), Parsed::Incomplete);
+        match parse(&big[..35], &limits) {
+            Parsed::Error {
+                error,
+                reply,
+                skip,
+                forget,
+            } => {
                 assert_eq!(error, McbinError::ValueTooLarge { len: 5, max: 4 });
                 assert!(!error.closes());
                 assert_eq!(skip, big.len());
@@ -1742,9 +1780,18 @@ mod tests {
                     reply,
                     hex("81010000000000030000000a000000220000000000000000546f6f206c617267652e")
                 );
+                // memcached removes the old value of a set refused as too large...
+                assert_eq!(forget.as_deref(), Some(&b"big"[..]));
             }
             other => panic!("{other:?}"),
         }
+        // ... but not for add, replace, append, prepend.
+        let mut add = big.clone();
+        add[1] = opcode::ADD;
+        assert!(matches!(
+            parse(&add, &limits),
+            Parsed::Error { forget: None, .. }
+        ));
         // At the limit it is a packet.
         let fits = hex(
             "80010003080000000000000f00000022 0000000000000000 0000000000000000 626967 78787878",
@@ -1898,7 +1945,9 @@ mod tests {
                     }
                 }
             }
-            Parsed::Error { error, reply, skip } => {
+            Parsed::Error {
+                error, reply, skip, ..
+            } => {
                 assert!(reply.is_empty() || reply[0] == MAGIC_RESPONSE);
                 assert!(error.closes() || skip >= HEADER_LEN, "{error}: skip {skip}");
                 let _ = error.to_string();

@@ -370,19 +370,33 @@ fn pipelines_split_packets_large_values_and_protocol_errors() {
     assert_eq!(mc.recv().expect(GET, OK).value, b"value");
 
     // A value at the limit round-trips; one byte more is Too large. (quiet or not), is
-    // skipped, and the connection goes on.
+    // skipped, and the connection goes on. As memcached, a set refused so removes the
+    // key's old value; an add, replace or append does not.
     let limit = 1024 * 1024;
     let big: Vec<u8> = (0..limit).map(|i| (i % 251) as u8).collect();
     mc.set(b"big", &big, 0);
     assert_eq!(mc.get(b"big").expect("big value").value, big);
     let mut too_big = big.clone();
     too_big.push(0);
+    let reply = mc.call(&store(REPLACE, b"big", &too_big, 0, 0, 0));
+    assert_eq!(reply.expect(REPLACE, TOO_LARGE).value, b"Too large.");
+    let reply = mc.call(&packet(APPEND, b"", b"big", &too_big, 0, 0));
+    reply.expect(APPEND, TOO_LARGE);
+    assert_eq!(mc.get(b"big").expect("old value kept").value, big);
     let reply = mc.call(&store(SET, b"big", &too_big, 0, 0, 0));
     assert_eq!(reply.expect(SET, TOO_LARGE).value, b"Too large.");
+    assert!(
+        mc.get(b"big").is_none(),
+        "a refused set removes the old value"
+    );
+    mc.set(b"big", b"small", 0);
     let replies = mc.quiet(&store(SETQ, b"big", &too_big, 0, 0, 0));
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].status, TOO_LARGE);
-    assert_eq!(mc.get(b"big").expect("old value kept").value, big);
+    assert!(
+        mc.get(b"big").is_none(),
+        "a refused setq removes the old value"
+    );
 
     // version, noop, stat.
     let version = mc.call(&bare(VERSION)).expect(VERSION, OK);
@@ -561,6 +575,11 @@ fn append_and_prepend_answer_as_memcached() {
     // With a stale cas: Data exists for key.
     mc.call(&packet(APPEND, b"", b"c", b"?", 1, got.cas - 1))
         .expect(APPEND, EXISTS);
+    // Growing the value past the limit: Not stored. (memcached), the value is kept.
+    mc.set(b"c", &vec![b'a'; 1024 * 1024 - 1], 0);
+    let reply = mc.call(&packet(PREPEND, b"", b"c", b"bb", 1, 0));
+    assert_eq!(reply.expect(PREPEND, NOT_STORED).value, b"Not stored.");
+    assert_eq!(mc.get(b"c").unwrap().value.len(), 1024 * 1024 - 1);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use log::debug;
 use super::Coordinator;
 use super::stats::{MEMCACHED_VERSION, StatsReply};
 use crate::mcbin::{self, Dispatch, Header, Parsed, Status};
-use crate::request::unix_now;
+use crate::request::{Request, unix_now};
 use crate::server::Phased;
 
 /// Bytes read from the socket at a time.
@@ -99,8 +99,13 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
                     error,
                     reply,
                     skip: more,
+                    forget,
                 } => {
                     debug!("{peer}: {error}");
+                    if let Some(key) = forget {
+                        // memcached drops the old value of a key whose set was refused.
+                        let _ = coordinator.router.serve(Request::Delete { key, cas: 0 });
+                    }
                     out.extend_from_slice(&reply);
                     if error.closes() {
                         close = true;
