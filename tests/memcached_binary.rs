@@ -702,3 +702,35 @@ fn flush_answers_as_memcached() {
     assert!(mc.get(b"f3").is_some(), "a delayed flush waits");
     wait_until(DEADLINE, "the delayed flush", || mc.get(b"f3").is_none());
 }
+
+#[test]
+fn limits_and_the_request_timeout_follow_the_coordinators_flags() {
+    let cluster = Cluster::start_with(
+        2,
+        &["--request-timeout-ms", "300", "--max-value-bytes", "100"],
+    );
+    let mut mc = Mc::connect(&cluster.addr);
+    mc.set(b"v", &[b'x'; 100], 0);
+    mc.call(&store(SET, b"w", &[b'x'; 101], 0, 0, 0))
+        .expect(SET, TOO_LARGE);
+    // A set declaring a 512 MiB value is refused from its header, before any of the
+    // value is sent (nothing that size is held); what arrives of it is skipped.
+    let mut huge = store(SET, b"h", b"", 0, 0, 0);
+    huge[8..12].copy_from_slice(&(8 + 1 + (512u32 << 20)).to_be_bytes());
+    mc.send(&huge);
+    mc.recv().expect(SET, TOO_LARGE);
+    mc.send(&[0u8; 4096]);
+    // It never arrives whole: the connection is closed after the request timeout.
+    let started = std::time::Instant::now();
+    assert!(mc.closed());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Half a header, then nothing: the same.
+    let mut mc = Mc::connect(&cluster.addr);
+    mc.send(&bare(NOOP)[..10]);
+    assert!(mc.closed());
+    // Between requests the idle timeout applies, not the request timeout.
+    let mut mc = Mc::connect(&cluster.addr);
+    mc.call(&bare(NOOP)).expect(NOOP, OK);
+    std::thread::sleep(Duration::from_millis(500)); // longer than the request timeout
+    assert_eq!(mc.get(b"v").expect("still connected").value.len(), 100);
+}
