@@ -60,6 +60,15 @@
 //!   buffered) and the connection goes on; for set and setq the key's old value is
 //!   deleted (`Delete{key, cas: 0}`), as memcached does, not for the other commands.
 //!
+//! With `--require-auth` and a cluster secret, every connection's first request is
+//! answered 0x0020 `Auth failure.` and the connection closed: the memcached port has no
+//! SASL, so a binary client cannot present the secret.
+//!
+//! Differences from memcached 1.6 that a client can see: `version` answers
+//! `1.6.0-piazza-<version>`; the cas uniques are Piazza's write versions (large numbers,
+//! increasing), and a touch or gat gives the key a new one where memcached keeps it;
+//! stat sections hold Piazza's statistics.
+//!
 //! Deviations from memcached, on malformed input only: memcached skips `body length`
 //! bytes after the key of an unknown opcode (eating into the next packet when the key or
 //! extras are not empty); Piazza skips exactly the packet. A stat with a body longer than
