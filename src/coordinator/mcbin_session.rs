@@ -125,6 +125,11 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
             }
             out.clear();
         }
+        // An idle connection does not keep the room a large value needed.
+        if buf.is_empty() {
+            buf.shrink_to(READ_CHUNK);
+        }
+        out.shrink_to(READ_CHUNK);
         if close {
             return;
         }
