@@ -467,6 +467,38 @@ mod tests {
         );
     }
 
+    /// protocol.md, section 3: an UPDATE that adds 5 to key `n`, and one that sets `k` to
+    /// `hi` for 300 seconds; FLUSH at once.
+    #[test]
+    fn protocol_examples_are_these_bytes() {
+        use crate::wire::{Frame, Opcode};
+        let hex = |bytes: Vec<u8>| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+        let incr = Update {
+            delta: 5,
+            ..Update::new(Op::Incr)
+        };
+        let frame = Frame::request(Opcode::Update, 1, b"n".to_vec(), incr.encode());
+        assert_eq!(
+            hex(frame.encode()),
+            "a701080000000001000000000000000000000000000000000000000100000028a866efae6e06000000000000000000000000000000000000000000000000000000000000050000000000000000"
+        );
+        let set = Update {
+            expires: 300,
+            data: b"hi".to_vec(),
+            ..Update::new(Op::Set)
+        };
+        let frame = Frame::request(Opcode::Update, 2, b"k".to_vec(), set.encode());
+        assert_eq!(
+            hex(frame.encode()),
+            "a70108000000000200000000000000000000000000000000000000010000002af46a2ef96b0500000000000000000000000000012c0000000000000000000000000000000000000000000000006869"
+        );
+        let flush = Frame::request(Opcode::Flush, 3, Vec::new(), Vec::new());
+        assert_eq!(
+            hex(flush.encode()),
+            "a7010900000000030000000000000000000000000000000000000000000000004efa4e29"
+        );
+    }
+
     #[test]
     fn operations_and_entries_round_trip() {
         let mut update = op(Op::Incr, b"data");

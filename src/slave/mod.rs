@@ -118,7 +118,9 @@ impl Node {
         )?;
         if let Some(registration) = &registration {
             for marker in &registration.flushes {
-                self.direct.observe(marker.threshold);
+                if marker.at == 0 {
+                    self.direct.observe(marker.threshold);
+                }
                 if !self.data.store.flush_markers().contains(marker)
                     && let Err(e) = self.data.flush(*marker)
                 {
@@ -489,7 +491,11 @@ pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Fram
             threshold: frame.arg,
             at: u64::from_be_bytes(*at),
         };
-        node.direct.observe(marker.threshold);
+        if marker.at == 0 {
+            // Direct writes from now on must be newer than the flush. (A delayed flush's
+            // threshold is the wall clock at its time: the clock passes it by itself.)
+            node.direct.observe(marker.threshold);
+        }
         return match data.flush(marker) {
             Ok(()) => frame.reply(Status::Ok),
             Err(e) => storage_error(&frame, &e),
