@@ -16,7 +16,7 @@
 # Environment: PIAZZA_SUITES_WORK (default target/memcached-suites): the venv, the
 # pymemcache sdist and the logs of the last run (logs/) are kept there.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 
 REPORT_ONLY=0

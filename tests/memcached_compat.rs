@@ -18,7 +18,8 @@
 //! `{past}`/`{future}` (Unix times 1000 s before/after now). A step starting with `~` is
 //! sent a few bytes at a time. `stats` bodies are not compared.
 //!
-//! Set `PIAZZA_COMPAT_DUMP=1` to print memcached's transcript of every script.
+//! Set `PIAZZA_COMPAT_DUMP=1` to print memcached's transcript of every script, and
+//! `PIAZZA_COMPAT_REPORT_ONLY=1` to print the differences without failing.
 //! memcached must be installed (`apt-get install memcached`); `.ci/run` does that.
 
 mod common;
@@ -422,13 +423,30 @@ fn run_group(group: &str, scripts: &[Script]) {
         scripts.len() - failures.len(),
         scripts.len()
     );
-    assert!(
-        failures.is_empty(),
-        "group {group}: {} of {} scripts differ from memcached (first differing step of each):\n  {}",
-        failures.len(),
-        scripts.len(),
-        failures.join("\n  ")
+    verdict(
+        group,
+        &failures,
+        &format!(
+            "group {group}: {} of {} scripts differ from memcached (first differing step of each):\n  {}",
+            failures.len(),
+            scripts.len(),
+            failures.join("\n  ")
+        ),
     );
+}
+
+/// Fails the test with `message` when there are `failures`, unless
+/// `PIAZZA_COMPAT_REPORT_ONLY=1` (then it only prints it: for CI while the memcached
+/// work is landing).
+fn verdict(group: &str, failures: &[String], message: &str) {
+    if failures.is_empty() {
+        return;
+    }
+    if std::env::var("PIAZZA_COMPAT_REPORT_ONLY").is_ok_and(|v| v == "1") {
+        eprintln!("{message}\n(group {group}: not failing: PIAZZA_COMPAT_REPORT_ONLY=1)");
+        return;
+    }
+    panic!("{message}");
 }
 
 #[test]
@@ -1132,8 +1150,9 @@ fn misc_commands() {
     );
 }
 
-/// Items with a 1-2 s relative expiry are there at first and gone within a deadline, on
-/// both servers; an item with a long expiry stays.
+/// Items with a 2 s relative expiry (set, add, touch, gat, gats) are there right after and
+/// gone within a deadline, on both servers; an item with a long expiry stays. (2 s, not 1:
+/// memcached's clock ticks once a second, so an exptime of 1 can end at once.)
 #[test]
 fn expiry_relative_by_polling() {
     let pair = Pair::start();
@@ -1142,16 +1161,20 @@ fn expiry_relative_by_polling() {
         ("piazza", pair.piazza.addr.clone()),
     ];
     // (setup steps, key that must expire)
-    let cases: [(&[&str], &str); 4] = [
-        (&["set rel_set 0 1 1\r\nx\r\n"], "rel_set"),
-        (&["set rel_set2 0 2 1\r\nx\r\n"], "rel_set2"),
+    let cases: [(&[&str], &str); 5] = [
+        (&["set rel_set 0 2 1\r\nx\r\n"], "rel_set"),
+        (&["add rel_add 0 2 1\r\nx\r\n"], "rel_add"),
         (
-            &["set rel_touch 0 0 1\r\nx\r\n", "touch rel_touch 1\r\n"],
+            &["set rel_touch 0 0 1\r\nx\r\n", "touch rel_touch 2\r\n"],
             "rel_touch",
         ),
         (
-            &["set rel_gat 0 0 1\r\nx\r\n", "gat 1 rel_gat\r\n"],
+            &["set rel_gat 0 0 1\r\nx\r\n", "gat 2 rel_gat\r\n"],
             "rel_gat",
+        ),
+        (
+            &["set rel_gats 0 0 1\r\nx\r\n", "gats 2 rel_gats\r\n"],
+            "rel_gats",
         ),
     ];
     let mut sessions: Vec<Session> = servers.iter().map(|(_, a)| Session::new(a)).collect();
@@ -1178,8 +1201,8 @@ fn expiry_relative_by_polling() {
             }
         }
     }
-    // Then every key goes, within 5 s.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Then every key goes, within 6 s.
+    let deadline = Instant::now() + Duration::from_secs(6);
     let mut gone = vec![vec![false; cases.len()]; servers.len()];
     while Instant::now() < deadline && gone.iter().flatten().any(|g| !g) {
         for (s, session) in sessions.iter_mut().enumerate() {
@@ -1195,7 +1218,7 @@ fn expiry_relative_by_polling() {
         for (c, (_, key)) in cases.iter().enumerate() {
             if !gone[s][c] {
                 problems.push(format!(
-                    "{name}: {key} still there 5 s after it should expire"
+                    "{name}: {key} still there 6 s after it was given 2 s"
                 ));
             }
         }
@@ -1207,9 +1230,9 @@ fn expiry_relative_by_polling() {
             ));
         }
     }
-    assert!(
-        problems.is_empty(),
-        "relative expiry:\n  {}",
-        problems.join("\n  ")
+    verdict(
+        "expiry_relative_by_polling",
+        &problems,
+        &format!("relative expiry:\n  {}", problems.join("\n  ")),
     );
 }
