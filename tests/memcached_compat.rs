@@ -540,6 +540,15 @@ fn storage_commands() {
                 ],
             ),
             (
+                "extra and trailing spaces in storage commands",
+                &[
+                    "set  {p}a  3  0  1 \r\na\r\n",
+                    "get {p}a\r\n",
+                    "append {p}a 0 0 1  noreply \r\nb\r\n",
+                    "get {p}a \r\n",
+                ],
+            ),
+            (
                 "a 100 KiB value",
                 &[
                     "set {p}big 0 0 102400\r\n{rep:102400:v}\r\n",
@@ -1260,5 +1269,65 @@ fn expiry_relative_by_polling() {
         "expiry_relative_by_polling",
         &problems,
         &format!("relative expiry:\n  {}", problems.join("\n  ")),
+    );
+}
+
+/// `flush_all 2`: items stored before it are there right after and gone within a
+/// deadline; items stored once the flush time is past stay.
+#[test]
+fn flush_all_delayed_by_polling() {
+    let pair = Pair::start();
+    let servers = [
+        ("memcached", pair.memcached.addr.clone()),
+        ("piazza", pair.piazza.addr().to_string()),
+    ];
+    let mut sessions: Vec<Session> = servers.iter().map(|(_, a)| Session::new(a)).collect();
+    let mut problems = Vec::new();
+    for ((name, _), session) in servers.iter().zip(sessions.iter_mut()) {
+        let replies = [
+            session.exchange("set old 0 0 1\r\no\r\n"),
+            session.exchange("flush_all 2\r\n"),
+            session.exchange("get old\r\n"),
+        ];
+        let expected: [&[u8]; 3] = [b"STORED\r\n", b"OK\r\n", b"VALUE old 0 1\r\no\r\nEND\r\n"];
+        if replies.iter().zip(expected).any(|(got, want)| got != want) {
+            problems.push(format!(
+                "{name}: set old, flush_all 2, get old: {:?}",
+                replies.iter().map(|r| show(r)).collect::<Vec<_>>()
+            ));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut gone = vec![false; servers.len()];
+    while Instant::now() < deadline && gone.iter().any(|g| !g) {
+        for (s, session) in sessions.iter_mut().enumerate() {
+            if !gone[s] {
+                gone[s] = session.exchange("get old\r\n") == b"END\r\n";
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // memcached's clock has whole seconds: an item stored in the second the flush takes
+    // effect goes too. A second and a half later, new items stay.
+    std::thread::sleep(Duration::from_millis(1500));
+    for ((name, _), (session, gone)) in servers.iter().zip(sessions.iter_mut().zip(gone)) {
+        if !gone {
+            problems.push(format!("{name}: old still there 6 s after flush_all 2"));
+        }
+        let replies = [
+            session.exchange("set new 0 0 1\r\nn\r\n"),
+            session.exchange("get new\r\n"),
+        ];
+        if replies[1] != b"VALUE new 0 1\r\nn\r\nEND\r\n" {
+            problems.push(format!(
+                "{name}: a key stored after the delayed flush should stay: {:?}",
+                replies.iter().map(|r| show(r)).collect::<Vec<_>>()
+            ));
+        }
+    }
+    verdict(
+        "flush_all_delayed_by_polling",
+        &problems,
+        &format!("delayed flush_all:\n  {}", problems.join("\n  ")),
     );
 }
