@@ -28,7 +28,7 @@ for arg in "$@"; do
     --no-install) INSTALL=0 ;;
     --no-build) BUILD=0 ;;
     -h | --help)
-      sed -n '2,20p' "$0"
+      sed -n '2,17p' "$0"
       exit 0
       ;;
     *)
