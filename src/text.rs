@@ -24,8 +24,9 @@
 //! spaces only; a line ends with `\n`, one `\r` before it is dropped; `noreply` is the last
 //! token of the line whatever its position (`set_noreply_maybe`), and once seen it silences
 //! every reply of that command, errors included, except `ERROR` for a wrong number of
-//! tokens, which is decided before. Numbers are plain decimal (no sign but `-` where a
-//! negative value means something, no spaces), as memcached 1.6.2x's strict parser wants.
+//! tokens, which is decided before. Numbers are read as C's `strtoul`/`strtol` read them
+//! in memcached (a `+` sign and leading zeros are fine), but a number too large for its
+//! field is refused where memcached would silently truncate it.
 
 use std::fmt;
 
@@ -588,7 +589,8 @@ fn parse_storage(
     // Whatever else is wrong, a valid <bytes> means a data block follows: swallow it.
     let declared = args
         .get(3)
-        .and_then(|&t| parse_unsigned(t))
+        .and_then(|&t| parse_signed(t))
+        .and_then(|n| u64::try_from(n).ok())
         .filter(|&n| n <= MAX_DECLARED_BYTES)
         .and_then(|n| usize::try_from(n).ok());
     let skip = declared.map_or(0, |n| n.saturating_add(2));
@@ -683,27 +685,48 @@ fn check_key<'a>(key: &'a [u8], limits: &TextLimits) -> Result<&'a [u8], TextErr
     Ok(key)
 }
 
-/// A non-empty string of ASCII digits (no sign) that fits a `u64`.
-fn parse_unsigned(token: &[u8]) -> Option<u64> {
-    if token.is_empty() {
+/// A number token as C's `strtoull`/`strtoll` read it in memcached's `safe_strto*`
+/// helpers: optional leading whitespace, an optional `+` or `-`, decimal digits, then the
+/// end of the token or whitespace (what follows that is ignored). Returns whether it was
+/// negative and its magnitude; `None` when there are no digits, something else follows
+/// them, or the magnitude does not fit a `u64` (C's `ERANGE`).
+fn c_number(token: &[u8]) -> Option<(bool, u64)> {
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let start = token.iter().position(|&b| !is_space(b))?;
+    let rest = token.get(start..)?;
+    let (negative, rest) = match rest.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, rest),
+    };
+    let digits = rest
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(rest.len());
+    if digits == 0 || rest.get(digits).is_some_and(|&b| !is_space(b)) {
         return None;
     }
     let mut value: u64 = 0;
-    for &b in token {
-        let digit = match b {
-            b'0'..=b'9' => u64::from(b - b'0'),
-            _ => return None,
-        };
-        value = value.checked_mul(10)?.checked_add(digit)?;
+    for &b in rest.get(..digits)? {
+        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
-    Some(value)
+    Some((negative, value))
 }
 
-/// An optional `-` then a non-empty string of ASCII digits that fits an `i64`.
+/// An unsigned number as memcached's `safe_strtoul(l)` accepts it (a `-` only on zero),
+/// fitting a `u64`.
+fn parse_unsigned(token: &[u8]) -> Option<u64> {
+    match c_number(token)? {
+        (false, value) | (true, value @ 0) => Some(value),
+        (true, _) => None,
+    }
+}
+
+/// A signed number as memcached's `safe_strtol(l)` accepts it, fitting an `i64`.
 fn parse_signed(token: &[u8]) -> Option<i64> {
-    match token.strip_prefix(b"-") {
-        Some(digits) => 0i64.checked_sub_unsigned(parse_unsigned(digits)?),
-        None => i64::try_from(parse_unsigned(token)?).ok(),
+    match c_number(token)? {
+        (true, magnitude) => 0i64.checked_sub_unsigned(magnitude),
+        (false, value) => i64::try_from(value).ok(),
     }
 }
 
@@ -907,7 +930,7 @@ mod tests {
         // memcached answers a gat without keys with a bare END.
         assert_eq!(command(b"gat 10\r\n"), get(&[], false, Some(10)));
         assert_eq!(error(b"gat\r\n"), (TextError::UnknownCommand, 5, 0));
-        for line in [&b"gat x k\r\n"[..], b"gats +1 k\r\n", b"gat 1x k\r\n"] {
+        for line in [&b"gat x k\r\n"[..], b"gats 1- k\r\n", b"gat 1x k\r\n"] {
             assert_eq!(reply_to(line), b"CLIENT_ERROR invalid exptime argument\r\n");
         }
     }
@@ -1013,6 +1036,55 @@ mod tests {
     }
 
     #[test]
+    fn numbers_read_as_strtoul_and_strtol_read_them_in_memcached() {
+        // A sign, leading zeros, and whitespace around the digits (tabs: tokens are split
+        // on spaces only) are accepted, as by C's strtoul/strtol.
+        assert!(matches!(
+            command(b"set k +7 +10 +03\r\nabc\r\n"),
+            TextCommand::Store {
+                flags: 7,
+                exptime: 10,
+                ref data,
+                ..
+            } if data == b"abc"
+        ));
+        assert!(matches!(
+            command(b"set k \t7\t -0 -0\r\n\r\n"),
+            TextCommand::Store {
+                flags: 7,
+                exptime: 0,
+                ..
+            }
+        ));
+        assert!(matches!(
+            command(b"incr k +5\r\n"),
+            TextCommand::Arith { delta: 5, .. }
+        ));
+        assert!(matches!(
+            command(b"cas k 0 0 0 +9\r\n\r\n"),
+            TextCommand::Store { cas: Some(9), .. }
+        ));
+        assert_eq!(command(b"gat +5 k\r\n"), get(&[b"k"], false, Some(5)));
+        // Junk after the digits, a lone sign, or a negative unsigned number is refused.
+        for token in [
+            &b"5x"[..],
+            b"+",
+            b"-",
+            b"",
+            b"\t",
+            b"--1",
+            b"+-1",
+            b"-5",
+            b"0x5",
+        ] {
+            assert_eq!(parse_unsigned(token), None, "{token:?}");
+        }
+        assert_eq!(parse_signed(b"-5"), Some(-5));
+        assert_eq!(parse_signed(b"-9223372036854775809"), None);
+        assert_eq!(parse_unsigned(b"18446744073709551616"), None);
+    }
+
+    #[test]
     fn a_last_token_other_than_noreply_is_ignored_as_memcached_does() {
         // memcached 1.6: `set k 0 0 3 norply` stores and answers STORED.
         assert_eq!(
@@ -1051,11 +1123,11 @@ mod tests {
     fn bad_flags_exptime_or_unique_are_bad_format_and_swallow_the_block() {
         for line in [
             &b"set k -1 0 3\r\n"[..],
-            b"set k +1 0 3\r\n",
+            b"set k 1+ 0 3\r\n",
             b"set k 4294967296 0 3\r\n",
             b"set k x 0 3\r\n",
             b"add k 0 - 3\r\n",
-            b"replace k 0 +5 3\r\n",
+            b"replace k 0 5x 3\r\n",
             b"prepend k 0 9223372036854775808 3\r\n",
             b"cas k 0 0 3 x\r\n",
             b"cas k 0 0 3 -1\r\n",
@@ -1073,7 +1145,7 @@ mod tests {
     fn a_bad_byte_count_is_bad_format_and_swallows_nothing() {
         for line in [
             &b"set k 0 0 -1\r\n"[..],
-            b"set k 0 0 +1\r\n",
+            b"set k 0 0 1x\r\n",
             b"set k 0 0 x\r\n",
             b"set k 0 0 2147483646\r\n",
             b"set k 0 0 99999999999999999999999\r\n",
@@ -1268,7 +1340,7 @@ mod tests {
         for line in [
             &b"incr k x\r\n"[..],
             b"incr k -1\r\n",
-            b"decr k +1\r\n",
+            b"decr k 1-\r\n",
             b"incr k 18446744073709551616\r\n",
             b"incr k 0x10\r\n",
         ] {
