@@ -79,6 +79,13 @@ pub enum Opcode {
     /// Ask the coordinator for the routing view (direct routing): reply arg = epoch,
     /// flags bit 0 = stable, value = the members (see `view`).
     RingGet = 0x07,
+    /// A conditional or read-modify-write operation (client to coordinator): value = the
+    /// 40-byte operation (`update::Update`, its expiry field a memcached exptime), then
+    /// the data. `set` with an expiry or a cas, `add`, `replace`, `append`, `prepend`,
+    /// `incr`, `decr`, `touch`, delete with a cas.
+    Update = 0x08,
+    /// Forget everything stored so far (client to coordinator): arg = delay in seconds.
+    Flush = 0x09,
     /// A slave joins: key = the address it serves on; reply arg = token, flags = slave id.
     Register = 0x10,
     /// A slave leaves gracefully (flags = slave id, arg = session); answered once its data
@@ -117,6 +124,16 @@ pub enum Opcode {
     /// version, flags = memcached flags; value = epoch (u64), kind (u8: 1 put, 0
     /// delete), then the value.
     Forward = 0x29,
+    /// `SlavePut` with an expiry: value = expires (u64, Unix seconds), then the value.
+    SlavePutEx = 0x2A,
+    /// A read-modify-write decided by the key's primary (add, replace, append, prepend,
+    /// cas, incr/decr, touch, delete with cas): arg = the version to write, value = the
+    /// operation (`update::Update`). Reply `Ok` with the entry written (value = kind u8,
+    /// expires u64, then the value; arg = version; flags), or `NotFound`, `NotStored`,
+    /// `Exists`, `NonNumeric`, `Stale` (arg = the newer version held).
+    SlaveUpdate = 0x2B,
+    /// `flush_all`: arg = threshold version, value = from when (u64 Unix microseconds).
+    SlaveFlush = 0x2C,
 }
 
 impl Opcode {
@@ -131,6 +148,8 @@ impl Opcode {
             0x05 => Ping,
             0x06 => Auth,
             0x07 => RingGet,
+            0x08 => Update,
+            0x09 => Flush,
             0x10 => Register,
             0x11 => Deregister,
             0x20 => SlaveGet,
@@ -146,6 +165,9 @@ impl Opcode {
             0x32 => Transfer,
             0x28 => SetView,
             0x29 => Forward,
+            0x2A => SlavePutEx,
+            0x2B => SlaveUpdate,
+            0x2C => SlaveFlush,
             _ => return None,
         })
     }
@@ -180,6 +202,14 @@ pub enum Status {
     /// the view is changing; arg = the slave's view epoch. Fetch the view again
     /// (`RingGet`) or send the request to the coordinator.
     Redirect = 0x0A,
+    /// A conditional write's cas did not match (memcached's `EXISTS`).
+    Exists = 0x0B,
+    /// A conditional write's condition did not hold (memcached's `NOT_STORED`).
+    NotStored = 0x0C,
+    /// incr/decr of a value that is not a decimal number.
+    NonNumeric = 0x0D,
+    /// `SlaveUpdate`: the key holds a newer version (arg) than the one proposed.
+    Stale = 0x0E,
 }
 
 impl Status {
@@ -198,6 +228,10 @@ impl Status {
             0x08 => Busy,
             0x09 => Unauthorized,
             0x0A => Redirect,
+            0x0B => Exists,
+            0x0C => NotStored,
+            0x0D => NonNumeric,
+            0x0E => Stale,
             _ => return None,
         })
     }
@@ -216,6 +250,10 @@ impl Status {
             Status::Busy => "busy",
             Status::Unauthorized => "unauthorized",
             Status::Redirect => "redirect",
+            Status::Exists => "exists",
+            Status::NotStored => "not stored",
+            Status::NonNumeric => "non-numeric value",
+            Status::Stale => "stale",
         }
     }
 }
@@ -277,6 +315,11 @@ impl WireLimits {
             ) => self.max_value.max(MAX_BULK_VALUE),
             // Epoch and kind ride in front of the value.
             Some(Opcode::Forward) => self.max_value + FORWARD_PREFIX,
+            // The expiry, or the operation, rides in front of the value.
+            Some(Opcode::SlavePutEx) => self.max_value + 8,
+            Some(Opcode::SlaveUpdate | Opcode::Update) => {
+                self.max_value + crate::update::UPDATE_PREFIX
+            }
             _ => self.max_value,
         }
     }
@@ -848,8 +891,8 @@ pub fn decode_arc(value: &[u8]) -> Option<Option<(u64, u64)>> {
 
 /// One entry of a bulk chunk (the value of `BulkPut` requests and `BulkGet` replies).
 ///
-/// Packed as: key_len u32, value_len u32, flags u32, version u64, kind u8 (1 value,
-/// 0 tombstone), key bytes, value bytes; big-endian.
+/// Packed as: key_len u32, value_len u32, flags u32, version u64, expires u64 (Unix
+/// seconds, 0 never), kind u8 (1 value, 0 tombstone), key bytes, value bytes; big-endian.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkEntry {
     /// The key.
@@ -858,12 +901,14 @@ pub struct BulkEntry {
     pub version: u64,
     /// memcached flags.
     pub flags: u32,
+    /// When the value expires (Unix seconds; 0 never).
+    pub expires: u64,
     /// The value, or `None` for a tombstone.
     pub value: Option<Vec<u8>>,
 }
 
 /// Size of the fixed part of a packed bulk entry.
-pub const BULK_ENTRY_HEADER: usize = 21;
+pub const BULK_ENTRY_HEADER: usize = 29;
 
 impl BulkEntry {
     /// Bytes this entry takes when packed.
@@ -879,7 +924,8 @@ impl BulkEntry {
         NetworkEndian::write_u32(&mut head[4..], value.len() as u32);
         NetworkEndian::write_u32(&mut head[8..], self.flags);
         NetworkEndian::write_u64(&mut head[12..], self.version);
-        head[20] = u8::from(self.value.is_some());
+        NetworkEndian::write_u64(&mut head[20..], self.expires);
+        head[28] = u8::from(self.value.is_some());
         out.extend_from_slice(&head);
         out.extend_from_slice(&self.key);
         out.extend_from_slice(value);
@@ -904,7 +950,8 @@ pub fn unpack_bulk(mut chunk: &[u8], limits: &WireLimits) -> Result<Vec<BulkEntr
         let value_len = NetworkEndian::read_u32(&head[4..]) as usize;
         let flags = NetworkEndian::read_u32(&head[8..]);
         let version = NetworkEndian::read_u64(&head[12..]);
-        let kind = head[20];
+        let expires = NetworkEndian::read_u64(&head[20..]);
+        let kind = head[28];
         if key_len == 0 || key_len > limits.max_key {
             return Err(BulkError {
                 index,
@@ -935,6 +982,7 @@ pub fn unpack_bulk(mut chunk: &[u8], limits: &WireLimits) -> Result<Vec<BulkEntr
             key: key.to_vec(),
             version,
             flags,
+            expires,
             value: (kind == 1).then(|| value.to_vec()),
         });
         chunk = &chunk[end..];
@@ -1183,12 +1231,14 @@ mod tests {
                 key: b"a".to_vec(),
                 version: 9,
                 flags: 1,
+                expires: 1_900_000_000,
                 value: Some(b"x\r\n\0".to_vec()),
             },
             BulkEntry {
                 key: b"gone".to_vec(),
                 version: 10,
                 flags: 0,
+                expires: 0,
                 value: None,
             },
         ];

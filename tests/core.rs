@@ -270,7 +270,7 @@ fn text_protocol_handles_pipelines_splits_multi_get_and_errors_byte_for_byte() {
     text.send(b"version\r\n");
     assert_eq!(
         text.line(),
-        format!("VERSION {}", env!("CARGO_PKG_VERSION"))
+        format!("VERSION 1.6.0-piazza-{}", env!("CARGO_PKG_VERSION"))
     );
     text.send(b"stats\r\n");
     let mut stats = std::collections::HashMap::new();

@@ -371,6 +371,13 @@ impl Coordinator {
                 key: std::mem::take(&mut frame.key),
                 cas: 0,
             },
+            Opcode::Update => match crate::update::Update::decode(&frame.value) {
+                Some(update) => update.into_request(std::mem::take(&mut frame.key)),
+                None => return frame.error_reply(Status::Invalid, "malformed operation"),
+            },
+            Opcode::Flush => Request::FlushAll {
+                delay: u32::try_from(frame.arg).unwrap_or(u32::MAX),
+            },
             Opcode::Ping => return frame.reply(Status::Ok),
             Opcode::RingGet => {
                 let view = self.membership.view();
@@ -404,14 +411,16 @@ impl Coordinator {
             Outcome::NotFound => reply.status = Status::NotFound,
             Outcome::Stored { version } => reply.arg = version,
             Outcome::Deleted | Outcome::Flushed => {}
-            Outcome::NotStored | Outcome::Exists => reply.status = Status::NotFound,
+            Outcome::NotStored => reply.status = Status::NotStored,
+            Outcome::Exists => reply.status = Status::Exists,
             Outcome::Number { value, version } => {
                 reply.arg = version;
                 reply.value = value.to_string().into_bytes();
             }
             Outcome::Failed(failure) => {
                 let status = match failure {
-                    Failure::Invalid(_) | Failure::NonNumeric => Status::Invalid,
+                    Failure::Invalid(_) => Status::Invalid,
+                    Failure::NonNumeric => Status::NonNumeric,
                     Failure::TooLarge => Status::TooLarge,
                     Failure::Unavailable(_) => Status::Unavailable,
                 };
@@ -447,6 +456,16 @@ impl Coordinator {
         reply.arg = registered.token.0;
         reply.flags = registered.id.0;
         reply.value = registered.session.to_be_bytes().to_vec();
+        // The flush markers in force, so a slave that missed a flush_all never serves
+        // what it flushed: a count (u8), then threshold and time (u64 each) per marker.
+        let flushes = self.membership.flushes();
+        reply.value.push(flushes.len() as u8);
+        for marker in flushes {
+            reply
+                .value
+                .extend_from_slice(&marker.threshold.to_be_bytes());
+            reply.value.extend_from_slice(&marker.at.to_be_bytes());
+        }
         reply
             .value
             .extend_from_slice(self.heartbeat_addr.to_string().as_bytes());
