@@ -286,7 +286,7 @@ fn noreply_silences_replies_and_errors_but_not_a_wrong_token_count() {
     c.send(b"delete a noreply 0\r\n");
     c.expect(b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n");
     // get has no noreply: it is a key.
-    c.send(b"get a noreply\r\n");
+    c.send(b"get fresh noreply\r\n");
     c.expect(b"END\r\n");
     c.expect_silence();
 }
@@ -573,10 +573,6 @@ fn core_touch_gat_gats_and_expiry_answer_like_memcached() {
     want.extend(value("d", 2, b"x"));
     want.extend_from_slice(b"END\r\n");
     c.expect(&want);
-    // gats lists the cas unique, as gets does.
-    let unique = c.cas_of("d");
-    c.send(b"gats 100 d\r\n");
-    c.expect(format!("VALUE d 2 1 {unique}\r\nx\r\nEND\r\n").as_bytes());
     // A relative exptime: there now, gone within a couple of seconds.
     c.send(b"set e 0 1 1\r\ny\r\nget e\r\n");
     let mut want = b"STORED\r\n".to_vec();
@@ -590,6 +586,16 @@ fn core_touch_gat_gats_and_expiry_answer_like_memcached() {
     // touch gives a key an expiry; a Unix time in the past expires it at once.
     c.send(b"set f 0 0 1\r\nz\r\ntouch f 1000000000\r\nget f\r\n");
     c.expect(b"STORED\r\nTOUCHED\r\nEND\r\n");
+    // gats lists the cas unique, as gets does; touching keeps it (memcached changes an
+    // item's cas unique only when its value changes), so a cas after a touch stores.
+    let unique = c.cas_of("d");
+    c.send(b"gats 100 d\r\n");
+    c.expect(format!("VALUE d 2 1 {unique}\r\nx\r\nEND\r\n").as_bytes());
+    c.send(b"touch d 200\r\n");
+    c.expect(b"TOUCHED\r\n");
+    assert_eq!(c.cas_of("d"), unique);
+    c.send(format!("cas d 2 0 1 {unique}\r\ny\r\n").as_bytes());
+    c.expect(b"STORED\r\n");
 }
 
 #[test]

@@ -21,7 +21,7 @@ use log::debug;
 use super::stats::{MEMCACHED_VERSION, StatsReply};
 use super::{Coordinator, meta_exec};
 use crate::meta::{self, MetaParsed};
-use crate::request::{Failure, Outcome, RELATIVE_EXPTIME_MAX, Request, StoreMode, unix_now};
+use crate::request::{Failure, Outcome, RELATIVE_EXPTIME_MAX, Request, unix_now};
 use crate::server::Phased;
 use crate::text::{self, Parsed, StatsArgs, TextCommand};
 
@@ -247,13 +247,6 @@ impl Session<'_> {
                         flags,
                         exptime,
                         cas,
-                    }),
-                    // A plain set that never expires is Piazza's native put (the same
-                    // thing as a Store with mode Set, exptime 0 and no cas).
-                    None if mode == StoreMode::Set && exptime == 0 => self.serve(Request::Put {
-                        key,
-                        value: data,
-                        flags,
                     }),
                     None => self.serve(Request::Store {
                         mode,
