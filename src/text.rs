@@ -27,6 +27,20 @@
 //! tokens, which is decided before. Numbers are read as C's `strtoul`/`strtol` read them
 //! in memcached (a `+` sign and leading zeros are fine), but a number too large for its
 //! field is refused where memcached would silently truncate it.
+//!
+//! Where Piazza answers differently from memcached 1.6.18, on purpose:
+//! - a storage line refused for any reason (wrong token count included) whose `<bytes>` is
+//!   a valid length has its data block swallowed; memcached swallows only after "too
+//!   large" and reads the other blocks as commands (the data block of `set k x 0 15\r\n
+//!   delete victim\r\n\r\n` would delete `victim`);
+//! - keys with control characters are refused (`CLIENT_ERROR key has control
+//!   characters`); memcached's protocol forbids them but accepts them;
+//! - exptimes are read as 64-bit numbers (memcached: 32-bit, wrapping), flags and verbosity
+//!   levels past 2^32 are refused (memcached truncates them);
+//! - a line without `\n` is refused with `CLIENT_ERROR line too long` and the connection
+//!   closed past [`TextLimits::max_line_bytes`] (retrieval lines: past
+//!   [`TextLimits::max_retrieval_line_bytes`]); memcached closes silently past 2048 bytes
+//!   unless the line is a `get`/`gets`, which it lets grow without bound.
 
 use std::fmt;
 
