@@ -27,8 +27,11 @@ use crate::text::{self, Parsed, StatsArgs, TextCommand};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
-/// Replies held before they are written, at most (plus one value).
+/// Replies held before they are written, at most (plus one chunk of values).
 const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
+/// Keys of a multi-key `get` read at once: the router asks every slave in parallel, and a
+/// connection holds at most this many values (up to 1 MiB each) before writing them.
+const GET_MANY_CHUNK: usize = 32;
 
 /// Serves the connection until the client quits, closes, idles out or sends a line that
 /// cannot be framed.
@@ -338,37 +341,45 @@ impl Session<'_> {
     }
 
     /// `get`/`gets` (touch = None) and `gat`/`gats`: every key found, in order, then
-    /// `END`. A failure answers only the error, as memcached does (it drops the values
-    /// stacked so far; those already written to the client stay written).
+    /// `END`. Several keys of a `get` are read [`GET_MANY_CHUNK`] at a time through the
+    /// router's parallel multi-get; `gat` touches key by key. A failure answers only the
+    /// error, as memcached does (it drops the values stacked so far; those already written
+    /// to the client stay written).
     fn retrieve(&mut self, keys: Vec<Vec<u8>>, cas: bool, touch: Option<i64>) -> io::Result<()> {
         let mut mark = self.out.len();
-        for key in keys {
-            let request = match touch {
-                Some(exptime) => Request::Touch {
-                    key: key.clone(),
-                    exptime,
-                },
-                None => Request::Get { key: key.clone() },
+        for chunk in keys.chunks(GET_MANY_CHUNK) {
+            let outcomes = match (touch, chunk) {
+                (None, [key]) => vec![self.serve(Request::Get { key: key.clone() })],
+                (None, _) => self.coordinator.router.get_many(chunk),
+                (Some(exptime), _) => chunk
+                    .iter()
+                    .map(|key| {
+                        self.serve(Request::Touch {
+                            key: key.clone(),
+                            exptime,
+                        })
+                    })
+                    .collect(),
             };
-            match self.serve(request) {
-                Outcome::Found(found) => {
-                    text::write_value(
+            for (key, outcome) in chunk.iter().zip(outcomes) {
+                match outcome {
+                    Outcome::Found(found) => text::write_value(
                         &mut self.out,
-                        &key,
+                        key,
                         found.flags,
                         &found.value,
                         cas.then_some(found.version),
-                    );
-                    if self.flush_if_full()? {
-                        mark = 0;
+                    ),
+                    Outcome::NotFound => {}
+                    other => {
+                        self.out.truncate(mark);
+                        write_failure(other, &mut self.out);
+                        return Ok(());
                     }
                 }
-                Outcome::NotFound => {}
-                other => {
-                    self.out.truncate(mark);
-                    write_failure(other, &mut self.out);
-                    return Ok(());
-                }
+            }
+            if self.flush_if_full()? {
+                mark = 0;
             }
         }
         self.out.extend_from_slice(text::END);
