@@ -631,3 +631,36 @@ fn core_flush_all_forgets_everything_now_or_later() {
     c.expect(&want);
     wait_until(DEADLINE, "the delayed flush", || !c.present("c"));
 }
+
+#[test]
+fn failures_are_server_errors_that_noreply_silences() {
+    // No slaves: nothing can be served, and every command says so in memcached's form.
+    let cluster = Cluster::start(0);
+    let mut c = Conn::open(&cluster);
+    for command in [
+        &b"set k 0 0 1\r\nx\r\n"[..],
+        b"get k\r\n",
+        b"get a b c\r\n",
+        b"gets a b\r\n",
+        b"gat 10 a b\r\n",
+        b"delete k\r\n",
+        b"incr k 1\r\n",
+        b"touch k 1\r\n",
+        b"add k 0 0 1\r\nx\r\n",
+    ] {
+        c.send(command);
+        let line = c.line();
+        assert!(
+            line.starts_with("SERVER_ERROR ") && line.len() > 13,
+            "{command:?}: {line:?}"
+        );
+        // A failed retrieval answers the error alone, without END.
+        c.expect_silence();
+    }
+    c.send(b"set k 0 0 1 noreply\r\nx\r\ndelete k noreply\r\nincr k 1 noreply\r\n");
+    c.send(b"touch k 1 noreply\r\nflush_all noreply\r\ncas k 0 0 1 1 noreply\r\nx\r\n");
+    c.expect_silence();
+    // The parser's own errors need no slave.
+    c.send(b"get\r\nset k x 0 1\r\nx\r\n");
+    c.expect(b"ERROR\r\nCLIENT_ERROR bad command line format\r\n");
+}
