@@ -168,6 +168,14 @@ pub enum TextCommand {
         /// True when the client asked for no reply.
         noreply: bool,
     },
+    /// `cache_memlimit <megabytes> [noreply]`: replies `OK` from 8 MB up, as memcached
+    /// does (Piazza has no memory limit to change: slaves keep every key).
+    CacheMemlimit {
+        /// The limit asked for, in megabytes.
+        megabytes: u32,
+        /// True when the client asked for no reply.
+        noreply: bool,
+    },
     /// `version` (arguments ignored, as memcached does).
     Version,
     /// `stats [args]`
@@ -362,6 +370,15 @@ pub fn parse_resume(buf: &[u8], limits: &TextLimits, searched: &mut usize) -> Pa
         b"touch" => parse_touch(args, limits),
         b"flush_all" => parse_flush_all(args),
         b"verbosity" => parse_verbosity(args),
+        // memcached answers a bad number here with ERROR, not CLIENT_ERROR.
+        b"cache_memlimit" => match parse_verbosity(args) {
+            Ok(TextCommand::Verbosity { level, noreply }) => Ok(TextCommand::CacheMemlimit {
+                megabytes: level,
+                noreply,
+            }),
+            Ok(other) => Ok(other),
+            Err((_, noreply)) => Err((TextError::UnknownCommand, noreply)),
+        },
         b"version" => Ok(TextCommand::Version),
         b"quit" => Ok(TextCommand::Quit),
         b"stats" => parse_stats(args).map_err(|e| (e, false)),
@@ -1440,6 +1457,13 @@ mod tests {
         assert_eq!(command(b"verbosity 1\r\n"), verbosity(1, false));
         assert_eq!(command(b"verbosity 1 noreply\r\n"), verbosity(1, true));
         assert_eq!(command(b"verbosity 1 x\r\n"), verbosity(1, false));
+        assert_eq!(
+            command(b"cache_memlimit 50 noreply\r\n"),
+            TextCommand::CacheMemlimit {
+                megabytes: 50,
+                noreply: true
+            }
+        );
         for (line, want) in [
             (&b"verbosity\r\n"[..], &b"ERROR\r\n"[..]),
             (b"verbosity 1 2 3\r\n", b"ERROR\r\n"),

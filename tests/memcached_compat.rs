@@ -10,6 +10,13 @@
 //! (`{p}` in the steps). memcached runs the script first; then Piazza runs it, and the
 //! first step whose reply differs is reported (with both replies, escaped).
 //!
+//! Left out, because Piazza differs from memcached 1.6 on purpose (README, "memcached"):
+//! a storage line refused for a bad key, bad number or wrong token count whose `<bytes>`
+//! parses has its data block swallowed (memcached reads it as commands: a client's data
+//! must never run as a command); keys with control characters are refused (the contract);
+//! `touch`, `gat` and `gats` give the item a new cas unique (memcached keeps it). Those
+//! behaviours are tested in `tests/memcached_text.rs`.
+//!
 //! What is normalised: `VERSION <anything>` lines; cas uniques in `VALUE` lines (each
 //! distinct unique becomes `<cas#N>`, numbered in order of appearance in that script on
 //! that server, so "same item, same unique" and "changed item, new unique" still show).
@@ -600,8 +607,6 @@ fn cas_outcomes() {
                     "gets {p}a\r\n",
                     "incr {p}a 1\r\n",
                     "gets {p}a\r\n",
-                    "touch {p}a 1000\r\n",
-                    "gets {p}a\r\n",
                 ],
             ),
             (
@@ -616,8 +621,6 @@ fn cas_outcomes() {
                 "cas with a bad data chunk and a bad unique",
                 &[
                     "set {p}a 0 0 1\r\n1\r\n",
-                    "cas {p}a 0 0 1 abc\r\nx\r\n",
-                    "cas {p}a 0 0 1 -1\r\nx\r\n",
                     "gets {p}a\r\n",
                     "cas {p}a 0 0 1 {cas:{p}a}\r\nxyz\r\n",
                     "get {p}a\r\n",
@@ -936,7 +939,6 @@ fn noreply_everywhere() {
                     "incr {p}t abc noreply\r\n",
                     "set {p}a 0 0 1 noreply\r\nabc\r\n",
                     "set {p}a 0 0 -1 noreply\r\n",
-                    "set {p}a abc 0 1 noreply\r\nx\r\n",
                     "set {p}big 0 0 2097153 noreply\r\n{rep:2097153:b}\r\n",
                     "get {p}a {p}big\r\n",
                 ],
@@ -946,7 +948,6 @@ fn noreply_everywhere() {
                 &[
                     "set {p}a 0 0 1 norepl\r\na\r\n",
                     "get {p}a\r\n",
-                    "set {p}b 0 0 1 noreply extra\r\nb\r\n",
                     "get {p}b noreply\r\n",
                     "delete {p}a noreply extra\r\n",
                 ],
@@ -982,23 +983,11 @@ fn bad_lines() {
             ),
             (
                 "251-byte keys",
-                &[
-                    "set {rep:251:k} 0 0 1\r\nx\r\n",
-                    "add {rep:251:k} 0 0 1\r\nx\r\n",
-                    "incr {rep:251:k} 1\r\n",
-                    "gets {rep:251:k}\r\n",
-                ],
+                &["incr {rep:251:k} 1\r\n", "gets {rep:251:k}\r\n"],
             ),
             (
                 "control characters in keys and lines",
-                &[
-                    "set {p}a\x01 0 0 1\r\nx\r\n",
-                    "get {p}a\x01\r\n",
-                    "set {p}b\x7f 0 0 1\r\nx\r\n",
-                    "get {p}b\x7f\r\n",
-                    "get {p}c\td\r\n",
-                    "\x00\x01\x02\r\n",
-                ],
+                &["\x00\x01\x02\r\n"],
             ),
             (
                 "wrong token counts",
@@ -1007,8 +996,6 @@ fn bad_lines() {
                     "set {p}a\r\n",
                     "set\r\n",
                     "add {p}a 0 0\r\n",
-                    "cas {p}a 0 0 1\r\n",
-                    "cas {p}a 0 0 1 1 noreply extra\r\n",
                     "incr\r\n",
                     "decr {p}a\r\n",
                     "touch\r\n",
@@ -1020,9 +1007,6 @@ fn bad_lines() {
                 "bad numbers in storage commands",
                 &[
                     "set {p}a 0 0 -1\r\n",
-                    "set {p}a abc 0 1\r\nx\r\n",
-                    "set {p}a -1 0 1\r\nx\r\n",
-                    "set {p}a 0 abc 1\r\nx\r\n",
                     "set {p}a 0 0 abc\r\n",
                     "set {p}a 0 0 1x\r\nx\r\n",
                     "get {p}a\r\n",
@@ -1171,6 +1155,11 @@ fn misc_commands() {
                     "verbosity 1\r\n",
                     "verbosity 0 noreply\r\n",
                     "verbosity\r\n",
+                    "cache_memlimit 50\r\n",
+                    "cache_memlimit 1\r\n",
+                    "cache_memlimit 64 noreply\r\n",
+                    "cache_memlimit x\r\n",
+                    "cache_memlimit\r\n",
                 ],
             ),
             (

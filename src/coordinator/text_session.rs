@@ -332,6 +332,16 @@ impl Session<'_> {
                     self.out.extend_from_slice(text::OK);
                 }
             }
+            TextCommand::CacheMemlimit { megabytes, noreply } => {
+                if noreply {
+                } else if megabytes < 8 {
+                    self.out.extend_from_slice(
+                        b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
+                    );
+                } else {
+                    self.out.extend_from_slice(text::OK);
+                }
+            }
             TextCommand::Version => text::write_version(&mut self.out, MEMCACHED_VERSION),
             TextCommand::Stats(args) => self.stats(args),
             // Handled by the caller, which closes the connection.
