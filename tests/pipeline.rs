@@ -352,3 +352,74 @@ fn a_random_text_pipeline_matches_the_model_while_a_slave_is_killed() {
     assert!(victim.is_none(), "the slave was killed mid-pipeline");
     assert!(got == want, "the replies differ from the sequential model");
 }
+
+/// The coordinator's resident memory in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_client_that_does_not_read_cannot_grow_the_coordinators_memory() {
+    use std::io::Read;
+    let cluster = Cluster::start(2);
+    let mut client = cluster.client();
+    let big = vec![b'x'; 512 * 1024];
+    client.put(b"big", &big).unwrap();
+    let pid = cluster.coordinator.child.id();
+    let before = rss_kib(pid);
+    // 2,000 gets of a 512 KiB value (about 1 GiB of replies) on both protocols, and
+    // nothing read back for a while.
+    let text = TcpStream::connect(&cluster.addr).unwrap();
+    let binary = TcpStream::connect(&cluster.addr).unwrap();
+    let mut writers = Vec::new();
+    for (stream, request) in [
+        (text.try_clone().unwrap(), b"get big\r\n".to_vec()),
+        (
+            binary.try_clone().unwrap(),
+            Frame::request(Opcode::Get, 1, b"big".to_vec(), Vec::new()).encode(),
+        ),
+    ] {
+        writers.push(std::thread::spawn(move || {
+            let mut stream = stream;
+            for _ in 0..2_000 {
+                if stream.write_all(&request).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let mut peak = before;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        peak = peak.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Two windows of 64 replies of 512 KiB, plus buffers: well under 200 MiB more.
+    assert!(
+        peak < before + 200 * 1024,
+        "resident memory grew from {before} KiB to {peak} KiB"
+    );
+    // Reading resumes: every reply arrives.
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut text_reader = text;
+    text_reader
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let want = 2_000 * (b"VALUE big 0 524288\r\n".len() + big.len() + 2 + b"END\r\n".len());
+    while total < want {
+        let n = text_reader.read(&mut buf).unwrap();
+        assert!(n > 0);
+        total += n;
+    }
+    assert_eq!(total, want);
+    drop(binary);
+    for writer in writers {
+        let _ = writer.join();
+    }
+}
