@@ -1,0 +1,340 @@
+//! Flags ([`BenchArgs`]), their checks, and the `Plan` every thread shares.
+
+use std::fmt;
+use std::io::Write;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use super::rng::Rng;
+use super::{MAX_CONNECTIONS, MAX_PIPELINE, MAX_VALUE_SIZE};
+use crate::config::DEFAULT_COORDINATOR;
+
+/// piazza-bench: closed-loop load generator. Runs N connections against a Piazza
+/// coordinator (or any memcached, with --protocol memcache) and prints ops/s and latency
+/// percentiles (p50, p99, p99.9, max).
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+pub struct BenchArgs {
+    /// address to load, HOST:PORT (default 127.0.0.1:7400)
+    #[argh(option, default = "DEFAULT_COORDINATOR.into()")]
+    pub coordinator: String,
+    /// concurrent connections, one thread each (default 8)
+    #[argh(option, default = "8", from_str_fn(parse_connections))]
+    pub connections: u64,
+    /// requests each connection keeps in flight: it writes N requests back to back, then
+    /// reads their N replies in order; latency counts from the batch's send (default 1,
+    /// at most 1024)
+    #[argh(option, default = "1", from_str_fn(parse_pipeline))]
+    pub pipeline: u64,
+    /// how long to run, in seconds (default 10; --ops overrides it)
+    #[argh(option, default = "10", from_str_fn(parse_positive))]
+    pub seconds: u64,
+    /// total operations across all connections (instead of --seconds)
+    #[argh(option, from_str_fn(parse_positive))]
+    pub ops: Option<u64>,
+    /// number of distinct keys, key:0 to key:N-1 (default 10000)
+    #[argh(option, default = "10000", from_str_fn(parse_positive))]
+    pub keys: u64,
+    /// value size in bytes (default 100)
+    #[argh(option, default = "100", from_str_fn(parse_value_size))]
+    pub value_size: usize,
+    /// share of gets, from 0 to 1; the rest are sets (default 0.9)
+    #[argh(option, default = "0.9", from_str_fn(parse_ratio))]
+    pub get_ratio: f64,
+    /// binary (Piazza's protocol) or memcache (text; works against memcached too)
+    /// (default binary)
+    #[argh(option, default = "Protocol::Binary", from_str_fn(parse_protocol))]
+    pub protocol: Protocol,
+    /// write every key once before the timed run, spread over the connections
+    #[argh(switch)]
+    pub preload: bool,
+    /// seed of the key and operation choice: the same seed gives the same sequence
+    /// (default 1)
+    #[argh(option, default = "1")]
+    pub seed: u64,
+    /// zipfian key choice with this exponent (e.g. 0.99: a few keys get most of the
+    /// load); 0 is uniform (default 0)
+    #[argh(option, default = "0.0", from_str_fn(parse_zipf))]
+    pub zipf: f64,
+    /// with --protocol resp: send `WAIT 1 0` after every SET, so a SET counts only once a
+    /// replica has it (Redis's way of acknowledging two copies); with --pipeline, one
+    /// `WAIT 1 0` after each batch that holds a SET, and its SETs count when it answers
+    #[argh(switch)]
+    pub redis_wait: bool,
+    /// with the binary protocol: direct routing (fetch the ring from the coordinator and
+    /// send each request to the key's primary slave; see protocol.md, "Direct routing")
+    #[argh(switch)]
+    pub direct: bool,
+    /// check every read: each connection owns its own slice of the keys, writes values
+    /// it can recognise, and counts any get that does not return what it last stored
+    #[argh(switch)]
+    pub verify: bool,
+    /// print one JSON line with the figures instead of text
+    #[argh(switch)]
+    pub json: bool,
+}
+
+fn parse_zipf(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(s) if (0.0..=10.0).contains(&s) => Ok(s),
+        _ => Err(format!("'{value}' is not an exponent from 0 to 10")),
+    }
+}
+
+fn parse_positive(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(0) => Err("must be greater than 0".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{value}' is not a whole number")),
+    }
+}
+
+fn parse_connections(value: &str) -> Result<u64, String> {
+    match parse_positive(value)? {
+        n if n > MAX_CONNECTIONS => Err(format!("at most {MAX_CONNECTIONS} connections")),
+        n => Ok(n),
+    }
+}
+
+fn parse_pipeline(value: &str) -> Result<u64, String> {
+    match parse_positive(value)? {
+        n if n > MAX_PIPELINE => Err(format!("at most {MAX_PIPELINE} requests in flight")),
+        n => Ok(n),
+    }
+}
+
+fn parse_value_size(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n <= MAX_VALUE_SIZE => Ok(n),
+        Ok(_) => Err(format!("at most {MAX_VALUE_SIZE} bytes")),
+        Err(_) => Err(format!("'{value}' is not a whole number")),
+    }
+}
+
+fn parse_ratio(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("'{value}' is not a number from 0 to 1")),
+    }
+}
+
+fn parse_protocol(value: &str) -> Result<Protocol, String> {
+    match value {
+        "binary" => Ok(Protocol::Binary),
+        "memcache" | "memcached" | "text" => Ok(Protocol::Memcache),
+        "resp" | "redis" => Ok(Protocol::Resp),
+        other => Err(format!(
+            "unknown protocol '{other}' (use binary, memcache or resp)"
+        )),
+    }
+}
+
+/// Which protocol to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Piazza's binary frames (see [`crate::wire`]), matched by request id.
+    Binary,
+    /// memcached's text protocol (`set` and `get`).
+    Memcache,
+    /// Redis's protocol (`SET`, `GET`; with `--redis-wait`, `WAIT 1 0` after each SET).
+    Resp,
+    /// Piazza's binary frames with direct routing (`--direct`), one request at a time.
+    Direct,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Binary => "binary",
+            Protocol::Memcache => "memcache",
+            Protocol::Resp => "resp",
+            Protocol::Direct => "direct",
+        })
+    }
+}
+
+/// What every thread needs, shared read-only.
+pub(super) struct Plan {
+    pub(super) protocol: Protocol,
+    pub(super) addr: String,
+    pub(super) n_keys: u64,
+    pub(super) get_ratio: f64,
+    pub(super) seed: u64,
+    /// `None` when the run is bounded by an operation count instead.
+    pub(super) duration: Option<Duration>,
+    pub(super) value: Vec<u8>,
+    /// Cumulative probabilities of key ranks, for `--zipf`; `None`: uniform.
+    pub(super) zipf: Option<Vec<f64>>,
+    pub(super) verify: bool,
+    pub(super) preloaded: bool,
+    pub(super) connections: u64,
+    pub(super) redis_wait: bool,
+    /// Requests in flight per connection (`--pipeline`).
+    pub(super) pipeline: usize,
+}
+
+impl Plan {
+    pub(super) fn from_args(args: &BenchArgs) -> Plan {
+        Plan {
+            protocol: if args.direct {
+                Protocol::Direct
+            } else {
+                args.protocol
+            },
+            addr: args.coordinator.clone(),
+            n_keys: args.keys,
+            get_ratio: args.get_ratio,
+            seed: args.seed,
+            duration: match args.ops {
+                Some(_) => None,
+                None => Some(Duration::from_secs(args.seconds)),
+            },
+            value: value_pattern(args.value_size),
+            zipf: (args.zipf > 0.0).then(|| zipf_cdf(args.keys, args.zipf)),
+            verify: args.verify,
+            preloaded: args.preload,
+            connections: args.connections,
+            redis_wait: args.redis_wait,
+            // At most MAX_PIPELINE (checked when parsing), so it fits any usize.
+            pipeline: usize::try_from(args.pipeline).unwrap_or(1).max(1),
+        }
+    }
+
+    /// The next key number for connection `index`: zipfian or uniform, and with
+    /// `--verify` only from the connection's own slice (n % connections == index).
+    pub(super) fn pick(&self, rng: &mut Rng, index: u64) -> u64 {
+        let n = match &self.zipf {
+            Some(cdf) => {
+                let u = rng.unit();
+                cdf.partition_point(|&p| p < u) as u64
+            }
+            None => rng.below(self.n_keys),
+        }
+        .min(self.n_keys - 1);
+        if !self.verify {
+            return n;
+        }
+        let slice = (self.n_keys / self.connections).max(1);
+        (n % slice) * self.connections + index
+    }
+}
+
+/// Cumulative zipfian probabilities of ranks 0..n with exponent `s` (rank r has weight
+/// 1 / (r + 1)^s).
+pub(super) fn zipf_cdf(n: u64, s: f64) -> Vec<f64> {
+    let weights: Vec<f64> = (0..n).map(|r| 1.0 / ((r + 1) as f64).powf(s)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut acc = 0.0;
+    weights
+        .iter()
+        .map(|w| {
+            acc += w / total;
+            acc
+        })
+        .collect()
+}
+
+/// The value every set writes: `abc…z` repeated, `size` bytes.
+pub(super) fn value_pattern(size: usize) -> Vec<u8> {
+    (0..size).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Writes `key:<n>` into `buf`, replacing what was there.
+pub(super) fn format_key(buf: &mut Vec<u8>, n: u64) {
+    buf.clear();
+    write!(buf, "key:{n}").expect("writing to a Vec cannot fail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::worker::verify_value;
+
+    #[test]
+    fn key_choice_is_deterministic_per_seed_and_connection() {
+        let draw = |seed, index| {
+            let mut rng = Rng::new(seed, index);
+            (0..100).map(|_| rng.below(10_000)).collect::<Vec<u64>>()
+        };
+        assert_eq!(draw(1, 0), draw(1, 0));
+        assert_ne!(draw(1, 0), draw(1, 1));
+        assert_ne!(draw(1, 0), draw(2, 0));
+        let mut rng = Rng::new(0, 0);
+        let gets = (0..10_000).filter(|_| rng.unit() < 0.9).count();
+        assert!((8_800..=9_200).contains(&gets), "{gets}");
+        let mut key = Vec::new();
+        format_key(&mut key, 42);
+        assert_eq!(key, b"key:42");
+    }
+
+    #[test]
+    fn flags_are_checked() {
+        assert!(parse_ratio("1.5").is_err());
+        assert!(parse_ratio("nan").is_err());
+        assert_eq!(parse_ratio("0"), Ok(0.0));
+        assert!(parse_positive("0").is_err());
+        assert!(parse_connections("5000").is_err());
+        assert!(parse_value_size("x").is_err());
+        assert_eq!(parse_protocol("resp"), Ok(Protocol::Resp));
+        assert_eq!(parse_pipeline("8"), Ok(8));
+        assert!(parse_pipeline("0").is_err());
+        assert!(parse_pipeline("1025").is_err());
+        assert!(parse_protocol("http").is_err());
+        let defaults = BenchArgs::from_args(&["piazza-bench"], &[]).expect("no flags is fine");
+        assert_eq!(defaults.coordinator, "127.0.0.1:7400");
+        assert_eq!((defaults.connections, defaults.seconds), (8, 10));
+        assert_eq!((defaults.keys, defaults.value_size), (10_000, 100));
+        assert_eq!(defaults.get_ratio, 0.9);
+        assert_eq!(defaults.protocol, Protocol::Binary);
+        assert_eq!(defaults.pipeline, 1);
+        assert!(!defaults.json && !defaults.preload && defaults.ops.is_none());
+        let args = BenchArgs::from_args(
+            &["piazza-bench"],
+            &[
+                "--ops",
+                "10",
+                "--json",
+                "--protocol",
+                "memcache",
+                "--preload",
+            ],
+        )
+        .expect("valid flags");
+        assert_eq!(args.ops, Some(10));
+        assert!(args.json && args.preload);
+        assert_eq!(args.protocol, Protocol::Memcache);
+    }
+
+    #[test]
+    fn zipf_skews_towards_the_first_keys_and_verify_keeps_to_its_slice() {
+        let cdf = zipf_cdf(1000, 0.99);
+        assert!(cdf.windows(2).all(|w| w[0] <= w[1]));
+        assert!((cdf[999] - 1.0).abs() < 1e-9);
+        assert!(
+            cdf[9] > 0.3,
+            "the top 1% of keys get a large share: {}",
+            cdf[9]
+        );
+        let args = BenchArgs::from_args(
+            &["piazza-bench"],
+            &[
+                "--keys",
+                "1000",
+                "--zipf",
+                "0.99",
+                "--verify",
+                "--connections",
+                "4",
+            ],
+        )
+        .unwrap();
+        let plan = Plan::from_args(&args);
+        let mut rng = Rng::new(1, 2);
+        let picks: Vec<u64> = (0..10_000).map(|_| plan.pick(&mut rng, 2)).collect();
+        assert!(picks.iter().all(|&n| n < 1000 && n % 4 == 2));
+        let low = picks.iter().filter(|&&n| n < 100).count();
+        assert!(low > 5_000, "zipf puts most picks on low keys: {low}");
+        assert!(parse_zipf("-1").is_err());
+        assert_eq!(verify_value(b"abcdefghij", 3, 7), b"3:7:abcdef");
+    }
+}

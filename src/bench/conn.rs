@@ -1,0 +1,316 @@
+//! What a connection says, in any protocol: requests ([`Cmd`]), what their replies said
+//! ([`Done`]) or how they failed ([`OpError`]), and [`Conn`], one connection of any
+//! protocol with one queue/flush/recv interface.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use super::args::Protocol;
+use super::binary::FrameConn;
+use super::direct::DirectConn;
+use super::memcache::{TextConn, read_get_reply, read_line, read_set_reply};
+use super::resp::resp_error;
+use crate::client::{CONNECT_TIMEOUT, ClientError, REQUEST_TIMEOUT};
+use crate::direct::DirectClient;
+
+/// How long the start-up check waits for an answer: a server that speaks another
+/// protocol may say nothing at all, and a bad flag should not cost the full request timeout.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How an operation failed.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum OpError {
+    /// The server answered with an error; the connection is still usable.
+    Reply(String),
+    /// The connection is broken or out of step; it must be replaced.
+    Broken(String),
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpError::Reply(why) | OpError::Broken(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<ClientError> for OpError {
+    fn from(e: ClientError) -> OpError {
+        match e {
+            ClientError::Server { .. } => OpError::Reply(e.to_string()),
+            other => OpError::Broken(other.to_string()),
+        }
+    }
+}
+
+impl From<io::Error> for OpError {
+    fn from(e: io::Error) -> OpError {
+        OpError::Broken(format!("connection failed: {e}"))
+    }
+}
+
+/// What an operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Get,
+    Set,
+}
+
+/// One request, as queued on a connection.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Cmd<'a> {
+    /// Key.
+    Get(&'a [u8]),
+    /// Key and value.
+    Set(&'a [u8], &'a [u8]),
+}
+
+/// What a successful reply said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Done {
+    /// A get found the key.
+    Hit,
+    /// A get found nothing.
+    Miss,
+    /// A set was stored.
+    Stored,
+}
+
+/// Buffer size of every bench connection's reader and writer: a batch of requests is
+/// written with one flush, and a batch of replies read with few reads.
+pub(super) const CONN_BUFFER: usize = 64 * 1024;
+
+/// One connection of any protocol. Requests are queued ([`Conn::queue`]), sent together
+/// ([`Conn::flush`]), and their replies read one by one, in the order sent
+/// ([`Conn::recv`]).
+pub(super) enum Conn {
+    Binary(FrameConn),
+    Memcache(TextConn),
+    /// Redis; `true`: `WAIT 1 0` after every batch that holds a SET.
+    Resp(TextConn, bool),
+    /// Direct routing: requests run one by one when their reply is asked for.
+    Direct(Box<DirectConn>),
+}
+
+impl Conn {
+    /// Connects; the error is one line naming the address.
+    pub(super) fn open(protocol: Protocol, addr: &str) -> Result<Conn, String> {
+        if protocol == Protocol::Direct {
+            let mut client = DirectClient::connect(addr).map_err(|e| e.to_string())?;
+            client
+                .set_timeout(REQUEST_TIMEOUT)
+                .map_err(|e| format!("cannot set up the connection to {addr}: {e}"))?;
+            return Ok(Conn::Direct(Box::new(DirectConn {
+                client,
+                queued: VecDeque::new(),
+            })));
+        }
+        let server = match protocol {
+            Protocol::Binary | Protocol::Direct => "coordinator",
+            Protocol::Memcache | Protocol::Resp => "server",
+        };
+        let stream = connect(addr).map_err(|e| {
+            format!("cannot connect to {addr}: {e} (is the {server} running? try --coordinator)")
+        })?;
+        let opened = match protocol {
+            Protocol::Binary => FrameConn::new(stream).map(Conn::Binary),
+            Protocol::Memcache => TextConn::new(stream).map(Conn::Memcache),
+            Protocol::Resp => TextConn::new(stream).map(|conn| Conn::Resp(conn, false)),
+            Protocol::Direct => return Err("direct connections are opened above".into()),
+        };
+        opened.map_err(|e| format!("cannot set up the connection to {addr}: {e}"))
+    }
+
+    /// With `wait`, a Redis connection sends `WAIT 1 0` after every batch holding a SET.
+    pub(super) fn with_wait(self, wait: bool) -> Conn {
+        match self {
+            Conn::Resp(conn, _) => Conn::Resp(conn, wait),
+            other => other,
+        }
+    }
+
+    /// Checks within [`PROBE_TIMEOUT`] that the server speaks the protocol: a binary
+    /// ping, memcached `version` or Redis `PING`. Meant for a connection used for nothing
+    /// else.
+    pub(super) fn check(&mut self) -> Result<(), OpError> {
+        match self {
+            Conn::Binary(conn) => {
+                conn.writer
+                    .get_ref()
+                    .set_read_timeout(Some(PROBE_TIMEOUT))?;
+                conn.ping()
+            }
+            Conn::Memcache(conn) => {
+                conn.writer
+                    .get_ref()
+                    .set_read_timeout(Some(PROBE_TIMEOUT))?;
+                conn.version()
+            }
+            Conn::Direct(conn) => conn.client.refresh().map_err(OpError::from),
+            Conn::Resp(conn, _) => {
+                conn.writer
+                    .get_ref()
+                    .set_read_timeout(Some(PROBE_TIMEOUT))?;
+                conn.resp_command(&[b"PING"])?;
+                conn.writer.flush()?;
+                match read_line(&mut conn.reader, &mut conn.line)? {
+                    "+PONG" => Ok(()),
+                    other => Err(OpError::Broken(format!("not a Redis server: '{other}'"))),
+                }
+            }
+        }
+    }
+
+    /// Adds a request to the batch being built; nothing is sent before [`Conn::flush`].
+    pub(super) fn queue(&mut self, cmd: Cmd<'_>) -> Result<(), OpError> {
+        match self {
+            Conn::Binary(conn) => conn.queue(cmd),
+            Conn::Memcache(conn) => conn.queue(cmd),
+            Conn::Resp(conn, _) => conn.resp_queue(cmd),
+            Conn::Direct(conn) => {
+                conn.queued.push_back(match cmd {
+                    Cmd::Get(key) => (key.to_vec(), None),
+                    Cmd::Set(key, value) => (key.to_vec(), Some(value.to_vec())),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends the batch. A Redis connection with `WAIT` adds `WAIT 1 0` first if the batch
+    /// holds a SET, and then returns `true`: read its reply with [`Conn::recv_wait`] after
+    /// the batch's own.
+    pub(super) fn flush(&mut self) -> Result<bool, OpError> {
+        let wait = match self {
+            Conn::Resp(conn, true) if conn.sets_queued => {
+                conn.resp_command(&[b"WAIT", b"1", b"0"])?;
+                true
+            }
+            _ => false,
+        };
+        match self {
+            Conn::Binary(conn) => conn.writer.flush()?,
+            Conn::Memcache(conn) | Conn::Resp(conn, _) => {
+                conn.sets_queued = false;
+                conn.writer.flush()?;
+            }
+            Conn::Direct(_) => {}
+        }
+        Ok(wait)
+    }
+
+    /// Reads the reply to the oldest request not yet answered, a `kind` one. With `out`,
+    /// a hit's value is copied into it.
+    pub(super) fn recv(&mut self, kind: Kind, out: Option<&mut Vec<u8>>) -> Result<Done, OpError> {
+        match self {
+            Conn::Binary(conn) => conn.recv(kind, out),
+            Conn::Direct(conn) => conn.recv(kind, out),
+            Conn::Memcache(conn) => {
+                let done = match kind {
+                    Kind::Get => {
+                        read_get_reply(&mut conn.reader, &mut conn.line, &mut conn.data)?.into()
+                    }
+                    Kind::Set => {
+                        read_set_reply(&mut conn.reader, &mut conn.line)?;
+                        Done::Stored
+                    }
+                };
+                conn.copy_value(done, out);
+                Ok(done)
+            }
+            Conn::Resp(conn, _) => {
+                let done = match kind {
+                    Kind::Get => conn.resp_get_reply()?.into(),
+                    Kind::Set => match read_line(&mut conn.reader, &mut conn.line)? {
+                        "+OK" => Done::Stored,
+                        other => return Err(resp_error(other)),
+                    },
+                };
+                conn.copy_value(done, out);
+                Ok(done)
+            }
+        }
+    }
+
+    /// Reads the reply to the `WAIT 1 0` that [`Conn::flush`] sent: at least one replica.
+    pub(super) fn recv_wait(&mut self) -> Result<(), OpError> {
+        match self {
+            Conn::Resp(conn, _) => match read_line(&mut conn.reader, &mut conn.line)? {
+                line if line
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n >= 1) =>
+                {
+                    Ok(())
+                }
+                other => Err(resp_error(other)),
+            },
+            _ => Err(OpError::Broken("no WAIT was sent".into())),
+        }
+    }
+
+    /// One request and its reply (and, for a Redis SET with `WAIT`, the WAIT's).
+    pub(super) fn one(&mut self, cmd: Cmd<'_>, out: Option<&mut Vec<u8>>) -> Result<Done, OpError> {
+        let kind = match cmd {
+            Cmd::Get(_) => Kind::Get,
+            Cmd::Set(..) => Kind::Set,
+        };
+        self.queue(cmd)?;
+        let wait = self.flush()?;
+        let done = self.recv(kind, out);
+        if !wait || matches!(done, Err(OpError::Broken(_))) {
+            return done;
+        }
+        match (done, self.recv_wait()) {
+            (_, Err(broken @ OpError::Broken(_))) => Err(broken),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Ok(done), Ok(())) => Ok(done),
+        }
+    }
+
+    pub(super) fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), OpError> {
+        self.one(Cmd::Set(key, value), None).map(|_| ())
+    }
+
+    /// Like [`Conn::get`], copying the value into `out` on a hit.
+    #[cfg(test)]
+    pub(super) fn get_value(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, OpError> {
+        self.one(Cmd::Get(key), Some(out))
+            .map(|done| done == Done::Hit)
+    }
+
+    /// `Ok(true)` for a hit, `Ok(false)` for a miss.
+    #[cfg(test)]
+    pub(super) fn get(&mut self, key: &[u8]) -> Result<bool, OpError> {
+        self.one(Cmd::Get(key), None).map(|done| done == Done::Hit)
+    }
+}
+
+impl From<bool> for Done {
+    /// A get's outcome: `true` for a hit.
+    fn from(found: bool) -> Done {
+        if found { Done::Hit } else { Done::Miss }
+    }
+}
+
+/// Connects to `addr` with `TCP_NODELAY`, and read and write timeouts of
+/// [`REQUEST_TIMEOUT`] (a pipeline whose replies cannot drain fails instead of hanging).
+pub(super) fn connect(addr: &str) -> io::Result<TcpStream> {
+    let candidates: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+    for candidate in candidates {
+        match TcpStream::connect_timeout(&candidate, CONNECT_TIMEOUT) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+                stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
