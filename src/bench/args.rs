@@ -7,12 +7,13 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use super::rng::Rng;
-use super::{MAX_CONNECTIONS, MAX_PIPELINE, MAX_VALUE_SIZE};
+use super::{MAX_CONNECTIONS, MAX_MULTIGET, MAX_PIPELINE, MAX_VALUE_SIZE};
 use crate::config::DEFAULT_COORDINATOR;
 
 /// piazza-bench: closed-loop load generator. Runs N connections against a Piazza
 /// coordinator (or any memcached, with --protocol memcache) and prints ops/s and latency
-/// percentiles (p50, p99, p99.9, max).
+/// percentiles (p50, p99, p99.9, max). Workloads: gets and sets (default), incr, gets
+/// then cas, sets with an expiry; gets of one key or of --multiget N keys.
 #[derive(FromArgs, Debug, Clone, PartialEq)]
 pub struct BenchArgs {
     /// address to load, HOST:PORT (default 127.0.0.1:7400)
@@ -38,7 +39,8 @@ pub struct BenchArgs {
     /// value size in bytes (default 100)
     #[argh(option, default = "100", from_str_fn(parse_value_size))]
     pub value_size: usize,
-    /// share of gets, from 0 to 1; the rest are sets (default 0.9)
+    /// share of gets, from 0 to 1; the rest are sets (default 0.9; workloads get-set and
+    /// set-ttl)
     #[argh(option, default = "0.9", from_str_fn(parse_ratio))]
     pub get_ratio: f64,
     /// binary (Piazza's protocol) or memcache (text; works against memcached too)
@@ -72,6 +74,154 @@ pub struct BenchArgs {
     /// print one JSON line with the figures instead of text
     #[argh(switch)]
     pub json: bool,
+    /// what each operation is (default get-set): get-set (gets and sets, --get-ratio);
+    /// incr (incr by 1 of a counter: --keys 1 is one hot key); cas (gets, then cas of a
+    /// new value with the unique it returned: one operation, counted as stored or as an
+    /// EXISTS conflict); set-ttl (like get-set, each set with an exptime of --ttl). incr
+    /// and cas write their keys before timing, as --preload does (counters start at 0).
+    /// binary and memcache speak all four; resp: get-set, incr, set-ttl; --direct:
+    /// get-set. With --pipeline N, cas sends N gets, then their N cas: two round trips
+    #[argh(option, default = "Workload::GetSet", from_str_fn(parse_workload))]
+    pub workload: Workload,
+    /// with --workload set-ttl: the exptime of every set, in seconds (default 300, at
+    /// most 2592000: 30 days, memcached's limit for a relative time)
+    #[argh(option, default = "300", from_str_fn(parse_ttl))]
+    pub ttl: u32,
+    /// every get asks for N keys at once (default 1, at most 100): memcache `get k1 ...
+    /// kN`, resp `MGET`, binary N GET frames back to back (pipelined); reports keys/s as
+    /// well as requests/s (a get of N keys is one operation). Workloads get-set and
+    /// set-ttl; not with --verify or --direct
+    #[argh(option, default = "1", from_str_fn(parse_multiget))]
+    pub multiget: u64,
+}
+
+impl BenchArgs {
+    /// Checks that the flags go together; the message says which do not.
+    pub(super) fn check(&self) -> Result<(), String> {
+        let protocol = if self.direct {
+            Protocol::Direct
+        } else {
+            self.protocol
+        };
+        if self.direct && (self.protocol != Protocol::Binary || self.pipeline > 1) {
+            return Err(
+                "--direct needs --protocol binary and --pipeline 1 (a direct client sends one request at a time)"
+                    .into(),
+            );
+        }
+        let spoken = match protocol {
+            Protocol::Binary | Protocol::Memcache => true,
+            Protocol::Resp => self.workload != Workload::Cas,
+            Protocol::Direct => self.workload == Workload::GetSet,
+        };
+        if !spoken {
+            return Err(format!(
+                "--workload {} is not spoken by {} (binary and memcache speak every workload; resp: get-set, incr, set-ttl; --direct: get-set)",
+                self.workload,
+                if self.direct {
+                    "--direct"
+                } else {
+                    protocol_flag(protocol)
+                },
+            ));
+        }
+        if self.multiget > 1 && !self.workload.has_gets() {
+            return Err(format!(
+                "--multiget needs gets: use it with --workload get-set or set-ttl, not {}",
+                self.workload
+            ));
+        }
+        if self.multiget > 1 && (self.verify || self.direct) {
+            return Err("--multiget does not go with --verify or --direct".into());
+        }
+        if self.verify && !self.workload.has_gets() {
+            return Err(format!(
+                "--verify checks gets against sets: use it with --workload get-set or set-ttl, not {}",
+                self.workload
+            ));
+        }
+        if self.redis_wait && self.workload != Workload::GetSet {
+            return Err("--redis-wait goes with --workload get-set only".into());
+        }
+        Ok(())
+    }
+}
+
+/// The `--protocol` value naming `protocol`.
+fn protocol_flag(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Binary | Protocol::Direct => "--protocol binary",
+        Protocol::Memcache => "--protocol memcache",
+        Protocol::Resp => "--protocol resp",
+    }
+}
+
+/// What each operation of a run is (`--workload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Gets and sets, `--get-ratio` of them gets.
+    GetSet,
+    /// `incr` by 1.
+    Incr,
+    /// `gets`, then `cas` of a new value with the unique it returned.
+    Cas,
+    /// Like [`Workload::GetSet`], each set with an exptime of `--ttl` seconds.
+    SetTtl,
+}
+
+impl Workload {
+    /// True for the workloads made of gets and sets.
+    pub fn has_gets(self) -> bool {
+        matches!(self, Workload::GetSet | Workload::SetTtl)
+    }
+
+    /// True for the workloads that write every key before timing.
+    pub fn needs_keys(self) -> bool {
+        matches!(self, Workload::Incr | Workload::Cas)
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Workload::GetSet => "get-set",
+            Workload::Incr => "incr",
+            Workload::Cas => "cas",
+            Workload::SetTtl => "set-ttl",
+        })
+    }
+}
+
+fn parse_workload(value: &str) -> Result<Workload, String> {
+    match value {
+        "get-set" | "getset" => Ok(Workload::GetSet),
+        "incr" => Ok(Workload::Incr),
+        "cas" => Ok(Workload::Cas),
+        "set-ttl" | "ttl" => Ok(Workload::SetTtl),
+        other => Err(format!(
+            "unknown workload '{other}' (use get-set, incr, cas or set-ttl)"
+        )),
+    }
+}
+
+/// memcached reads a larger exptime as an absolute Unix time.
+const MAX_TTL: u32 = 30 * 24 * 3600;
+
+fn parse_ttl(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(0) => Err("must be greater than 0 (0 means no expiry: use --workload get-set)".into()),
+        Ok(n) if n <= MAX_TTL => Ok(n),
+        _ => Err(format!(
+            "'{value}' is not a number of seconds from 1 to {MAX_TTL}"
+        )),
+    }
+}
+
+fn parse_multiget(value: &str) -> Result<u64, String> {
+    match parse_positive(value)? {
+        n if n > MAX_MULTIGET => Err(format!("at most {MAX_MULTIGET} keys per get")),
+        n => Ok(n),
+    }
 }
 
 fn parse_zipf(value: &str) -> Result<f64, String> {
@@ -171,6 +321,11 @@ pub(super) struct Plan {
     pub(super) redis_wait: bool,
     /// Requests in flight per connection (`--pipeline`).
     pub(super) pipeline: usize,
+    pub(super) workload: Workload,
+    /// Exptime of a set, `--workload set-ttl`.
+    pub(super) ttl: u32,
+    /// Keys per get (`--multiget`).
+    pub(super) multiget: usize,
 }
 
 impl Plan {
@@ -192,11 +347,24 @@ impl Plan {
             value: value_pattern(args.value_size),
             zipf: (args.zipf > 0.0).then(|| zipf_cdf(args.keys, args.zipf)),
             verify: args.verify,
-            preloaded: args.preload,
+            preloaded: args.preload || args.workload.needs_keys(),
             connections: args.connections,
             redis_wait: args.redis_wait,
             // At most MAX_PIPELINE (checked when parsing), so it fits any usize.
             pipeline: usize::try_from(args.pipeline).unwrap_or(1).max(1),
+            workload: args.workload,
+            ttl: args.ttl,
+            // At most MAX_MULTIGET (checked when parsing).
+            multiget: usize::try_from(args.multiget).unwrap_or(1).max(1),
+        }
+    }
+
+    /// What the preload (and the start of `incr` and `cas`) writes: a counter at 0 for
+    /// `incr`, else the value pattern.
+    pub(super) fn initial_value(&self) -> &[u8] {
+        match self.workload {
+            Workload::Incr => b"0",
+            _ => &self.value,
         }
     }
 

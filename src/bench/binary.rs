@@ -1,10 +1,15 @@
 //! Piazza's binary protocol, pipelined: frames from [`crate::wire`] matched by request id.
+//! Gets and sets are `GET` and `PUT` frames; a `gets` is a `GET` (its reply's `arg` is the
+//! version, memcached's cas unique); a cas, an incr and a set with an exptime are
+//! `UPDATE` frames ([`crate::update::Update`]); a multi-key get is one `GET` frame per
+//! key, sent back to back.
 
 use std::io::{self, BufReader, BufWriter, Write};
 use std::net::TcpStream;
 
 use super::conn::{CONN_BUFFER, Cmd, Done, Kind, OpError};
 use crate::client::ClientError;
+use crate::update::{Op, Update};
 use crate::wire::{self, Frame, Opcode, Status, WireError, WireLimits};
 
 /// Piazza's binary protocol with pipelining: each request gets the next request id, and
@@ -50,10 +55,49 @@ impl FrameConn {
         Ok(())
     }
 
+    /// Encodes one `UPDATE` request: `update`'s 40 bytes, then `data`.
+    fn push_update(&mut self, key: &[u8], update: &Update, data: &[u8]) -> Result<(), OpError> {
+        let frame = &mut self.scratch;
+        frame.opcode = Opcode::Update;
+        frame.request_id = self.next_id;
+        frame.key.clear();
+        frame.key.extend_from_slice(key);
+        frame.value.clear();
+        frame.value.extend_from_slice(&update.encode());
+        frame.value.extend_from_slice(data);
+        self.next_id = self.next_id.wrapping_add(1);
+        frame.write_to(&mut self.writer)?;
+        Ok(())
+    }
+
     pub(super) fn queue(&mut self, cmd: Cmd<'_>) -> Result<(), OpError> {
         match cmd {
-            Cmd::Get(key) => self.push(Opcode::Get, key, &[]),
+            Cmd::Get(key) | Cmd::Gets(key) => self.push(Opcode::Get, key, &[]),
+            Cmd::MultiGet(keys) => keys
+                .iter()
+                .try_for_each(|key| self.push(Opcode::Get, key, &[])),
             Cmd::Set(key, value) => self.push(Opcode::Put, key, value),
+            Cmd::SetTtl(key, value, ttl) => {
+                let update = Update {
+                    expires: u64::from(ttl),
+                    ..Update::new(Op::Set)
+                };
+                self.push_update(key, &update, value)
+            }
+            Cmd::Cas(key, value, cas) => {
+                let update = Update {
+                    cas,
+                    ..Update::new(Op::Set)
+                };
+                self.push_update(key, &update, value)
+            }
+            Cmd::Incr(key, delta) => {
+                let update = Update {
+                    delta,
+                    ..Update::new(Op::Incr)
+                };
+                self.push_update(key, &update, &[])
+            }
         }
     }
 
@@ -77,7 +121,13 @@ impl FrameConn {
             }
             .into());
         }
-        if !matches!(reply.status, Status::Ok | Status::NotFound) {
+        let answered = match reply.status {
+            Status::Ok | Status::NotFound => true,
+            // A condition that did not hold is an answer, not an error.
+            Status::Exists | Status::NotStored => opcode == Opcode::Update,
+            _ => false,
+        };
+        if !answered {
             return Err(ClientError::Server {
                 status: reply.status,
                 message: reply.value_text(),
@@ -95,10 +145,21 @@ impl FrameConn {
 
     pub(super) fn recv(&mut self, kind: Kind, out: Option<&mut Vec<u8>>) -> Result<Done, OpError> {
         let opcode = match kind {
-            Kind::Get => Opcode::Get,
+            Kind::Get | Kind::Gets | Kind::MultiGet(_) => Opcode::Get,
             Kind::Set => Opcode::Put,
+            Kind::SetTtl | Kind::Cas | Kind::Incr => Opcode::Update,
         };
+        if let Kind::MultiGet(asked) = kind {
+            return self.recv_keys(asked);
+        }
         let reply = self.read_reply(opcode)?;
+        let unexpected = |reply: Frame| -> Result<Done, OpError> {
+            Err(ClientError::Server {
+                status: reply.status,
+                message: reply.value_text(),
+            }
+            .into())
+        };
         match (kind, reply.status) {
             (Kind::Get, Status::Ok) => {
                 if let Some(out) = out {
@@ -106,13 +167,35 @@ impl FrameConn {
                 }
                 Ok(Done::Hit)
             }
-            (Kind::Get, _) => Ok(Done::Miss),
-            (Kind::Set, Status::Ok) => Ok(Done::Stored),
-            (Kind::Set, status) => Err(ClientError::Server {
-                status,
-                message: reply.value_text(),
+            (Kind::Gets, Status::Ok) => Ok(Done::Unique(reply.arg)),
+            (Kind::Get | Kind::Gets | Kind::Incr | Kind::Cas, Status::NotFound) => Ok(Done::Miss),
+            (Kind::Set | Kind::SetTtl | Kind::Cas, Status::Ok) => Ok(Done::Stored),
+            (Kind::Cas, Status::Exists) => Ok(Done::Exists),
+            (Kind::Incr, Status::Ok) => match crate::update::parse_number(&reply.value) {
+                Some(n) => Ok(Done::Counter(n)),
+                None => Err(OpError::Reply(format!(
+                    "incr answered '{}', not a number",
+                    reply.value_text()
+                ))),
+            },
+            _ => unexpected(reply),
+        }
+    }
+
+    /// Reads the `asked` replies of a multi-key get. An error reply to one key is kept
+    /// until all are read, so the connection stays in step.
+    fn recv_keys(&mut self, asked: usize) -> Result<Done, OpError> {
+        let (mut hits, mut failed) = (0, None);
+        for _ in 0..asked {
+            match self.read_reply(Opcode::Get) {
+                Ok(reply) => hits += usize::from(reply.status == Status::Ok),
+                Err(OpError::Reply(why)) => failed = Some(OpError::Reply(why)),
+                Err(broken) => return Err(broken),
             }
-            .into()),
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(Done::keys(hits, asked)),
         }
     }
 
@@ -137,6 +220,7 @@ mod tests {
     use crate::bench::args::Protocol;
     use crate::bench::conn::Conn;
     use crate::bench::testkit::read_binary_frame;
+    use crate::update::Op;
 
     /// Encodes the replies to `requests`, in order: a get of `key:<n>` finds `value-<n>`
     /// unless n is odd; a put is stored.
@@ -213,5 +297,72 @@ mod tests {
         );
         assert_eq!(seen[1].opcode, Opcode::Put);
         assert_eq!(seen[1].value, b"x");
+    }
+
+    #[test]
+    fn binary_client_sends_updates_and_multigets() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            let requests: Vec<Frame> = (0..9)
+                .map(|_| read_binary_frame(&mut reader).expect("a frame"))
+                .collect();
+            let mut out = Vec::new();
+            for (i, request) in requests.iter().enumerate() {
+                let mut reply = request.reply(match i {
+                    2 => Status::Exists,
+                    6 | 8 => Status::NotFound,
+                    _ => Status::Ok,
+                });
+                match i {
+                    0 => reply.arg = 42,
+                    3 => reply.value = b"8".to_vec(),
+                    _ => {}
+                }
+                reply.encode_into(&mut out);
+            }
+            writer.write_all(&out).unwrap();
+            requests
+        });
+        let mut conn = Conn::open(Protocol::Binary, &addr).unwrap();
+        let keys = [b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec()];
+        for cmd in [
+            Cmd::Gets(b"k"),
+            Cmd::Cas(b"k", b"new", 42),
+            Cmd::Cas(b"k", b"new", 42),
+            Cmd::Incr(b"n", 1),
+            Cmd::SetTtl(b"t", b"abc", 300),
+            Cmd::MultiGet(&keys),
+        ] {
+            conn.queue(cmd).unwrap();
+        }
+        conn.flush().unwrap();
+        assert_eq!(conn.recv(Kind::Gets, None), Ok(Done::Unique(42)));
+        assert_eq!(conn.recv(Kind::Cas, None), Ok(Done::Stored));
+        assert_eq!(conn.recv(Kind::Cas, None), Ok(Done::Exists));
+        assert_eq!(conn.recv(Kind::Incr, None), Ok(Done::Counter(8)));
+        assert_eq!(conn.recv(Kind::SetTtl, None), Ok(Done::Stored));
+        assert_eq!(
+            conn.recv(Kind::MultiGet(4), None),
+            Ok(Done::Keys { hits: 2, misses: 2 })
+        );
+        let seen = server.join().unwrap();
+        let update = |i: usize| Update::decode(&seen[i].value).expect("an update");
+        assert_eq!(seen[0].opcode, Opcode::Get);
+        assert_eq!(
+            (update(1).op, update(1).cas, update(1).data),
+            (Op::Set, 42, b"new".to_vec())
+        );
+        assert_eq!((update(3).op, update(3).delta), (Op::Incr, 1));
+        assert_eq!(
+            (update(4).op, update(4).expires, update(4).cas),
+            (Op::Set, 300, 0)
+        );
+        let multi: Vec<&[u8]> = seen[5..].iter().map(|f| f.key.as_slice()).collect();
+        assert_eq!(multi, [&b"a"[..], b"b", b"c", b"d"]);
+        assert!(seen[5..].iter().all(|f| f.opcode == Opcode::Get));
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::args::Protocol;
 use super::binary::FrameConn;
 use super::direct::DirectConn;
-use super::memcache::{TextConn, read_get_reply, read_line, read_set_reply};
+use super::memcache::{TextConn, read_line};
 use super::resp::resp_error;
 use crate::client::{CONNECT_TIMEOUT, ClientError, REQUEST_TIMEOUT};
 use crate::direct::DirectClient;
@@ -55,8 +55,27 @@ impl From<io::Error> for OpError {
 /// What an operation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
+    /// A get of one key.
     Get,
+    /// A get of this many keys in one request (`--multiget`).
+    MultiGet(usize),
+    /// A set (no expiry).
     Set,
+    /// A set with an exptime (`--workload set-ttl`).
+    SetTtl,
+    /// A get that also returns the cas unique (memcached `gets`).
+    Gets,
+    /// A set that holds only if the cas unique still matches.
+    Cas,
+    /// Add 1 to a decimal value.
+    Incr,
+}
+
+impl Kind {
+    /// A set of some kind: `--verify` records what it wrote.
+    pub(super) fn is_set(self) -> bool {
+        matches!(self, Kind::Set | Kind::SetTtl)
+    }
 }
 
 /// One request, as queued on a connection.
@@ -64,8 +83,33 @@ pub(super) enum Kind {
 pub(super) enum Cmd<'a> {
     /// Key.
     Get(&'a [u8]),
+    /// Keys, asked in one request (binary: one GET frame each, back to back).
+    MultiGet(&'a [Vec<u8>]),
     /// Key and value.
     Set(&'a [u8], &'a [u8]),
+    /// Key, value and exptime in seconds.
+    SetTtl(&'a [u8], &'a [u8], u32),
+    /// Key.
+    Gets(&'a [u8]),
+    /// Key, value and the cas unique a `gets` returned.
+    Cas(&'a [u8], &'a [u8], u64),
+    /// Key and delta.
+    Incr(&'a [u8], u64),
+}
+
+impl Cmd<'_> {
+    /// The kind of reply this request gets.
+    pub(super) fn kind(&self) -> Kind {
+        match self {
+            Cmd::Get(_) => Kind::Get,
+            Cmd::MultiGet(keys) => Kind::MultiGet(keys.len()),
+            Cmd::Set(..) => Kind::Set,
+            Cmd::SetTtl(..) => Kind::SetTtl,
+            Cmd::Gets(_) => Kind::Gets,
+            Cmd::Cas(..) => Kind::Cas,
+            Cmd::Incr(..) => Kind::Incr,
+        }
+    }
 }
 
 /// What a successful reply said.
@@ -73,10 +117,34 @@ pub(super) enum Cmd<'a> {
 pub(super) enum Done {
     /// A get found the key.
     Hit,
-    /// A get found nothing.
+    /// A get, gets or incr found nothing (or a cas found the key gone).
     Miss,
-    /// A set was stored.
+    /// A set (or cas) was stored.
     Stored,
+    /// A gets found the key; its cas unique.
+    Unique(u64),
+    /// A cas found another cas unique: someone wrote the key since the `gets`.
+    Exists,
+    /// An incr's new value.
+    Counter(u64),
+    /// A multi-key get: how many of its keys were found, and how many were not.
+    Keys {
+        /// Keys found.
+        hits: u32,
+        /// Keys not found.
+        misses: u32,
+    },
+}
+
+impl Done {
+    /// A multi-key get's outcome: `hits` found among `asked`.
+    pub(super) fn keys(hits: usize, asked: usize) -> Done {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Done::Keys {
+            hits: clamp(hits),
+            misses: clamp(asked.saturating_sub(hits)),
+        }
+    }
 }
 
 /// Buffer size of every bench connection's reader and writer: a batch of requests is
@@ -165,18 +233,14 @@ impl Conn {
     }
 
     /// Adds a request to the batch being built; nothing is sent before [`Conn::flush`].
+    /// A request the protocol's client cannot send is an error reply (the run checks the
+    /// workload against the protocol before it starts).
     pub(super) fn queue(&mut self, cmd: Cmd<'_>) -> Result<(), OpError> {
         match self {
             Conn::Binary(conn) => conn.queue(cmd),
             Conn::Memcache(conn) => conn.queue(cmd),
             Conn::Resp(conn, _) => conn.resp_queue(cmd),
-            Conn::Direct(conn) => {
-                conn.queued.push_back(match cmd {
-                    Cmd::Get(key) => (key.to_vec(), None),
-                    Cmd::Set(key, value) => (key.to_vec(), Some(value.to_vec())),
-                });
-                Ok(())
-            }
+            Conn::Direct(conn) => conn.queue(cmd),
         }
     }
 
@@ -203,35 +267,13 @@ impl Conn {
     }
 
     /// Reads the reply to the oldest request not yet answered, a `kind` one. With `out`,
-    /// a hit's value is copied into it.
+    /// a hit's value is copied into it (single-key gets only).
     pub(super) fn recv(&mut self, kind: Kind, out: Option<&mut Vec<u8>>) -> Result<Done, OpError> {
         match self {
             Conn::Binary(conn) => conn.recv(kind, out),
             Conn::Direct(conn) => conn.recv(kind, out),
-            Conn::Memcache(conn) => {
-                let done = match kind {
-                    Kind::Get => {
-                        read_get_reply(&mut conn.reader, &mut conn.line, &mut conn.data)?.into()
-                    }
-                    Kind::Set => {
-                        read_set_reply(&mut conn.reader, &mut conn.line)?;
-                        Done::Stored
-                    }
-                };
-                conn.copy_value(done, out);
-                Ok(done)
-            }
-            Conn::Resp(conn, _) => {
-                let done = match kind {
-                    Kind::Get => conn.resp_get_reply()?.into(),
-                    Kind::Set => match read_line(&mut conn.reader, &mut conn.line)? {
-                        "+OK" => Done::Stored,
-                        other => return Err(resp_error(other)),
-                    },
-                };
-                conn.copy_value(done, out);
-                Ok(done)
-            }
+            Conn::Memcache(conn) => conn.recv(kind, out),
+            Conn::Resp(conn, _) => conn.resp_recv(kind, out),
         }
     }
 
@@ -254,10 +296,7 @@ impl Conn {
 
     /// One request and its reply (and, for a Redis SET with `WAIT`, the WAIT's).
     pub(super) fn one(&mut self, cmd: Cmd<'_>, out: Option<&mut Vec<u8>>) -> Result<Done, OpError> {
-        let kind = match cmd {
-            Cmd::Get(_) => Kind::Get,
-            Cmd::Set(..) => Kind::Set,
-        };
+        let kind = cmd.kind();
         self.queue(cmd)?;
         let wait = self.flush()?;
         let done = self.recv(kind, out);

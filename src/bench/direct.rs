@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use super::conn::{Done, Kind, OpError};
+use super::conn::{Cmd, Done, Kind, OpError};
 use crate::direct::DirectClient;
 
 /// A [`DirectClient`] behind the queue/flush/recv interface.
@@ -13,6 +13,22 @@ pub(super) struct DirectConn {
 }
 
 impl DirectConn {
+    /// Keeps a get or a set for [`DirectConn::recv`]; any other request is refused (the
+    /// run allows only `--workload get-set` with `--direct`).
+    pub(super) fn queue(&mut self, cmd: Cmd<'_>) -> Result<(), OpError> {
+        self.queued.push_back(match cmd {
+            Cmd::Get(key) => (key.to_vec(), None),
+            Cmd::Set(key, value) => (key.to_vec(), Some(value.to_vec())),
+            other => {
+                return Err(OpError::Broken(format!(
+                    "direct routing sends gets and sets only, not {:?}",
+                    other.kind()
+                )));
+            }
+        });
+        Ok(())
+    }
+
     pub(super) fn recv(&mut self, kind: Kind, out: Option<&mut Vec<u8>>) -> Result<Done, OpError> {
         let Some((key, value)) = self.queued.pop_front() else {
             return Err(OpError::Broken("no request queued".into()));

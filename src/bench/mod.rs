@@ -68,7 +68,7 @@ mod rng;
 mod testkit;
 mod worker;
 
-pub use args::{BenchArgs, Protocol};
+pub use args::{BenchArgs, Protocol, Workload};
 pub use histogram::Histogram;
 pub use report::Report;
 
@@ -82,6 +82,8 @@ pub const MAX_CONNECTIONS: u64 = 4096;
 /// whole before its replies are read, so the replies must fit in the socket buffers;
 /// a write timeout ends the run with an error instead of a hang if they do not.
 pub const MAX_PIPELINE: u64 = 1024;
+/// Most keys one get may ask for (`--multiget`).
+pub const MAX_MULTIGET: u64 = 100;
 /// Largest `--value-size` accepted (64 MiB; servers usually refuse far less).
 pub const MAX_VALUE_SIZE: usize = 64 << 20;
 
@@ -132,12 +134,7 @@ impl std::error::Error for BenchError {
 /// when a thread cannot start; [`BenchError::NothingDone`] when every connection gave up
 /// without a single successful operation.
 pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
-    if args.direct && (args.protocol != Protocol::Binary || args.pipeline > 1) {
-        return Err(BenchError::Usage(
-            "--direct needs --protocol binary and --pipeline 1 (a direct client sends one request at a time)"
-                .into(),
-        ));
-    }
+    args.check().map_err(BenchError::Usage)?;
     let plan = Arc::new(Plan::from_args(args));
     // Fail fast, naming the address, if nothing answers there.
     let mut probe = Conn::open(plan.protocol, &plan.addr).map_err(BenchError::Unreachable)?;
@@ -148,7 +145,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         ))
     })?;
     drop(probe);
-    if args.preload {
+    if plan.preloaded {
         preload(&plan, args.connections)?;
     }
 
@@ -194,6 +191,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
 
     let mut histogram = Histogram::new();
     let (mut ops, mut errors, mut misses, mut wrong) = (0, 0, 0, 0);
+    let (mut key_ops, mut cas_stored, mut cas_exists) = (0, 0, 0);
     let mut stopped = Vec::new();
     for (index, thread) in threads.into_iter().enumerate() {
         match thread.join() {
@@ -203,6 +201,9 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
                 errors += outcome.errors;
                 misses += outcome.misses;
                 wrong += outcome.wrong;
+                key_ops += outcome.key_ops;
+                cas_stored += outcome.cas_stored;
+                cas_exists += outcome.cas_exists;
                 if let Some(why) = outcome.stopped {
                     log::warn!("bench-{index} gave up: {why}");
                     stopped.push(format!("bench-{index}: {why}"));
@@ -232,6 +233,12 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         get_ratio: args.get_ratio,
         value_size: args.value_size,
         keys: args.keys,
+        workload: args.workload,
+        multiget: args.multiget,
+        ttl: args.ttl,
+        key_ops,
+        cas_stored,
+        cas_exists,
         stopped,
     })
 }
@@ -250,7 +257,7 @@ fn preload(plan: &Arc<Plan>, connections: u64) -> Result<(), BenchError> {
                 let mut n = index;
                 while n < plan.n_keys {
                     format_key(&mut key, n);
-                    conn.set(&key, &plan.value)
+                    conn.set(&key, plan.initial_value())
                         .map_err(|e| format!("set key:{n}: {e}"))?;
                     n += connections;
                 }
@@ -283,10 +290,9 @@ fn preload(plan: &Arc<Plan>, connections: u64) -> Result<(), BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
     use argh::FromArgs;
-    use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+
+    use crate::bench::testkit::memcache_server;
 
     #[test]
     fn unreachable_target_fails_fast_naming_the_address() {
@@ -305,64 +311,6 @@ mod tests {
             assert!(message.contains(&addr), "{message}");
             assert!(!message.contains('\n'), "{message}");
         }
-    }
-
-    /// A tiny in-order memcached for `run`: `version`, `set`, `get`, one thread per
-    /// connection. With `stale`, a set of a key already present is acknowledged but
-    /// not applied, so reads return old values. Serves `connections` connections.
-    fn memcache_server(connections: usize, stale: bool) -> (String, JoinHandle<()>) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let store = Arc::new(std::sync::Mutex::new(HashMap::<String, Vec<u8>>::new()));
-        let server = std::thread::spawn(move || {
-            let mut threads = Vec::new();
-            for _ in 0..connections {
-                let (stream, _) = listener.accept().unwrap();
-                let store = Arc::clone(&store);
-                threads.push(std::thread::spawn(move || {
-                    let mut writer = BufWriter::new(stream.try_clone().unwrap());
-                    let mut reader = BufReader::new(stream);
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let words: Vec<&str> = line.split_whitespace().collect();
-                        match words.as_slice() {
-                            ["version"] => writer.write_all(b"VERSION 1.0\r\n").unwrap(),
-                            ["set", key, _, _, len] => {
-                                let mut data = vec![0u8; len.parse::<usize>().unwrap() + 2];
-                                reader.read_exact(&mut data).unwrap();
-                                data.truncate(data.len() - 2);
-                                let mut store = store.lock().unwrap();
-                                if !(stale && store.contains_key(*key)) {
-                                    store.insert(key.to_string(), data);
-                                }
-                                writer.write_all(b"STORED\r\n").unwrap();
-                            }
-                            ["get", key] => {
-                                if let Some(value) = store.lock().unwrap().get(*key) {
-                                    write!(writer, "VALUE {key} 0 {}\r\n", value.len()).unwrap();
-                                    writer.write_all(value).unwrap();
-                                    writer.write_all(b"\r\n").unwrap();
-                                }
-                                writer.write_all(b"END\r\n").unwrap();
-                            }
-                            other => panic!("unexpected command {other:?}"),
-                        }
-                        // Like the real servers: one write per batch of whole requests.
-                        if reader.buffer().is_empty() {
-                            writer.flush().unwrap();
-                        }
-                    }
-                }));
-            }
-            for thread in threads {
-                thread.join().unwrap();
-            }
-        });
-        (addr, server)
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A run's figures ([`Report`]) and their two forms: text for a person, one JSON line.
 
-use super::args::Protocol;
+use super::args::{Protocol, Workload};
 
 /// The figures of one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +37,19 @@ pub struct Report {
     pub value_size: usize,
     /// Key space.
     pub keys: u64,
+    /// What each operation was (`--workload`).
+    pub workload: Workload,
+    /// Keys each get asked for (`--multiget`).
+    pub multiget: u64,
+    /// Exptime of each set with `--workload set-ttl`, seconds.
+    pub ttl: u32,
+    /// Keys read or written by the successful operations (a get of N keys counts N).
+    pub key_ops: u64,
+    /// `--workload cas`: cas requests stored.
+    pub cas_stored: u64,
+    /// `--workload cas`: cas requests answered `EXISTS` (another write came between the
+    /// gets and the cas).
+    pub cas_exists: u64,
     /// Why each connection that gave up early did so (`bench-<i>: reason`); empty when
     /// every connection ran to the end.
     pub stopped: Vec<String>,
@@ -52,11 +65,36 @@ impl Report {
         }
     }
 
-    /// The report as text for a person: three lines, and a fourth naming the
+    /// Keys read or written per second (with `--multiget N`, N per get).
+    pub fn keys_per_sec(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.key_ops as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// What the operations were, for the first line: `90% gets`, `90% gets of 10 keys,
+    /// sets with a 300 s ttl`, `incr`, `gets then cas`.
+    fn mix(&self) -> String {
+        let gets = match self.multiget {
+            1 => format!("{:.0}% gets", self.get_ratio * 100.0),
+            n => format!("{:.0}% gets of {n} keys", self.get_ratio * 100.0),
+        };
+        match self.workload {
+            Workload::GetSet => gets,
+            Workload::SetTtl => format!("{gets}, sets with a {} s ttl", self.ttl),
+            Workload::Incr => "incr".into(),
+            Workload::Cas => "gets then cas".into(),
+        }
+    }
+
+    /// The report as text for a person: three lines; with `--multiget` one more for the
+    /// keys, with `--workload cas` one more for the outcomes; then one naming the
     /// connections that gave up, if any.
     pub fn human(&self) -> String {
         let mut text = format!(
-            "piazza-bench: {} protocol, {}, {} connections, pipeline {}, {:.1} s, {} keys, {}-byte values, {:.0}% gets\n\
+            "piazza-bench: {} protocol, {}, {} connections, pipeline {}, {:.1} s, {} keys, {}-byte values, {}\n\
              ops: {} ({:.0} ops/s)  errors: {}  misses: {}  wrong: {}\n\
              latency us: p50 {}  p99 {}  p99.9 {}  max {}\n",
             self.protocol,
@@ -66,7 +104,7 @@ impl Report {
             self.seconds,
             self.keys,
             self.value_size,
-            self.get_ratio * 100.0,
+            self.mix(),
             self.ops,
             self.ops_per_sec(),
             self.errors,
@@ -77,6 +115,20 @@ impl Report {
             self.p999_us,
             self.max_us
         );
+        if self.multiget > 1 {
+            text.push_str(&format!(
+                "keys: {} ({:.0} keys/s, {:.0} requests/s)\n",
+                self.key_ops,
+                self.keys_per_sec(),
+                self.ops_per_sec()
+            ));
+        }
+        if self.workload == Workload::Cas {
+            text.push_str(&format!(
+                "cas: {} stored  {} exists (conflicts)  {} not found\n",
+                self.cas_stored, self.cas_exists, self.misses
+            ));
+        }
         if let Some(first) = self.stopped.first() {
             text.push_str(&format!(
                 "stopped early: {} of {} connections ({first})\n",
@@ -88,10 +140,10 @@ impl Report {
     }
 
     /// The figures as one JSON object on one line (no newline). Every value is a number
-    /// except `protocol`, whose text never needs escaping.
+    /// except `protocol` and `workload`, whose texts never need escaping.
     pub fn json(&self) -> String {
         format!(
-            "{{\"protocol\":\"{}\",\"connections\":{},\"pipeline\":{},\"seconds\":{:.3},\"ops\":{},\"ops_per_sec\":{:.1},\"errors\":{},\"misses\":{},\"wrong\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"get_ratio\":{},\"value_size\":{},\"keys\":{}}}",
+            "{{\"protocol\":\"{}\",\"connections\":{},\"pipeline\":{},\"seconds\":{:.3},\"ops\":{},\"ops_per_sec\":{:.1},\"errors\":{},\"misses\":{},\"wrong\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"get_ratio\":{},\"value_size\":{},\"keys\":{},\"workload\":\"{}\",\"multiget\":{},\"ttl\":{},\"key_ops\":{},\"keys_per_sec\":{:.1},\"cas_stored\":{},\"cas_exists\":{}}}",
             self.protocol,
             self.connections,
             self.pipeline,
@@ -107,7 +159,14 @@ impl Report {
             self.max_us,
             self.get_ratio,
             self.value_size,
-            self.keys
+            self.keys,
+            self.workload,
+            self.multiget,
+            self.ttl,
+            self.key_ops,
+            self.keys_per_sec(),
+            self.cas_stored,
+            self.cas_exists
         )
     }
 }
@@ -134,6 +193,12 @@ mod tests {
             get_ratio: 0.9,
             value_size: 100,
             keys: 10,
+            workload: Workload::GetSet,
+            multiget: 1,
+            ttl: 300,
+            key_ops: 1000,
+            cas_stored: 0,
+            cas_exists: 0,
             stopped: Vec::new(),
         }
     }
@@ -178,13 +243,23 @@ mod tests {
             ("get_ratio", "0.9"),
             ("value_size", "100"),
             ("keys", "10"),
+            ("workload", "\"get-set\""),
+            ("multiget", "1"),
+            ("ttl", "300"),
+            ("key_ops", "1000"),
+            ("keys_per_sec", "500.0"),
+            ("cas_stored", "0"),
+            ("cas_exists", "0"),
         ];
         let expected: Vec<(String, String)> = expected
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         assert_eq!(pairs, expected);
-        for (key, value) in &pairs[1..] {
+        for (key, value) in pairs
+            .iter()
+            .filter(|(key, _)| key != "protocol" && key != "workload")
+        {
             assert!(
                 value.parse::<f64>().is_ok(),
                 "{key}: {value} is not a number"
@@ -222,5 +297,43 @@ mod tests {
                 .human()
                 .ends_with("stopped early: 1 of 8 connections (bench-3: cannot connect)\n")
         );
+    }
+
+    #[test]
+    fn human_report_names_the_workload_and_adds_keys_and_cas_lines() {
+        let mut multi = report();
+        multi.multiget = 10;
+        multi.key_ops = 10_000;
+        multi.workload = Workload::SetTtl;
+        let text = multi.human();
+        assert!(
+            text.contains("100-byte values, 90% gets of 10 keys, sets with a 300 s ttl\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keys: 10000 (5000 keys/s, 500 requests/s)\n"),
+            "{text}"
+        );
+        assert!(multi.json().contains("\"multiget\":10,"));
+        assert!(multi.json().contains("\"keys_per_sec\":5000.0,"));
+        assert!(multi.json().contains("\"workload\":\"set-ttl\""));
+        let mut cas = report();
+        cas.workload = Workload::Cas;
+        cas.cas_stored = 700;
+        cas.cas_exists = 298;
+        let text = cas.human();
+        assert!(text.contains("100-byte values, gets then cas\n"), "{text}");
+        assert!(
+            text.contains("cas: 700 stored  298 exists (conflicts)  2 not found\n"),
+            "{text}"
+        );
+        assert!(
+            cas.json()
+                .ends_with("\"cas_stored\":700,\"cas_exists\":298}")
+        );
+        let mut incr = report();
+        incr.workload = Workload::Incr;
+        assert_eq!(incr.human().lines().count(), 3);
+        assert!(incr.human().contains("values, incr\n"));
     }
 }

@@ -1,8 +1,9 @@
-//! Redis's RESP on a [`TextConn`]: `SET`, `GET`, `WAIT`, `PING`, arrays of bulk strings.
+//! Redis's RESP on a [`TextConn`]: `SET` (with `EX` for a ttl), `GET`, `MGET`, `INCRBY`,
+//! `WAIT`, `PING`, arrays of bulk strings. Redis has no memcached-style cas.
 
 use std::io::{Read, Write};
 
-use super::conn::{Cmd, OpError};
+use super::conn::{Cmd, Done, Kind, OpError};
 use super::memcache::{MAX_TEXT_VALUE, TextConn, read_line};
 
 impl TextConn {
@@ -17,15 +18,75 @@ impl TextConn {
         Ok(())
     }
 
-    /// Queues a Redis `SET` or `GET`.
+    /// Queues a Redis `SET` (`SET … EX` for a ttl), `GET`, `MGET` or `INCRBY`.
     pub(super) fn resp_queue(&mut self, cmd: Cmd<'_>) -> Result<(), OpError> {
         match cmd {
             Cmd::Get(key) => self.resp_command(&[b"GET", key]),
+            Cmd::MultiGet(keys) => {
+                let mut parts: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
+                parts.push(b"MGET");
+                parts.extend(keys.iter().map(Vec::as_slice));
+                self.resp_command(&parts)
+            }
             Cmd::Set(key, value) => {
                 self.sets_queued = true;
                 self.resp_command(&[b"SET", key, value])
             }
+            Cmd::SetTtl(key, value, ttl) => {
+                self.sets_queued = true;
+                let ttl = ttl.to_string();
+                self.resp_command(&[b"SET", key, value, b"EX", ttl.as_bytes()])
+            }
+            Cmd::Incr(key, delta) => {
+                let delta = delta.to_string();
+                self.resp_command(&[b"INCRBY", key, delta.as_bytes()])
+            }
+            Cmd::Gets(_) | Cmd::Cas(..) => Err(OpError::Broken(
+                "Redis has no memcached-style gets and cas".into(),
+            )),
         }
+    }
+
+    /// Reads the reply to the oldest request not yet answered, a `kind` one. With `out`,
+    /// a single-key get's value is copied into it.
+    pub(super) fn resp_recv(
+        &mut self,
+        kind: Kind,
+        out: Option<&mut Vec<u8>>,
+    ) -> Result<Done, OpError> {
+        let done = match kind {
+            Kind::Get => self.resp_get_reply()?.into(),
+            Kind::MultiGet(asked) => {
+                let line = read_line(&mut self.reader, &mut self.line)?;
+                let count = match line.strip_prefix('*').and_then(|n| n.parse::<usize>().ok()) {
+                    Some(n) if n == asked => n,
+                    _ => return Err(resp_error(line)),
+                };
+                let mut hits = 0;
+                for _ in 0..count {
+                    hits += usize::from(self.resp_get_reply()?);
+                }
+                Done::keys(hits, asked)
+            }
+            Kind::Set | Kind::SetTtl => match read_line(&mut self.reader, &mut self.line)? {
+                "+OK" => Done::Stored,
+                other => return Err(resp_error(other)),
+            },
+            Kind::Incr => {
+                let line = read_line(&mut self.reader, &mut self.line)?;
+                match line.strip_prefix(':').and_then(|n| n.parse::<i64>().ok()) {
+                    Some(n) => Done::Counter(n as u64),
+                    None => return Err(resp_error(line)),
+                }
+            }
+            Kind::Gets | Kind::Cas => {
+                return Err(OpError::Broken(
+                    "Redis has no memcached-style gets and cas".into(),
+                ));
+            }
+        };
+        self.copy_value(done, out);
+        Ok(done)
     }
 
     /// Reads a `GET` reply: `Ok(true)` for a hit (the value, with its CRLF, is in `data`).
@@ -136,6 +197,34 @@ mod tests {
             [
                 "SET a v1", "GET a", "GET b", "SET c v2", "WAIT 1 0", "GET x", "GET y"
             ]
+        );
+    }
+
+    #[test]
+    fn resp_client_speaks_mget_incrby_and_set_ex() {
+        let (addr, server) = canned_server(
+            read_resp_command,
+            vec![(
+                3,
+                b"*3\r\n$1\r\nx\r\n$-1\r\n$2\r\nzz\r\n:5\r\n+OK\r\n".to_vec(),
+            )],
+        );
+        let mut conn = Conn::open(Protocol::Resp, &addr).unwrap();
+        let keys = [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
+        conn.queue(Cmd::MultiGet(&keys)).unwrap();
+        conn.queue(Cmd::Incr(b"n", 1)).unwrap();
+        conn.queue(Cmd::SetTtl(b"t", b"v", 300)).unwrap();
+        assert!(!conn.flush().unwrap());
+        assert_eq!(
+            conn.recv(Kind::MultiGet(3), None),
+            Ok(Done::Keys { hits: 2, misses: 1 })
+        );
+        assert_eq!(conn.recv(Kind::Incr, None), Ok(Done::Counter(5)));
+        assert_eq!(conn.recv(Kind::SetTtl, None), Ok(Done::Stored));
+        assert!(conn.queue(Cmd::Gets(b"k")).is_err(), "Redis has no cas");
+        assert_eq!(
+            server.join().unwrap(),
+            ["MGET a b c", "INCRBY n 1", "SET t v EX 300"]
         );
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Barrier;
 use std::time::Instant;
 
-use super::args::{Plan, format_key};
+use super::args::{Plan, Workload, format_key};
 use super::conn::{Cmd, Conn, Done, Kind, OpError};
 use super::histogram::Histogram;
 use super::rng::Rng;
@@ -18,6 +18,12 @@ pub(super) struct Outcome {
     pub(super) errors: u64,
     pub(super) misses: u64,
     pub(super) wrong: u64,
+    /// Keys read or written by successful operations (a multi-key get counts its keys).
+    pub(super) key_ops: u64,
+    /// `cas` requests stored.
+    pub(super) cas_stored: u64,
+    /// `cas` requests answered `EXISTS`.
+    pub(super) cas_exists: u64,
     /// Why the thread stopped before the end, if it did.
     pub(super) stopped: Option<String>,
 }
@@ -28,9 +34,15 @@ pub(super) struct Op {
     pub(super) n: u64,
     /// `key:<n>`.
     pub(super) key: Vec<u8>,
+    /// With `--multiget`: the keys of a get.
+    pub(super) keys: Vec<Vec<u8>>,
     pub(super) kind: Kind,
     /// With `--verify`, what a set writes; `None`: the shared value pattern.
     pub(super) value: Option<Vec<u8>>,
+    /// The cas unique a `gets` returned, for the `cas` that follows.
+    pub(super) cas: u64,
+    /// The reply asks for a second request (a `gets` that found the key: its `cas`).
+    pub(super) again: bool,
 }
 
 impl Op {
@@ -38,17 +50,55 @@ impl Op {
         Op {
             n: 0,
             key: Vec::with_capacity(24),
+            keys: Vec::new(),
             kind: Kind::Get,
             value: None,
+            cas: 0,
+            again: false,
         }
     }
 
-    /// The request to send, `pattern` being the value of an ordinary set.
-    pub(super) fn cmd<'a>(&'a self, pattern: &'a [u8]) -> Cmd<'a> {
+    /// The request to send.
+    pub(super) fn cmd<'a>(&'a self, plan: &'a Plan) -> Cmd<'a> {
+        let value = self.value.as_deref().unwrap_or(&plan.value);
         match self.kind {
             Kind::Get => Cmd::Get(&self.key),
-            Kind::Set => Cmd::Set(&self.key, self.value.as_deref().unwrap_or(pattern)),
+            Kind::MultiGet(_) => Cmd::MultiGet(&self.keys),
+            Kind::Set => Cmd::Set(&self.key, value),
+            Kind::SetTtl => Cmd::SetTtl(&self.key, value, plan.ttl),
+            Kind::Gets => Cmd::Gets(&self.key),
+            Kind::Cas => Cmd::Cas(&self.key, value, self.cas),
+            Kind::Incr => Cmd::Incr(&self.key, 1),
         }
+    }
+
+    /// Draws the next operation of connection `index` (its `attempt`-th).
+    fn draw(&mut self, plan: &Plan, rng: &mut Rng, index: u64, attempt: u64) {
+        self.n = plan.pick(rng, index);
+        format_key(&mut self.key, self.n);
+        self.again = false;
+        self.kind = match plan.workload {
+            Workload::Incr => Kind::Incr,
+            Workload::Cas => Kind::Gets,
+            Workload::GetSet | Workload::SetTtl if rng.unit() < plan.get_ratio => {
+                match plan.multiget {
+                    1 => Kind::Get,
+                    n => Kind::MultiGet(n),
+                }
+            }
+            Workload::GetSet => Kind::Set,
+            Workload::SetTtl => Kind::SetTtl,
+        };
+        if let Kind::MultiGet(n) = self.kind {
+            self.keys.resize_with(n, || Vec::with_capacity(24));
+            let (first, rest) = self.keys.split_at_mut(1);
+            first[0].clone_from(&self.key);
+            for key in rest {
+                format_key(key, plan.pick(rng, index));
+            }
+        }
+        self.value =
+            (plan.verify && self.kind.is_set()).then(|| verify_value(&plan.value, index, attempt));
     }
 }
 
@@ -68,7 +118,7 @@ impl Worker<'_> {
     /// Counts a failed set as making its key's content unknown (with `--verify`): it may or
     /// may not have been applied.
     pub(super) fn forget(&mut self, op: &Op) {
-        if self.plan.verify && op.kind == Kind::Set {
+        if self.plan.verify && op.kind.is_set() {
             self.expected.insert(op.n, None);
         }
     }
@@ -80,7 +130,7 @@ impl Worker<'_> {
             return;
         }
         match op.kind {
-            Kind::Set => {
+            kind if kind.is_set() => {
                 self.expected.insert(op.n, op.value.clone());
             }
             Kind::Get => {
@@ -98,14 +148,30 @@ impl Worker<'_> {
                     log::warn!("verify: key:{} does not hold what was last stored", op.n);
                 }
             }
+            _ => {}
         }
     }
 
     /// Counts one successful operation that took `micros`.
     pub(super) fn succeeded(&mut self, done: Done, micros: u64) {
-        self.outcome.histogram.record(micros);
-        self.outcome.ops += 1;
-        self.outcome.misses += u64::from(done == Done::Miss);
+        let outcome = &mut self.outcome;
+        outcome.histogram.record(micros);
+        outcome.ops += 1;
+        match done {
+            Done::Keys { hits, misses } => {
+                outcome.key_ops += u64::from(hits) + u64::from(misses);
+                outcome.misses += u64::from(misses);
+            }
+            Done::Miss => {
+                outcome.key_ops += 1;
+                outcome.misses += 1;
+            }
+            Done::Exists => {
+                outcome.key_ops += 1;
+                outcome.cas_exists += 1;
+            }
+            Done::Stored | Done::Hit | Done::Unique(_) | Done::Counter(_) => outcome.key_ops += 1,
+        }
     }
 
     /// Replaces a broken connection; `false` (and the reason kept) when that fails too.
@@ -125,14 +191,21 @@ impl Worker<'_> {
         }
     }
 
-    /// Sends `ops` in one write and reads their replies in order. Returns why the
-    /// connection broke, if it did (every operation not answered by then is an error).
-    pub(super) fn exchange(&mut self, ops: &[Op], waiting: &mut Vec<usize>) -> Option<String> {
+    /// Sends `ops` in one write and reads their replies in order; their latency counts
+    /// from `sent`. A `gets` that finds its key is not counted yet: it becomes the `cas`
+    /// to send next, marked `again`. Returns why the connection broke, if it did (every
+    /// operation not answered by then is an error).
+    pub(super) fn exchange(
+        &mut self,
+        ops: &mut [Op],
+        waiting: &mut Vec<usize>,
+        sent: Instant,
+    ) -> Option<String> {
         let plan = self.plan;
-        let sent = Instant::now();
+        ops.iter_mut().for_each(|op| op.again = false);
         let queued = ops
             .iter()
-            .try_for_each(|op| self.conn.queue(op.cmd(&plan.value)))
+            .try_for_each(|op| self.conn.queue(op.cmd(plan)))
             .and_then(|()| self.conn.flush());
         let wait = match queued {
             Ok(wait) => wait,
@@ -147,12 +220,19 @@ impl Worker<'_> {
             }
         };
         waiting.clear();
-        for (i, op) in ops.iter().enumerate() {
+        for i in 0..ops.len() {
+            let op = &mut ops[i];
             let out = (plan.verify && op.kind == Kind::Get).then_some(&mut self.got);
             match self.conn.recv(op.kind, out) {
+                Ok(Done::Unique(cas)) if op.kind == Kind::Gets => {
+                    (op.kind, op.cas, op.again) = (Kind::Cas, cas, true);
+                }
                 Ok(done) => {
+                    if op.kind == Kind::Cas && done == Done::Stored {
+                        self.outcome.cas_stored += 1;
+                    }
                     self.check(op, done);
-                    if wait && op.kind == Kind::Set {
+                    if wait && op.kind.is_set() {
                         // Counts once the WAIT after the batch says a replica has it.
                         waiting.push(i);
                     } else {
@@ -165,8 +245,11 @@ impl Worker<'_> {
                     log::debug!("error reply: {why}");
                 }
                 Err(OpError::Broken(why)) => {
+                    // Gets answered but whose cas will not be sent fail too.
+                    let pending = ops[..i].iter().filter(|op| op.again).count();
+                    ops[..i].iter_mut().for_each(|op| op.again = false);
                     let lost = &ops[i..];
-                    self.outcome.errors += (lost.len() + waiting.len()) as u64;
+                    self.outcome.errors += (lost.len() + waiting.len() + pending) as u64;
                     lost.iter().for_each(|op| self.forget(op));
                     waiting.iter().for_each(|&w| self.forget(&ops[w]));
                     return Some(why);
@@ -246,17 +329,24 @@ pub(super) fn load(plan: &Plan, index: u64, budget: Option<u64>, barrier: &Barri
         }
         for op in &mut batch[..size] {
             attempts += 1;
-            op.n = plan.pick(&mut rng, index);
-            format_key(&mut op.key, op.n);
-            op.kind = if rng.unit() < plan.get_ratio {
-                Kind::Get
-            } else {
-                Kind::Set
-            };
-            op.value = (plan.verify && op.kind == Kind::Set)
-                .then(|| verify_value(&plan.value, index, attempts));
+            op.draw(plan, &mut rng, index, attempts);
         }
-        if let Some(why) = worker.exchange(&batch[..size], &mut waiting) {
+        let sent = Instant::now();
+        let mut broke = worker.exchange(&mut batch[..size], &mut waiting, sent);
+        if broke.is_none() && plan.workload == Workload::Cas {
+            // The cas of every gets that found its key, in a second batch.
+            let mut again = 0;
+            for i in 0..size {
+                if batch[i].again {
+                    batch.swap(i, again);
+                    again += 1;
+                }
+            }
+            if again > 0 {
+                broke = worker.exchange(&mut batch[..again], &mut waiting, sent);
+            }
+        }
+        if let Some(why) = broke {
             if !worker.reconnect(&why) {
                 break;
             }
@@ -272,4 +362,123 @@ pub(super) fn verify_value(pattern: &[u8], index: u64, n: u64) -> Vec<u8> {
     let rest = pattern.len().saturating_sub(value.len());
     value.extend_from_slice(&pattern[..rest]);
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use argh::FromArgs;
+
+    use crate::bench::testkit::memcache_server;
+    use crate::bench::{BenchArgs, run};
+
+    fn flags(addr: &str, extra: &[&str]) -> BenchArgs {
+        let mut args = vec!["--coordinator", addr, "--protocol", "memcache"];
+        args.extend_from_slice(extra);
+        BenchArgs::from_args(&["piazza-bench"], &args).unwrap()
+    }
+
+    #[test]
+    fn incr_on_one_hot_key_counts_every_increment() {
+        // The probe, one preload connection (one key), then two connections.
+        let (addr, server) = memcache_server(4, false);
+        let args = flags(&addr, &["--workload", "incr", "--keys", "1"]);
+        let args = BenchArgs {
+            connections: 2,
+            pipeline: 4,
+            ops: Some(101),
+            ..args
+        };
+        let report = run(&args).unwrap();
+        let store = server.join().unwrap();
+        assert_eq!((report.ops, report.errors, report.misses), (101, 0, 0));
+        assert_eq!(store["key:0"].0, b"101", "every incr applied once, from 0");
+        assert!(report.json().contains("\"workload\":\"incr\""));
+    }
+
+    #[test]
+    fn cas_counts_stores_and_conflicts_apart() {
+        // One connection, one key, 4 in flight: each batch's four gets see the same
+        // unique, so the first cas is stored and the other three conflict.
+        let (addr, server) = memcache_server(3, false);
+        let args = flags(
+            &addr,
+            &["--workload", "cas", "--keys", "1", "--connections", "1"],
+        );
+        let args = BenchArgs {
+            pipeline: 4,
+            ops: Some(40),
+            ..args
+        };
+        let report = run(&args).unwrap();
+        server.join().unwrap();
+        assert_eq!((report.ops, report.errors, report.misses), (40, 0, 0));
+        assert_eq!((report.cas_stored, report.cas_exists), (10, 30));
+        assert!(
+            report
+                .human()
+                .contains("cas: 10 stored  30 exists (conflicts)")
+        );
+        // Without pipelining nothing else writes the key: every cas is stored.
+        let (addr, server) = memcache_server(3, false);
+        let args = BenchArgs {
+            ops: Some(25),
+            ..flags(
+                &addr,
+                &["--workload", "cas", "--keys", "1", "--connections", "1"],
+            )
+        };
+        let report = run(&args).unwrap();
+        server.join().unwrap();
+        assert_eq!((report.cas_stored, report.cas_exists), (25, 0));
+    }
+
+    #[test]
+    fn multiget_counts_keys_and_set_ttl_sends_the_ttl() {
+        let (addr, server) = memcache_server(3, false);
+        let args = flags(
+            &addr,
+            &["--workload", "set-ttl", "--ttl", "60", "--multiget", "10"],
+        );
+        let args = BenchArgs {
+            connections: 2,
+            pipeline: 3,
+            ops: Some(500),
+            keys: 50,
+            get_ratio: 0.5,
+            ..args
+        };
+        let report = run(&args).unwrap();
+        server.join().unwrap();
+        assert_eq!((report.ops, report.errors), (500, 0));
+        let sets = report.key_ops - 10 * (report.key_ops - 500) / 9;
+        let gets = 500 - sets;
+        assert!(gets > 150 && sets > 150, "{gets} gets, {sets} sets");
+        assert_eq!(report.key_ops, gets * 10 + sets);
+        assert!(report.misses > 0, "keys are not preloaded");
+        assert!(report.json().contains("\"multiget\":10,"));
+        assert!(report.json().contains("\"ttl\":60,"));
+    }
+
+    #[test]
+    fn workloads_that_do_not_fit_are_usage_errors() {
+        let usage = |extra: &[&str]| {
+            let args = BenchArgs::from_args(&["piazza-bench"], extra).unwrap();
+            match run(&args) {
+                Err(crate::bench::BenchError::Usage(why)) => why,
+                other => panic!("{extra:?}: {other:?}"),
+            }
+        };
+        assert!(usage(&["--workload", "cas", "--protocol", "resp"]).contains("resp"));
+        assert!(usage(&["--workload", "incr", "--direct"]).contains("--direct"));
+        assert!(usage(&["--workload", "incr", "--multiget", "4"]).contains("--multiget"));
+        assert!(usage(&["--multiget", "4", "--verify"]).contains("--verify"));
+        assert!(usage(&["--workload", "cas", "--verify"]).contains("--verify"));
+        assert!(usage(&["--direct", "--pipeline", "2"]).contains("--direct"));
+        assert!(BenchArgs::from_args(&["piazza-bench"], &["--multiget", "101"]).is_err());
+        assert!(BenchArgs::from_args(&["piazza-bench"], &["--ttl", "0"]).is_err());
+        assert!(BenchArgs::from_args(&["piazza-bench"], &["--workload", "x"]).is_err());
+        let defaults = BenchArgs::from_args(&["piazza-bench"], &[]).unwrap();
+        assert_eq!(defaults.workload, crate::bench::Workload::GetSet);
+        assert_eq!((defaults.ttl, defaults.multiget), (300, 1));
+    }
 }
