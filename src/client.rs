@@ -365,6 +365,37 @@ impl Client {
         Ok(self.update(key, &update)?.status == Status::Ok)
     }
 
+    /// Reads many keys in one request; one result per key, in order. Not a snapshot:
+    /// each key is read from its own slave at its own moment.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn get_many<K: AsRef<[u8]>>(
+        &mut self,
+        keys: &[K],
+    ) -> Result<Vec<Option<Value>>, ClientError> {
+        let request = Frame::request(Opcode::MultiGet, 0, Vec::new(), wire::pack_keys(keys));
+        let reply = self.call_ok(request, false)?;
+        let results = wire::unpack_results(&reply.value).map_err(ClientError::BadStatus)?;
+        if results.len() != keys.len() {
+            return Err(ClientError::BadStatus(format!(
+                "{} results for {} keys",
+                results.len(),
+                keys.len()
+            )));
+        }
+        Ok(results
+            .into_iter()
+            .map(|hit| {
+                hit.map(|hit| Value {
+                    value: hit.value,
+                    flags: hit.flags,
+                    version: hit.version,
+                })
+            })
+            .collect())
+    }
+
     /// Forgets every key stored before now (or before `delay` seconds from now).
     ///
     /// # Errors

@@ -497,6 +497,12 @@ mod tests {
             hex(flush.encode()),
             "a7010900000000030000000000000000000000000000000000000000000000004efa4e29"
         );
+        let keys = crate::wire::pack_keys(&[b"a", b"b"]);
+        let multi = Frame::request(Opcode::MultiGet, 4, Vec::new(), keys);
+        assert_eq!(
+            hex(multi.encode()),
+            "a7010a000000000400000000000000000000000000000000000000000000000a282ffd9600000001610000000162"
+        );
     }
 
     #[test]

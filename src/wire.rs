@@ -86,6 +86,9 @@ pub enum Opcode {
     Update = 0x08,
     /// Forget everything stored so far (client to coordinator): arg = delay in seconds.
     Flush = 0x09,
+    /// Read many keys at once (client to coordinator): value = packed keys; reply value =
+    /// one packed result per key, in request order.
+    MultiGet = 0x0A,
     /// A slave joins: key = the address it serves on; reply arg = token, flags = slave id.
     Register = 0x10,
     /// A slave leaves gracefully (flags = slave id, arg = session); answered once its data
@@ -134,6 +137,9 @@ pub enum Opcode {
     SlaveUpdate = 0x2B,
     /// `flush_all`: arg = threshold version, value = from when (u64 Unix microseconds).
     SlaveFlush = 0x2C,
+    /// Read many keys of a table (table 0: the newer of both): value = packed keys; reply
+    /// value = one packed result per key, in order.
+    SlaveMultiGet = 0x2D,
 }
 
 impl Opcode {
@@ -150,6 +156,7 @@ impl Opcode {
             0x07 => RingGet,
             0x08 => Update,
             0x09 => Flush,
+            0x0A => MultiGet,
             0x10 => Register,
             0x11 => Deregister,
             0x20 => SlaveGet,
@@ -168,6 +175,7 @@ impl Opcode {
             0x2A => SlavePutEx,
             0x2B => SlaveUpdate,
             0x2C => SlaveFlush,
+            0x2D => SlaveMultiGet,
             _ => return None,
         })
     }
@@ -311,7 +319,9 @@ impl WireLimits {
                 | Opcode::Status
                 | Opcode::SlaveStats
                 | Opcode::RingGet
-                | Opcode::SetView,
+                | Opcode::SetView
+                | Opcode::MultiGet
+                | Opcode::SlaveMultiGet,
             ) => self.max_value.max(MAX_BULK_VALUE),
             // Epoch and kind ride in front of the value.
             Some(Opcode::Forward) => self.max_value + FORWARD_PREFIX,
@@ -988,6 +998,109 @@ pub fn unpack_bulk(mut chunk: &[u8], limits: &WireLimits) -> Result<Vec<BulkEntr
         chunk = &chunk[end..];
     }
     Ok(entries)
+}
+
+/// Packs keys for a multi-get: per key, its length (u32) then its bytes.
+pub fn pack_keys<K: AsRef<[u8]>>(keys: &[K]) -> Vec<u8> {
+    let total: usize = keys.iter().map(|k| 4 + k.as_ref().len()).sum();
+    let mut out = Vec::with_capacity(total);
+    for key in keys {
+        let key = key.as_ref();
+        out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        out.extend_from_slice(key);
+    }
+    out
+}
+
+/// Unpacks the keys of a multi-get, checking each length against the value and the limit.
+///
+/// # Errors
+/// A message naming the bad key.
+pub fn unpack_keys(mut packed: &[u8], max_key: usize) -> Result<Vec<Vec<u8>>, String> {
+    let mut keys = Vec::new();
+    while !packed.is_empty() {
+        let index = keys.len();
+        let Some((len, rest)) = packed.split_first_chunk::<4>() else {
+            return Err(format!("key {index}: truncated length"));
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len == 0 || len > max_key {
+            return Err(format!("key {index}: length {len} out of range"));
+        }
+        let Some((key, rest)) = rest.split_at_checked(len) else {
+            return Err(format!("key {index}: runs past the value"));
+        };
+        keys.push(key.to_vec());
+        packed = rest;
+    }
+    Ok(keys)
+}
+
+/// One key's result in a multi-get reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultiGetHit {
+    /// The entry's version (the cas unique).
+    pub version: u64,
+    /// memcached flags.
+    pub flags: u32,
+    /// When it expires (Unix seconds, 0 never).
+    pub expires: u64,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// Bytes of a hit before its value: kind, version, flags, expires, value length.
+pub const MULTI_GET_HIT_HEADER: usize = 25;
+
+/// Appends one result: a miss is the byte 0; a hit is 1, version u64, flags u32, expires
+/// u64, value length u32, then the value.
+pub fn pack_result(out: &mut Vec<u8>, result: Option<&MultiGetHit>) {
+    let Some(hit) = result else {
+        out.push(0);
+        return;
+    };
+    out.reserve(MULTI_GET_HIT_HEADER + hit.value.len());
+    out.push(1);
+    out.extend_from_slice(&hit.version.to_be_bytes());
+    out.extend_from_slice(&hit.flags.to_be_bytes());
+    out.extend_from_slice(&hit.expires.to_be_bytes());
+    out.extend_from_slice(&(hit.value.len() as u32).to_be_bytes());
+    out.extend_from_slice(&hit.value);
+}
+
+/// Unpacks the results of a multi-get reply.
+///
+/// # Errors
+/// A message naming the bad result.
+pub fn unpack_results(mut packed: &[u8]) -> Result<Vec<Option<MultiGetHit>>, String> {
+    let mut results = Vec::new();
+    while let Some((&kind, rest)) = packed.split_first() {
+        let index = results.len();
+        match kind {
+            0 => {
+                results.push(None);
+                packed = rest;
+            }
+            1 => {
+                let Some((head, rest)) = rest.split_first_chunk::<24>() else {
+                    return Err(format!("result {index}: truncated"));
+                };
+                let len = NetworkEndian::read_u32(&head[20..]) as usize;
+                let Some((value, rest)) = rest.split_at_checked(len) else {
+                    return Err(format!("result {index}: value runs past the reply"));
+                };
+                results.push(Some(MultiGetHit {
+                    version: NetworkEndian::read_u64(&head[..8]),
+                    flags: NetworkEndian::read_u32(&head[8..]),
+                    expires: NetworkEndian::read_u64(&head[12..]),
+                    value: value.to_vec(),
+                }));
+                packed = rest;
+            }
+            other => return Err(format!("result {index}: unknown kind {other}")),
+        }
+    }
+    Ok(results)
 }
 
 /// A malformed bulk chunk.

@@ -264,3 +264,38 @@ fn flush_all_reaches_every_slave_and_later_joiners() {
     client.put(b"later", b"y").unwrap();
     assert_eq!(value_of(&mut client, b"later"), Some(b"y".to_vec()));
 }
+
+#[test]
+fn multi_gets_keep_request_order_and_survive_a_dead_primary() {
+    let mut cluster = Cluster::start(3);
+    let mut client = cluster.client();
+    for i in 0..10_000 {
+        if i % 3 != 0 {
+            client
+                .put(format!("m{i}").as_bytes(), format!("v{i}").as_bytes())
+                .unwrap();
+        }
+    }
+    let keys =
+        |n: usize| -> Vec<Vec<u8>> { (0..n).map(|i| format!("m{i}").into_bytes()).collect() };
+    let check = |client: &mut piazza::Client, n: usize| {
+        let results = client.get_many(&keys(n)).unwrap();
+        assert_eq!(results.len(), n);
+        for (i, result) in results.into_iter().enumerate() {
+            let expected = (i % 3 != 0).then(|| format!("v{i}").into_bytes());
+            assert_eq!(result.map(|v| v.value), expected, "key m{i} of {n}");
+        }
+    };
+    for n in [1, 100, 10_000] {
+        check(&mut client, n);
+    }
+    // Duplicates and a key asked twice come back twice.
+    let twice = client.get_many(&[b"m1", b"m1", b"m0"]).unwrap();
+    assert_eq!(twice[0], twice[1]);
+    assert_eq!(twice[2], None);
+    // A dead slave's keys come from their replicas.
+    cluster.slaves[0].proc.kill();
+    check(&mut client, 10_000);
+    cluster.wait_settled();
+    check(&mut client, 10_000);
+}

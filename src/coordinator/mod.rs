@@ -378,6 +378,7 @@ impl Coordinator {
             Opcode::Flush => Request::FlushAll {
                 delay: u32::try_from(frame.arg).unwrap_or(u32::MAX),
             },
+            Opcode::MultiGet => return self.multi_get(&frame),
             Opcode::Ping => return frame.reply(Status::Ok),
             Opcode::RingGet => {
                 let view = self.membership.view();
@@ -425,6 +426,43 @@ impl Coordinator {
                     Failure::Unavailable(_) => Status::Unavailable,
                 };
                 reply = frame.error_reply(status, &failure.to_string());
+            }
+        }
+        reply
+    }
+
+    /// MULTI_GET: value = packed keys; the reply lists one result per key, in order.
+    fn multi_get(&self, frame: &Frame) -> Frame {
+        let keys = match wire::unpack_keys(&frame.value, self.limits.max_key) {
+            Ok(keys) => keys,
+            Err(e) => return frame.error_reply(Status::Invalid, &e),
+        };
+        let mut reply = frame.reply(Status::Ok);
+        for outcome in self.router.get_many(&keys) {
+            match outcome {
+                Outcome::Found(found) => wire::pack_result(
+                    &mut reply.value,
+                    Some(&wire::MultiGetHit {
+                        version: found.version,
+                        flags: found.flags,
+                        expires: found.expires,
+                        value: found.value,
+                    }),
+                ),
+                Outcome::NotFound => wire::pack_result(&mut reply.value, None),
+                other => {
+                    let why = match other {
+                        Outcome::Failed(failure) => failure.to_string(),
+                        other => format!("unexpected outcome {other:?}"),
+                    };
+                    return frame.error_reply(Status::Unavailable, &why);
+                }
+            }
+            if reply.value.len() > wire::MAX_BULK_VALUE {
+                return frame.error_reply(
+                    Status::TooLarge,
+                    "the values asked for are over 8 MiB: ask fewer keys at once",
+                );
             }
         }
         reply

@@ -501,6 +501,38 @@ pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Fram
             Err(e) => storage_error(&frame, &e),
         };
     }
+    if frame.opcode == Opcode::SlaveMultiGet {
+        let keys = match wire::unpack_keys(&frame.value, limits.max_key) {
+            Ok(keys) => keys,
+            Err(e) => return frame.error_reply(Status::Invalid, &e),
+        };
+        let now = crate::store::now_micros();
+        let mut reply = frame.reply(Status::Ok);
+        let too_large = store.with_tables(|tables| {
+            for key in &keys {
+                let hit = tables.read(table, key, now).and_then(|entry| {
+                    entry.value.map(|value| wire::MultiGetHit {
+                        version: entry.version.0,
+                        flags: entry.flags,
+                        expires: entry.expires,
+                        value,
+                    })
+                });
+                wire::pack_result(&mut reply.value, hit.as_ref());
+                if reply.value.len() > wire::MAX_BULK_VALUE {
+                    return true;
+                }
+            }
+            false
+        });
+        if too_large {
+            return frame.error_reply(
+                Status::TooLarge,
+                "the values asked for are over 8 MiB: ask fewer keys at once",
+            );
+        }
+        return reply;
+    }
     if frame.opcode == Opcode::SlaveGet && frame.table == TableSel::None && !frame.key.is_empty() {
         return entry_reply(&frame, store.read(None, &frame.key));
     }
