@@ -93,6 +93,10 @@ pub struct BenchArgs {
     /// set-ttl; not with --verify or --direct
     #[argh(option, default = "1", from_str_fn(parse_multiget))]
     pub multiget: u64,
+    /// with --protocol binary and --multiget N: one MULTI_GET frame per get (the
+    /// coordinator reads the keys from every slave at once) instead of N GET frames
+    #[argh(switch)]
+    pub multiget_op: bool,
 }
 
 impl BenchArgs {
@@ -139,6 +143,9 @@ impl BenchArgs {
                 "--verify checks gets against sets: use it with --workload get-set or set-ttl, not {}",
                 self.workload
             ));
+        }
+        if self.multiget_op && (protocol != Protocol::Binary || self.multiget < 2) {
+            return Err("--multiget-op needs --protocol binary and --multiget 2 or more".into());
         }
         if self.redis_wait && self.workload != Workload::GetSet {
             return Err("--redis-wait goes with --workload get-set only".into());
@@ -326,6 +333,8 @@ pub(super) struct Plan {
     pub(super) ttl: u32,
     /// Keys per get (`--multiget`).
     pub(super) multiget: usize,
+    /// A binary multi-key get is one MULTI_GET frame (`--multiget-op`).
+    pub(super) multiget_op: bool,
 }
 
 impl Plan {
@@ -356,6 +365,7 @@ impl Plan {
             ttl: args.ttl,
             // At most MAX_MULTIGET (checked when parsing).
             multiget: usize::try_from(args.multiget).unwrap_or(1).max(1),
+            multiget_op: args.multiget_op,
         }
     }
 

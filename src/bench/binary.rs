@@ -2,7 +2,7 @@
 //! Gets and sets are `GET` and `PUT` frames; a `gets` is a `GET` (its reply's `arg` is the
 //! version, memcached's cas unique); a cas, an incr and a set with an exptime are
 //! `UPDATE` frames ([`crate::update::Update`]); a multi-key get is one `GET` frame per
-//! key, sent back to back.
+//! key, sent back to back, or with `--multiget-op` one `MULTI_GET` frame.
 
 use std::io::{self, BufReader, BufWriter, Write};
 use std::net::TcpStream;
@@ -24,6 +24,8 @@ pub(super) struct FrameConn {
     pub(super) limits: WireLimits,
     /// Reused to encode each request.
     pub(super) scratch: Frame,
+    /// A multi-key get is one MULTI_GET frame (`--multiget-op`), not one GET per key.
+    pub(super) multiget_op: bool,
 }
 
 impl FrameConn {
@@ -38,6 +40,7 @@ impl FrameConn {
                 max_value: wire::MAX_BULK_VALUE,
             },
             scratch: Frame::request(Opcode::Ping, 0, Vec::new(), Vec::new()),
+            multiget_op: false,
         })
     }
 
@@ -73,6 +76,9 @@ impl FrameConn {
     pub(super) fn queue(&mut self, cmd: Cmd<'_>) -> Result<(), OpError> {
         match cmd {
             Cmd::Get(key) | Cmd::Gets(key) => self.push(Opcode::Get, key, &[]),
+            Cmd::MultiGet(keys) if self.multiget_op => {
+                self.push(Opcode::MultiGet, &[], &wire::pack_keys(keys))
+            }
             Cmd::MultiGet(keys) => keys
                 .iter()
                 .try_for_each(|key| self.push(Opcode::Get, key, &[])),
@@ -150,7 +156,11 @@ impl FrameConn {
             Kind::SetTtl | Kind::Cas | Kind::Incr => Opcode::Update,
         };
         if let Kind::MultiGet(asked) = kind {
-            return self.recv_keys(asked);
+            return if self.multiget_op {
+                self.recv_multiget_op(asked)
+            } else {
+                self.recv_keys(asked)
+            };
         }
         let reply = self.read_reply(opcode)?;
         let unexpected = |reply: Frame| -> Result<Done, OpError> {
@@ -180,6 +190,20 @@ impl FrameConn {
             },
             _ => unexpected(reply),
         }
+    }
+
+    /// Reads the reply to a MULTI_GET of `asked` keys: one result per key.
+    fn recv_multiget_op(&mut self, asked: usize) -> Result<Done, OpError> {
+        let reply = self.read_reply(Opcode::MultiGet)?;
+        let results = wire::unpack_results(&reply.value)
+            .map_err(|why| OpError::Broken(format!("bad MULTI_GET reply: {why}")))?;
+        if results.len() != asked {
+            return Err(OpError::Broken(format!(
+                "MULTI_GET answered {} results for {asked} keys",
+                results.len()
+            )));
+        }
+        Ok(Done::keys(results.iter().flatten().count(), asked))
     }
 
     /// Reads the `asked` replies of a multi-key get. An error reply to one key is kept
@@ -364,5 +388,61 @@ mod tests {
         let multi: Vec<&[u8]> = seen[5..].iter().map(|f| f.key.as_slice()).collect();
         assert_eq!(multi, [&b"a"[..], b"b", b"c", b"d"]);
         assert!(seen[5..].iter().all(|f| f.opcode == Opcode::Get));
+    }
+
+    #[test]
+    fn multiget_op_sends_one_frame_and_counts_its_results() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut out = Vec::new();
+            let request = read_binary_frame(&mut reader).expect("a frame");
+            let mut reply = request.reply(Status::Ok);
+            let hit = wire::MultiGetHit {
+                version: 7,
+                flags: 0,
+                expires: 0,
+                value: b"v".to_vec(),
+            };
+            for result in [Some(&hit), None, Some(&hit)] {
+                wire::pack_result(&mut reply.value, result);
+            }
+            reply.encode_into(&mut out);
+            // The second asks 2 keys and gets 3 results: out of step.
+            let second = read_binary_frame(&mut reader).expect("a frame");
+            let mut bad = second.reply(Status::Ok);
+            bad.value = reply.value.clone();
+            bad.encode_into(&mut out);
+            writer.write_all(&out).unwrap();
+            [request, second]
+        });
+        let mut conn = match Conn::open(Protocol::Binary, &addr).unwrap() {
+            Conn::Binary(mut conn) => {
+                conn.multiget_op = true;
+                Conn::Binary(conn)
+            }
+            _ => unreachable!(),
+        };
+        let keys = [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
+        conn.queue(Cmd::MultiGet(&keys)).unwrap();
+        conn.queue(Cmd::MultiGet(&keys[..2])).unwrap();
+        conn.flush().unwrap();
+        assert_eq!(
+            conn.recv(Kind::MultiGet(3), None),
+            Ok(Done::Keys { hits: 2, misses: 1 })
+        );
+        assert!(matches!(
+            conn.recv(Kind::MultiGet(2), None),
+            Err(OpError::Broken(_))
+        ));
+        let [first, second] = server.join().unwrap();
+        assert_eq!(
+            (first.opcode, second.opcode),
+            (Opcode::MultiGet, Opcode::MultiGet)
+        );
+        assert_eq!(wire::unpack_keys(&first.value, 250).unwrap(), keys);
     }
 }

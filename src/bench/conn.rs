@@ -192,6 +192,18 @@ impl Conn {
         opened.map_err(|e| format!("cannot set up the connection to {addr}: {e}"))
     }
 
+    /// The connection as `plan` wants it: Redis's `WAIT` (`--redis-wait`), the binary
+    /// protocol's MULTI_GET (`--multiget-op`).
+    pub(super) fn configured(self, plan: &super::args::Plan) -> Conn {
+        match self.with_wait(plan.redis_wait) {
+            Conn::Binary(mut conn) => {
+                conn.multiget_op = plan.multiget_op;
+                Conn::Binary(conn)
+            }
+            other => other,
+        }
+    }
+
     /// With `wait`, a Redis connection sends `WAIT 1 0` after every batch holding a SET.
     pub(super) fn with_wait(self, wait: bool) -> Conn {
         match self {

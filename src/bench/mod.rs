@@ -235,6 +235,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         keys: args.keys,
         workload: args.workload,
         multiget: args.multiget,
+        multiget_op: args.multiget_op,
         ttl: args.ttl,
         key_ops,
         cas_stored,

@@ -41,6 +41,8 @@ pub struct Report {
     pub workload: Workload,
     /// Keys each get asked for (`--multiget`).
     pub multiget: u64,
+    /// A binary multi-key get was one MULTI_GET frame (`--multiget-op`).
+    pub multiget_op: bool,
     /// Exptime of each set with `--workload set-ttl`, seconds.
     pub ttl: u32,
     /// Keys read or written by the successful operations (a get of N keys counts N).
@@ -79,6 +81,10 @@ impl Report {
     fn mix(&self) -> String {
         let gets = match self.multiget {
             1 => format!("{:.0}% gets", self.get_ratio * 100.0),
+            n if self.multiget_op => format!(
+                "{:.0}% gets of {n} keys (MULTI_GET)",
+                self.get_ratio * 100.0
+            ),
             n => format!("{:.0}% gets of {n} keys", self.get_ratio * 100.0),
         };
         match self.workload {
@@ -195,6 +201,7 @@ mod tests {
             keys: 10,
             workload: Workload::GetSet,
             multiget: 1,
+            multiget_op: false,
             ttl: 300,
             key_ops: 1000,
             cas_stored: 0,

@@ -177,9 +177,7 @@ impl Worker<'_> {
     /// Replaces a broken connection; `false` (and the reason kept) when that fails too.
     pub(super) fn reconnect(&mut self, why: &str) -> bool {
         log::debug!("connection broke ({why}); connecting again");
-        match Conn::open(self.plan.protocol, &self.plan.addr)
-            .map(|c| c.with_wait(self.plan.redis_wait))
-        {
+        match Conn::open(self.plan.protocol, &self.plan.addr).map(|c| c.configured(self.plan)) {
             Ok(fresh) => {
                 self.conn = fresh;
                 true
@@ -292,7 +290,7 @@ pub(super) fn micros_since(since: Instant) -> u64 {
 /// `--pipeline` operations until the budget of operations (counting failures) is spent or
 /// the duration has passed.
 pub(super) fn load(plan: &Plan, index: u64, budget: Option<u64>, barrier: &Barrier) -> Outcome {
-    let conn = Conn::open(plan.protocol, &plan.addr).map(|c| c.with_wait(plan.redis_wait));
+    let conn = Conn::open(plan.protocol, &plan.addr).map(|c| c.configured(plan));
     // Every thread reaches the barrier, connected or not, or the others would wait forever.
     barrier.wait();
     let conn = match conn {
@@ -474,6 +472,11 @@ mod tests {
         assert!(usage(&["--multiget", "4", "--verify"]).contains("--verify"));
         assert!(usage(&["--workload", "cas", "--verify"]).contains("--verify"));
         assert!(usage(&["--direct", "--pipeline", "2"]).contains("--direct"));
+        assert!(
+            usage(&["--multiget-op", "--multiget", "4", "--protocol", "memcache"])
+                .contains("--multiget-op")
+        );
+        assert!(usage(&["--multiget-op"]).contains("--multiget-op"));
         assert!(BenchArgs::from_args(&["piazza-bench"], &["--multiget", "101"]).is_err());
         assert!(BenchArgs::from_args(&["piazza-bench"], &["--ttl", "0"]).is_err());
         assert!(BenchArgs::from_args(&["piazza-bench"], &["--workload", "x"]).is_err());
