@@ -44,6 +44,7 @@ for t in "${targets[@]}"; do
     --connections 8 --ops 10000 --preload >/dev/null
   for conns in 1 8 32 128; do
     for ratio in 0.9 0; do
+      # shellcheck disable=SC2086 # $extra holds flags, one word each
       line=$("$bin/piazza-bench" --coordinator "$addr" --protocol "$protocol" --keys 10000 \
         --value-size 100 --connections "$conns" --seconds "$secs" --get-ratio "$ratio" --json ${extra:-})
       get() { field "$1" "$line"; }

@@ -25,9 +25,11 @@ bench_setup() {
 }
 
 free_port() {
-  local port
+  # Below the kernel's ephemeral range, so no outgoing connection holds the port.
+  local low port
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
   for _ in $(seq 50); do
-    port=$((20000 + RANDOM % 20000))
+    port=$((10000 + RANDOM % (low - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
       return 0
@@ -60,13 +62,20 @@ start_cluster() {
 
 start_memcached() {
   local port
-  port=$(free_port)
-  memcached -u "$(id -un)" -l 127.0.0.1 -p "$port" -U 0 -t 2 "$@" &
-  # shellcheck disable=SC2034
-  memcached_pid=$!
-  wait_port "$port"
-  # shellcheck disable=SC2034
-  memcached=127.0.0.1:$port
+  for _ in 1 2 3 4 5; do
+    port=$(free_port)
+    memcached -u "$(id -un)" -l 127.0.0.1 -p "$port" -U 0 -t 2 "$@" &
+    # shellcheck disable=SC2034
+    memcached_pid=$!
+    if wait_port "$port" 2>/dev/null && kill -0 "$memcached_pid" 2>/dev/null; then
+      # shellcheck disable=SC2034
+      memcached=127.0.0.1:$port
+      return 0
+    fi
+    kill "$memcached_pid" 2>/dev/null || true   # taken after all: another port
+  done
+  echo "memcached did not start" >&2
+  return 1
 }
 
 field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$2"; }
