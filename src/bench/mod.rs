@@ -8,14 +8,29 @@
 //! the same tool measures Piazza's two protocols, a real memcached and Redis. It connects
 //! only to the address it is given.
 //!
+//! Workloads (`--workload`, [`Workload`]): `get-set` (gets and sets, `--get-ratio`),
+//! `incr` (incr by 1; `--keys 1` is one hot key), `cas` (a `gets`, then a `cas` with the
+//! unique it returned: one operation, counted as stored, as an `EXISTS` conflict or, if
+//! the key is gone, as a miss), `set-ttl` (`get-set` whose sets carry an exptime of
+//! `--ttl` seconds). `incr` and `cas` write every key before timing (counters at 0).
+//! `--multiget N` makes every get ask N keys in one request: text `get k1 … kN`, RESP
+//! `MGET`, binary N GET frames back to back (or one MULTI_GET frame with
+//! `--multiget-op`); such a get is one operation and N keys in `key_ops` (keys/s).
+//!
 //! With `--pipeline N` each connection keeps N requests in flight: it writes N requests
 //! back to back in one buffered write, then reads the N replies in order (every server
 //! spoken to answers one connection's requests in order). Each operation's latency runs
 //! from the moment its batch was sent to the moment its own reply was read. N = 1 is the
-//! plain closed loop: one request, one reply.
+//! plain closed loop: one request, one reply. Per workload: incr and set-ttl pipeline
+//! like gets and sets; a multi-key get is one of the N (binary: N × keys frames in
+//! flight); cas cannot send a cas before its gets is answered, so a batch is N gets in one
+//! write, then the N cas in a second write (two round trips; gets of the same key in one
+//! batch see the same unique, so all but one of their cas conflict). `--direct` sends one
+//! request at a time and `--redis-wait` goes with `get-set` only.
 //!
 //! Threads, all started and joined by [`run`]:
-//! - `preload-<i>` (with `--preload`): write keys `i, i+N, i+2N, …` once, before timing;
+//! - `preload-<i>` (with `--preload`, and for `incr` and `cas`): write keys `i, i+N,
+//!   i+2N, …` once, before timing;
 //! - `bench-<i>`: one connection and one xorshift64* generator each. They connect, wait at
 //!   a [`Barrier`] so that all start together, then loop, one batch of `--pipeline`
 //!   operations at a time, until their share of `--ops` is done or `--seconds` have passed.
@@ -48,7 +63,7 @@
 //!   frames, pipelined), `direct` (direct routing through
 //!   [`DirectClient`](crate::direct::DirectClient)), `memcache` (memcached's text
 //!   protocol), `resp` (Redis);
-//! - `rng`: the xorshift64* generator that picks keys and operations.
+//! - [`rng`]: the xorshift64* generator that picks keys and operations.
 
 use std::sync::{Arc, Barrier, RwLock};
 use std::thread::{self, JoinHandle};
@@ -63,7 +78,7 @@ pub mod histogram;
 mod memcache;
 pub mod report;
 mod resp;
-mod rng;
+pub mod rng;
 #[cfg(test)]
 mod testkit;
 mod worker;
@@ -129,6 +144,8 @@ impl std::error::Error for BenchError {
 /// then runs the timed load and merges the threads' figures.
 ///
 /// # Errors
+/// [`BenchError::Usage`] when the flags do not go together (a workload the protocol
+/// does not speak, `--multiget` with `--verify`, …);
 /// [`BenchError::Unreachable`] when the target cannot be reached or does not answer at
 /// the start; [`BenchError::Preload`] when a preload write fails; [`BenchError::Thread`]
 /// when a thread cannot start; [`BenchError::NothingDone`] when every connection gave up
