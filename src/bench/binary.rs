@@ -44,15 +44,22 @@ impl FrameConn {
         })
     }
 
-    /// Encodes one request into the write buffer.
-    pub(super) fn push(&mut self, opcode: Opcode, key: &[u8], value: &[u8]) -> Result<(), OpError> {
+    /// Encodes one request into the write buffer, its value `parts` joined.
+    pub(super) fn push(
+        &mut self,
+        opcode: Opcode,
+        key: &[u8],
+        parts: &[&[u8]],
+    ) -> Result<(), OpError> {
         let frame = &mut self.scratch;
         frame.opcode = opcode;
         frame.request_id = self.next_id;
         frame.key.clear();
         frame.key.extend_from_slice(key);
         frame.value.clear();
-        frame.value.extend_from_slice(value);
+        parts
+            .iter()
+            .for_each(|part| frame.value.extend_from_slice(part));
         self.next_id = self.next_id.wrapping_add(1);
         frame.write_to(&mut self.writer)?;
         Ok(())
@@ -60,29 +67,19 @@ impl FrameConn {
 
     /// Encodes one `UPDATE` request: `update`'s 40 bytes, then `data`.
     fn push_update(&mut self, key: &[u8], update: &Update, data: &[u8]) -> Result<(), OpError> {
-        let frame = &mut self.scratch;
-        frame.opcode = Opcode::Update;
-        frame.request_id = self.next_id;
-        frame.key.clear();
-        frame.key.extend_from_slice(key);
-        frame.value.clear();
-        frame.value.extend_from_slice(&update.encode());
-        frame.value.extend_from_slice(data);
-        self.next_id = self.next_id.wrapping_add(1);
-        frame.write_to(&mut self.writer)?;
-        Ok(())
+        self.push(Opcode::Update, key, &[&update.encode(), data])
     }
 
     pub(super) fn queue(&mut self, cmd: Cmd<'_>) -> Result<(), OpError> {
         match cmd {
             Cmd::Get(key) | Cmd::Gets(key) => self.push(Opcode::Get, key, &[]),
             Cmd::MultiGet(keys) if self.multiget_op => {
-                self.push(Opcode::MultiGet, &[], &wire::pack_keys(keys))
+                self.push(Opcode::MultiGet, &[], &[&wire::pack_keys(keys)])
             }
             Cmd::MultiGet(keys) => keys
                 .iter()
                 .try_for_each(|key| self.push(Opcode::Get, key, &[])),
-            Cmd::Set(key, value) => self.push(Opcode::Put, key, value),
+            Cmd::Set(key, value) => self.push(Opcode::Put, key, &[value]),
             Cmd::SetTtl(key, value, ttl) => {
                 let update = Update {
                     expires: u64::from(ttl),
@@ -239,11 +236,10 @@ impl FrameConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     use crate::bench::args::Protocol;
     use crate::bench::conn::Conn;
-    use crate::bench::testkit::read_binary_frame;
+    use crate::bench::testkit::{read_binary_frame, scripted_server};
     use crate::update::Op;
 
     /// Encodes the replies to `requests`, in order: a get of `key:<n>` finds `value-<n>`
@@ -269,25 +265,20 @@ mod tests {
 
     #[test]
     fn pipelined_binary_replies_match_by_request_id() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let server = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let mut writer = stream.try_clone().unwrap();
-            let mut reader = BufReader::new(stream);
-            // First batch: read all four, answer all four in order.
-            let first: Vec<Frame> = (0..4)
-                .map(|_| read_binary_frame(&mut reader).expect("a frame"))
-                .collect();
-            writer.write_all(&binary_replies(&first)).unwrap();
-            // Second batch: answer the two requests in the wrong order.
-            let mut second: Vec<Frame> = (0..2)
-                .map(|_| read_binary_frame(&mut reader).expect("a frame"))
-                .collect();
-            second.swap(0, 1);
-            writer.write_all(&binary_replies(&second)).unwrap();
-            first.into_iter().chain(second).collect::<Vec<Frame>>()
-        });
+        let (addr, server) = scripted_server(
+            read_binary_frame,
+            vec![
+                // First batch: all four answered in order.
+                (4, Box::new(|requests: &[Frame]| binary_replies(requests))),
+                // Second batch: the two requests answered in the wrong order.
+                (
+                    2,
+                    Box::new(|requests: &[Frame]| {
+                        binary_replies(&[requests[1].clone(), requests[0].clone()])
+                    }),
+                ),
+            ],
+        );
         let mut conn = Conn::open(Protocol::Binary, &addr).unwrap();
         for cmd in [
             Cmd::Get(b"key:0"),
@@ -314,26 +305,14 @@ mod tests {
         }
         let seen = server.join().unwrap();
         let ids: Vec<u32> = seen.iter().map(|frame| frame.request_id).collect();
-        assert_eq!(
-            ids,
-            [1, 2, 3, 4, 6, 5],
-            "ids count up; the server swapped the last two"
-        );
+        assert_eq!(ids, [1, 2, 3, 4, 5, 6], "ids count up");
         assert_eq!(seen[1].opcode, Opcode::Put);
         assert_eq!(seen[1].value, b"x");
     }
 
     #[test]
     fn binary_client_sends_updates_and_multigets() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let server = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let mut writer = stream.try_clone().unwrap();
-            let mut reader = BufReader::new(stream);
-            let requests: Vec<Frame> = (0..9)
-                .map(|_| read_binary_frame(&mut reader).expect("a frame"))
-                .collect();
+        let answer = |requests: &[Frame]| {
             let mut out = Vec::new();
             for (i, request) in requests.iter().enumerate() {
                 let mut reply = request.reply(match i {
@@ -348,9 +327,9 @@ mod tests {
                 }
                 reply.encode_into(&mut out);
             }
-            writer.write_all(&out).unwrap();
-            requests
-        });
+            out
+        };
+        let (addr, server) = scripted_server(read_binary_frame, vec![(9, Box::new(answer))]);
         let mut conn = Conn::open(Protocol::Binary, &addr).unwrap();
         let keys = [b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec()];
         for cmd in [
@@ -392,33 +371,26 @@ mod tests {
 
     #[test]
     fn multiget_op_sends_one_frame_and_counts_its_results() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let server = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let mut writer = stream.try_clone().unwrap();
-            let mut reader = BufReader::new(stream);
-            let mut out = Vec::new();
-            let request = read_binary_frame(&mut reader).expect("a frame");
-            let mut reply = request.reply(Status::Ok);
+        // Three results, hit, miss, hit: right for the first request (3 keys), out of
+        // step for the second (2 keys).
+        let answer = |requests: &[Frame]| {
             let hit = wire::MultiGetHit {
                 version: 7,
                 flags: 0,
                 expires: 0,
                 value: b"v".to_vec(),
             };
-            for result in [Some(&hit), None, Some(&hit)] {
-                wire::pack_result(&mut reply.value, result);
+            let mut out = Vec::new();
+            for request in requests {
+                let mut reply = request.reply(Status::Ok);
+                for result in [Some(&hit), None, Some(&hit)] {
+                    wire::pack_result(&mut reply.value, result);
+                }
+                reply.encode_into(&mut out);
             }
-            reply.encode_into(&mut out);
-            // The second asks 2 keys and gets 3 results: out of step.
-            let second = read_binary_frame(&mut reader).expect("a frame");
-            let mut bad = second.reply(Status::Ok);
-            bad.value = reply.value.clone();
-            bad.encode_into(&mut out);
-            writer.write_all(&out).unwrap();
-            [request, second]
-        });
+            out
+        };
+        let (addr, server) = scripted_server(read_binary_frame, vec![(2, Box::new(answer))]);
         let mut conn = match Conn::open(Protocol::Binary, &addr).unwrap() {
             Conn::Binary(mut conn) => {
                 conn.multiget_op = true;
@@ -438,7 +410,10 @@ mod tests {
             conn.recv(Kind::MultiGet(2), None),
             Err(OpError::Broken(_))
         ));
-        let [first, second] = server.join().unwrap();
+        let seen = server.join().unwrap();
+        let [first, second] = &seen[..] else {
+            panic!("two requests: {seen:?}")
+        };
         assert_eq!(
             (first.opcode, second.opcode),
             (Opcode::MultiGet, Opcode::MultiGet)

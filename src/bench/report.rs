@@ -58,22 +58,23 @@ pub struct Report {
 }
 
 impl Report {
-    /// Successful operations per second.
-    pub fn ops_per_sec(&self) -> f64 {
+    /// `n` per second of the timed part (0 for a run of no length).
+    fn per_sec(&self, n: u64) -> f64 {
         if self.seconds > 0.0 {
-            self.ops as f64 / self.seconds
+            n as f64 / self.seconds
         } else {
             0.0
         }
     }
 
+    /// Successful operations per second.
+    pub fn ops_per_sec(&self) -> f64 {
+        self.per_sec(self.ops)
+    }
+
     /// Keys read or written per second (with `--multiget N`, N per get).
     pub fn keys_per_sec(&self) -> f64 {
-        if self.seconds > 0.0 {
-            self.key_ops as f64 / self.seconds
-        } else {
-            0.0
-        }
+        self.per_sec(self.key_ops)
     }
 
     /// What the operations were, for the first line: `90% gets`, `90% gets of 10 keys,

@@ -14,6 +14,22 @@ pub(super) fn canned_server<R: Send + 'static>(
     read_one: fn(&mut BufReader<TcpStream>) -> Option<R>,
     script: Vec<(usize, Vec<u8>)>,
 ) -> (String, JoinHandle<Vec<R>>) {
+    let script = script
+        .into_iter()
+        .map(|(requests, reply)| (requests, Box::new(move |_: &[R]| reply) as Answer<R>))
+        .collect();
+    scripted_server(read_one, script)
+}
+
+/// What a [`scripted_server`] step answers, given the requests it just read.
+pub(super) type Answer<R> = Box<dyn FnOnce(&[R]) -> Vec<u8> + Send>;
+
+/// Like [`canned_server`], each reply made from the step's requests (binary replies
+/// must repeat their request ids).
+pub(super) fn scripted_server<R: Send + 'static>(
+    read_one: fn(&mut BufReader<TcpStream>) -> Option<R>,
+    script: Vec<(usize, Answer<R>)>,
+) -> (String, JoinHandle<Vec<R>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let server = std::thread::spawn(move || {
@@ -21,11 +37,12 @@ pub(super) fn canned_server<R: Send + 'static>(
         let mut writer = stream.try_clone().unwrap();
         let mut reader = BufReader::new(stream);
         let mut seen = Vec::new();
-        for (requests, reply) in script {
+        for (requests, answer) in script {
+            let first = seen.len();
             for _ in 0..requests {
                 seen.push(read_one(&mut reader).expect("a whole request"));
             }
-            writer.write_all(&reply).unwrap();
+            writer.write_all(&answer(&seen[first..])).unwrap();
         }
         seen
     });
