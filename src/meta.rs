@@ -1264,6 +1264,7 @@ mod tests {
             max_value_bytes: 16,
             max_key_bytes: 6,
             max_line_bytes: 40,
+            ..TextLimits::default()
         };
         let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
         for round in 0..60_000 {

@@ -268,9 +268,11 @@ impl Guard<'_> {
 /// Requests of one binary connection under way at once, at most (`serve_frames`).
 pub const PIPELINE_WINDOW: usize = 64;
 
-/// One place in a connection's window: a reply ready to write, or a request under way.
+/// One place in a connection's window: a reply ready to write (a frame, or an error reply
+/// already encoded), or a request under way.
 enum Slot<P> {
     Ready(Frame),
+    Encoded(Vec<u8>),
     Pending(P),
 }
 
@@ -315,12 +317,13 @@ pub fn serve_frames<P, B, F>(
                 || window.len() >= PIPELINE_WINDOW
                 || !wire::holds_whole_frame(reader.buffer()))
         {
-            let reply = match window.pop_front() {
-                Some(Slot::Ready(reply)) => reply,
-                Some(Slot::Pending(pending)) => finish(pending),
+            let written = match window.pop_front() {
+                Some(Slot::Ready(reply)) => reply.write_to(&mut writer),
+                Some(Slot::Encoded(bytes)) => writer.write_all(&bytes),
+                Some(Slot::Pending(pending)) => finish(pending).write_to(&mut writer),
                 None => break,
             };
-            if let Err(e) = reply.write_to(&mut writer) {
+            if let Err(e) = written {
                 debug!("{peer}: write failed: {e}");
                 return;
             }
@@ -386,7 +389,7 @@ pub fn serve_frames<P, B, F>(
                     } else {
                         debug!("{peer}: {e}");
                     }
-                    Slot::Ready(reply)
+                    Slot::Encoded(reply)
                 }
                 None => {
                     debug!("{peer}: {e}; closing the connection");
@@ -399,11 +402,12 @@ pub fn serve_frames<P, B, F>(
     // Requests already under way are still answered, in order (their writes happen
     // anyway), before the connection closes.
     for slot in window {
-        let reply = match slot {
-            Slot::Ready(reply) => reply,
-            Slot::Pending(pending) => finish(pending),
+        let written = match slot {
+            Slot::Ready(reply) => reply.write_to(&mut writer),
+            Slot::Encoded(bytes) => writer.write_all(&bytes),
+            Slot::Pending(pending) => finish(pending).write_to(&mut writer),
         };
-        if reply.write_to(&mut writer).is_err() {
+        if written.is_err() {
             return;
         }
     }

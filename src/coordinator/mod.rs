@@ -386,7 +386,11 @@ impl Coordinator {
             },
             Opcode::Update => match crate::update::Update::decode(&frame.value) {
                 Some(update) => update.into_request(std::mem::take(&mut frame.key)),
-                None => return FramePending::Ready(frame.error_reply(Status::Invalid, "malformed operation")),
+                None => {
+                    return FramePending::Ready(
+                        frame.error_reply(Status::Invalid, "malformed operation"),
+                    );
+                }
             },
             Opcode::Flush => Request::FlushAll {
                 delay: u32::try_from(frame.arg).unwrap_or(u32::MAX),

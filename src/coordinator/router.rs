@@ -578,7 +578,8 @@ impl Router {
     ) -> Outcome {
         self.counters.cmd_set.fetch_add(1, Ordering::Relaxed);
         if value.len() > self.max_value_bytes {
-            if matches!(mode, StoreMode::Set | StoreMode::Add | StoreMode::Replace) {
+            // memcached removes the old value only for a set (a cas is one).
+            if mode == StoreMode::Set {
                 let _ = self.delete(key);
             }
             return Outcome::Failed(Failure::TooLarge);
