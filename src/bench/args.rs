@@ -43,8 +43,8 @@ pub struct BenchArgs {
     /// set-ttl)
     #[argh(option, default = "0.9", from_str_fn(parse_ratio))]
     pub get_ratio: f64,
-    /// binary (Piazza's protocol) or memcache (text; works against memcached too)
-    /// (default binary)
+    /// binary (Piazza's protocol), memcache (text; works against memcached too) or resp
+    /// (Redis) (default binary)
     #[argh(option, default = "Protocol::Binary", from_str_fn(parse_protocol))]
     pub protocol: Protocol,
     /// write every key once before the timed run, spread over the connections
