@@ -431,3 +431,37 @@ fn a_slave_that_missed_a_flush_never_serves_what_was_flushed() {
     }
     cluster.assert_two_copies(&expected);
 }
+
+#[test]
+fn piazza_bench_counts_exactly_with_incr_and_runs_cas_and_ttl_workloads() {
+    let cluster = Cluster::start(3);
+    let mut client = cluster.client();
+    for protocol in ["binary", "memcache"] {
+        for workload in ["incr", "cas", "set-ttl"] {
+            let output = std::process::Command::new(common::bin("bench"))
+                .args(["--coordinator", &cluster.addr, "--protocol", protocol])
+                .args(["--workload", workload, "--keys", "1", "--connections", "4"])
+                .args(["--pipeline", "8", "--ops", "1000", "--json"])
+                .output()
+                .unwrap();
+            let line = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "{protocol} {workload}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(
+                line.contains("\"errors\":0"),
+                "{protocol} {workload}: {line}"
+            );
+            if workload == "incr" {
+                // 1,000 increments of the one key, from 0, on 4 pipelined connections.
+                assert_eq!(
+                    value_of(&mut client, b"key:0"),
+                    Some(b"1000".to_vec()),
+                    "{protocol}"
+                );
+            }
+        }
+    }
+}
