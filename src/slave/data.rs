@@ -343,6 +343,27 @@ impl Data {
         Ok(applied)
     }
 
+    /// Stores many entries with one log append (and one sync with `--fsync always`),
+    /// each applied as [`Data::write`] would; returns what each did, in order.
+    ///
+    /// # Errors
+    /// As [`Data::write`]: then none was applied, or (a failed sync) none may be
+    /// acknowledged.
+    pub fn write_many(&self, writes: Vec<(Table, &[u8], Entry)>) -> Result<Vec<Applied>, WalError> {
+        let mut bytes = Vec::new();
+        for (table, key, entry) in &writes {
+            Record::from_entry(*table, key, entry).encode_into(&mut bytes);
+        }
+        let (applied, lsn) = self.wal.append(&bytes, || {
+            writes
+                .into_iter()
+                .map(|(table, key, entry)| self.store.apply(table, key, entry))
+                .collect::<Vec<_>>()
+        })?;
+        self.wal.sync_to(lsn)?;
+        Ok(applied)
+    }
+
     /// A read-modify-write: decides `update` against the key's visible entry (the newer of
     /// both tables) and, if it writes, logs and applies the result to `table` at
     /// `version`, all under the log's lock, so no other mutation comes in between.

@@ -267,14 +267,16 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
                         secret: serve_node.secret.as_deref(),
                         needs_auth: |opcode| opcode != Opcode::Ping,
                     };
+                    // Writes that arrive together are logged together.
+                    let batch = std::cell::RefCell::new(Batch::default());
                     server::serve_frames(
                         stream,
                         peer,
                         &server_limits,
                         limits,
                         guard,
-                        |frame| serve_frame(&serve_node, frame, &mut forwarder),
-                        |reply| reply,
+                        |frame| batch.borrow_mut().begin(&serve_node, frame, &mut forwarder),
+                        |slot| batch.borrow_mut().finish(&serve_node.data, slot),
                     )
                 },
             )
@@ -559,36 +561,12 @@ pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Fram
     match frame.opcode {
         Opcode::SlaveGet => entry_reply(&frame, store.read(Some(table), &frame.key)),
         Opcode::SlavePut | Opcode::SlavePutEx | Opcode::SlaveDelete => {
-            let mut frame = frame;
-            let mut entry = Entry::tombstone(Version(frame.arg));
-            entry.flags = frame.flags;
-            if frame.opcode == Opcode::SlavePutEx {
-                let Some(expires) = frame.value.first_chunk::<8>() else {
-                    return frame.error_reply(Status::Invalid, "an expiry (u64) comes first");
-                };
-                entry.expires = u64::from_be_bytes(*expires);
-                frame.value.drain(..8);
-            }
-            if frame.opcode != Opcode::SlaveDelete {
-                entry.value = Some(std::mem::take(&mut frame.value));
-            }
-            let applied = match data.write(table, &frame.key, entry) {
-                Ok(applied) => applied,
-                Err(e) => return storage_error(&frame, &e),
+            let (frame, table, entry) = match write_of(frame, table) {
+                Ok(write) => write,
+                Err(reply) => return reply,
             };
-            let live = live_after(store, table, &frame.key, applied);
-            let current = match applied {
-                Applied::Applied { .. } => frame.arg,
-                Applied::Stale { current } => current.0,
-            };
-            let status = if frame.opcode == Opcode::SlaveDelete && !live {
-                Status::NotFound
-            } else {
-                Status::Ok
-            };
-            let mut reply = frame.reply(status);
-            reply.arg = current;
-            reply
+            let applied = data.write(table, &frame.key, entry);
+            write_reply(store, &frame, table, applied)
         }
         Opcode::SlaveUpdate => {
             let Some(update) = Update::decode(&frame.value) else {
@@ -702,6 +680,140 @@ pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Fram
             }
         }
         _ => frame.error_reply(Status::UnknownOpcode, "not served by a slave"),
+    }
+}
+
+/// A SLAVE_PUT, SLAVE_PUT_EX or SLAVE_DELETE as the entry it writes (the frame keeps its
+/// key, for the reply), or the error reply.
+fn write_of(mut frame: Frame, table: Table) -> Result<(Frame, Table, Entry), Frame> {
+    let mut entry = Entry::tombstone(Version(frame.arg));
+    entry.flags = frame.flags;
+    if frame.opcode == Opcode::SlavePutEx {
+        let Some(expires) = frame.value.first_chunk::<8>() else {
+            return Err(frame.error_reply(Status::Invalid, "an expiry (u64) comes first"));
+        };
+        entry.expires = u64::from_be_bytes(*expires);
+        frame.value.drain(..8);
+    }
+    if frame.opcode != Opcode::SlaveDelete {
+        entry.value = Some(std::mem::take(&mut frame.value));
+    }
+    Ok((frame, table, entry))
+}
+
+/// The reply to a write: `OK` (a delete of nothing: `NOT_FOUND`), arg = the version the
+/// table holds now.
+fn write_reply(
+    store: &Store,
+    frame: &Frame,
+    table: Table,
+    applied: Result<Applied, WalError>,
+) -> Frame {
+    let applied = match applied {
+        Ok(applied) => applied,
+        Err(e) => return storage_error(frame, &e),
+    };
+    let live = live_after(store, table, &frame.key, applied);
+    let current = match applied {
+        Applied::Applied { .. } => frame.arg,
+        Applied::Stale { current } => current.0,
+    };
+    let status = if frame.opcode == Opcode::SlaveDelete && !live {
+        Status::NotFound
+    } else {
+        Status::Ok
+    };
+    let mut reply = frame.reply(status);
+    reply.arg = current;
+    reply
+}
+
+/// Writes that arrived together on one connection, logged with one append (and, with
+/// `--fsync always`, one sync) when the first of them is answered, or before any other
+/// request of the connection is served.
+#[derive(Default)]
+struct Batch {
+    /// Writes not yet logged: the frame (for the reply), table and entry.
+    waiting: Vec<(Frame, Table, Entry)>,
+    /// Replies of the writes logged, in order, not yet taken.
+    replies: std::collections::VecDeque<Frame>,
+}
+
+/// A request of a slave connection: answered, or a write in the connection's [`Batch`].
+enum SlaveSlot {
+    Answered(Frame),
+    Batched,
+}
+
+impl Batch {
+    /// Logs and applies every waiting write, keeping their replies.
+    fn commit(&mut self, data: &Data) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let (heads, entries): (Vec<(Frame, Table)>, Vec<Entry>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .map(|(frame, table, entry)| ((frame, table), entry))
+            .unzip();
+        let writes: Vec<(Table, &[u8], Entry)> = heads
+            .iter()
+            .zip(entries)
+            .map(|((frame, table), entry)| (*table, frame.key.as_slice(), entry))
+            .collect();
+        match data.write_many(writes) {
+            Ok(applied) => {
+                for ((frame, table), applied) in heads.iter().zip(applied) {
+                    self.replies
+                        .push_back(write_reply(&data.store, frame, *table, Ok(applied)));
+                }
+            }
+            Err(e) => {
+                for (frame, _) in &heads {
+                    self.replies.push_back(storage_error(frame, &e));
+                }
+            }
+        }
+    }
+
+    /// Starts serving a request: a plain write joins the batch; anything else first logs
+    /// the batch (so it sees those writes), then is served.
+    fn begin(&mut self, node: &Node, frame: Frame, forwarder: &mut Forwarder) -> SlaveSlot {
+        let table = table_of(&frame);
+        if matches!(
+            frame.opcode,
+            Opcode::SlavePut | Opcode::SlavePutEx | Opcode::SlaveDelete
+        ) && !frame.key.is_empty()
+            && let Some(table) = table
+        {
+            return match write_of(frame, table) {
+                Ok(write) => {
+                    self.waiting.push(write);
+                    SlaveSlot::Batched
+                }
+                Err(reply) => {
+                    self.commit(&node.data);
+                    SlaveSlot::Answered(reply)
+                }
+            };
+        }
+        self.commit(&node.data);
+        SlaveSlot::Answered(serve_frame(node, frame, forwarder))
+    }
+
+    /// The reply of a request begun with [`Batch::begin`], in order.
+    fn finish(&mut self, data: &Data, slot: SlaveSlot) -> Frame {
+        match slot {
+            SlaveSlot::Answered(reply) => reply,
+            SlaveSlot::Batched => {
+                if self.replies.is_empty() {
+                    self.commit(data);
+                }
+                self.replies.pop_front().unwrap_or_else(|| {
+                    Frame::request(Opcode::Ping, 0, Vec::new(), Vec::new())
+                        .error_reply(Status::ServerError, "a batched write lost its reply")
+                })
+            }
+        }
     }
 }
 
