@@ -138,18 +138,19 @@ fn require_auth_makes_clients_present_the_secret_in_both_protocols() {
     let mut client = cluster.client_with(b"s3cret");
     client.put(b"x", b"1").unwrap();
     // piazza-client with --secret-file.
-    let output = Command::new(bin("client"))
-        .args([
+    let run = common::run_client(
+        &[],
+        &[
             "--coordinator",
             &cluster.addr,
             "--secret-file",
             &good,
             "get",
             "x",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "1\n");
+        ],
+        "",
+    );
+    assert_eq!((run.code, run.stdout.as_str()), (Some(0), "1\n"), "{run:?}");
     // Text: auth first, then commands; without it, an error and a closed connection.
     use std::io::{BufRead, BufReader, Read, Write};
     let mut stream = std::net::TcpStream::connect(&cluster.addr).unwrap();
