@@ -6,35 +6,10 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Cluster, DEADLINE, Expected, Writers, wait_until};
+use common::{Cluster, DEADLINE, Expected, Writers, direct_client, wait_direct_ready};
 use piazza::Client;
-use piazza::direct::DirectClient;
 use piazza::view::View;
 use piazza::wire::{Frame, Opcode, Status, TableSel};
-
-/// A direct client whose view is stable (the cluster has settled).
-fn direct_client(cluster: &Cluster) -> DirectClient {
-    let mut client = DirectClient::connect(&cluster.addr).expect("connect");
-    wait_until(DEADLINE, "a stable routing view", || {
-        client.refresh().is_ok() && client.view().stable
-    });
-    client
-}
-
-/// Waits until every slave serves direct requests under the coordinator's view (the
-/// view is pushed to slaves shortly after the cluster settles).
-fn wait_direct_ready(client: &mut DirectClient) {
-    wait_until(DEADLINE, "slaves serving direct requests", || {
-        let before = client.stats().direct;
-        client.refresh().is_ok()
-            && client.view().stable
-            && (0..20).all(|i| {
-                let key = format!("probe:{i}");
-                client.get(key.as_bytes()).is_ok()
-            })
-            && client.stats().direct == before + 20
-    });
-}
 
 #[test]
 fn direct_requests_reach_the_primary_and_write_both_copies() {

@@ -219,15 +219,10 @@ fn direct_routing_presents_the_secret_to_slaves() {
         &["--secret-file", &good],
         b"s3cret",
     );
-    let mut direct = piazza::direct::DirectClient::connect(&cluster.addr).unwrap();
-    direct.auth(b"s3cret").unwrap();
-    // Slaves serve direct requests once the coordinator has sent them the view.
-    wait_until(Duration::from_secs(20), "direct requests served", || {
-        let before = direct.stats().direct;
-        direct.refresh().is_ok()
-            && direct.put(b"probe", b"x").is_ok()
-            && direct.stats().direct > before
-    });
+    // Slaves serve direct requests once the coordinator has sent them the view (each of
+    // them: a probe per slave).
+    let mut direct = common::direct_client(&cluster);
+    common::wait_direct_ready(&mut direct);
     let fallbacks = direct.stats().via_coordinator;
     for i in 0..50 {
         let key = format!("secret-direct:{i}");

@@ -677,6 +677,57 @@ impl Cluster {
     }
 }
 
+/// A direct client (authenticated if the cluster has a secret) whose view is stable.
+pub fn direct_client(cluster: &Cluster) -> DirectClient {
+    let mut client = DirectClient::connect(&cluster.addr).expect("connect");
+    if let Some(secret) = &cluster.secret {
+        client.auth(secret).expect("auth");
+    }
+    wait_until(DEADLINE, "a stable routing view", || {
+        client.refresh().is_ok() && client.view().stable
+    });
+    client
+}
+
+/// Waits until every slave of a stable view serves direct requests: for each, a write
+/// (and its forward to the replica) and a delete of a key it is primary for, both
+/// answered directly. The coordinator pushes the view to the slaves in parallel, and again
+/// each tick to those that refused it (one not yet registered), so one slave answering
+/// directly does not mean they all do. The probes leave only tombstones behind.
+pub fn wait_direct_ready(client: &mut DirectClient) {
+    wait_ok(DEADLINE, "every slave serving direct requests", || {
+        client.refresh().map_err(|e| format!("refresh: {e}"))?;
+        let view = client.view().clone();
+        if !view.stable {
+            return Err(format!("view {} not stable", view.epoch));
+        }
+        for member in &view.members {
+            let key = (0..100_000)
+                .map(|i| format!("probe:{i}"))
+                .find(|key| {
+                    view.placement(key.as_bytes())
+                        .is_some_and(|(primary, _)| primary.id == member.id)
+                })
+                .ok_or_else(|| format!("no probe key for slave {}", member.id))?;
+            let before = client.stats().direct;
+            client
+                .put(key.as_bytes(), b"probe")
+                .map_err(|e| format!("put: {e}"))?;
+            client
+                .delete(key.as_bytes())
+                .map_err(|e| format!("delete: {e}"))?;
+            let direct = client.stats().direct - before;
+            if direct != 2 {
+                return Err(format!(
+                    "slave {} at {}: {direct} of 2 requests served directly",
+                    member.id, member.addr
+                ));
+            }
+        }
+        Ok(())
+    });
+}
+
 /// What a `piazza-client` run gave.
 #[derive(Debug)]
 pub struct ClientRun {
