@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use byteorder::{ByteOrder, NetworkEndian};
 
+use crate::update::{Op, Update};
 use crate::wire::{self, Frame, Opcode, Status, TableSel, WireError, WireLimits};
 
 /// How long `connect` waits for the TCP handshake.
@@ -269,6 +270,142 @@ impl Client {
         Ok(ops::checked(reply, true)?.status == Status::Ok)
     }
 
+    /// A conditional or read-modify-write operation (the `UPDATE` opcode; its `expires`
+    /// is a memcached exptime). Returns the reply whatever the operation's outcome
+    /// (`Ok`, `NotFound`, `NotStored`, `Exists`); other statuses are errors.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn update(&mut self, key: &[u8], update: &Update) -> Result<Frame, ClientError> {
+        let reply = self.call(ops::update(key, update))?;
+        match reply.status {
+            Status::Ok | Status::NotFound | Status::NotStored | Status::Exists => Ok(reply),
+            status => Err(ClientError::Server {
+                status,
+                message: reply.value_text(),
+            }),
+        }
+    }
+
+    /// Stores a value with flags and a memcached exptime (0 never; up to 30 days
+    /// relative seconds; larger a Unix time; negative already expired).
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn put_with_ttl(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+        exptime: i64,
+    ) -> Result<u64, ClientError> {
+        let update = Update {
+            flags,
+            expires: exptime as u64,
+            data: value.to_vec(),
+            ..Update::new(Op::Set)
+        };
+        Ok(written(self.update(key, &update)?)
+            .version()
+            .unwrap_or_default())
+    }
+
+    /// `add`, `replace`, `append`, `prepend`, or `cas` (a set with `cas` non-zero): what
+    /// happened.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn store(
+        &mut self,
+        op: Op,
+        key: &[u8],
+        value: &[u8],
+        exptime: i64,
+        cas: u64,
+    ) -> Result<Written, ClientError> {
+        let update = Update {
+            expires: exptime as u64,
+            cas,
+            data: value.to_vec(),
+            ..Update::new(op)
+        };
+        Ok(written(self.update(key, &update)?))
+    }
+
+    /// Adds `delta` to (or, with `decr`, subtracts it from) a decimal value; `Ok(None)`
+    /// when the key is not there.
+    ///
+    /// # Errors
+    /// `Server { status: NonNumeric }` when the value is not a number; see [`ClientError`].
+    pub fn incr(&mut self, key: &[u8], delta: u64, decr: bool) -> Result<Option<u64>, ClientError> {
+        let update = Update {
+            delta,
+            ..Update::new(if decr { Op::Decr } else { Op::Incr })
+        };
+        let reply = self.update(key, &update)?;
+        if reply.status != Status::Ok {
+            return Ok(None);
+        }
+        let text = String::from_utf8_lossy(&reply.value);
+        text.trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ClientError::BadStatus(format!("not a number in the reply: {text}")))
+    }
+
+    /// Sets a new expiry (memcached exptime); `Ok(false)` when the key is not there.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn touch(&mut self, key: &[u8], exptime: i64) -> Result<bool, ClientError> {
+        let update = Update {
+            expires: exptime as u64,
+            ..Update::new(Op::Touch)
+        };
+        Ok(self.update(key, &update)?.status == Status::Ok)
+    }
+
+    /// Reads many keys in one request; one result per key, in order. Not a snapshot:
+    /// each key is read from its own slave at its own moment.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn get_many<K: AsRef<[u8]>>(
+        &mut self,
+        keys: &[K],
+    ) -> Result<Vec<Option<Value>>, ClientError> {
+        let request = Frame::request(Opcode::MultiGet, 0, Vec::new(), wire::pack_keys(keys));
+        let reply = self.call_ok(request, false)?;
+        let results = wire::unpack_results(&reply.value).map_err(ClientError::BadStatus)?;
+        if results.len() != keys.len() {
+            return Err(ClientError::BadStatus(format!(
+                "{} results for {} keys",
+                results.len(),
+                keys.len()
+            )));
+        }
+        Ok(results
+            .into_iter()
+            .map(|hit| {
+                hit.map(|hit| Value {
+                    value: hit.value,
+                    flags: hit.flags,
+                    version: hit.version,
+                })
+            })
+            .collect())
+    }
+
+    /// Forgets every key stored before now (or before `delay` seconds from now).
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub fn flush_all(&mut self, delay: u32) -> Result<(), ClientError> {
+        let mut request = Frame::request(Opcode::Flush, 0, Vec::new(), Vec::new());
+        request.arg = u64::from(delay);
+        self.call_ok(request, false).map(|_| ())
+    }
+
     /// Presents the cluster secret for this connection (needed by slaves, and by a
     /// coordinator started with `--require-auth`). It is presented again after a
     /// reconnect.
@@ -410,6 +547,11 @@ pub(crate) mod ops {
         Frame::request(Opcode::Delete, 0, key.to_vec(), Vec::new())
     }
 
+    /// An UPDATE of `key`.
+    pub fn update(key: &[u8], update: &crate::update::Update) -> Frame {
+        Frame::request(Opcode::Update, 0, key.to_vec(), update.encode())
+    }
+
     /// The reply if its status is `Ok` (or `NotFound`, when `not_found_ok`), else the
     /// server's error.
     pub fn checked(reply: Frame, not_found_ok: bool) -> Result<Frame, ClientError> {
@@ -430,6 +572,39 @@ pub(crate) mod ops {
             flags: reply.flags,
             version: reply.arg,
         })
+    }
+}
+
+/// What a conditional write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Stored, at this version (the new cas unique).
+    Stored(u64),
+    /// Its condition did not hold (`add` of a present key; `replace`, `append`,
+    /// `prepend` of a missing one).
+    NotStored,
+    /// The cas unique did not match.
+    Exists,
+    /// The key is not there (`cas`).
+    NotFound,
+}
+
+impl Written {
+    /// The version written, if it was.
+    pub fn version(self) -> Option<u64> {
+        match self {
+            Written::Stored(version) => Some(version),
+            _ => None,
+        }
+    }
+}
+
+fn written(reply: Frame) -> Written {
+    match reply.status {
+        Status::Ok => Written::Stored(reply.arg),
+        Status::NotStored => Written::NotStored,
+        Status::Exists => Written::Exists,
+        _ => Written::NotFound,
     }
 }
 

@@ -225,6 +225,13 @@ impl DirectClient {
         let reply = self.route(ops::delete(key))?;
         Ok(ops::checked(reply, true)?.status == Status::Ok)
     }
+
+    /// The coordinator connection: read-modify-writes (`add`, `cas`, `incr`...) and
+    /// `flush_all` always go through it, because the coordinator is their one sequencer
+    /// per key (slaves answer them with "send this to the coordinator").
+    pub fn coordinator(&mut self) -> &mut Client {
+        &mut self.coordinator
+    }
 }
 
 /// Sends `request` to slave `id` at `addr` (connecting first if needed) and reads

@@ -35,6 +35,7 @@ pub mod shutdown;
 pub mod slave;
 pub mod store;
 pub mod text;
+pub mod update;
 pub mod view;
 pub mod wal;
 pub mod wire;

@@ -1,16 +1,21 @@
-//! `piazza-client`'s command line: the subcommands `put`, `get`, `del`, `status`, and the
+//! `piazza-client`'s command line: the subcommands `put`, `get`, `del`, `status`, the
+//! memcached-style `gets add replace append prepend cas incr decr touch flush`, and the
 //! interactive prompt that reads the same commands line by line from stdin.
 //!
-//! Exit codes (the contract): 0 success; 1 key not found (`get`, `del`); 2 any error, with
-//! the reason on stderr. `get` prints the value alone on stdout, then a newline.
+//! Exit codes (the contract): 0 success; 1 key not found (`get`, `del`), and likewise
+//! when a conditional command did not store (`add` of a present key, `replace`/`append`/
+//! `prepend`/`incr`/`decr`/`touch` of a missing one, `cas` with a stale unique); 2 any
+//! error, with the reason on stderr. `get` prints the value alone on stdout, then a
+//! newline.
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use argh::FromArgs;
 
-use crate::client::{Client, ClientError, ClusterStatus};
+use crate::client::{Client, ClientError, ClusterStatus, Written};
 use crate::config::DEFAULT_COORDINATOR;
+use crate::update::Op;
 
 /// piazza-client: store, read and delete keys in a Piazza cluster. With no subcommand,
 /// reads commands (put KEY VALUE, get KEY, del KEY, status, help, quit) from stdin.
@@ -40,6 +45,143 @@ pub enum ClientCommand {
     Del(DelArgs),
     /// Show the ring.
     Status(StatusArgs),
+    /// Read a value and its cas unique.
+    Gets(GetsArgs),
+    /// Store only if absent.
+    Add(AddArgs),
+    /// Store only if present.
+    Replace(ReplaceArgs),
+    /// Add to the end of a value.
+    Append(AppendArgs),
+    /// Add to the front of a value.
+    Prepend(PrependArgs),
+    /// Store only if the cas unique still matches.
+    Cas(CasArgs),
+    /// Add to a number.
+    Incr(IncrArgs),
+    /// Subtract from a number.
+    Decr(DecrArgs),
+    /// Set a new expiry.
+    Touch(TouchArgs),
+    /// Forget every key.
+    Flush(FlushArgs),
+}
+
+/// print the value of KEY, then its cas unique on a second line (exit 1 if not there)
+#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand, name = "gets")]
+pub struct GetsArgs {
+    /// the key
+    #[argh(positional)]
+    pub key: String,
+}
+
+macro_rules! store_args {
+    ($name:ident, $verb:literal, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+        #[argh(subcommand, name = $verb)]
+        pub struct $name {
+            /// the key
+            #[argh(positional)]
+            pub key: String,
+            /// the value
+            #[argh(positional)]
+            pub value: String,
+            /// expiry: seconds from now (up to 30 days), or a Unix time; 0 never
+            #[argh(option, default = "0")]
+            pub ttl: i64,
+        }
+    };
+}
+
+store_args!(
+    AddArgs,
+    "add",
+    "store VALUE under KEY only if KEY holds nothing (exit 1 if it does)"
+);
+store_args!(
+    ReplaceArgs,
+    "replace",
+    "store VALUE under KEY only if KEY holds a value (exit 1 if not)"
+);
+store_args!(
+    AppendArgs,
+    "append",
+    "add VALUE to the end of KEY's value (exit 1 if KEY is not there; --ttl is ignored)"
+);
+store_args!(
+    PrependArgs,
+    "prepend",
+    "add VALUE to the front of KEY's value (exit 1 if KEY is not there; --ttl is ignored)"
+);
+
+/// store VALUE under KEY only if its cas unique (from `gets`) is still UNIQUE (exit 1 if
+/// it changed or KEY is gone)
+#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand, name = "cas")]
+pub struct CasArgs {
+    /// the key
+    #[argh(positional)]
+    pub key: String,
+    /// the value
+    #[argh(positional)]
+    pub value: String,
+    /// the cas unique `gets` printed
+    #[argh(positional)]
+    pub unique: u64,
+    /// expiry: seconds from now (up to 30 days), or a Unix time; 0 never
+    #[argh(option, default = "0")]
+    pub ttl: i64,
+}
+
+/// add DELTA (default 1) to the decimal number under KEY and print it (exit 1 if KEY is
+/// not there)
+#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand, name = "incr")]
+pub struct IncrArgs {
+    /// the key
+    #[argh(positional)]
+    pub key: String,
+    /// how much (default 1)
+    #[argh(positional, default = "1")]
+    pub delta: u64,
+}
+
+/// subtract DELTA (default 1, stopping at 0) from the decimal number under KEY and print
+/// it (exit 1 if KEY is not there)
+#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand, name = "decr")]
+pub struct DecrArgs {
+    /// the key
+    #[argh(positional)]
+    pub key: String,
+    /// how much (default 1)
+    #[argh(positional, default = "1")]
+    pub delta: u64,
+}
+
+/// give KEY a new expiry TTL: seconds from now (up to 30 days), a Unix time, 0 never, or
+/// negative to expire it now, written after `--` (`touch KEY -- -1`); exit 1 if KEY is
+/// not there
+#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand, name = "touch")]
+pub struct TouchArgs {
+    /// the key
+    #[argh(positional)]
+    pub key: String,
+    /// the new expiry
+    #[argh(positional)]
+    pub ttl: i64,
+}
+
+/// forget every key stored so far, on every slave (memcached's flush_all)
+#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand, name = "flush")]
+pub struct FlushArgs {
+    /// seconds from now when the flush takes effect (default 0: at once)
+    #[argh(option, default = "0")]
+    pub delay: u32,
 }
 
 /// store VALUE under KEY
@@ -52,6 +194,9 @@ pub struct PutArgs {
     /// the value
     #[argh(positional)]
     pub value: String,
+    /// expiry: seconds from now (up to 30 days), or a Unix time; 0 never (the default)
+    #[argh(option, default = "0")]
+    pub ttl: i64,
 }
 
 /// print the value of KEY (exit 1 if it is not there)
@@ -118,9 +263,51 @@ pub fn main(args: ClientArgs) -> ExitCode {
 /// code.
 pub fn execute(client: &mut Client, command: &ClientCommand, out: &mut impl Write) -> u8 {
     let result = match command {
-        ClientCommand::Put(a) => client
+        ClientCommand::Put(a) if a.ttl == 0 => client
             .put(a.key.as_bytes(), a.value.as_bytes())
             .map(|_| writeln!(out, "stored").map_or(EXIT_ERROR, |()| 0)),
+        ClientCommand::Put(a) => client
+            .put_with_ttl(a.key.as_bytes(), a.value.as_bytes(), 0, a.ttl)
+            .map(|_| writeln!(out, "stored").map_or(EXIT_ERROR, |()| 0)),
+        ClientCommand::Gets(a) => client.get(a.key.as_bytes()).map(|found| match found {
+            Some(v) => {
+                let written = out
+                    .write_all(&v.value)
+                    .and_then(|()| writeln!(out, "\n{}", v.version));
+                written.map_or(EXIT_ERROR, |()| 0)
+            }
+            None => {
+                eprintln!("not found: {}", a.key);
+                EXIT_NOT_FOUND
+            }
+        }),
+        ClientCommand::Add(a) => store(client, Op::Add, &a.key, &a.value, a.ttl, 0, out),
+        ClientCommand::Replace(a) => store(client, Op::Replace, &a.key, &a.value, a.ttl, 0, out),
+        ClientCommand::Append(a) => store(client, Op::Append, &a.key, &a.value, 0, 0, out),
+        ClientCommand::Prepend(a) => store(client, Op::Prepend, &a.key, &a.value, 0, 0, out),
+        ClientCommand::Cas(a) => store(client, Op::Set, &a.key, &a.value, a.ttl, a.unique, out),
+        ClientCommand::Incr(IncrArgs { key, delta })
+        | ClientCommand::Decr(DecrArgs { key, delta }) => {
+            let decr = matches!(command, ClientCommand::Decr(_));
+            client.incr(key.as_bytes(), *delta, decr).map(|n| match n {
+                Some(n) => writeln!(out, "{n}").map_or(EXIT_ERROR, |()| 0),
+                None => {
+                    eprintln!("not found: {key}");
+                    EXIT_NOT_FOUND
+                }
+            })
+        }
+        ClientCommand::Touch(a) => client.touch(a.key.as_bytes(), a.ttl).map(|found| {
+            if found {
+                writeln!(out, "touched").map_or(EXIT_ERROR, |()| 0)
+            } else {
+                eprintln!("not found: {}", a.key);
+                EXIT_NOT_FOUND
+            }
+        }),
+        ClientCommand::Flush(a) => client
+            .flush_all(a.delay)
+            .map(|()| writeln!(out, "flushed").map_or(EXIT_ERROR, |()| 0)),
         ClientCommand::Get(a) => client.get(a.key.as_bytes()).map(|found| match found {
             Some(v) => {
                 let written = out.write_all(&v.value).and_then(|()| out.write_all(b"\n"));
@@ -147,6 +334,35 @@ pub fn execute(client: &mut Client, command: &ClientCommand, out: &mut impl Writ
         eprintln!("error: {e}");
         EXIT_ERROR
     })
+}
+
+/// A conditional store: prints `stored` (exit 0), or why not (exit 1).
+fn store(
+    client: &mut Client,
+    op: Op,
+    key: &str,
+    value: &str,
+    ttl: i64,
+    cas: u64,
+    out: &mut impl Write,
+) -> Result<u8, ClientError> {
+    Ok(
+        match client.store(op, key.as_bytes(), value.as_bytes(), ttl, cas)? {
+            Written::Stored(_) => writeln!(out, "stored").map_or(EXIT_ERROR, |()| 0),
+            Written::NotStored => {
+                eprintln!("not stored: {key}");
+                EXIT_NOT_FOUND
+            }
+            Written::Exists => {
+                eprintln!("exists: {key} changed since that cas unique");
+                EXIT_NOT_FOUND
+            }
+            Written::NotFound => {
+                eprintln!("not found: {key}");
+                EXIT_NOT_FOUND
+            }
+        },
+    )
 }
 
 /// The ring as an aligned table a person reads at a glance.
@@ -234,6 +450,7 @@ pub fn parse_line(line: &str) -> Result<Option<ClientCommand>, String> {
             ClientCommand::Put(PutArgs {
                 key: key.to_string(),
                 value: value.trim_start().to_string(),
+                ttl: 0,
             })
         }
         "get" => ClientCommand::Get(GetArgs {
@@ -243,16 +460,79 @@ pub fn parse_line(line: &str) -> Result<Option<ClientCommand>, String> {
             key: one_key("del KEY")?,
         }),
         "status" => ClientCommand::Status(StatusArgs {}),
+        "gets" => ClientCommand::Gets(GetsArgs {
+            key: one_key("gets KEY")?,
+        }),
+        "flush" | "flush_all" => ClientCommand::Flush(FlushArgs {
+            delay: if rest.is_empty() {
+                0
+            } else {
+                rest.parse()
+                    .map_err(|_| "usage: flush [DELAY]".to_string())?
+            },
+        }),
+        "add" | "replace" | "append" | "prepend" => {
+            let Some((key, value)) = rest.split_once(char::is_whitespace) else {
+                return Err(format!("usage: {verb} KEY VALUE"));
+            };
+            let (key, value) = (key.to_string(), value.trim_start().to_string());
+            match verb {
+                "add" => ClientCommand::Add(AddArgs { key, value, ttl: 0 }),
+                "replace" => ClientCommand::Replace(ReplaceArgs { key, value, ttl: 0 }),
+                "append" => ClientCommand::Append(AppendArgs { key, value, ttl: 0 }),
+                _ => ClientCommand::Prepend(PrependArgs { key, value, ttl: 0 }),
+            }
+        }
+        "incr" | "decr" | "touch" | "cas" => {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let number = |word: &str, usage: &str| {
+                word.parse::<u64>().map_err(|_| format!("usage: {usage}"))
+            };
+            match (verb, words.as_slice()) {
+                ("incr", [key, delta @ ..]) if delta.len() <= 1 => ClientCommand::Incr(IncrArgs {
+                    key: key.to_string(),
+                    delta: delta
+                        .first()
+                        .map_or(Ok(1), |d| number(d, "incr KEY [DELTA]"))?,
+                }),
+                ("decr", [key, delta @ ..]) if delta.len() <= 1 => ClientCommand::Decr(DecrArgs {
+                    key: key.to_string(),
+                    delta: delta
+                        .first()
+                        .map_or(Ok(1), |d| number(d, "decr KEY [DELTA]"))?,
+                }),
+                ("touch", [key, ttl]) => ClientCommand::Touch(TouchArgs {
+                    key: key.to_string(),
+                    ttl: ttl
+                        .parse()
+                        .map_err(|_| "usage: touch KEY TTL".to_string())?,
+                }),
+                ("cas", [key, value, unique]) => ClientCommand::Cas(CasArgs {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                    unique: number(unique, "cas KEY VALUE UNIQUE")?,
+                    ttl: 0,
+                }),
+                _ => return Err(format!("usage: {}", usage_of(verb))),
+            }
+        }
         other => {
-            return Err(format!(
-                "unknown command '{other}' (commands: put KEY VALUE, get KEY, del KEY, status, help, quit)"
-            ));
+            return Err(format!("unknown command '{other}' ({HELP})"));
         }
     };
     Ok(Some(command))
 }
 
-const HELP: &str = "commands: put KEY VALUE | get KEY | del KEY | status | help | quit";
+const HELP: &str = "commands: put KEY VALUE | get KEY | gets KEY | del KEY | add/replace/append/prepend KEY VALUE | cas KEY VALUE UNIQUE | incr/decr KEY [DELTA] | touch KEY TTL | flush [DELAY] | status | help | quit";
+
+fn usage_of(verb: &str) -> &'static str {
+    match verb {
+        "incr" => "incr KEY [DELTA]",
+        "decr" => "decr KEY [DELTA]",
+        "touch" => "touch KEY TTL",
+        _ => "cas KEY VALUE UNIQUE",
+    }
+}
 
 /// The interactive prompt: one command per line until `quit` or end of input. The exit
 /// code is 0 unless the connection fails.
@@ -311,9 +591,28 @@ mod tests {
             parse_line("put k hello world").unwrap(),
             Some(ClientCommand::Put(PutArgs {
                 key: "k".into(),
-                value: "hello world".into()
+                value: "hello world".into(),
+                ttl: 0,
             }))
         );
+        assert_eq!(
+            parse_line("incr n 5").unwrap(),
+            Some(ClientCommand::Incr(IncrArgs {
+                key: "n".into(),
+                delta: 5
+            }))
+        );
+        assert_eq!(
+            parse_line("cas k v 42").unwrap(),
+            Some(ClientCommand::Cas(CasArgs {
+                key: "k".into(),
+                value: "v".into(),
+                unique: 42,
+                ttl: 0
+            }))
+        );
+        assert!(parse_line("touch k").unwrap_err().contains("usage"));
+        assert!(parse_line("incr k x").unwrap_err().contains("usage"));
         assert_eq!(
             parse_line("  get k ").unwrap(),
             Some(ClientCommand::Get(GetArgs { key: "k".into() }))

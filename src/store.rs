@@ -6,7 +6,11 @@
 //!   arrive in; so two replicas that receive the same writes end in the same state;
 //! - a delete leaves a versioned tombstone, so a late, older write cannot bring a key back;
 //! - this module does no I/O and never sees bytes from a socket. [`Store`] holds both
-//!   tables behind one `Mutex`, taken only inside its methods and never across I/O.
+//!   tables behind one `Mutex`, taken only inside its methods and never across I/O;
+//! - an entry is *visible* (served by reads, counted as live) only while it has a value,
+//!   has not expired (`expires`, absolute Unix seconds, 0 never) and is not older than a
+//!   flush marker in effect ([`FlushMarker`]: `flush_all`). An invisible entry keeps its
+//!   version, exactly like a tombstone, so nothing older can come back through it.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -41,8 +45,71 @@ pub struct Entry {
     pub version: Version,
     /// memcached flags, stored with the value and returned as given.
     pub flags: u32,
+    /// When the value expires, in Unix seconds; 0 never.
+    pub expires: u64,
     /// The value, or `None` for a tombstone left by a delete.
     pub value: Option<Vec<u8>>,
+}
+
+impl Entry {
+    /// A value that never expires.
+    pub fn value(version: Version, flags: u32, value: Vec<u8>) -> Entry {
+        Entry {
+            version,
+            flags,
+            expires: 0,
+            value: Some(value),
+        }
+    }
+
+    /// A tombstone.
+    pub fn tombstone(version: Version) -> Entry {
+        Entry {
+            version,
+            flags: 0,
+            expires: 0,
+            value: None,
+        }
+    }
+}
+
+/// `flush_all`: every entry whose version is below `threshold` is gone once the wall
+/// clock reaches `at` (Unix microseconds; 0 at once). Versions are issued from a clock
+/// that follows wall-clock microseconds, so "stored before the flush" is "version below
+/// the threshold".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlushMarker {
+    /// Entries with a version below this are flushed.
+    pub threshold: u64,
+    /// From when (Unix microseconds; 0: from the start).
+    pub at: u64,
+}
+
+/// Keeps of `markers` only what still matters at `now`: the one in effect with the highest
+/// threshold (as an immediate one), and those waiting for their time with a higher one.
+pub fn prune_markers(markers: &mut Vec<FlushMarker>, now: u64) {
+    let floor = markers
+        .iter()
+        .filter(|m| m.at <= now)
+        .map(|m| m.threshold)
+        .max()
+        .unwrap_or(0);
+    markers.retain(|m| m.at > now && m.threshold > floor);
+    if floor > 0 {
+        markers.push(FlushMarker {
+            threshold: floor,
+            at: 0,
+        });
+    }
+    markers.sort_by_key(|m| (m.at, m.threshold));
+    markers.dedup();
+}
+
+/// The current Unix time in microseconds.
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// What a write did.
@@ -71,11 +138,13 @@ pub struct TableCounts {
 }
 
 /// An entry as the tables keep it: the same as [`Entry`] with the value in a boxed
-/// slice (no spare capacity, 8 bytes smaller), so a stored copy costs less memory.
+/// slice (no spare capacity, 8 bytes smaller) and the expiry in 32 bits (Unix seconds
+/// until 2106), so a stored copy costs 32 bytes plus key and value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stored {
     version: Version,
     flags: u32,
+    expires: u32,
     value: Option<Box<[u8]>>,
 }
 
@@ -84,6 +153,7 @@ impl From<Entry> for Stored {
         Stored {
             version: entry.version,
             flags: entry.flags,
+            expires: u32::try_from(entry.expires).unwrap_or(u32::MAX),
             value: entry.value.map(Vec::into_boxed_slice),
         }
     }
@@ -94,6 +164,7 @@ impl From<&Stored> for Entry {
         Entry {
             version: stored.version,
             flags: stored.flags,
+            expires: u64::from(stored.expires),
             value: stored.value.as_ref().map(|v| v.to_vec()),
         }
     }
@@ -106,6 +177,16 @@ type Map = HashMap<Box<[u8]>, Stored>;
 pub struct Tables {
     own: Map,
     previous: Map,
+    /// Flush markers: the newest one in effect, and any still waiting for their time.
+    flushes: Vec<FlushMarker>,
+}
+
+/// Whether a stored entry is served at `now` (Unix microseconds) under `floor` (the
+/// highest flush threshold in effect).
+fn visible(stored: &Stored, now: u64, floor: u64) -> bool {
+    stored.value.is_some()
+        && (stored.expires == 0 || u64::from(stored.expires) * 1_000_000 > now)
+        && stored.version.0 >= floor
 }
 
 impl Tables {
@@ -128,19 +209,85 @@ impl Tables {
         self.table(table).get(key).map(Entry::from)
     }
 
+    /// The highest flush threshold in effect at `now` (Unix microseconds): entries below
+    /// it are gone.
+    pub fn flush_floor(&self, now: u64) -> u64 {
+        self.flushes
+            .iter()
+            .filter(|m| m.at <= now)
+            .map(|m| m.threshold)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Records a flush marker (markers already superseded are forgotten).
+    pub fn flush(&mut self, marker: FlushMarker) {
+        self.flushes.push(marker);
+        prune_markers(&mut self.flushes, now_micros());
+    }
+
+    /// The flush markers held (for snapshots and registration).
+    pub fn flush_markers(&self) -> Vec<FlushMarker> {
+        self.flushes.clone()
+    }
+
+    /// The key's entry as a read sees it at `now`: from `table`, or (with `None`) the
+    /// newer of both tables; an expired or flushed value reads as a tombstone of its
+    /// version.
+    pub fn read(&self, table: Option<Table>, key: &[u8], now: u64) -> Option<Entry> {
+        let stored = match table {
+            Some(table) => self.table(table).get(key),
+            None => match (self.own.get(key), self.previous.get(key)) {
+                (Some(own), Some(previous)) if previous.version > own.version => Some(previous),
+                (Some(own), _) => Some(own),
+                (None, previous) => previous,
+            },
+        }?;
+        if visible(stored, now, self.flush_floor(now)) {
+            Some(Entry::from(stored))
+        } else {
+            Some(Entry {
+                version: stored.version,
+                flags: 0,
+                expires: 0,
+                value: None,
+            })
+        }
+    }
+
+    /// Drops the values of expired and flushed entries, keeping their versions as
+    /// tombstones (so nothing older can come back); returns how many.
+    pub fn purge_invisible(&mut self, now: u64) -> usize {
+        let floor = self.flush_floor(now);
+        let mut purged = 0;
+        for map in [&mut self.own, &mut self.previous] {
+            for stored in map.values_mut() {
+                if stored.value.is_some() && !visible(stored, now, floor) {
+                    stored.value = None;
+                    stored.flags = 0;
+                    stored.expires = 0;
+                    purged += 1;
+                }
+            }
+        }
+        purged
+    }
+
     /// Applies `entry` to `key` if it is newer than what the table holds.
     pub fn apply(&mut self, table: Table, key: &[u8], entry: Entry) -> Applied {
         self.apply_stored(table, key, Stored::from(entry))
     }
 
     fn apply_stored(&mut self, table: Table, key: &[u8], entry: Stored) -> Applied {
+        let now = now_micros();
+        let floor = self.flush_floor(now);
         let map = self.table_mut(table);
         match map.get_mut(key) {
             Some(current) if current.version >= entry.version => Applied::Stale {
                 current: current.version,
             },
             Some(current) => {
-                let was_live = current.value.is_some();
+                let was_live = visible(current, now, floor);
                 *current = entry;
                 Applied::Applied { was_live }
             }
@@ -151,10 +298,12 @@ impl Tables {
         }
     }
 
-    /// Counts live keys and tombstones of a table.
+    /// Counts live (visible) keys and the rest (tombstones, expired, flushed) of a table.
     pub fn counts(&self, table: Table) -> TableCounts {
+        let now = now_micros();
+        let floor = self.flush_floor(now);
         let map = self.table(table);
-        let live = map.values().filter(|e| e.value.is_some()).count() as u64;
+        let live = map.values().filter(|e| visible(e, now, floor)).count() as u64;
         TableCounts {
             live,
             tombstones: map.len() as u64 - live,
@@ -188,7 +337,7 @@ impl Tables {
 }
 
 fn entry_len(entry: &Stored) -> usize {
-    entry.value.as_ref().map_or(0, |v| v.len()) + 21
+    entry.value.as_ref().map_or(0, |v| v.len()) + 29
 }
 
 /// Both tables behind one lock. Every method locks, delegates to [`Tables`], and unlocks;
@@ -217,12 +366,15 @@ impl Store {
         self.lock().get(table, key)
     }
 
-    /// True if `table` holds a live value (not a tombstone) for `key`; nothing is copied.
+    /// True if `table` holds a visible value for `key`; nothing is copied.
     pub fn is_live(&self, table: Table, key: &[u8]) -> bool {
-        self.lock()
+        let tables = self.lock();
+        let now = now_micros();
+        let floor = tables.flush_floor(now);
+        tables
             .table(table)
             .get(key)
-            .is_some_and(|stored| stored.value.is_some())
+            .is_some_and(|stored| visible(stored, now, floor))
     }
 
     /// The version `table` holds for `key` (live or tombstone), without copying the value.
@@ -234,7 +386,8 @@ impl Store {
     }
 
     /// The newer of the key's entries in `own` and `previous`, read under one lock (so a
-    /// concurrent move between the tables cannot hide it).
+    /// concurrent move between the tables cannot hide it). Invisibility is not applied:
+    /// see [`Store::read`].
     pub fn get_newest(&self, key: &[u8]) -> Option<Entry> {
         let tables = self.lock();
         match (
@@ -245,6 +398,38 @@ impl Store {
             (Some(own), _) => Some(own),
             (None, previous) => previous,
         }
+    }
+
+    /// The key's entry as a read sees it now; see [`Tables::read`].
+    pub fn read(&self, table: Option<Table>, key: &[u8]) -> Option<Entry> {
+        self.lock().read(table, key, now_micros())
+    }
+
+    /// Runs `f` on the tables under the lock (for decisions that must see and change the
+    /// tables in one step; `slave::data` calls it under the log's lock).
+    pub fn with_tables<T>(&self, f: impl FnOnce(&mut Tables) -> T) -> T {
+        f(&mut self.lock())
+    }
+
+    /// The highest flush threshold in effect now.
+    pub fn flush_floor(&self) -> u64 {
+        self.lock().flush_floor(now_micros())
+    }
+
+    /// Records a flush marker.
+    pub fn flush(&self, marker: FlushMarker) {
+        self.lock().flush(marker);
+    }
+
+    /// The flush markers held.
+    pub fn flush_markers(&self) -> Vec<FlushMarker> {
+        self.lock().flush_markers()
+    }
+
+    /// Drops the values of expired and flushed entries (they stay as tombstones); returns
+    /// how many.
+    pub fn purge_invisible(&self) -> usize {
+        self.lock().purge_invisible(now_micros())
     }
 
     /// Applies `entry` to `key` if it is newer than what the table holds.
@@ -261,28 +446,13 @@ impl Store {
         flags: u32,
         version: Version,
     ) -> Applied {
-        self.lock().apply(
-            table,
-            key,
-            Entry {
-                version,
-                flags,
-                value: Some(value),
-            },
-        )
+        self.lock()
+            .apply(table, key, Entry::value(version, flags, value))
     }
 
     /// Leaves a tombstone at `version` unless the table holds that version or a newer one.
     pub fn delete(&self, table: Table, key: &[u8], version: Version) -> Applied {
-        self.lock().apply(
-            table,
-            key,
-            Entry {
-                version,
-                flags: 0,
-                value: None,
-            },
-        )
+        self.lock().apply(table, key, Entry::tombstone(version))
     }
 
     /// Applies many entries under one lock; returns how many were newer and applied.
@@ -553,26 +723,49 @@ mod tests {
     }
 
     #[test]
+    fn expired_and_flushed_entries_read_as_tombstones_and_keep_their_versions() {
+        let store = Store::new();
+        let now_secs = now_micros() / 1_000_000;
+        let mut entry = Entry::value(Version(10), 5, b"v".to_vec());
+        entry.expires = now_secs + 100;
+        store.apply(Table::Own, b"later", entry.clone());
+        entry.expires = now_secs - 1;
+        store.apply(Table::Own, b"gone", entry);
+        assert!(store.is_live(Table::Own, b"later"));
+        assert!(!store.is_live(Table::Own, b"gone"));
+        let gone = store.read(Some(Table::Own), b"gone").expect("an entry");
+        assert_eq!((gone.version, gone.value), (Version(10), None));
+        // An older write cannot bring an expired key back.
+        assert!(matches!(
+            store.put(Table::Own, b"gone", b"old".to_vec(), 0, Version(9)),
+            Applied::Stale { .. }
+        ));
+        // A flush hides everything below its threshold, at once or from a later time.
+        store.put(Table::Own, b"new", b"n".to_vec(), 0, Version(30));
+        store.flush(FlushMarker {
+            threshold: 20,
+            at: 0,
+        });
+        assert!(!store.is_live(Table::Own, b"later"));
+        assert!(store.is_live(Table::Own, b"new"));
+        store.flush(FlushMarker {
+            threshold: 40,
+            at: now_micros() + 60_000_000,
+        });
+        assert!(store.is_live(Table::Own, b"new"), "a delayed flush waits");
+        assert_eq!(store.flush_floor(), 20);
+        assert_eq!(store.flush_markers().len(), 2);
+        assert_eq!(store.purge_invisible(), 2);
+        assert_eq!(store.counts().0.live, 1);
+    }
+
+    #[test]
     fn apply_all_merges_by_version() {
         let store = Store::new();
         store.put(Table::Previous, b"a", b"new".to_vec(), 0, Version(10));
         let incoming = vec![
-            (
-                b"a".to_vec(),
-                Entry {
-                    version: Version(9),
-                    flags: 0,
-                    value: Some(b"old".to_vec()),
-                },
-            ),
-            (
-                b"b".to_vec(),
-                Entry {
-                    version: Version(1),
-                    flags: 0,
-                    value: Some(b"b".to_vec()),
-                },
-            ),
+            (b"a".to_vec(), Entry::value(Version(9), 0, b"old".to_vec())),
+            (b"b".to_vec(), Entry::value(Version(1), 0, b"b".to_vec())),
         ];
         assert_eq!(store.apply_all(Table::Previous, incoming), 1);
         assert_eq!(value(&store, Table::Previous, b"a"), Some(b"new".to_vec()));

@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Kinds: 1 put (table, version, flags, key, value), 2 tombstone (table, version, key),
-//! 3 absorb (optional arc), 4 split (arc), 5 drop-arc (table, arc), 6 clear. Replaying the
+//! 3 absorb (optional arc), 4 split (arc), 5 drop-arc (table, arc), 6 clear, 7 a
+//! snapshot's end (count), 8 put with an expiry (table, version, flags, expires, key,
+//! value), 9 flush marker (threshold, at). Replaying the
 //! records in order rebuilds the tables exactly (puts merge by version, so a repeat is
 //! harmless).
 //!
@@ -34,7 +36,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use byteorder::{ByteOrder, NetworkEndian};
 
 use crate::config::Fsync;
-use crate::store::{Entry, Table, Version};
+use crate::store::{Entry, FlushMarker, Table, Version};
 
 /// First bytes of a log file.
 pub const MAGIC: &[u8; 8] = b"PZWAL001";
@@ -61,6 +63,8 @@ pub enum Record {
         version: u64,
         /// memcached flags.
         flags: u32,
+        /// When the value expires (Unix seconds; 0 never).
+        expires: u64,
         /// The value.
         value: Vec<u8>,
     },
@@ -83,6 +87,8 @@ pub enum Record {
     Clear,
     /// The last record of a snapshot: how many entries it holds.
     End(u64),
+    /// `flush_all`: entries below the threshold are gone from a time on.
+    Flush(FlushMarker),
 }
 
 fn table_byte(table: Table) -> u8 {
@@ -109,6 +115,7 @@ impl Record {
                 key: key.to_vec(),
                 version: entry.version.0,
                 flags: entry.flags,
+                expires: entry.expires,
                 value: value.clone(),
             },
             None => Record::Tombstone {
@@ -139,12 +146,16 @@ impl Record {
                 key,
                 version,
                 flags,
+                expires,
                 value,
             } => {
-                out.push(1);
+                out.push(if *expires == 0 { 1 } else { 8 });
                 out.push(table_byte(*table));
                 put_u64(out, *version);
                 put_u32(out, *flags);
+                if *expires != 0 {
+                    put_u64(out, *expires);
+                }
                 put_u32(out, key.len() as u32);
                 out.extend_from_slice(key);
                 out.extend_from_slice(value);
@@ -183,6 +194,11 @@ impl Record {
                 out.push(7);
                 put_u64(out, *count);
             }
+            Record::Flush(marker) => {
+                out.push(9);
+                put_u64(out, marker.threshold);
+                put_u64(out, marker.at);
+            }
         }
         let body_len = out.len() - start - RECORD_HEADER;
         let crc = crc32fast::hash(&out[start + RECORD_HEADER..]);
@@ -208,9 +224,31 @@ impl Record {
                     key,
                     version,
                     flags,
+                    expires: 0,
                     value,
                 }
             }
+            8 => {
+                let table = table_of(*rest.first()?)?;
+                let version = u64_at(1)?;
+                let flags = u32_at(9)?;
+                let expires = u64_at(13)?;
+                let key_len = u32_at(21)? as usize;
+                let key = rest.get(25..25usize.checked_add(key_len)?)?.to_vec();
+                let value = rest.get(25 + key_len..)?.to_vec();
+                Record::Put {
+                    table,
+                    key,
+                    version,
+                    flags,
+                    expires,
+                    value,
+                }
+            }
+            9 if rest.len() == 16 => Record::Flush(FlushMarker {
+                threshold: u64_at(0)?,
+                at: u64_at(8)?,
+            }),
             2 => {
                 let table = table_of(*rest.first()?)?;
                 let version = u64_at(1)?;
@@ -246,6 +284,7 @@ pub fn entry_of(record: &Record) -> Option<(Table, &[u8], Entry)> {
             key,
             version,
             flags,
+            expires,
             value,
         } => Some((
             *table,
@@ -253,6 +292,7 @@ pub fn entry_of(record: &Record) -> Option<(Table, &[u8], Entry)> {
             Entry {
                 version: Version(*version),
                 flags: *flags,
+                expires: *expires,
                 value: Some(value.clone()),
             },
         )),
@@ -260,15 +300,7 @@ pub fn entry_of(record: &Record) -> Option<(Table, &[u8], Entry)> {
             table,
             key,
             version,
-        } => Some((
-            *table,
-            key,
-            Entry {
-                version: Version(*version),
-                flags: 0,
-                value: None,
-            },
-        )),
+        } => Some((*table, key, Entry::tombstone(Version(*version)))),
         _ => None,
     }
 }
@@ -759,6 +791,40 @@ impl Wal {
         Ok((apply(), lsn))
     }
 
+    /// Like [`Wal::append`], for a mutation that must be decided and applied in one step
+    /// with nothing logged in between (read-modify-write): under the log's lock, `decide`
+    /// returns the record bytes (empty: nothing to log) and its result; the bytes are
+    /// written, then `apply` runs with the result.
+    ///
+    /// # Errors
+    /// As [`Wal::append`]; then nothing was applied.
+    pub fn append_with<T>(
+        &self,
+        decide: impl FnOnce() -> (Vec<u8>, T),
+        apply: impl FnOnce(&T),
+    ) -> Result<(T, Lsn), WalError> {
+        let mut writer = self.lock();
+        if writer.poisoned {
+            return Err(WalError::Poisoned);
+        }
+        let (bytes, decided) = decide();
+        if bytes.is_empty() {
+            return Ok((decided, Lsn(writer.written)));
+        }
+        if let Err(source) = writer.file.write_all(&bytes) {
+            let length = writer.written - writer.base;
+            let _ = writer.file.set_len(length);
+            return Err(WalError::Io {
+                what: "append to the log",
+                path: writer.path.clone(),
+                source,
+            });
+        }
+        writer.written += bytes.len() as u64;
+        apply(&decided);
+        Ok((decided, Lsn(writer.written)))
+    }
+
     /// Waits until the log is on disk up to `lsn` when the mode is `always` (group
     /// commit: the first waiter syncs for all); returns at once otherwise.
     ///
@@ -903,8 +969,21 @@ mod tests {
                 key: b"k1".to_vec(),
                 version: 7,
                 flags: 3,
+                expires: 0,
                 value: b"v\r\n\0".to_vec(),
             },
+            Record::Put {
+                table: Table::Own,
+                key: b"k-ttl".to_vec(),
+                version: 8,
+                flags: 4,
+                expires: 1_900_000_000,
+                value: b"expiring".to_vec(),
+            },
+            Record::Flush(FlushMarker {
+                threshold: 99,
+                at: 1_800_000_000_000_000,
+            }),
             Record::Tombstone {
                 table: Table::Previous,
                 key: b"k2".to_vec(),
@@ -920,6 +999,7 @@ mod tests {
                 key: b"last".to_vec(),
                 version: 10,
                 flags: 0,
+                expires: 0,
                 value: Vec::new(),
             },
         ]

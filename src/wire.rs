@@ -79,6 +79,16 @@ pub enum Opcode {
     /// Ask the coordinator for the routing view (direct routing): reply arg = epoch,
     /// flags bit 0 = stable, value = the members (see `view`).
     RingGet = 0x07,
+    /// A conditional or read-modify-write operation (client to coordinator): value = the
+    /// 40-byte operation (`update::Update`, its expiry field a memcached exptime), then
+    /// the data. `set` with an expiry or a cas, `add`, `replace`, `append`, `prepend`,
+    /// `incr`, `decr`, `touch`, delete with a cas.
+    Update = 0x08,
+    /// Forget everything stored so far (client to coordinator): arg = delay in seconds.
+    Flush = 0x09,
+    /// Read many keys at once (client to coordinator): value = packed keys; reply value =
+    /// one packed result per key, in request order.
+    MultiGet = 0x0A,
     /// A slave joins: key = the address it serves on; reply arg = token, flags = slave id.
     Register = 0x10,
     /// A slave leaves gracefully (flags = slave id, arg = session); answered once its data
@@ -117,6 +127,19 @@ pub enum Opcode {
     /// version, flags = memcached flags; value = epoch (u64), kind (u8: 1 put, 0
     /// delete), then the value.
     Forward = 0x29,
+    /// `SlavePut` with an expiry: value = expires (u64, Unix seconds), then the value.
+    SlavePutEx = 0x2A,
+    /// A read-modify-write decided by the key's primary (add, replace, append, prepend,
+    /// cas, incr/decr, touch, delete with cas): arg = the version to write, value = the
+    /// operation (`update::Update`). Reply `Ok` with the entry written (value = kind u8,
+    /// expires u64, then the value; arg = version; flags), or `NotFound`, `NotStored`,
+    /// `Exists`, `NonNumeric`, `Stale` (arg = the newer version held).
+    SlaveUpdate = 0x2B,
+    /// `flush_all`: arg = threshold version, value = from when (u64 Unix microseconds).
+    SlaveFlush = 0x2C,
+    /// Read many keys of a table (table 0: the newer of both): value = packed keys; reply
+    /// value = one packed result per key, in order.
+    SlaveMultiGet = 0x2D,
 }
 
 impl Opcode {
@@ -131,6 +154,9 @@ impl Opcode {
             0x05 => Ping,
             0x06 => Auth,
             0x07 => RingGet,
+            0x08 => Update,
+            0x09 => Flush,
+            0x0A => MultiGet,
             0x10 => Register,
             0x11 => Deregister,
             0x20 => SlaveGet,
@@ -146,6 +172,10 @@ impl Opcode {
             0x32 => Transfer,
             0x28 => SetView,
             0x29 => Forward,
+            0x2A => SlavePutEx,
+            0x2B => SlaveUpdate,
+            0x2C => SlaveFlush,
+            0x2D => SlaveMultiGet,
             _ => return None,
         })
     }
@@ -180,6 +210,14 @@ pub enum Status {
     /// the view is changing; arg = the slave's view epoch. Fetch the view again
     /// (`RingGet`) or send the request to the coordinator.
     Redirect = 0x0A,
+    /// A conditional write's cas did not match (memcached's `EXISTS`).
+    Exists = 0x0B,
+    /// A conditional write's condition did not hold (memcached's `NOT_STORED`).
+    NotStored = 0x0C,
+    /// incr/decr of a value that is not a decimal number.
+    NonNumeric = 0x0D,
+    /// `SlaveUpdate`: the key holds a newer version (arg) than the one proposed.
+    Stale = 0x0E,
 }
 
 impl Status {
@@ -198,6 +236,10 @@ impl Status {
             0x08 => Busy,
             0x09 => Unauthorized,
             0x0A => Redirect,
+            0x0B => Exists,
+            0x0C => NotStored,
+            0x0D => NonNumeric,
+            0x0E => Stale,
             _ => return None,
         })
     }
@@ -216,6 +258,10 @@ impl Status {
             Status::Busy => "busy",
             Status::Unauthorized => "unauthorized",
             Status::Redirect => "redirect",
+            Status::Exists => "exists",
+            Status::NotStored => "not stored",
+            Status::NonNumeric => "non-numeric value",
+            Status::Stale => "stale",
         }
     }
 }
@@ -273,10 +319,17 @@ impl WireLimits {
                 | Opcode::Status
                 | Opcode::SlaveStats
                 | Opcode::RingGet
-                | Opcode::SetView,
+                | Opcode::SetView
+                | Opcode::MultiGet
+                | Opcode::SlaveMultiGet,
             ) => self.max_value.max(MAX_BULK_VALUE),
             // Epoch and kind ride in front of the value.
             Some(Opcode::Forward) => self.max_value + FORWARD_PREFIX,
+            // The expiry, or the operation, rides in front of the value.
+            Some(Opcode::SlavePutEx) => self.max_value + 8,
+            Some(Opcode::SlaveUpdate | Opcode::Update) => {
+                self.max_value + crate::update::UPDATE_PREFIX
+            }
             _ => self.max_value,
         }
     }
@@ -848,8 +901,8 @@ pub fn decode_arc(value: &[u8]) -> Option<Option<(u64, u64)>> {
 
 /// One entry of a bulk chunk (the value of `BulkPut` requests and `BulkGet` replies).
 ///
-/// Packed as: key_len u32, value_len u32, flags u32, version u64, kind u8 (1 value,
-/// 0 tombstone), key bytes, value bytes; big-endian.
+/// Packed as: key_len u32, value_len u32, flags u32, version u64, expires u64 (Unix
+/// seconds, 0 never), kind u8 (1 value, 0 tombstone), key bytes, value bytes; big-endian.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkEntry {
     /// The key.
@@ -858,12 +911,14 @@ pub struct BulkEntry {
     pub version: u64,
     /// memcached flags.
     pub flags: u32,
+    /// When the value expires (Unix seconds; 0 never).
+    pub expires: u64,
     /// The value, or `None` for a tombstone.
     pub value: Option<Vec<u8>>,
 }
 
 /// Size of the fixed part of a packed bulk entry.
-pub const BULK_ENTRY_HEADER: usize = 21;
+pub const BULK_ENTRY_HEADER: usize = 29;
 
 impl BulkEntry {
     /// Bytes this entry takes when packed.
@@ -879,7 +934,8 @@ impl BulkEntry {
         NetworkEndian::write_u32(&mut head[4..], value.len() as u32);
         NetworkEndian::write_u32(&mut head[8..], self.flags);
         NetworkEndian::write_u64(&mut head[12..], self.version);
-        head[20] = u8::from(self.value.is_some());
+        NetworkEndian::write_u64(&mut head[20..], self.expires);
+        head[28] = u8::from(self.value.is_some());
         out.extend_from_slice(&head);
         out.extend_from_slice(&self.key);
         out.extend_from_slice(value);
@@ -904,7 +960,8 @@ pub fn unpack_bulk(mut chunk: &[u8], limits: &WireLimits) -> Result<Vec<BulkEntr
         let value_len = NetworkEndian::read_u32(&head[4..]) as usize;
         let flags = NetworkEndian::read_u32(&head[8..]);
         let version = NetworkEndian::read_u64(&head[12..]);
-        let kind = head[20];
+        let expires = NetworkEndian::read_u64(&head[20..]);
+        let kind = head[28];
         if key_len == 0 || key_len > limits.max_key {
             return Err(BulkError {
                 index,
@@ -935,11 +992,115 @@ pub fn unpack_bulk(mut chunk: &[u8], limits: &WireLimits) -> Result<Vec<BulkEntr
             key: key.to_vec(),
             version,
             flags,
+            expires,
             value: (kind == 1).then(|| value.to_vec()),
         });
         chunk = &chunk[end..];
     }
     Ok(entries)
+}
+
+/// Packs keys for a multi-get: per key, its length (u32) then its bytes.
+pub fn pack_keys<K: AsRef<[u8]>>(keys: &[K]) -> Vec<u8> {
+    let total: usize = keys.iter().map(|k| 4 + k.as_ref().len()).sum();
+    let mut out = Vec::with_capacity(total);
+    for key in keys {
+        let key = key.as_ref();
+        out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        out.extend_from_slice(key);
+    }
+    out
+}
+
+/// Unpacks the keys of a multi-get, checking each length against the value and the limit.
+///
+/// # Errors
+/// A message naming the bad key.
+pub fn unpack_keys(mut packed: &[u8], max_key: usize) -> Result<Vec<Vec<u8>>, String> {
+    let mut keys = Vec::new();
+    while !packed.is_empty() {
+        let index = keys.len();
+        let Some((len, rest)) = packed.split_first_chunk::<4>() else {
+            return Err(format!("key {index}: truncated length"));
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len == 0 || len > max_key {
+            return Err(format!("key {index}: length {len} out of range"));
+        }
+        let Some((key, rest)) = rest.split_at_checked(len) else {
+            return Err(format!("key {index}: runs past the value"));
+        };
+        keys.push(key.to_vec());
+        packed = rest;
+    }
+    Ok(keys)
+}
+
+/// One key's result in a multi-get reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultiGetHit {
+    /// The entry's version (the cas unique).
+    pub version: u64,
+    /// memcached flags.
+    pub flags: u32,
+    /// When it expires (Unix seconds, 0 never).
+    pub expires: u64,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// Bytes of a hit before its value: kind, version, flags, expires, value length.
+pub const MULTI_GET_HIT_HEADER: usize = 25;
+
+/// Appends one result: a miss is the byte 0; a hit is 1, version u64, flags u32, expires
+/// u64, value length u32, then the value.
+pub fn pack_result(out: &mut Vec<u8>, result: Option<&MultiGetHit>) {
+    let Some(hit) = result else {
+        out.push(0);
+        return;
+    };
+    out.reserve(MULTI_GET_HIT_HEADER + hit.value.len());
+    out.push(1);
+    out.extend_from_slice(&hit.version.to_be_bytes());
+    out.extend_from_slice(&hit.flags.to_be_bytes());
+    out.extend_from_slice(&hit.expires.to_be_bytes());
+    out.extend_from_slice(&(hit.value.len() as u32).to_be_bytes());
+    out.extend_from_slice(&hit.value);
+}
+
+/// Unpacks the results of a multi-get reply.
+///
+/// # Errors
+/// A message naming the bad result.
+pub fn unpack_results(mut packed: &[u8]) -> Result<Vec<Option<MultiGetHit>>, String> {
+    let mut results = Vec::new();
+    while let Some((&kind, rest)) = packed.split_first() {
+        let index = results.len();
+        match kind {
+            0 => {
+                results.push(None);
+                packed = rest;
+            }
+            1 => {
+                let Some((head, rest)) = rest.split_first_chunk::<24>() else {
+                    return Err(format!("result {index}: truncated"));
+                };
+                let len = NetworkEndian::read_u32(&head[20..]) as usize;
+                let Some((value, rest)) = rest.split_at_checked(len) else {
+                    return Err(format!("result {index}: value runs past the reply"));
+                };
+                results.push(Some(MultiGetHit {
+                    version: NetworkEndian::read_u64(&head[..8]),
+                    flags: NetworkEndian::read_u32(&head[8..]),
+                    expires: NetworkEndian::read_u64(&head[12..]),
+                    value: value.to_vec(),
+                }));
+                packed = rest;
+            }
+            other => return Err(format!("result {index}: unknown kind {other}")),
+        }
+    }
+    Ok(results)
 }
 
 /// A malformed bulk chunk.
@@ -1183,12 +1344,14 @@ mod tests {
                 key: b"a".to_vec(),
                 version: 9,
                 flags: 1,
+                expires: 1_900_000_000,
                 value: Some(b"x\r\n\0".to_vec()),
             },
             BulkEntry {
                 key: b"gone".to_vec(),
                 version: 10,
                 flags: 0,
+                expires: 0,
                 value: None,
             },
         ];

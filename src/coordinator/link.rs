@@ -163,7 +163,7 @@ impl SlaveLink {
     ///
     /// # Errors
     /// `Broken` when the connection has failed or the write fails.
-    pub fn send(&self, mut frame: Frame) -> Result<PendingReply, LinkError> {
+    pub fn send(&self, frame: &mut Frame) -> Result<PendingReply, LinkError> {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         frame.request_id = request_id;
         let (tx, rx) = mpsc::sync_channel(1);
@@ -330,11 +330,11 @@ impl SlaveHandle {
     ///
     /// # Errors
     /// See [`SlaveLink::send`] and [`SlaveLink::connect`].
-    pub fn send(&self, frame: Frame) -> Result<PendingReply, LinkError> {
+    pub fn send(&self, mut frame: Frame) -> Result<PendingReply, LinkError> {
         let link = self.link()?;
-        match link.send(frame.clone()) {
+        match link.send(&mut frame) {
             // A link that broke while idle (the slave restarted) is replaced once.
-            Err(LinkError::Broken(_)) => self.link()?.send(frame),
+            Err(LinkError::Broken(_)) => self.link()?.send(&mut frame),
             other => other,
         }
     }
@@ -360,7 +360,10 @@ impl SlaveHandle {
             self.timeout,
             self.secret.as_deref().map(Vec::as_slice),
         )?;
-        let result = link.send(frame).and_then(|pending| pending.wait(timeout));
+        let mut frame = frame;
+        let result = link
+            .send(&mut frame)
+            .and_then(|pending| pending.wait(timeout));
         link.close();
         result
     }

@@ -24,6 +24,7 @@ use log::{info, warn};
 use crate::coordinator::link::SlaveHandle;
 use crate::coordinator::persist::{RingFile, Saved};
 use crate::ring::{Member, Ring, SlaveId, Token, key_hash};
+use crate::store::FlushMarker;
 use crate::view::View;
 use crate::wire::TableSel;
 
@@ -151,6 +152,8 @@ struct State {
     warmup: Option<(Instant, HashSet<SlaveId>)>,
     /// No version at or below this may be issued again (saved with the ring).
     version_floor: u64,
+    /// `flush_all` markers in force (saved with the ring, handed to registering slaves).
+    flushes: Vec<FlushMarker>,
 }
 
 /// Why a request finds no slave.
@@ -248,6 +251,7 @@ impl Membership {
                 join_changes: 0,
                 warmup: None,
                 version_floor: 0,
+                flushes: Vec::new(),
             }),
             epoch_changed: Condvar::new(),
             events: Mutex::new(None),
@@ -294,6 +298,7 @@ impl Membership {
                 .unwrap_or_else(|p| p.into_inner());
             state.ring = Ring::restore(&assigned, saved.next_id);
             state.version_floor = saved.version_floor;
+            state.flushes = saved.flushes.clone();
             if !waiting.is_empty() {
                 info!(
                     "restored the ring: waiting up to {} ms for its {} slaves to register again",
@@ -324,6 +329,7 @@ impl Membership {
             Saved {
                 next_id: state.ring.next_id(),
                 version_floor: state.version_floor,
+                flushes: state.flushes.clone(),
                 slaves: state
                     .ring
                     .assigned()
@@ -340,6 +346,25 @@ impl Membership {
             }
         };
         file.save(&saved)
+    }
+
+    /// Records a `flush_all` marker and saves it before returning, so a slave that
+    /// registers later (or after a restart) gets it too.
+    ///
+    /// # Errors
+    /// When there is a ring file and it cannot be written.
+    pub fn add_flush(&self, marker: FlushMarker) -> Result<(), String> {
+        {
+            let mut state = self.lock();
+            state.flushes.push(marker);
+            crate::store::prune_markers(&mut state.flushes, crate::store::now_micros());
+        }
+        self.try_save()
+    }
+
+    /// The `flush_all` markers in force.
+    pub fn flushes(&self) -> Vec<FlushMarker> {
+        self.lock().flushes.clone()
     }
 
     /// The version floor restored at start (0 if none).
@@ -745,7 +770,8 @@ impl Membership {
 
     /// Every (slave, table) a write of `key` must reach: the key's primary (`own`) and
     /// replica (`previous`), plus, while a slave is joining, where the key will live once
-    /// it has joined. The ticket counts the write as under way until it is dropped.
+    /// it has joined; the primary comes first (when the ring has one). The ticket counts
+    /// the write as under way until it is dropped.
     ///
     /// # Errors
     /// As [`Membership::route`].
@@ -781,6 +807,12 @@ impl Membership {
         }
         targets.sort_by_key(|&(id, table)| (id, table as u8));
         targets.dedup();
+        // The key's primary first: it decides read-modify-writes (`update`).
+        if let Some(primary) = state.ring.placement(hash).map(|p| p.primary)
+            && let Some(at) = targets.iter().position(|&t| t == (primary, TableSel::Own))
+        {
+            targets.swap(0, at);
+        }
         let handles = targets
             .into_iter()
             .filter_map(|(id, table)| {

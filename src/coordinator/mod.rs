@@ -371,6 +371,14 @@ impl Coordinator {
                 key: std::mem::take(&mut frame.key),
                 cas: 0,
             },
+            Opcode::Update => match crate::update::Update::decode(&frame.value) {
+                Some(update) => update.into_request(std::mem::take(&mut frame.key)),
+                None => return frame.error_reply(Status::Invalid, "malformed operation"),
+            },
+            Opcode::Flush => Request::FlushAll {
+                delay: u32::try_from(frame.arg).unwrap_or(u32::MAX),
+            },
+            Opcode::MultiGet => return self.multi_get(&frame),
             Opcode::Ping => return frame.reply(Status::Ok),
             Opcode::RingGet => {
                 let view = self.membership.view();
@@ -404,18 +412,57 @@ impl Coordinator {
             Outcome::NotFound => reply.status = Status::NotFound,
             Outcome::Stored { version } => reply.arg = version,
             Outcome::Deleted | Outcome::Flushed => {}
-            Outcome::NotStored | Outcome::Exists => reply.status = Status::NotFound,
+            Outcome::NotStored => reply.status = Status::NotStored,
+            Outcome::Exists => reply.status = Status::Exists,
             Outcome::Number { value, version } => {
                 reply.arg = version;
                 reply.value = value.to_string().into_bytes();
             }
             Outcome::Failed(failure) => {
                 let status = match failure {
-                    Failure::Invalid(_) | Failure::NonNumeric => Status::Invalid,
+                    Failure::Invalid(_) => Status::Invalid,
+                    Failure::NonNumeric => Status::NonNumeric,
                     Failure::TooLarge => Status::TooLarge,
                     Failure::Unavailable(_) => Status::Unavailable,
                 };
                 reply = frame.error_reply(status, &failure.to_string());
+            }
+        }
+        reply
+    }
+
+    /// MULTI_GET: value = packed keys; the reply lists one result per key, in order.
+    fn multi_get(&self, frame: &Frame) -> Frame {
+        let keys = match wire::unpack_keys(&frame.value, self.limits.max_key) {
+            Ok(keys) => keys,
+            Err(e) => return frame.error_reply(Status::Invalid, &e),
+        };
+        let mut reply = frame.reply(Status::Ok);
+        for outcome in self.router.get_many(&keys) {
+            match outcome {
+                Outcome::Found(found) => wire::pack_result(
+                    &mut reply.value,
+                    Some(&wire::MultiGetHit {
+                        version: found.version,
+                        flags: found.flags,
+                        expires: found.expires,
+                        value: found.value,
+                    }),
+                ),
+                Outcome::NotFound => wire::pack_result(&mut reply.value, None),
+                other => {
+                    let why = match other {
+                        Outcome::Failed(failure) => failure.to_string(),
+                        other => format!("unexpected outcome {other:?}"),
+                    };
+                    return frame.error_reply(Status::Unavailable, &why);
+                }
+            }
+            if reply.value.len() > wire::MAX_BULK_VALUE {
+                return frame.error_reply(
+                    Status::TooLarge,
+                    "the values asked for are over 8 MiB: ask fewer keys at once",
+                );
             }
         }
         reply
@@ -447,6 +494,16 @@ impl Coordinator {
         reply.arg = registered.token.0;
         reply.flags = registered.id.0;
         reply.value = registered.session.to_be_bytes().to_vec();
+        // The flush markers in force, so a slave that missed a flush_all never serves
+        // what it flushed: a count (u8), then threshold and time (u64 each) per marker.
+        let flushes = self.membership.flushes();
+        reply.value.push(flushes.len() as u8);
+        for marker in flushes {
+            reply
+                .value
+                .extend_from_slice(&marker.threshold.to_be_bytes());
+            reply.value.extend_from_slice(&marker.at.to_be_bytes());
+        }
         reply
             .value
             .extend_from_slice(self.heartbeat_addr.to_string().as_bytes());

@@ -10,6 +10,7 @@
 //! piazza-ring 1
 //! next_id 3
 //! version_floor 1795514671000000
+//! flush 28728234736000000 0
 //! slave 1 127.0.0.1:7410 0x88ea0259dcb4bd81 on
 //! slave 2 127.0.0.1:7411 0x08ea0259dcb4bd81 off
 //! ```
@@ -22,6 +23,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::ring::{SlaveId, Token};
+use crate::store::FlushMarker;
 use crate::wal::sync_dir;
 
 /// What is kept.
@@ -33,6 +35,8 @@ pub struct Saved {
     pub version_floor: u64,
     /// Every slave ever registered: id, address, token, on the ring.
     pub slaves: Vec<(SlaveId, String, Token, bool)>,
+    /// `flush_all` markers still in force: threshold version, from when (Unix µs).
+    pub flushes: Vec<FlushMarker>,
 }
 
 /// The `ring` file of a data dir.
@@ -94,6 +98,9 @@ pub fn render(saved: &Saved) -> String {
         "piazza-ring 1\nnext_id {}\nversion_floor {}\n",
         saved.next_id, saved.version_floor
     );
+    for marker in &saved.flushes {
+        text.push_str(&format!("flush {} {}\n", marker.threshold, marker.at));
+    }
     for (id, addr, token, on) in &saved.slaves {
         text.push_str(&format!(
             "slave {id} {addr} {token} {}\n",
@@ -116,6 +123,10 @@ pub fn parse(text: &str) -> Result<Saved, String> {
         match fields.as_slice() {
             ["next_id", n] => saved.next_id = n.parse().map_err(|_| bad())?,
             ["version_floor", n] => saved.version_floor = n.parse().map_err(|_| bad())?,
+            ["flush", threshold, at] => saved.flushes.push(FlushMarker {
+                threshold: threshold.parse().map_err(|_| bad())?,
+                at: at.parse().map_err(|_| bad())?,
+            }),
             ["slave", id, addr, token, on] => {
                 let token = token
                     .strip_prefix("0x")
@@ -157,6 +168,10 @@ mod tests {
                 (SlaveId(1), "127.0.0.1:7410".into(), Token(0x88ea), true),
                 (SlaveId(2), "127.0.0.1:7411".into(), Token(u64::MAX), false),
             ],
+            flushes: vec![FlushMarker {
+                threshold: 99,
+                at: 7,
+            }],
         };
         file.save(&saved).unwrap();
         assert_eq!(file.load().unwrap(), Some(saved));

@@ -17,16 +17,24 @@
 //! No lock is held across slave I/O: routes are looked up under the membership lock and
 //! the I/O happens after it is released.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
 use crate::clock::{self, VersionClock};
 use crate::coordinator::link::{LinkError, SlaveHandle};
+use crate::coordinator::membership::NO_SLAVES;
 use crate::coordinator::membership::{Membership, Route};
-use crate::request::{Failure, Found, Outcome, Request};
-use crate::wire::{Frame, Opcode, Status, TableSel};
+use crate::request::{Create, Failure, Found, Outcome, Request, StoreMode, expires_at, unix_now};
+use crate::ring::SlaveId;
+use crate::ring::key_hash;
+use crate::slave::WITH_EXPIRY;
+use crate::store::{Entry, FlushMarker, Version, now_micros};
+use crate::update::{self, Op, Update, decode_entry};
+use crate::wire::{self, Frame, Opcode, Status, TableSel};
 
 /// Counters the memcached `stats` command reports.
 #[derive(Default)]
@@ -97,6 +105,11 @@ impl Counters {
     }
 }
 
+/// Per-key locks for read-modify-writes: a key's operations take the lock of its stripe
+/// for their whole run (decision at the primary, copies, retries), so each key has one
+/// sequencer at a time.
+const STRIPES: usize = 1024;
+
 /// The request router.
 pub struct Router {
     membership: std::sync::Arc<Membership>,
@@ -105,6 +118,7 @@ pub struct Router {
     pub counters: Counters,
     max_value_bytes: usize,
     write_timeout: Duration,
+    stripes: Vec<Mutex<()>>,
 }
 
 impl Router {
@@ -120,6 +134,7 @@ impl Router {
             counters: Counters::default(),
             max_value_bytes,
             write_timeout,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
         }
     }
 
@@ -127,15 +142,63 @@ impl Router {
     pub fn serve(&self, request: Request) -> Outcome {
         match request {
             Request::Get { key } => self.get(&key),
-            Request::Put { key, value, flags } => self.put(key, value, flags),
+            Request::Put { key, value, flags } => self.put(key, value, flags, 0),
+            Request::Store {
+                mode: StoreMode::Set,
+                key,
+                value,
+                flags,
+                exptime,
+                cas: 0,
+            } => self.put(key, value, flags, expires_at(exptime, unix_now())),
+            Request::Store {
+                mode,
+                key,
+                value,
+                flags,
+                exptime,
+                cas,
+            } => self.store(mode, key, value, flags, exptime, cas),
             Request::Delete { key, cas: 0 } => self.delete(key),
-            _ => Outcome::Failed(Failure::Unavailable("not served yet".into())),
+            Request::Delete { key, cas } => {
+                self.counters.cmd_delete.fetch_add(1, Ordering::Relaxed);
+                let update = Update {
+                    cas,
+                    ..Update::new(Op::Delete)
+                };
+                match self.update(key, &update) {
+                    Ok(_) => {
+                        self.counters.delete_hits.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Deleted
+                    }
+                    Err(outcome) => {
+                        if outcome == Outcome::NotFound {
+                            self.counters.delete_misses.fetch_add(1, Ordering::Relaxed);
+                        }
+                        outcome
+                    }
+                }
+            }
+            Request::Touch { key, exptime } => self.touch(key, exptime),
+            Request::Arith {
+                key,
+                decr,
+                delta,
+                create,
+                exptime,
+                cas,
+            } => self.arith(key, decr, delta, create, exptime, cas),
+            Request::FlushAll { delay } => self.flush_all(delay),
         }
     }
 
     fn next_version(&self) -> Result<u64, Outcome> {
+        self.next_version_above(0)
+    }
+
+    fn next_version_above(&self, stored: u64) -> Result<u64, Outcome> {
         self.clock
-            .next(|floor| self.membership.reserve_versions(floor))
+            .next_above(stored, |floor| self.membership.reserve_versions(floor))
             .map_err(|e| {
                 Outcome::Failed(Failure::Unavailable(format!(
                     "cannot save the version floor: {e}"
@@ -162,12 +225,20 @@ impl Router {
         };
         match reply.status {
             Status::Ok => {
+                let Some((expires, _)) = reply.value.split_first_chunk::<8>() else {
+                    return Outcome::Failed(Failure::Unavailable(
+                        "a slave's read reply lacks the expiry".into(),
+                    ));
+                };
+                let expires = u64::from_be_bytes(*expires);
+                let mut value = reply.value;
+                value.drain(..8);
                 self.counters.get_hits.fetch_add(1, Ordering::Relaxed);
                 Outcome::Found(Found {
-                    value: reply.value,
+                    value,
                     flags: reply.flags,
                     version: reply.arg,
-                    expires: 0,
+                    expires,
                 })
             }
             Status::NotFound => {
@@ -178,11 +249,153 @@ impl Router {
         }
     }
 
+    /// Reads many keys at once: the keys are grouped by primary and each group goes to its
+    /// slave as one `SlaveMultiGet` (of at most [`MULTI_GET_BATCH`] keys), all slaves at
+    /// once. A slave that fails is declared dead and its keys are asked of their replicas.
+    /// The outcomes are in the order of `keys`. Not a snapshot: each slave answers for its
+    /// keys at its own moment.
+    pub fn get_many(&self, keys: &[Vec<u8>]) -> Vec<Outcome> {
+        self.counters
+            .cmd_get
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
+        let mut outcomes = vec![Outcome::NotFound; keys.len()];
+        // Per primary: its handle, the replica of each key, and the keys' positions.
+        let mut groups: HashMap<SlaveId, Batch> = HashMap::new();
+        for (index, key) in keys.iter().enumerate() {
+            match self.route(key) {
+                Ok(route) => {
+                    let batch = groups.entry(route.primary.id).or_insert_with(|| Batch {
+                        slave: Arc::clone(&route.primary),
+                        recovering: route.recovering,
+                        items: Vec::new(),
+                    });
+                    batch.items.push((index, route.replica));
+                }
+                Err(outcome) => outcomes[index] = outcome,
+            }
+        }
+        let mut sent = Vec::new();
+        for batch in groups.into_values() {
+            for items in batch.items.chunks(MULTI_GET_BATCH) {
+                let table = if batch.recovering {
+                    TableSel::None
+                } else {
+                    TableSel::Own
+                };
+                let pending = batch.slave.send(multi_get_frame(keys, items, table));
+                sent.push((Arc::clone(&batch.slave), items.to_vec(), pending));
+            }
+        }
+        let mut retry: HashMap<SlaveId, (Arc<SlaveHandle>, Vec<BatchItem>)> = HashMap::new();
+        for (slave, items, pending) in sent {
+            let reply = pending.and_then(|p| p.wait(slave.timeout()));
+            match reply {
+                Ok(reply) if self.fill(&reply, &items, &mut outcomes) => {}
+                Ok(reply) if reply.status == Status::TooLarge => {
+                    for &(index, _) in &items {
+                        outcomes[index] = self.get_uncounted(&keys[index]);
+                    }
+                }
+                Ok(reply) => {
+                    let refused = slave_refused(reply.status, &reply);
+                    for &(index, _) in &items {
+                        outcomes[index] = refused.clone();
+                    }
+                }
+                Err(e) => {
+                    self.membership
+                        .suspect(slave.id, &format!("a multi-get failed: {e}"));
+                    for (index, replica) in items {
+                        match replica {
+                            Some(replica) => retry
+                                .entry(replica.id)
+                                .or_insert_with(|| (Arc::clone(&replica), Vec::new()))
+                                .1
+                                .push((index, None)),
+                            None => outcomes[index] = unavailable(&slave, &e),
+                        }
+                    }
+                }
+            }
+        }
+        // The failed primaries' keys, from their replicas (the newer of both tables).
+        let sent: Vec<_> = retry
+            .into_values()
+            .flat_map(|(replica, items)| {
+                items
+                    .chunks(MULTI_GET_BATCH)
+                    .map(|items| {
+                        let pending = replica.send(multi_get_frame(keys, items, TableSel::None));
+                        (Arc::clone(&replica), items.to_vec(), pending)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (replica, items, pending) in sent {
+            match pending.and_then(|p| p.wait(replica.timeout())) {
+                Ok(reply) if self.fill(&reply, &items, &mut outcomes) => {}
+                Ok(_) => {
+                    for &(index, _) in &items {
+                        outcomes[index] = self.get_uncounted(&keys[index]);
+                    }
+                }
+                Err(e) => {
+                    self.membership
+                        .suspect(replica.id, &format!("a multi-get failed: {e}"));
+                    for &(index, _) in &items {
+                        outcomes[index] = unavailable(&replica, &e);
+                    }
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// Puts the results of a `SlaveMultiGet` reply in place; false if the reply is not a
+    /// well-formed answer for `items`.
+    fn fill(&self, reply: &Frame, items: &[BatchItem], outcomes: &mut [Outcome]) -> bool {
+        if reply.status != Status::Ok {
+            return false;
+        }
+        let Ok(results) = wire::unpack_results(&reply.value) else {
+            return false;
+        };
+        if results.len() != items.len() {
+            return false;
+        }
+        for (&(index, _), result) in items.iter().zip(results) {
+            outcomes[index] = match result {
+                Some(hit) => {
+                    self.counters.get_hits.fetch_add(1, Ordering::Relaxed);
+                    Outcome::Found(Found {
+                        value: hit.value,
+                        flags: hit.flags,
+                        version: hit.version,
+                        expires: hit.expires,
+                    })
+                }
+                None => {
+                    self.counters.get_misses.fetch_add(1, Ordering::Relaxed);
+                    Outcome::NotFound
+                }
+            };
+        }
+        true
+    }
+
+    /// A single get whose `cmd_get` was already counted.
+    fn get_uncounted(&self, key: &[u8]) -> Outcome {
+        self.counters.cmd_get.fetch_sub(1, Ordering::Relaxed);
+        self.get(key)
+    }
+
     /// Reads `key` from the primary's `own` (and `previous`, while data moves), falling
-    /// back to the replica's `previous` if the primary does not answer.
+    /// back to the replica's `previous` if the primary does not answer. The reply's value
+    /// starts with the entry's expiry.
     fn read(&self, route: &Route, key: &[u8]) -> Result<Frame, Outcome> {
         let mut request = Frame::request(Opcode::SlaveGet, 0, key.to_vec(), Vec::new());
         request.table = TableSel::Own;
+        request.flags = WITH_EXPIRY;
         let primary_result = if route.recovering {
             // Ranges are moving between the primary's tables: ask for the newer of both,
             // read under one lock on the slave.
@@ -215,23 +428,32 @@ impl Router {
         })
     }
 
-    fn put(&self, key: Vec<u8>, value: Vec<u8>, flags: u32) -> Outcome {
+    /// A `set`: written to every place at once, at a fresh version. A value over the
+    /// limit is refused and, as memcached does, removes the key's old value.
+    fn put(&self, key: Vec<u8>, value: Vec<u8>, flags: u32, expires: u64) -> Outcome {
         self.counters.cmd_set.fetch_add(1, Ordering::Relaxed);
-        if value.len() > self.max_value_bytes {
-            return Outcome::Failed(Failure::TooLarge);
-        }
         if let Err(outcome) = check_key(&key) {
             return outcome;
+        }
+        if value.len() > self.max_value_bytes {
+            let _ = self.delete(key);
+            return Outcome::Failed(Failure::TooLarge);
         }
         let version = match self.next_version() {
             Ok(version) => version,
             Err(outcome) => return outcome,
         };
-        let mut frame = Frame::request(Opcode::SlavePut, 0, key, value);
-        frame.flags = flags;
-        frame.arg = version;
+        let frame = entry_frame(
+            key,
+            Entry {
+                version: Version(version),
+                flags,
+                expires,
+                value: Some(value),
+            },
+        );
         match self.write_all(frame) {
-            Ok(_) => Outcome::Stored { version },
+            Ok((_, version)) => Outcome::Stored { version },
             Err(outcome) => outcome,
         }
     }
@@ -241,57 +463,297 @@ impl Router {
         if let Err(outcome) = check_key(&key) {
             return outcome;
         }
-        let mut frame = Frame::request(Opcode::SlaveDelete, 0, key, Vec::new());
-        frame.arg = match self.next_version() {
+        let version = match self.next_version() {
             Ok(version) => version,
             Err(outcome) => return outcome,
         };
+        let frame = entry_frame(key, Entry::tombstone(Version(version)));
         match self.write_all(frame) {
-            Ok(replies) if replies.iter().any(|r| r.status == Status::Ok) => Outcome::Deleted,
-            Ok(_) => Outcome::NotFound,
+            Ok((replies, _)) if replies.iter().any(|r| r.status == Status::Ok) => {
+                self.counters.delete_hits.fetch_add(1, Ordering::Relaxed);
+                Outcome::Deleted
+            }
+            Ok(_) => {
+                self.counters.delete_misses.fetch_add(1, Ordering::Relaxed);
+                Outcome::NotFound
+            }
             Err(outcome) => outcome,
+        }
+    }
+
+    /// `add replace append prepend`, and `cas` (a `Set` with a cas).
+    fn store(
+        &self,
+        mode: StoreMode,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        flags: u32,
+        exptime: i64,
+        cas: u64,
+    ) -> Outcome {
+        self.counters.cmd_set.fetch_add(1, Ordering::Relaxed);
+        if value.len() > self.max_value_bytes {
+            if matches!(mode, StoreMode::Set | StoreMode::Add | StoreMode::Replace) {
+                let _ = self.delete(key);
+            }
+            return Outcome::Failed(Failure::TooLarge);
+        }
+        let op = match mode {
+            StoreMode::Set => Op::Set,
+            StoreMode::Add => Op::Add,
+            StoreMode::Replace => Op::Replace,
+            StoreMode::Append => Op::Append,
+            StoreMode::Prepend => Op::Prepend,
+        };
+        let update = Update {
+            flags,
+            expires: expires_at(exptime, unix_now()),
+            cas,
+            data: value,
+            ..Update::new(op)
+        };
+        let outcome = match self.update(key, &update) {
+            Ok(entry) => Outcome::Stored {
+                version: entry.version.0,
+            },
+            Err(outcome) => outcome,
+        };
+        if cas != 0 {
+            let counter = match outcome {
+                Outcome::Stored { .. } => &self.counters.cas_hits,
+                Outcome::Exists => &self.counters.cas_badval,
+                _ => &self.counters.cas_misses,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// `touch`/`gat`: a new expiry, the value returned.
+    fn touch(&self, key: Vec<u8>, exptime: i64) -> Outcome {
+        self.counters.cmd_touch.fetch_add(1, Ordering::Relaxed);
+        let update = Update {
+            expires: expires_at(exptime, unix_now()),
+            ..Update::new(Op::Touch)
+        };
+        match self.update(key, &update) {
+            Ok(entry) => {
+                self.counters.touch_hits.fetch_add(1, Ordering::Relaxed);
+                Outcome::Found(Found {
+                    value: entry.value.unwrap_or_default(),
+                    flags: entry.flags,
+                    version: entry.version.0,
+                    expires: entry.expires,
+                })
+            }
+            Err(outcome) => {
+                if outcome == Outcome::NotFound {
+                    self.counters.touch_misses.fetch_add(1, Ordering::Relaxed);
+                }
+                outcome
+            }
+        }
+    }
+
+    fn arith(
+        &self,
+        key: Vec<u8>,
+        decr: bool,
+        delta: u64,
+        create: Option<Create>,
+        exptime: Option<i64>,
+        cas: u64,
+    ) -> Outcome {
+        let now = unix_now();
+        let mut update = Update {
+            delta,
+            cas,
+            ..Update::new(if decr { Op::Decr } else { Op::Incr })
+        };
+        if let Some(create) = create {
+            update.create = true;
+            update.initial = create.initial;
+            update.flags = create.flags;
+            update.expires = expires_at(create.exptime, now);
+        }
+        if let Some(exptime) = exptime {
+            update.set_expires = true;
+            update.expires = expires_at(exptime, now);
+        }
+        let (hits, misses) = if decr {
+            (&self.counters.decr_hits, &self.counters.decr_misses)
+        } else {
+            (&self.counters.incr_hits, &self.counters.incr_misses)
+        };
+        match self.update(key, &update) {
+            Ok(entry) => {
+                hits.fetch_add(1, Ordering::Relaxed);
+                let number = entry.value.as_deref().and_then(update::parse_number);
+                match number {
+                    Some(value) => Outcome::Number {
+                        value,
+                        version: entry.version.0,
+                    },
+                    None => Outcome::Failed(Failure::NonNumeric),
+                }
+            }
+            Err(outcome) => {
+                if outcome == Outcome::NotFound {
+                    misses.fetch_add(1, Ordering::Relaxed);
+                }
+                outcome
+            }
+        }
+    }
+
+    /// `flush_all [delay]`: a marker (threshold version, time) saved by the coordinator
+    /// and sent to every slave; entries older than the threshold are gone from that time
+    /// on, everywhere, whatever the slave's tables hold.
+    fn flush_all(&self, delay: u32) -> Outcome {
+        self.counters.cmd_flush.fetch_add(1, Ordering::Relaxed);
+        let version = match self.next_version() {
+            Ok(version) => version,
+            Err(outcome) => return outcome,
+        };
+        let marker = if delay == 0 {
+            FlushMarker {
+                threshold: version,
+                at: 0,
+            }
+        } else {
+            let at = now_micros().saturating_add(u64::from(delay) * 1_000_000);
+            FlushMarker {
+                threshold: version.max(at << clock::SOURCE_BITS),
+                at,
+            }
+        };
+        if let Err(e) = self.membership.add_flush(marker) {
+            return Outcome::Failed(Failure::Unavailable(format!("cannot save the flush: {e}")));
+        }
+        let mut request = Frame::request(
+            Opcode::SlaveFlush,
+            0,
+            Vec::new(),
+            marker.at.to_be_bytes().to_vec(),
+        );
+        request.arg = marker.threshold;
+        let sent: Vec<_> = self
+            .membership
+            .reachable_handles()
+            .into_iter()
+            .map(|(id, slave)| (id, slave.send(request.clone()), slave))
+            .collect();
+        for (id, pending, slave) in sent {
+            match pending.and_then(|p| p.wait(slave.timeout())) {
+                Ok(reply) if reply.status == Status::Ok => {}
+                Ok(reply) => return slave_refused(reply.status, &reply),
+                // A slave that missed it is declared dead; it gets the marker when it
+                // registers again, before it serves anything.
+                Err(e) => self.membership.suspect(id, &format!("a flush failed: {e}")),
+            }
+        }
+        Outcome::Flushed
+    }
+
+    /// Runs a read-modify-write on `key` with the key's stripe lock held: the primary
+    /// decides and applies it at a proposed version, then the entry it wrote goes to the
+    /// key's other places. After a failure the same version is proposed again (a slave
+    /// that has it answers with it), on the placement after the failed slave left.
+    /// Returns the entry written, or the outcome that refused it.
+    fn update(&self, key: Vec<u8>, update: &Update) -> Result<Entry, Outcome> {
+        check_key(&key)?;
+        let stripe = (key_hash(&key) % STRIPES as u64) as usize;
+        let _sequencer = self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now() + self.write_timeout;
+        let mut version = self.next_version()?;
+        let payload = update.encode();
+        loop {
+            let (targets, ticket) = self
+                .membership
+                .write_targets(&key)
+                .map_err(|why| Outcome::Failed(Failure::Unavailable(why)))?;
+            let Some(((primary, table), others)) = targets.split_first() else {
+                return Err(Outcome::Failed(Failure::Unavailable(NO_SLAVES.into())));
+            };
+            let mut request = Frame::request(Opcode::SlaveUpdate, 0, key.clone(), payload.clone());
+            request.table = *table;
+            request.arg = version;
+            let failure = match primary
+                .send(request)
+                .and_then(|p| p.wait(primary.timeout()))
+            {
+                Ok(reply) => match reply.status {
+                    Status::Ok => {
+                        let entry = decode_entry(reply.arg, reply.flags, &reply.value).ok_or_else(
+                            || {
+                                Outcome::Failed(Failure::Unavailable(
+                                    "a slave's update reply is malformed".into(),
+                                ))
+                            },
+                        )?;
+                        let frame = entry_frame(key.clone(), entry.clone());
+                        match self.send_to(others, &frame) {
+                            Ok(_) => return Ok(entry),
+                            Err(failure) => failure,
+                        }
+                    }
+                    Status::Stale => {
+                        drop(ticket);
+                        version = self.next_version_above(reply.arg)?;
+                        continue;
+                    }
+                    Status::NotFound => return Err(Outcome::NotFound),
+                    Status::NotStored => return Err(Outcome::NotStored),
+                    Status::Exists => return Err(Outcome::Exists),
+                    Status::NonNumeric => return Err(Outcome::Failed(Failure::NonNumeric)),
+                    status => return Err(slave_refused(status, &reply)),
+                },
+                Err(e) => {
+                    self.membership
+                        .suspect(primary.id, &format!("an update failed: {e}"));
+                    unavailable(primary, &e)
+                }
+            };
+            let epoch = ticket.epoch();
+            drop(ticket);
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(failure);
+            }
+            self.membership.wait_epoch(epoch, deadline - now);
         }
     }
 
     /// Sends `frame` to every slave that must hold its key, all at once, and waits for all.
     /// A slave that fails is declared dead; the write then waits for the ring to change and
-    /// tries again on the new placement (same version, so a repeat is harmless).
-    fn write_all(&self, frame: Frame) -> Result<Vec<Frame>, Outcome> {
+    /// tries again on the new placement (same version, so a repeat is harmless). If the
+    /// key's primary already holds a newer version (a concurrent write that got there
+    /// first with a higher one), the write is sent again at a version above it, so what
+    /// the primary holds, and then every copy, is the order writes took effect in.
+    /// Returns the replies and the version written.
+    fn write_all(&self, mut frame: Frame) -> Result<(Vec<Frame>, u64), Outcome> {
         let deadline = Instant::now() + self.write_timeout;
         loop {
             let (targets, ticket) = self
                 .membership
                 .write_targets(&frame.key)
                 .map_err(|why| Outcome::Failed(Failure::Unavailable(why)))?;
-            let sent: Vec<_> = targets
-                .iter()
-                .map(|(slave, table)| {
-                    let mut copy = frame.clone();
-                    copy.table = *table;
-                    (slave, slave.send(copy))
-                })
-                .collect();
-            let mut replies = Vec::with_capacity(sent.len());
-            let mut failed = None;
-            for (slave, pending) in sent {
-                match pending.and_then(|p| p.wait(slave.timeout())) {
-                    Ok(reply) if matches!(reply.status, Status::Ok | Status::NotFound) => {
-                        replies.push(reply)
+            let failure = match self.send_to(&targets, &frame) {
+                Ok(replies) => {
+                    let superseded = replies.first().map_or(0, |r| r.arg);
+                    if superseded <= frame.arg {
+                        return Ok((replies, frame.arg));
                     }
-                    // The slave answered but refused: retrying will not help.
-                    Ok(reply) => return Err(slave_refused(reply.status, &reply)),
-                    Err(e) => {
-                        self.membership
-                            .suspect(slave.id, &format!("a write failed: {e}"));
-                        failed = Some(unavailable(slave, &e));
-                    }
+                    drop(ticket);
+                    frame.arg = self.next_version_above(superseded)?;
+                    continue;
                 }
-            }
+                Err(failure) => failure,
+            };
             let epoch = ticket.epoch();
             drop(ticket);
-            let Some(failure) = failed else {
-                return Ok(replies);
-            };
             let now = Instant::now();
             if now >= deadline {
                 return Err(failure);
@@ -300,6 +762,89 @@ impl Router {
             self.membership.wait_epoch(epoch, deadline - now);
         }
     }
+
+    /// Sends `frame` to `targets` at once and waits for every reply (in target order).
+    /// A slave that does not answer is declared dead; the error is the outcome for it.
+    fn send_to(
+        &self,
+        targets: &[(Arc<SlaveHandle>, TableSel)],
+        frame: &Frame,
+    ) -> Result<Vec<Frame>, Outcome> {
+        let sent: Vec<_> = targets
+            .iter()
+            .map(|(slave, table)| {
+                let mut copy = frame.clone();
+                copy.table = *table;
+                (slave, slave.send(copy))
+            })
+            .collect();
+        let mut replies = Vec::with_capacity(sent.len());
+        let mut failed = None;
+        for (slave, pending) in sent {
+            match pending.and_then(|p| p.wait(slave.timeout())) {
+                Ok(reply) if matches!(reply.status, Status::Ok | Status::NotFound) => {
+                    replies.push(reply)
+                }
+                // The slave answered but refused: retrying will not help.
+                Ok(reply) => return Err(slave_refused(reply.status, &reply)),
+                Err(e) => {
+                    self.membership
+                        .suspect(slave.id, &format!("a write failed: {e}"));
+                    failed = Some(unavailable(slave, &e));
+                }
+            }
+        }
+        match failed {
+            Some(failure) => Err(failure),
+            None => Ok(replies),
+        }
+    }
+}
+
+/// Keys per `SlaveMultiGet` frame at most.
+pub const MULTI_GET_BATCH: usize = 512;
+
+/// One slave's share of a multi-get.
+struct Batch {
+    slave: Arc<SlaveHandle>,
+    recovering: bool,
+    /// Each key's position in the request, and its replica.
+    items: Vec<BatchItem>,
+}
+
+/// A key's position in a multi-get, and its replica.
+type BatchItem = (usize, Option<Arc<SlaveHandle>>);
+
+/// A `SlaveMultiGet` of the keys at `items`' positions.
+fn multi_get_frame(keys: &[Vec<u8>], items: &[BatchItem], table: TableSel) -> Frame {
+    let chosen: Vec<&[u8]> = items.iter().map(|&(i, _)| keys[i].as_slice()).collect();
+    let mut frame = Frame::request(
+        Opcode::SlaveMultiGet,
+        0,
+        Vec::new(),
+        wire::pack_keys(&chosen),
+    );
+    frame.table = table;
+    frame
+}
+
+/// The slave frame that writes `entry` under `key`: `SlavePut` (`SlavePutEx` with an
+/// expiry, in front of the value) or `SlaveDelete`, at the entry's version.
+fn entry_frame(key: Vec<u8>, entry: Entry) -> Frame {
+    let (opcode, value) = match entry.value {
+        None => (Opcode::SlaveDelete, Vec::new()),
+        Some(value) if entry.expires == 0 => (Opcode::SlavePut, value),
+        Some(value) => {
+            let mut with = Vec::with_capacity(8 + value.len());
+            with.extend_from_slice(&entry.expires.to_be_bytes());
+            with.extend_from_slice(&value);
+            (Opcode::SlavePutEx, with)
+        }
+    };
+    let mut frame = Frame::request(opcode, 0, key, value);
+    frame.flags = entry.flags;
+    frame.arg = entry.version.0;
+    frame
 }
 
 fn check_key(key: &[u8]) -> Result<(), Outcome> {

@@ -20,8 +20,23 @@ use log::{info, warn};
 use crate::config::Fsync;
 use crate::ring::{Token, in_arc, key_hash};
 use crate::shutdown::Shutdown;
-use crate::store::{Applied, Entry, Store, Table};
+use crate::store::{Applied, Entry, FlushMarker, Store, Table, Version};
+use crate::update::{self, Decision, Update};
 use crate::wal::{self, DirLock, Record, Wal, WalError};
+
+/// How often the `wal-sync` thread drops the values of expired and flushed entries.
+const PURGE_EVERY_SECS: u64 = 30;
+
+/// What a read-modify-write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Updated {
+    /// This entry is now the key's (written now, or already by an earlier attempt).
+    Written(Entry),
+    /// The operation's condition refused it; nothing was written.
+    Refused(Decision),
+    /// The key holds a newer version than the one proposed; nothing was written.
+    Stale(Version),
+}
 
 /// Tables and log together.
 pub struct Data {
@@ -102,6 +117,10 @@ fn apply(store: &Store, record: &Record) -> u64 {
         Record::DropArc(table, arc) => store.drop_where(table, inside(arc)) as u64,
         Record::Clear => {
             store.clear();
+            0
+        }
+        Record::Flush(marker) => {
+            store.flush(marker);
             0
         }
         Record::Put { .. } | Record::Tombstone { .. } | Record::End(_) => 0,
@@ -246,7 +265,14 @@ impl Data {
         let mut tables = [Table::Own, Table::Previous].into_iter();
         let mut pending: Vec<Vec<u8>> = Vec::new();
         let mut table = None;
+        let mut markers = Some(self.store.flush_markers());
         let size = wal::write_snapshot(&path, |buf| {
+            if let Some(markers) = markers.take() {
+                for marker in &markers {
+                    Record::Flush(*marker).encode_into(buf);
+                }
+                return Some(markers.len() as u64);
+            }
             loop {
                 if pending.is_empty() {
                     let next = tables.next()?;
@@ -282,10 +308,12 @@ impl Data {
     /// Logs `records`, applies them, and makes them durable as the mode asks. Returns
     /// what applying the last one returned (entries applied, keys moved...).
     fn commit(&self, records: &[Record]) -> Result<u64, WalError> {
-        if records
-            .iter()
-            .any(|r| !matches!(r, Record::Put { .. } | Record::Tombstone { .. }))
-        {
+        if records.iter().any(|r| {
+            !matches!(
+                r,
+                Record::Put { .. } | Record::Tombstone { .. } | Record::Flush(_)
+            )
+        }) {
             self.moves.fetch_add(1, Ordering::SeqCst);
         }
         let mut bytes = Vec::new();
@@ -313,6 +341,59 @@ impl Data {
             .append(&bytes, || self.store.apply(table, key, entry))?;
         self.wal.sync_to(lsn)?;
         Ok(applied)
+    }
+
+    /// A read-modify-write: decides `update` against the key's visible entry (the newer of
+    /// both tables) and, if it writes, logs and applies the result to `table` at
+    /// `version`, all under the log's lock, so no other mutation comes in between.
+    ///
+    /// # Errors
+    /// As [`Data::write`].
+    pub fn update(
+        &self,
+        table: Table,
+        key: &[u8],
+        version: Version,
+        update: &Update,
+        max_value: usize,
+    ) -> Result<Updated, WalError> {
+        let decide = || {
+            let current = self.store.read(None, key);
+            let held = current.as_ref().map_or(Version(0), |e| e.version);
+            if held == version {
+                // Proposed again after a failure: it is already here.
+                let entry = current.unwrap_or_else(|| Entry::tombstone(version));
+                return (Vec::new(), Updated::Written(entry));
+            }
+            if held > version {
+                return (Vec::new(), Updated::Stale(held));
+            }
+            let visible = current.filter(|e| e.value.is_some());
+            match update::decide(update, visible.as_ref(), version, max_value) {
+                Decision::Write(entry) => {
+                    let mut bytes = Vec::new();
+                    Record::from_entry(table, key, &entry).encode_into(&mut bytes);
+                    (bytes, Updated::Written(entry))
+                }
+                refused => (Vec::new(), Updated::Refused(refused)),
+            }
+        };
+        let apply = |updated: &Updated| {
+            if let Updated::Written(entry) = updated {
+                self.store.apply(table, key, entry.clone());
+            }
+        };
+        let (updated, lsn) = self.wal.append_with(decide, apply)?;
+        self.wal.sync_to(lsn)?;
+        Ok(updated)
+    }
+
+    /// Records a flush marker (`flush_all`), logged like a write.
+    ///
+    /// # Errors
+    /// As [`Data::write`].
+    pub fn flush(&self, marker: FlushMarker) -> Result<(), WalError> {
+        self.commit(&[Record::Flush(marker)]).map(|_| ())
     }
 
     /// Applies many entries; returns how many were newer.
@@ -366,11 +447,21 @@ impl Data {
         std::thread::Builder::new()
             .name("wal-sync".into())
             .spawn(move || {
+                let mut rounds = 0u64;
                 while !shutdown.wait_timeout(Duration::from_secs(1)) {
+                    rounds += 1;
                     if data.wal.mode() == Fsync::EverySec
                         && let Err(e) = data.sync()
                     {
                         log::error!("{e}");
+                    }
+                    let purged = if rounds % PURGE_EVERY_SECS == 0 {
+                        data.store.purge_invisible()
+                    } else {
+                        0
+                    };
+                    if purged > 0 {
+                        log::debug!("purged {purged} expired or flushed values");
                     }
                     if let Err(e) = data.maybe_compact() {
                         log::error!("compaction failed (the log is intact): {e}");

@@ -126,6 +126,11 @@ impl Direct {
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// A `flush_all` at `version`: direct writes from now on get versions above it.
+    pub fn observe(&self, version: u64) {
+        let _ = self.clock.next_above(version, |_| Ok(()));
+    }
+
     /// The epoch of the view we hold (0: none).
     pub fn epoch(&self) -> u64 {
         match self.view.try_read() {
@@ -227,7 +232,7 @@ impl Direct {
         }
         let store = &node.data.store;
         if frame.opcode == Opcode::Get {
-            return entry_reply(&frame, store.get(Table::Own, &frame.key));
+            return entry_reply(&frame, store.read(Some(Table::Own), &frame.key));
         }
         let put = frame.opcode == Opcode::Put;
         let stored = store.version_of(Table::Own, &frame.key).map_or(0, |v| v.0);
@@ -261,6 +266,7 @@ impl Direct {
         let entry = Entry {
             version: Version(version),
             flags: frame.flags,
+            expires: 0,
             value: put.then(|| std::mem::take(&mut frame.value)),
         };
         let local = node.data.write(Table::Own, &frame.key, entry);
@@ -340,6 +346,7 @@ impl Direct {
         let entry = Entry {
             version: Version(frame.arg),
             flags: frame.flags,
+            expires: 0,
             value: put.then(|| value.to_vec()),
         };
         let applied = node.data.write(Table::Previous, &frame.key, entry);

@@ -32,10 +32,11 @@ use crate::config::SlaveConfig;
 use crate::ring::{Token, in_arc, key_hash};
 use crate::server;
 use crate::shutdown::Shutdown;
-use crate::store::{Applied, Entry, Store, Table, Version};
+use crate::store::{Applied, Entry, FlushMarker, Store, Table, Version};
+use crate::update::{Decision, Update};
 use crate::wal::WalError;
 use crate::wire::{self, BulkEntry, Frame, Opcode, Status, TableSel, WireLimits};
-use data::Data;
+use data::{Data, Updated};
 use direct::{Direct, Forwarder};
 
 /// Why a slave could not start or run.
@@ -75,6 +76,8 @@ pub struct Registration {
     pub session: u64,
     /// The coordinator's UDP heartbeat address.
     pub heartbeat: String,
+    /// The `flush_all` markers in force.
+    pub flushes: Vec<FlushMarker>,
 }
 
 /// What a slave's threads share.
@@ -113,6 +116,20 @@ impl Node {
             self.secret.as_deref(),
             shutdown,
         )?;
+        if let Some(registration) = &registration {
+            for marker in &registration.flushes {
+                if marker.at == 0 {
+                    self.direct.observe(marker.threshold);
+                }
+                if !self.data.store.flush_markers().contains(marker)
+                    && let Err(e) = self.data.flush(*marker)
+                {
+                    return Err(SlaveError::DataDir(format!(
+                        "cannot log the coordinator's flush_all: {e}"
+                    )));
+                }
+            }
+        }
         *self.registration.lock().unwrap_or_else(|p| p.into_inner()) = registration.clone();
         // A new registration: the coordinator sends a view for it.
         self.direct.forget();
@@ -373,16 +390,24 @@ fn try_register(
             message: reply.value_text(),
         });
     }
-    let Some((session, heartbeat)) = reply.value.split_first_chunk::<8>() else {
-        return Err(ClientError::BadStatus(
-            "registration reply too short".into(),
-        ));
-    };
+    let short = || ClientError::BadStatus("registration reply too short".into());
+    let (session, rest) = reply.value.split_first_chunk::<8>().ok_or_else(short)?;
+    let (&count, mut rest) = rest.split_first().ok_or_else(short)?;
+    let mut flushes = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let (marker, after) = rest.split_first_chunk::<16>().ok_or_else(short)?;
+        flushes.push(FlushMarker {
+            threshold: NetworkEndian::read_u64(&marker[..8]),
+            at: NetworkEndian::read_u64(&marker[8..]),
+        });
+        rest = after;
+    }
     Ok(Registration {
         id: reply.flags,
         token: reply.arg,
         session: u64::from_be_bytes(*session),
-        heartbeat: String::from_utf8_lossy(heartbeat).into_owned(),
+        heartbeat: String::from_utf8_lossy(rest).into_owned(),
+        flushes,
     })
 }
 
@@ -439,7 +464,12 @@ pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Fram
         }
         Opcode::Forward => return node.direct.serve_forward(node, frame),
         Opcode::SetView => return node.direct.set_view(node, &frame),
-        Opcode::Status | Opcode::Register | Opcode::Deregister | Opcode::RingGet => {
+        Opcode::Status
+        | Opcode::Register
+        | Opcode::Deregister
+        | Opcode::RingGet
+        | Opcode::Update
+        | Opcode::Flush => {
             return frame.error_reply(
                 Status::Invalid,
                 "this is a slave: send this request to the coordinator",
@@ -453,27 +483,89 @@ pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Fram
             Err(e) => storage_error(&frame, &e),
         };
     }
+    if frame.opcode == Opcode::SlaveFlush {
+        let Some(at) = frame.value.first_chunk::<8>() else {
+            return frame.error_reply(Status::Invalid, "a flush carries its time (u64)");
+        };
+        let marker = crate::store::FlushMarker {
+            threshold: frame.arg,
+            at: u64::from_be_bytes(*at),
+        };
+        if marker.at == 0 {
+            // Direct writes from now on must be newer than the flush. (A delayed flush's
+            // threshold is the wall clock at its time: the clock passes it by itself.)
+            node.direct.observe(marker.threshold);
+        }
+        return match data.flush(marker) {
+            Ok(()) => frame.reply(Status::Ok),
+            Err(e) => storage_error(&frame, &e),
+        };
+    }
+    if frame.opcode == Opcode::SlaveMultiGet {
+        let keys = match wire::unpack_keys(&frame.value, limits.max_key) {
+            Ok(keys) => keys,
+            Err(e) => return frame.error_reply(Status::Invalid, &e),
+        };
+        let now = crate::store::now_micros();
+        let mut reply = frame.reply(Status::Ok);
+        let too_large = store.with_tables(|tables| {
+            for key in &keys {
+                let hit = tables.read(table, key, now).and_then(|entry| {
+                    entry.value.map(|value| wire::MultiGetHit {
+                        version: entry.version.0,
+                        flags: entry.flags,
+                        expires: entry.expires,
+                        value,
+                    })
+                });
+                wire::pack_result(&mut reply.value, hit.as_ref());
+                if reply.value.len() > wire::MAX_BULK_VALUE {
+                    return true;
+                }
+            }
+            false
+        });
+        if too_large {
+            return frame.error_reply(
+                Status::TooLarge,
+                "the values asked for are over 8 MiB: ask fewer keys at once",
+            );
+        }
+        return reply;
+    }
     if frame.opcode == Opcode::SlaveGet && frame.table == TableSel::None && !frame.key.is_empty() {
-        return entry_reply(&frame, store.get_newest(&frame.key));
+        return entry_reply(&frame, store.read(None, &frame.key));
     }
     let Some(table) = table else {
         return frame.error_reply(Status::Invalid, "table must be 1 (own) or 2 (previous)");
     };
     let needs_key = matches!(
         frame.opcode,
-        Opcode::SlaveGet | Opcode::SlavePut | Opcode::SlaveDelete
+        Opcode::SlaveGet
+            | Opcode::SlavePut
+            | Opcode::SlavePutEx
+            | Opcode::SlaveDelete
+            | Opcode::SlaveUpdate
     );
     if needs_key && frame.key.is_empty() {
         return frame.error_reply(Status::Invalid, "empty key");
     }
     match frame.opcode {
-        Opcode::SlaveGet => entry_reply(&frame, store.get(table, &frame.key)),
-        Opcode::SlavePut | Opcode::SlaveDelete => {
-            let entry = Entry {
-                version: Version(frame.arg),
-                flags: frame.flags,
-                value: (frame.opcode == Opcode::SlavePut).then(|| frame.value.clone()),
-            };
+        Opcode::SlaveGet => entry_reply(&frame, store.read(Some(table), &frame.key)),
+        Opcode::SlavePut | Opcode::SlavePutEx | Opcode::SlaveDelete => {
+            let mut frame = frame;
+            let mut entry = Entry::tombstone(Version(frame.arg));
+            entry.flags = frame.flags;
+            if frame.opcode == Opcode::SlavePutEx {
+                let Some(expires) = frame.value.first_chunk::<8>() else {
+                    return frame.error_reply(Status::Invalid, "an expiry (u64) comes first");
+                };
+                entry.expires = u64::from_be_bytes(*expires);
+                frame.value.drain(..8);
+            }
+            if frame.opcode != Opcode::SlaveDelete {
+                entry.value = Some(std::mem::take(&mut frame.value));
+            }
             let applied = match data.write(table, &frame.key, entry) {
                 Ok(applied) => applied,
                 Err(e) => return storage_error(&frame, &e),
@@ -492,6 +584,39 @@ pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Fram
             reply.arg = current;
             reply
         }
+        Opcode::SlaveUpdate => {
+            let Some(update) = Update::decode(&frame.value) else {
+                return frame.error_reply(Status::Invalid, "malformed update operation");
+            };
+            match data.update(
+                table,
+                &frame.key,
+                Version(frame.arg),
+                &update,
+                limits.max_value,
+            ) {
+                Ok(Updated::Written(entry)) => {
+                    let mut reply = frame.reply(Status::Ok);
+                    reply.arg = entry.version.0;
+                    reply.flags = entry.flags;
+                    reply.value = crate::update::encode_entry(&entry);
+                    reply
+                }
+                Ok(Updated::Stale(held)) => {
+                    let mut reply = frame.reply(Status::Stale);
+                    reply.arg = held.0;
+                    reply
+                }
+                Ok(Updated::Refused(decision)) => frame.reply(match decision {
+                    Decision::NotFound => Status::NotFound,
+                    Decision::NotStored => Status::NotStored,
+                    Decision::Exists => Status::Exists,
+                    Decision::NonNumeric => Status::NonNumeric,
+                    Decision::TooLarge | Decision::Write(_) => Status::TooLarge,
+                }),
+                Err(e) => storage_error(&frame, &e),
+            }
+        }
         Opcode::BulkPut => match wire::unpack_bulk(&frame.value, limits) {
             Ok(entries) => {
                 let entries: Vec<(Vec<u8>, Entry)> = entries
@@ -502,6 +627,7 @@ pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Fram
                             Entry {
                                 version: Version(e.version),
                                 flags: e.flags,
+                                expires: e.expires,
                                 value: e.value,
                             },
                         )
@@ -527,6 +653,7 @@ pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Fram
                     key,
                     version: entry.version.0,
                     flags: entry.flags,
+                    expires: entry.expires,
                     value: entry.value,
                 }
                 .pack_into(&mut reply.value);
@@ -588,17 +715,27 @@ fn storage_error(frame: &Frame, error: &WalError) -> Frame {
 }
 
 /// The reply to a read: the value, or `NotFound` (with a tombstone's version in `arg`).
+/// With flags bit 0 set in the request, the value is preceded by its expiry (u64, Unix
+/// seconds, 0 never).
 fn entry_reply(frame: &Frame, entry: Option<Entry>) -> Frame {
     match entry {
         Some(Entry {
             version,
             flags,
+            expires,
             value: Some(value),
         }) => {
             let mut reply = frame.reply(Status::Ok);
             reply.arg = version.0;
             reply.flags = flags;
-            reply.value = value;
+            reply.value = if frame.flags & WITH_EXPIRY != 0 {
+                let mut with = Vec::with_capacity(8 + value.len());
+                with.extend_from_slice(&expires.to_be_bytes());
+                with.extend_from_slice(&value);
+                with
+            } else {
+                value
+            };
             reply
         }
         Some(Entry { version, .. }) => {
@@ -609,6 +746,9 @@ fn entry_reply(frame: &Frame, entry: Option<Entry>) -> Frame {
         None => frame.reply(Status::NotFound),
     }
 }
+
+/// `SlaveGet` request flag: put the expiry in front of the value in the reply.
+pub const WITH_EXPIRY: u32 = 1;
 
 /// Entries per `BulkPut` chunk at most, and bytes.
 const TRANSFER_CHUNK_KEYS: usize = 4096;
@@ -659,6 +799,7 @@ fn transfer(
                 key,
                 version: entry.version.0,
                 flags: entry.flags,
+                expires: entry.expires,
                 value: entry.value,
             };
             if chunk.len() + entry.packed_len() > BULK_CHUNK_BYTES {
