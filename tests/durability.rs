@@ -8,13 +8,9 @@ use std::path::Path;
 use common::{Cluster, Expected, Proc, TempDir, bin, wait_ok};
 use piazza::Client;
 
-/// Coordinator flags of these tests: the 1.5 s failure timeout they have always run with
-/// (the other suites use [`common::FAILURE_MS`]), leaving restarting processes more time.
-const COORDINATOR: &[&str] = &["--failure-timeout-ms", "1500"];
-
 #[test]
 fn with_fsync_always_killing_every_process_loses_no_acknowledged_write() {
-    let mut cluster = Cluster::start_flags(3, COORDINATOR, &["--fsync", "always"]);
+    let mut cluster = Cluster::start_flags(3, &[], &["--fsync", "always"]);
     cluster.wait_serving(3);
     let addr = cluster.addr.clone();
 
@@ -62,7 +58,7 @@ fn with_fsync_always_killing_every_process_loses_no_acknowledged_write() {
 
 #[test]
 fn a_restarted_coordinator_keeps_the_ring_and_never_reuses_a_version() {
-    let mut cluster = Cluster::start_flags(3, COORDINATOR, &["--fsync", "everysec"]);
+    let mut cluster = Cluster::start_flags(3, &[], &["--fsync", "everysec"]);
     cluster.wait_serving(3);
     let mut client = cluster.client();
     let mut expected = Expected::new();
@@ -156,7 +152,7 @@ const COMPACT_MIN: u64 = 200_000;
 #[test]
 fn compaction_under_writes_shrinks_the_log_and_a_restart_recovers_everything() {
     let min = COMPACT_MIN.to_string();
-    let mut cluster = Cluster::start_flags(1, COORDINATOR, &["--compact-min-bytes", &min]);
+    let mut cluster = Cluster::start_flags(1, &[], &["--compact-min-bytes", &min]);
     cluster.wait_serving(1);
     let mut client = cluster.client();
     let mut expected = Expected::new();
@@ -216,7 +212,7 @@ fn compaction_under_writes_shrinks_the_log_and_a_restart_recovers_everything() {
 
 #[test]
 fn a_write_the_log_cannot_take_is_refused_not_acknowledged() {
-    let mut cluster = Cluster::start_with(0, COORDINATOR);
+    let mut cluster = Cluster::start(0);
     // The shell caps the size of files the slave may write (RLIMIT_FSIZE, 64 KiB) and
     // ignores SIGXFSZ, so a write past it fails with EFBIG, as a full disk would.
     cluster.add_slave_via(&[], |binary, args| {

@@ -165,9 +165,9 @@ fn a_partitioned_slave_is_replaced_and_rejoins_without_stale_data() {
             "--heartbeat-interval-ms",
             "100",
             "--failure-timeout-ms",
-            "800",
+            &common::FAILURE_MS.to_string(),
             "--slave-timeout-ms",
-            "1000",
+            "2000",
             "--secret-file",
             &secret,
         ]
