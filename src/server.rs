@@ -265,19 +265,37 @@ impl Guard<'_> {
     };
 }
 
-/// Serves binary frames on one connection: reads a frame, asks `handler` for the reply,
-/// writes it; flushes whenever no further whole request is already buffered, so pipelined
-/// requests share one write (a partly received request does not hold replies back). Malformed frames get an error reply where one can be framed;
-/// the connection is closed when the stream cannot be resynchronised.
-pub fn serve_frames<F>(
+/// Requests of one binary connection under way at once, at most (`serve_frames`).
+pub const PIPELINE_WINDOW: usize = 64;
+
+/// One place in a connection's window: a reply ready to write (a frame, or an error reply
+/// already encoded), or a request under way.
+enum Slot<P> {
+    Ready(Frame),
+    Encoded(Vec<u8>),
+    Pending(P),
+}
+
+/// Serves binary frames on one connection, pipelined: every whole request already
+/// received is started with `begin` (up to [`PIPELINE_WINDOW`] under way), and the
+/// replies are collected with `finish` and written in request order, flushed whenever no
+/// further whole request is buffered, so pipelined requests share one write and never
+/// wait for each other's slave round trips. Reading stops while the window is full (a
+/// client that sends without reading gets back-pressure). Malformed frames get an error
+/// reply where one can be framed; the connection is closed when the stream cannot be
+/// resynchronised. A server whose requests are answered at once passes `|reply| reply` as
+/// `finish`.
+pub fn serve_frames<P, B, F>(
     stream: TcpStream,
     peer: SocketAddr,
     timeouts: &ServerLimits,
     limits: WireLimits,
     guard: Guard<'_>,
-    mut handler: F,
+    mut begin: B,
+    mut finish: F,
 ) where
-    F: FnMut(Frame) -> Frame,
+    B: FnMut(Frame) -> P,
+    F: FnMut(P) -> Frame,
 {
     let read_half = match stream.try_clone() {
         Ok(s) => s,
@@ -289,25 +307,55 @@ pub fn serve_frames<F>(
     let mut reader = BufReader::with_capacity(64 * 1024, Phased::new(read_half, timeouts));
     let mut writer = BufWriter::with_capacity(64 * 1024, stream);
     let mut authenticated = false;
+    let mut window: std::collections::VecDeque<Slot<P>> = std::collections::VecDeque::new();
+    let mut closing = false;
     loop {
+        // Answer what is under way while nothing more can be started: the window is full,
+        // the connection is closing, or no whole request is waiting in the buffer.
+        while !window.is_empty()
+            && (closing
+                || window.len() >= PIPELINE_WINDOW
+                || !wire::holds_whole_frame(reader.buffer()))
+        {
+            let written = match window.pop_front() {
+                Some(Slot::Ready(reply)) => reply.write_to(&mut writer),
+                Some(Slot::Encoded(bytes)) => writer.write_all(&bytes),
+                Some(Slot::Pending(pending)) => finish(pending).write_to(&mut writer),
+                None => break,
+            };
+            if let Err(e) = written {
+                debug!("{peer}: write failed: {e}");
+                return;
+            }
+            if window.is_empty()
+                && !wire::holds_whole_frame(reader.buffer())
+                && let Err(e) = writer.flush()
+            {
+                debug!("{peer}: write failed: {e}");
+                return;
+            }
+        }
+        if closing {
+            let _ = writer.flush();
+            return;
+        }
         // Each request gets the request timeout from its first byte on.
         reader.get_mut().between_requests();
         if !reader.buffer().is_empty() {
             reader.get_mut().inside_request();
         }
-        let mut close = false;
-        let reply = match wire::read_frame(&mut reader, &limits) {
+        let slot = match wire::read_frame(&mut reader, &limits) {
             Ok(frame) if frame.opcode == Opcode::Auth => match guard.secret {
                 Some(secret) if same_secret(&frame.value, secret) => {
                     authenticated = true;
-                    frame.reply(Status::Ok)
+                    Slot::Ready(frame.reply(Status::Ok))
                 }
                 Some(_) => {
                     warn!("{peer}: wrong cluster secret; closing");
-                    close = true;
-                    frame.error_reply(Status::Unauthorized, "wrong secret")
+                    closing = true;
+                    Slot::Ready(frame.error_reply(Status::Unauthorized, "wrong secret"))
                 }
-                None => frame.reply(Status::Ok),
+                None => Slot::Ready(frame.reply(Status::Ok)),
             },
             Ok(frame)
                 if guard.secret.is_some() && !authenticated && (guard.needs_auth)(frame.opcode) =>
@@ -316,13 +364,13 @@ pub fn serve_frames<F>(
                     "{peer}: {:?} without the cluster secret; closing",
                     frame.opcode
                 );
-                close = true;
-                frame.error_reply(
+                closing = true;
+                Slot::Ready(frame.error_reply(
                     Status::Unauthorized,
                     "this server requires the cluster secret: send AUTH first",
-                )
+                ))
             }
-            Ok(frame) => handler(frame),
+            Ok(frame) => Slot::Pending(begin(frame)),
             Err(WireError::Closed) => break,
             Err(WireError::Io(e))
                 if matches!(
@@ -337,11 +385,11 @@ pub fn serve_frames<F>(
                 Some((reply, close)) => {
                     if close {
                         warn!("{peer}: {e}; closing the connection");
-                        let _ = reply.write_to(&mut writer).and_then(|()| writer.flush());
-                        break;
+                        closing = true;
+                    } else {
+                        debug!("{peer}: {e}");
                     }
-                    debug!("{peer}: {e}");
-                    reply
+                    Slot::Encoded(reply)
                 }
                 None => {
                     debug!("{peer}: {e}; closing the connection");
@@ -349,19 +397,19 @@ pub fn serve_frames<F>(
                 }
             },
         };
-        if let Err(e) = reply.write_to(&mut writer) {
-            debug!("{peer}: write failed: {e}");
-            break;
-        }
-        if close {
-            let _ = writer.flush();
-            break;
-        }
-        if !wire::holds_whole_frame(reader.buffer())
-            && let Err(e) = writer.flush()
-        {
-            debug!("{peer}: write failed: {e}");
-            break;
+        window.push_back(slot);
+    }
+    // Requests already under way are still answered, in order (their writes happen
+    // anyway), before the connection closes.
+    for slot in window {
+        let written = match slot {
+            Slot::Ready(reply) => reply.write_to(&mut writer),
+            Slot::Encoded(bytes) => writer.write_all(&bytes),
+            Slot::Pending(pending) => finish(pending).write_to(&mut writer),
+        };
+        if written.is_err() {
+            return;
         }
     }
+    let _ = writer.flush();
 }

@@ -198,21 +198,41 @@ pub enum Decision {
     TooLarge,
 }
 
-/// The decimal number a value holds, as memcached reads it for incr/decr: digits with
-/// optional surrounding spaces, below 2^64.
+/// The decimal number a value holds, as memcached reads it for incr/decr (its
+/// `safe_strtoull`): optional leading white space, an optional `+` (or a `-` before
+/// zero), digits below 2^64, then the end of the value, white space or a NUL, after which
+/// anything may follow.
 pub fn parse_number(value: &[u8]) -> Option<u64> {
-    let digits = value.trim_ascii();
-    if digits.is_empty() || digits.len() > 20 {
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let start = value.iter().position(|b| !space(b))?;
+    let mut rest = &value[start..];
+    let negative = match rest.first() {
+        Some(b'+') => {
+            rest = &rest[1..];
+            false
+        }
+        Some(b'-') => {
+            rest = &rest[1..];
+            true
+        }
+        _ => false,
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
         return None;
     }
     let mut n: u64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
+    for &b in &rest[..digits] {
         n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
-    Some(n)
+    if negative && n != 0 {
+        return None;
+    }
+    match rest.get(digits) {
+        None | Some(0) => Some(n),
+        Some(b) if space(b) => Some(n),
+        Some(_) => None,
+    }
 }
 
 /// What `update` does to a key whose visible entry is `current` (`None`: nothing, or a
@@ -436,6 +456,16 @@ mod tests {
         let ten = written(decide(&decr, Some(&live(b"10")), V, 100));
         assert_eq!(ten.value, Some(b"9 ".to_vec()));
         assert_eq!(parse_number(b"9 "), Some(9));
+        // memcached's safe_strtoull: what follows white space or a NUL is ignored.
+        assert_eq!(parse_number(b"7 x"), Some(7));
+        assert_eq!(parse_number(b"12\r\nabc"), Some(12));
+        assert_eq!(parse_number(b"1\0"), Some(1));
+        assert_eq!(parse_number(b" +5"), Some(5));
+        assert_eq!(parse_number(b"-0"), Some(0));
+        assert_eq!(parse_number(b"-5"), None);
+        assert_eq!(parse_number(b"5x"), None);
+        assert_eq!(parse_number(b""), None);
+        assert_eq!(parse_number(b"  "), None);
         assert_eq!(
             decide(&incr, Some(&live(b"x1")), V, 100),
             Decision::NonNumeric

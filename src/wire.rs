@@ -479,22 +479,24 @@ impl Header {
             return Err(WireError::BadMagic(bytes[OFF_MAGIC]));
         }
         let request_id = NetworkEndian::read_u32(&bytes[OFF_REQUEST_ID..]);
+        let opcode = bytes[OFF_OPCODE];
         if bytes[OFF_VERSION] != VERSION {
             return Err(WireError::BadVersion {
                 request_id,
+                opcode,
                 version: bytes[OFF_VERSION],
             });
         }
         if bytes[OFF_RESERVED..OFF_KEY_LEN] != [0, 0, 0] {
-            return Err(WireError::BadReserved { request_id });
+            return Err(WireError::BadReserved { request_id, opcode });
         }
         if TableSel::from_u8(bytes[OFF_TABLE]).is_none() {
             return Err(WireError::BadTable {
                 request_id,
+                opcode,
                 table: bytes[OFF_TABLE],
             });
         }
-        let opcode = bytes[OFF_OPCODE];
         let key_len = NetworkEndian::read_u32(&bytes[OFF_KEY_LEN..]) as usize;
         let value_len = NetworkEndian::read_u32(&bytes[OFF_VALUE_LEN..]) as usize;
         if key_len > limits.max_key {
@@ -535,6 +537,7 @@ impl Header {
         if expected != actual {
             return Err(WireError::BadCrc {
                 request_id: self.request_id,
+                opcode: self.opcode,
                 expected,
                 actual,
             });
@@ -545,6 +548,7 @@ impl Header {
         })?;
         let status = Status::from_u8(self.bytes[OFF_STATUS]).ok_or(WireError::UnknownStatus {
             request_id: self.request_id,
+            opcode: self.opcode,
             status: self.bytes[OFF_STATUS],
         })?;
         // Checked in `parse`.
@@ -663,6 +667,8 @@ pub enum WireError {
     BadVersion {
         /// The request id from the header.
         request_id: u32,
+        /// The opcode byte from the header.
+        opcode: u8,
         /// The version byte received.
         version: u8,
     },
@@ -670,11 +676,15 @@ pub enum WireError {
     BadReserved {
         /// The request id from the header.
         request_id: u32,
+        /// The opcode byte from the header.
+        opcode: u8,
     },
     /// The table byte is not 0, 1 or 2.
     BadTable {
         /// The request id from the header.
         request_id: u32,
+        /// The opcode byte from the header.
+        opcode: u8,
         /// The table byte received.
         table: u8,
     },
@@ -704,6 +714,8 @@ pub enum WireError {
     BadCrc {
         /// The request id from the header.
         request_id: u32,
+        /// The opcode byte from the header.
+        opcode: u8,
         /// The CRC in the header.
         expected: u32,
         /// The CRC of the bytes received.
@@ -720,6 +732,8 @@ pub enum WireError {
     UnknownStatus {
         /// The request id from the header.
         request_id: u32,
+        /// The opcode byte from the header.
+        opcode: u8,
         /// The status byte received.
         status: u8,
     },
@@ -732,17 +746,23 @@ impl WireError {
     /// Frames whose body was read and whose CRC matched (unknown opcode or status) leave the
     /// stream in sync, so the connection carries on; for every other error the server cannot
     /// know where the next frame starts and closes the connection.
-    pub fn server_reply(&self) -> Option<(Frame, bool)> {
+    pub fn server_reply(&self) -> Option<(Vec<u8>, bool)> {
         let (status, request_id, opcode, close) = match *self {
             WireError::Incomplete
             | WireError::Closed
             | WireError::Truncated
             | WireError::Io(_)
             | WireError::BadMagic(_) => return None,
-            WireError::BadVersion { request_id, .. }
-            | WireError::BadReserved { request_id }
-            | WireError::BadTable { request_id, .. }
-            | WireError::BadCrc { request_id, .. } => (Status::BadFrame, request_id, 0, true),
+            WireError::BadVersion {
+                request_id, opcode, ..
+            }
+            | WireError::BadReserved { request_id, opcode }
+            | WireError::BadTable {
+                request_id, opcode, ..
+            }
+            | WireError::BadCrc {
+                request_id, opcode, ..
+            } => (Status::BadFrame, request_id, opcode, true),
             WireError::KeyTooLong {
                 request_id, opcode, ..
             }
@@ -752,16 +772,25 @@ impl WireError {
             WireError::UnknownOpcode { request_id, opcode } => {
                 (Status::UnknownOpcode, request_id, opcode, false)
             }
-            WireError::UnknownStatus { request_id, .. } => (Status::Invalid, request_id, 0, false),
+            WireError::UnknownStatus {
+                request_id, opcode, ..
+            } => (Status::Invalid, request_id, opcode, false),
         };
         let mut frame = Frame::request(
-            Opcode::from_u8(opcode).unwrap_or(Opcode::Ping),
+            Opcode::Ping,
             request_id,
             Vec::new(),
             self.to_string().into_bytes(),
         );
         frame.status = status;
-        Some((frame, close))
+        // The reply repeats the request's opcode byte, even one this code does not know.
+        let mut header = frame.header();
+        header[OFF_OPCODE] = opcode;
+        let crc = frame_crc(&header, &frame.key, &frame.value);
+        NetworkEndian::write_u32(&mut header[OFF_CRC..], crc);
+        let mut bytes = header.to_vec();
+        bytes.extend_from_slice(&frame.value);
+        Some((bytes, close))
     }
 }
 
@@ -1274,7 +1303,7 @@ mod tests {
             .unwrap_err()
             .server_reply()
             .unwrap();
-        assert_eq!(reply.status, Status::TooLarge);
+        assert_eq!(reply[OFF_STATUS], Status::TooLarge as u8);
         assert!(close);
     }
 
@@ -1319,8 +1348,15 @@ mod tests {
             }
         ));
         let (reply, close) = err.server_reply().unwrap();
-        assert_eq!(reply.status, Status::UnknownOpcode);
-        assert_eq!(reply.request_id, 7);
+        assert_eq!(reply[OFF_STATUS], Status::UnknownOpcode as u8);
+        assert_eq!(
+            reply[OFF_OPCODE], 0x7f,
+            "the reply repeats the request's opcode"
+        );
+        assert_eq!(NetworkEndian::read_u32(&reply[OFF_REQUEST_ID..]), 7);
+        let header: [u8; HEADER_LEN] = reply[..HEADER_LEN].try_into().unwrap();
+        let crc = frame_crc(&header, b"", &reply[HEADER_LEN..]);
+        assert_eq!(NetworkEndian::read_u32(&reply[OFF_CRC..]), crc);
         assert!(!close);
     }
 
@@ -1332,7 +1368,8 @@ mod tests {
         let err = decode(&bytes, &WireLimits::default()).unwrap_err();
         assert!(matches!(err, WireError::BadCrc { .. }));
         let (reply, close) = err.server_reply().unwrap();
-        assert_eq!(reply.status, Status::BadFrame);
+        assert_eq!(reply[OFF_STATUS], Status::BadFrame as u8);
+        assert_eq!(reply[OFF_OPCODE], sample().opcode as u8);
         assert!(close);
         assert!(err.to_string().contains("bad crc"));
     }

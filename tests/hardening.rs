@@ -199,7 +199,10 @@ fn every_bad_text_command_gets_its_error_and_the_connection_survives() {
         &["CLIENT_ERROR"],
     );
     ask(b"delete\r\n", &["ERROR"]);
-    ask(b"flush_all\r\n", &["ERROR"]);
+    ask(
+        b"flush_all x\r\n",
+        &["CLIENT_ERROR invalid exptime argument"],
+    );
     ask(b"\x00\x01\x02\r\n", &["ERROR"]);
     ask(
         b"set big 0 0 2000000\r\n",

@@ -1,8 +1,175 @@
-//! One memcached binary-protocol connection on the coordinator port. To be written.
+//! One memcached binary-protocol connection on the coordinator port.
+//!
+//! Reads into a buffer, parses as many whole packets as it holds (pipelining), serves
+//! each through the router, and writes all their replies with one write before reading
+//! again (so quiet commands' errors and the reply to a closing noop go out together). A
+//! packet split across TCP segments waits for the rest, within the request timeout.
+//! Lengths are checked from the header before the body is waited for, so the buffer
+//! never holds more than one packet under the limits plus what was read with it; a value
+//! over the limit is answered `Too large.` and skipped as it arrives, without being held.
+//!
+//! With `--require-auth` and a cluster secret, memcached binary clients cannot present
+//! the secret (Piazza's memcached port has no SASL): the first request is answered
+//! 0x0020 `Auth failure.` and the connection is closed.
 
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use super::Coordinator;
+use log::debug;
 
-/// Serves the connection until the client quits or closes.
-pub(super) fn serve(_coordinator: &Coordinator, _stream: TcpStream, _peer: SocketAddr) {}
+use super::Coordinator;
+use super::stats::{MEMCACHED_VERSION, StatsReply};
+use crate::mcbin::{self, Dispatch, Header, Parsed, Status};
+use crate::request::{Request, unix_now};
+use crate::server::Phased;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// Replies held before they are written, at most (plus one value).
+const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
+
+/// Serves the connection until the client quits, closes, idles out or sends a packet
+/// after which the stream cannot be trusted.
+pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: SocketAddr) {
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = Phased::new(read_half, &coordinator.server_limits);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    // Bytes of a refused packet still to be thrown away as they arrive.
+    let mut skip: usize = 0;
+    let security = &coordinator.security;
+    let locked = security.require_auth && security.secret.is_some();
+    loop {
+        // A packet cut in the middle (or being skipped) must be completed within the
+        // request timeout.
+        if buf.is_empty() && skip == 0 {
+            reader.between_requests();
+        }
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                debug!("{peer}: {e}; closing");
+                return;
+            }
+        };
+        let mut fresh = &chunk[..n];
+        if skip > 0 {
+            let dropped = skip.min(fresh.len());
+            skip -= dropped;
+            fresh = &fresh[dropped..];
+        }
+        buf.extend_from_slice(fresh);
+        if locked {
+            if let Some(header) = Header::decode(&buf) {
+                debug!(
+                    "{peer}: memcached binary client on a cluster that requires the secret; closing"
+                );
+                mcbin::write_error(&mut out, &header, Status::AuthError);
+                let _ = stream.write_all(&out);
+                return;
+            }
+            continue;
+        }
+        let mut close = false;
+        let mut start = 0;
+        while start < buf.len() {
+            match mcbin::parse(&buf[start..], &coordinator.text_limits) {
+                Parsed::Incomplete => break,
+                Parsed::Packet { packet, consumed } => {
+                    start += consumed;
+                    if execute(coordinator, packet, &mut out) {
+                        close = true;
+                        break;
+                    }
+                    // Bound what a pipeline of gets can make us hold: send as we go.
+                    if out.len() >= MAX_PENDING_OUTPUT {
+                        if let Err(e) = stream.write_all(&out) {
+                            debug!("{peer}: write failed: {e}");
+                            return;
+                        }
+                        out.clear();
+                    }
+                }
+                Parsed::Error {
+                    error,
+                    reply,
+                    skip: more,
+                    forget,
+                } => {
+                    debug!("{peer}: {error}");
+                    if let Some(key) = forget {
+                        // memcached drops the old value of a key whose set was refused.
+                        let _ = coordinator.router.serve(Request::Delete { key, cas: 0 });
+                    }
+                    out.extend_from_slice(&reply);
+                    if error.closes() {
+                        close = true;
+                        break;
+                    }
+                    let dropped = more.min(buf.len() - start);
+                    start += dropped;
+                    skip = more - dropped;
+                }
+            }
+        }
+        buf.drain(..start);
+        if !out.is_empty() {
+            if let Err(e) = stream.write_all(&out) {
+                debug!("{peer}: write failed: {e}");
+                return;
+            }
+            out.clear();
+        }
+        // An idle connection does not keep the room a large value needed.
+        if buf.is_empty() {
+            buf.shrink_to(READ_CHUNK);
+        }
+        out.shrink_to(READ_CHUNK);
+        if close {
+            return;
+        }
+    }
+}
+
+/// Serves one packet, appending its reply to `out`; true when the connection closes.
+fn execute(coordinator: &Coordinator, packet: mcbin::Packet, out: &mut Vec<u8>) -> bool {
+    let header = packet.header;
+    match mcbin::dispatch(packet, unix_now()) {
+        Dispatch::Router { request, answer } => {
+            let outcome = coordinator.router.serve(request);
+            answer.write(out, outcome);
+        }
+        Dispatch::Noop => mcbin::write_response(out, &header, Status::Ok, 0, &[], &[], &[]),
+        Dispatch::Version => mcbin::write_response(
+            out,
+            &header,
+            Status::Ok,
+            0,
+            &[],
+            &[],
+            MEMCACHED_VERSION.as_bytes(),
+        ),
+        Dispatch::Stat(section) => match coordinator.stats(&section) {
+            StatsReply::Lines(lines) => {
+                for (name, value) in lines {
+                    mcbin::write_stat(out, &header, &name, &value);
+                }
+                mcbin::write_stat(out, &header, "", "");
+            }
+            StatsReply::Reset => mcbin::write_stat(out, &header, "", ""),
+            StatsReply::Unknown => mcbin::write_error(out, &header, Status::NotFound),
+        },
+        Dispatch::Quit { quiet } => {
+            if !quiet {
+                mcbin::write_response(out, &header, Status::Ok, 0, &[], &[], &[]);
+            }
+            return true;
+        }
+    }
+    false
+}

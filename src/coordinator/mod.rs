@@ -70,6 +70,17 @@ impl fmt::Display for CoordinatorError {
 
 impl std::error::Error for CoordinatorError {}
 
+/// A binary request under way on a connection.
+enum FramePending<'a> {
+    /// Answered already.
+    Ready(Frame),
+    /// With the router: the reply's header, and the request under way.
+    Routed {
+        reply: Frame,
+        pending: router::Pending<'a>,
+    },
+}
+
 /// Everything the coordinator's threads share.
 pub struct Coordinator {
     membership: Arc<Membership>,
@@ -343,7 +354,8 @@ impl Coordinator {
                     &self.server_limits,
                     self.limits,
                     guard,
-                    |frame| self.serve_frame(frame),
+                    |frame| self.begin_frame(frame),
+                    |pending| self.finish_frame(pending),
                 );
             }
             Ok(1) if first[0] == crate::mcbin::MAGIC_REQUEST => {
@@ -355,8 +367,9 @@ impl Coordinator {
         }
     }
 
-    /// Serves one binary frame.
-    fn serve_frame(&self, mut frame: Frame) -> Frame {
+    /// Starts serving one binary frame: a request for the router is begun (left under
+    /// way for reads and plain writes); anything else is answered at once.
+    fn begin_frame(&self, mut frame: Frame) -> FramePending<'_> {
         // Key and value move into the request: no copy on the request path.
         let request = match frame.opcode {
             Opcode::Get => Request::Get {
@@ -373,37 +386,52 @@ impl Coordinator {
             },
             Opcode::Update => match crate::update::Update::decode(&frame.value) {
                 Some(update) => update.into_request(std::mem::take(&mut frame.key)),
-                None => return frame.error_reply(Status::Invalid, "malformed operation"),
+                None => {
+                    return FramePending::Ready(
+                        frame.error_reply(Status::Invalid, "malformed operation"),
+                    );
+                }
             },
             Opcode::Flush => Request::FlushAll {
                 delay: u32::try_from(frame.arg).unwrap_or(u32::MAX),
             },
-            Opcode::MultiGet => return self.multi_get(&frame),
-            Opcode::Ping => return frame.reply(Status::Ok),
+            Opcode::MultiGet => return FramePending::Ready(self.multi_get(&frame)),
+            Opcode::Ping => return FramePending::Ready(frame.reply(Status::Ok)),
             Opcode::RingGet => {
                 let view = self.membership.view();
                 let mut reply = frame.reply(Status::Ok);
                 reply.arg = view.epoch;
                 reply.flags = view.flags();
                 reply.value = view.encode_members();
-                return reply;
+                return FramePending::Ready(reply);
             }
             Opcode::Status => {
                 let mut reply = frame.reply(Status::Ok);
                 reply.value = self.status_text().into_bytes();
-                return reply;
+                return FramePending::Ready(reply);
             }
-            Opcode::Register => return self.register(&frame),
-            Opcode::Deregister => return self.deregister(&frame),
+            Opcode::Register => return FramePending::Ready(self.register(&frame)),
+            Opcode::Deregister => return FramePending::Ready(self.deregister(&frame)),
             _ => {
-                return frame.error_reply(
+                return FramePending::Ready(frame.error_reply(
                     Status::Invalid,
                     "this is the coordinator: slave operations go to a slave",
-                );
+                ));
             }
         };
-        let mut reply = frame.reply(Status::Ok);
-        match self.router.serve(request) {
+        FramePending::Routed {
+            reply: frame.reply(Status::Ok),
+            pending: self.router.begin(request),
+        }
+    }
+
+    /// The reply to a frame begun with [`Coordinator::begin_frame`].
+    fn finish_frame(&self, pending: FramePending<'_>) -> Frame {
+        let (mut reply, pending) = match pending {
+            FramePending::Ready(reply) => return reply,
+            FramePending::Routed { reply, pending } => (reply, pending),
+        };
+        match self.router.finish(pending) {
             Outcome::Found(found) => {
                 reply.value = found.value;
                 reply.flags = found.flags;
@@ -425,7 +453,7 @@ impl Coordinator {
                     Failure::TooLarge => Status::TooLarge,
                     Failure::Unavailable(_) => Status::Unavailable,
                 };
-                reply = frame.error_reply(status, &failure.to_string());
+                reply = reply.error_reply(status, &failure.to_string());
             }
         }
         reply

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use crate::clock::{self, VersionClock};
-use crate::coordinator::link::{LinkError, SlaveHandle};
+use crate::coordinator::link::{LinkError, PendingReply, SlaveHandle};
 use crate::coordinator::membership::NO_SLAVES;
-use crate::coordinator::membership::{Membership, Route};
+use crate::coordinator::membership::{Membership, Route, WriteTicket};
 use crate::request::{Create, Failure, Found, Outcome, Request, StoreMode, expires_at, unix_now};
 use crate::ring::SlaveId;
 use crate::ring::key_hash;
@@ -140,9 +140,19 @@ impl Router {
 
     /// Serves one request.
     pub fn serve(&self, request: Request) -> Outcome {
-        match request {
-            Request::Get { key } => self.get(&key),
-            Request::Put { key, value, flags } => self.put(key, value, flags, 0),
+        let pending = self.begin(request);
+        self.finish(pending)
+    }
+
+    /// Starts serving a request: a read or a plain write is sent to its slaves and left
+    /// under way, so a connection can have many in flight ([`Router::finish`] collects
+    /// each); anything else (read-modify-writes, flush) is served at once. Requests begun
+    /// in order on one key take effect in that order: their frames reach the key's
+    /// slaves in order on the links, and a slave serves a link's frames in order.
+    pub fn begin(&self, request: Request) -> Pending<'_> {
+        let started = match request {
+            Request::Get { key } => self.begin_get(key),
+            Request::Put { key, value, flags } => self.begin_put(key, value, flags, 0),
             Request::Store {
                 mode: StoreMode::Set,
                 key,
@@ -150,7 +160,85 @@ impl Router {
                 flags,
                 exptime,
                 cas: 0,
-            } => self.put(key, value, flags, expires_at(exptime, unix_now())),
+            } => self.begin_put(key, value, flags, expires_at(exptime, unix_now())),
+            Request::Delete { key, cas: 0 } => self.begin_delete(key),
+            other => Ok(Pending::Done(self.serve_at_once(other))),
+        };
+        started.unwrap_or_else(Pending::Done)
+    }
+
+    /// Waits for a request begun with [`Router::begin`] and returns its outcome. A read
+    /// whose primary failed asks the replica; a write whose slave failed is retried on
+    /// the new placement, as [`Router::serve`] does.
+    pub fn finish(&self, pending: Pending<'_>) -> Outcome {
+        match pending {
+            Pending::Done(outcome) => outcome,
+            Pending::Get { key, route, sent } => {
+                let reply = sent.and_then(|p| p.wait(route.primary.timeout()));
+                let reply = match reply {
+                    Ok(reply) => reply,
+                    Err(e) => match self.read_replica(&route, &key, e) {
+                        Ok(reply) => reply,
+                        Err(outcome) => return outcome,
+                    },
+                };
+                self.found(reply)
+            }
+            Pending::Write {
+                frame,
+                targets,
+                ticket,
+                sent,
+            } => {
+                let delete = frame.opcode == Opcode::SlaveDelete;
+                let collected = self.collect(&targets, sent);
+                drop(ticket);
+                let result = match collected {
+                    Ok(replies) if replies.first().is_none_or(|r| r.arg <= frame.arg) => {
+                        Ok((replies, frame.arg))
+                    }
+                    // Superseded at the primary: again, at a version above what it holds.
+                    Ok(replies) => {
+                        let held = replies.first().map_or(0, |r| r.arg);
+                        match self.next_version_above(held) {
+                            Ok(version) => {
+                                let mut frame = frame;
+                                frame.arg = version;
+                                self.write_all(frame, true)
+                            }
+                            Err(outcome) => Err(outcome),
+                        }
+                    }
+                    // A slave failed: the same version, on the new placement.
+                    Err(_) => self.write_all(frame, false),
+                };
+                match result {
+                    Ok((_, version)) if !delete => Outcome::Stored { version },
+                    Ok((replies, _)) if replies.iter().any(|r| r.status == Status::Ok) => {
+                        self.counters.delete_hits.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Deleted
+                    }
+                    Ok(_) => {
+                        self.counters.delete_misses.fetch_add(1, Ordering::Relaxed);
+                        Outcome::NotFound
+                    }
+                    Err(outcome) => outcome,
+                }
+            }
+        }
+    }
+
+    /// Requests that are not left under way.
+    fn serve_at_once(&self, request: Request) -> Outcome {
+        match request {
+            Request::Get { .. }
+            | Request::Put { .. }
+            | Request::Store {
+                mode: StoreMode::Set,
+                cas: 0,
+                ..
+            }
+            | Request::Delete { cas: 0, .. } => self.serve(request),
             Request::Store {
                 mode,
                 key,
@@ -159,7 +247,6 @@ impl Router {
                 exptime,
                 cas,
             } => self.store(mode, key, value, flags, exptime, cas),
-            Request::Delete { key, cas: 0 } => self.delete(key),
             Request::Delete { key, cas } => {
                 self.counters.cmd_delete.fetch_add(1, Ordering::Relaxed);
                 let update = Update {
@@ -213,16 +300,28 @@ impl Router {
             .map_err(|why| Outcome::Failed(Failure::Unavailable(why)))
     }
 
-    fn get(&self, key: &[u8]) -> Outcome {
+    fn begin_get(&self, key: Vec<u8>) -> Result<Pending<'_>, Outcome> {
         self.counters.cmd_get.fetch_add(1, Ordering::Relaxed);
-        let route = match self.route(key) {
-            Ok(route) => route,
-            Err(outcome) => return outcome,
+        let route = self.route(&key)?;
+        let mut request = Frame::request(Opcode::SlaveGet, 0, key.clone(), Vec::new());
+        // While ranges move between the primary's tables: the newer of both, read under
+        // one lock on the slave.
+        request.table = if route.recovering {
+            TableSel::None
+        } else {
+            TableSel::Own
         };
-        let reply = match self.read(&route, key) {
-            Ok(reply) => reply,
-            Err(outcome) => return outcome,
-        };
+        request.flags = WITH_EXPIRY;
+        let sent = route.primary.send(request);
+        Ok(Pending::Get { key, route, sent })
+    }
+
+    fn get(&self, key: &[u8]) -> Outcome {
+        self.serve(Request::Get { key: key.to_vec() })
+    }
+
+    /// The outcome of a `SlaveGet` reply (with the expiry in front of the value).
+    fn found(&self, reply: Frame) -> Outcome {
         match reply.status {
             Status::Ok => {
                 let Some((expires, _)) = reply.value.split_first_chunk::<8>() else {
@@ -389,26 +488,15 @@ impl Router {
         self.get(key)
     }
 
-    /// Reads `key` from the primary's `own` (and `previous`, while data moves), falling
-    /// back to the replica's `previous` if the primary does not answer. The reply's value
-    /// starts with the entry's expiry.
-    fn read(&self, route: &Route, key: &[u8]) -> Result<Frame, Outcome> {
-        let mut request = Frame::request(Opcode::SlaveGet, 0, key.to_vec(), Vec::new());
-        request.table = TableSel::Own;
-        request.flags = WITH_EXPIRY;
-        let primary_result = if route.recovering {
-            // Ranges are moving between the primary's tables: ask for the newer of both,
-            // read under one lock on the slave.
-            let mut both = request.clone();
-            both.table = TableSel::None;
-            route.primary.call(both)
-        } else {
-            route.primary.call(request.clone())
-        };
-        let primary_error = match primary_result {
-            Ok(reply) => return Ok(reply),
-            Err(e) => e,
-        };
+    /// The primary did not answer a read: it is declared dead, and the replica is asked
+    /// for the newer of its two tables (it holds the key in `previous`, or in `own` once
+    /// it has absorbed the failed primary's range), read under one lock.
+    fn read_replica(
+        &self,
+        route: &Route,
+        key: &[u8],
+        primary_error: LinkError,
+    ) -> Result<Frame, Outcome> {
         self.membership
             .suspect(route.primary.id, &format!("a read failed: {primary_error}"));
         let Some(replica) = &route.replica else {
@@ -418,9 +506,9 @@ impl Router {
             "read from primary {} failed ({primary_error}); reading from replica {}",
             route.primary.addr, replica.addr
         );
-        // The replica holds the key in `previous`, or in `own` once it has absorbed the
-        // failed primary's range: ask for the newer of both, read under one lock.
+        let mut request = Frame::request(Opcode::SlaveGet, 0, key.to_vec(), Vec::new());
         request.table = TableSel::None;
+        request.flags = WITH_EXPIRY;
         replica.call(request).map_err(|e| {
             self.membership
                 .suspect(replica.id, &format!("a read failed: {e}"));
@@ -428,57 +516,54 @@ impl Router {
         })
     }
 
-    /// A `set`: written to every place at once, at a fresh version. A value over the
-    /// limit is refused and, as memcached does, removes the key's old value.
-    fn put(&self, key: Vec<u8>, value: Vec<u8>, flags: u32, expires: u64) -> Outcome {
+    /// A `set`: sent to every place at once, at a fresh version. A value over the limit
+    /// is refused and, as memcached does, removes the key's old value.
+    fn begin_put(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        flags: u32,
+        expires: u64,
+    ) -> Result<Pending<'_>, Outcome> {
         self.counters.cmd_set.fetch_add(1, Ordering::Relaxed);
-        if let Err(outcome) = check_key(&key) {
-            return outcome;
-        }
+        check_key(&key)?;
         if value.len() > self.max_value_bytes {
             let _ = self.delete(key);
-            return Outcome::Failed(Failure::TooLarge);
+            return Err(Outcome::Failed(Failure::TooLarge));
         }
-        let version = match self.next_version() {
-            Ok(version) => version,
-            Err(outcome) => return outcome,
+        let version = self.next_version()?;
+        let entry = Entry {
+            version: Version(version),
+            flags,
+            expires,
+            value: Some(value),
         };
-        let frame = entry_frame(
-            key,
-            Entry {
-                version: Version(version),
-                flags,
-                expires,
-                value: Some(value),
-            },
-        );
-        match self.write_all(frame) {
-            Ok((_, version)) => Outcome::Stored { version },
-            Err(outcome) => outcome,
-        }
+        self.begin_write(entry_frame(key, entry))
+    }
+
+    fn begin_delete(&self, key: Vec<u8>) -> Result<Pending<'_>, Outcome> {
+        self.counters.cmd_delete.fetch_add(1, Ordering::Relaxed);
+        check_key(&key)?;
+        let version = self.next_version()?;
+        self.begin_write(entry_frame(key, Entry::tombstone(Version(version))))
+    }
+
+    fn begin_write(&self, frame: Frame) -> Result<Pending<'_>, Outcome> {
+        let (targets, ticket) = self
+            .membership
+            .write_targets(&frame.key)
+            .map_err(|why| Outcome::Failed(Failure::Unavailable(why)))?;
+        let sent = send_all(&targets, &frame);
+        Ok(Pending::Write {
+            frame,
+            targets,
+            ticket,
+            sent,
+        })
     }
 
     fn delete(&self, key: Vec<u8>) -> Outcome {
-        self.counters.cmd_delete.fetch_add(1, Ordering::Relaxed);
-        if let Err(outcome) = check_key(&key) {
-            return outcome;
-        }
-        let version = match self.next_version() {
-            Ok(version) => version,
-            Err(outcome) => return outcome,
-        };
-        let frame = entry_frame(key, Entry::tombstone(Version(version)));
-        match self.write_all(frame) {
-            Ok((replies, _)) if replies.iter().any(|r| r.status == Status::Ok) => {
-                self.counters.delete_hits.fetch_add(1, Ordering::Relaxed);
-                Outcome::Deleted
-            }
-            Ok(_) => {
-                self.counters.delete_misses.fetch_add(1, Ordering::Relaxed);
-                Outcome::NotFound
-            }
-            Err(outcome) => outcome,
-        }
+        self.serve(Request::Delete { key, cas: 0 })
     }
 
     /// `add replace append prepend`, and `cas` (a `Set` with a cas).
@@ -493,7 +578,8 @@ impl Router {
     ) -> Outcome {
         self.counters.cmd_set.fetch_add(1, Ordering::Relaxed);
         if value.len() > self.max_value_bytes {
-            if matches!(mode, StoreMode::Set | StoreMode::Add | StoreMode::Replace) {
+            // memcached removes the old value only for a set (a cas is one).
+            if mode == StoreMode::Set {
                 let _ = self.delete(key);
             }
             return Outcome::Failed(Failure::TooLarge);
@@ -728,12 +814,18 @@ impl Router {
 
     /// Sends `frame` to every slave that must hold its key, all at once, and waits for all.
     /// A slave that fails is declared dead; the write then waits for the ring to change and
-    /// tries again on the new placement (same version, so a repeat is harmless). If the
-    /// key's primary already holds a newer version (a concurrent write that got there
-    /// first with a higher one), the write is sent again at a version above it, so what
-    /// the primary holds, and then every copy, is the order writes took effect in.
-    /// Returns the replies and the version written.
-    fn write_all(&self, mut frame: Frame) -> Result<(Vec<Frame>, u64), Outcome> {
+    /// tries again on the new placement (same version, so a repeat is harmless). With
+    /// `may_reissue`, until a slave has failed: if the key's primary already holds a newer
+    /// version (a concurrent write got there first with a higher one), the write is sent
+    /// again at a version above it, so what the primary holds, and then every copy, is the
+    /// order writes took effect in. (After a failure a newer version may be one built on
+    /// this very write, by a read-modify-write on the new primary: then it is not sent
+    /// again.) Returns the replies and the version written.
+    fn write_all(
+        &self,
+        mut frame: Frame,
+        mut may_reissue: bool,
+    ) -> Result<(Vec<Frame>, u64), Outcome> {
         let deadline = Instant::now() + self.write_timeout;
         loop {
             let (targets, ticket) = self
@@ -742,16 +834,17 @@ impl Router {
                 .map_err(|why| Outcome::Failed(Failure::Unavailable(why)))?;
             let failure = match self.send_to(&targets, &frame) {
                 Ok(replies) => {
-                    let superseded = replies.first().map_or(0, |r| r.arg);
-                    if superseded <= frame.arg {
+                    let held = replies.first().map_or(0, |r| r.arg);
+                    if !may_reissue || held <= frame.arg {
                         return Ok((replies, frame.arg));
                     }
                     drop(ticket);
-                    frame.arg = self.next_version_above(superseded)?;
+                    frame.arg = self.next_version_above(held)?;
                     continue;
                 }
                 Err(failure) => failure,
             };
+            may_reissue = false;
             let epoch = ticket.epoch();
             drop(ticket);
             let now = Instant::now();
@@ -770,17 +863,19 @@ impl Router {
         targets: &[(Arc<SlaveHandle>, TableSel)],
         frame: &Frame,
     ) -> Result<Vec<Frame>, Outcome> {
-        let sent: Vec<_> = targets
-            .iter()
-            .map(|(slave, table)| {
-                let mut copy = frame.clone();
-                copy.table = *table;
-                (slave, slave.send(copy))
-            })
-            .collect();
+        let sent = send_all(targets, frame);
+        self.collect(targets, sent)
+    }
+
+    /// Waits for the replies of frames [`send_all`] sent to `targets`.
+    fn collect(
+        &self,
+        targets: &[(Arc<SlaveHandle>, TableSel)],
+        sent: Vec<Result<PendingReply, LinkError>>,
+    ) -> Result<Vec<Frame>, Outcome> {
         let mut replies = Vec::with_capacity(sent.len());
         let mut failed = None;
-        for (slave, pending) in sent {
+        for ((slave, _), pending) in targets.iter().zip(sent) {
             match pending.and_then(|p| p.wait(slave.timeout())) {
                 Ok(reply) if matches!(reply.status, Status::Ok | Status::NotFound) => {
                     replies.push(reply)
@@ -799,6 +894,47 @@ impl Router {
             None => Ok(replies),
         }
     }
+}
+
+/// A request under way: see [`Router::begin`] and [`Router::finish`].
+pub enum Pending<'a> {
+    /// Already served.
+    Done(Outcome),
+    /// A read sent to the key's primary.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+        /// Its primary and replica.
+        route: Route,
+        /// The read sent to the primary.
+        sent: Result<PendingReply, LinkError>,
+    },
+    /// A write sent to every slave that must hold it.
+    Write {
+        /// The slave frame (its version in `arg`).
+        frame: Frame,
+        /// Where it went.
+        targets: Vec<(Arc<SlaveHandle>, TableSel)>,
+        /// Counts the write as under way for data moves.
+        ticket: WriteTicket<'a>,
+        /// One send per target.
+        sent: Vec<Result<PendingReply, LinkError>>,
+    },
+}
+
+/// Sends `frame` to every target (with the target's table), without waiting.
+fn send_all(
+    targets: &[(Arc<SlaveHandle>, TableSel)],
+    frame: &Frame,
+) -> Vec<Result<PendingReply, LinkError>> {
+    targets
+        .iter()
+        .map(|(slave, table)| {
+            let mut copy = frame.clone();
+            copy.table = *table;
+            slave.send(copy)
+        })
+        .collect()
 }
 
 /// Keys per `SlaveMultiGet` frame at most.

@@ -1,9 +1,17 @@
 //! One memcached text-protocol connection on the coordinator port.
 //!
 //! Reads into a buffer, parses as many whole commands as it holds (pipelining), serves
-//! each through the router, and writes all their replies with one flush before reading
-//! again. A command split across TCP segments simply waits for the rest. Bad input gets
-//! memcached's error reply; only a line too long to frame closes the connection.
+//! each through the router in order, and writes all their replies with one flush before
+//! reading again (or sooner, when they grow past [`MAX_PENDING_OUTPUT`]). A command split
+//! across TCP segments simply waits for the rest; a long retrieval line arriving in pieces
+//! is searched for its end once ([`text::parse_resume`]). Meta commands go to
+//! [`meta::parse`] first, the classic ones to [`text::parse`].
+//!
+//! memcached's rules it keeps: under `noreply` nothing is sent back, errors included (the
+//! parser says when); the data block of a refused storage command is swallowed, never read
+//! as commands; a `set` refused as too large deletes the key's old value; `quit` and an
+//! HTTP request line close the connection; only a line too long to frame closes it with an
+//! error (`CLIENT_ERROR line too long`).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,26 +21,37 @@ use log::debug;
 use super::stats::{MEMCACHED_VERSION, StatsReply};
 use super::{Coordinator, meta_exec};
 use crate::meta::{self, MetaParsed};
-use crate::request::{Failure, Outcome, Request};
+use crate::request::{Failure, Outcome, RELATIVE_EXPTIME_MAX, Request, unix_now};
 use crate::server::Phased;
-use crate::text::{self, Parsed, TextCommand, TextError};
+use crate::text::{self, Parsed, StatsArgs, TextCommand};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
-/// Replies held before they are written, at most (plus one value).
+/// Replies held before they are written, at most (plus one chunk of values).
 const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
+/// Keys of a multi-key `get` read at once: the router asks every slave in parallel, and a
+/// connection holds at most this many values (up to 1 MiB each) before writing them.
+const GET_MANY_CHUNK: usize = 32;
 
 /// Serves the connection until the client quits, closes, idles out or sends a line that
 /// cannot be framed.
-pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: SocketAddr) {
+pub(super) fn serve(coordinator: &Coordinator, stream: TcpStream, peer: SocketAddr) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
     let mut reader = Phased::new(read_half, &coordinator.server_limits);
+    let mut session = Session {
+        coordinator,
+        stream,
+        peer,
+        out: Vec::with_capacity(READ_CHUNK),
+    };
+    let limits = &coordinator.text_limits;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     // Bytes of a refused data block still to be thrown away as they arrive.
     let mut skip: usize = 0;
+    // How much of the unfinished line at the front of `buf` is known to hold no `\n`.
+    let mut searched: usize = 0;
     let mut chunk = vec![0u8; READ_CHUNK];
     let security = &coordinator.security;
     let mut authenticated = !security.require_auth || security.secret.is_none();
@@ -61,13 +80,14 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
             match authenticate(security.secret.as_deref(), &mut buf) {
                 Some(true) => {
                     authenticated = true;
-                    if stream.write_all(b"OK\r\n").is_err() {
+                    searched = 0;
+                    if session.stream.write_all(b"OK\r\n").is_err() {
                         return;
                     }
                 }
                 Some(false) => {
                     debug!("{peer}: text client without the right secret; closing");
-                    let _ = stream.write_all(
+                    let _ = session.stream.write_all(
                         b"CLIENT_ERROR authentication required: send auth <secret> first\r\n",
                     );
                     return;
@@ -78,12 +98,16 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
         let mut close = false;
         let mut start = 0;
         while start < buf.len() {
-            match meta::parse(&buf[start..], &coordinator.text_limits) {
+            match meta::parse(&buf[start..], limits) {
                 MetaParsed::NotMeta => {}
                 MetaParsed::Incomplete => break,
                 MetaParsed::Command { command, consumed } => {
                     start += consumed;
-                    meta_exec::execute(coordinator, command, &mut out);
+                    searched = 0;
+                    meta_exec::execute(coordinator, command, &mut session.out);
+                    if session.flush_if_full().is_err() {
+                        return;
+                    }
                     continue;
                 }
                 MetaParsed::Error {
@@ -91,15 +115,16 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
                     consumed,
                     skip: more,
                 } => {
-                    out.extend_from_slice(&reply);
+                    session.out.extend_from_slice(&reply);
                     start += consumed;
+                    searched = 0;
                     let dropped = more.min(buf.len() - start);
                     start += dropped;
                     skip = more - dropped;
                     continue;
                 }
             }
-            match text::parse(&buf[start..], &coordinator.text_limits) {
+            match text::parse_resume(&buf[start..], limits, &mut searched) {
                 Parsed::Incomplete => break,
                 Parsed::Command { command, consumed } => {
                     start += consumed;
@@ -107,26 +132,29 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
                         close = true;
                         break;
                     }
-                    execute(coordinator, command, &mut out);
-                    // Bound what a pipeline of gets can make us hold: send as we go.
-                    if out.len() >= MAX_PENDING_OUTPUT {
-                        if let Err(e) = stream.write_all(&out) {
-                            debug!("{peer}: write failed: {e}");
-                            return;
-                        }
-                        out.clear();
+                    if session.execute(command).is_err() {
+                        return;
                     }
                 }
                 Parsed::Error {
                     error,
                     consumed,
                     skip: more,
+                    noreply,
+                    forget,
                 } => {
                     debug!("{peer}: {error}");
-                    out.extend_from_slice(&error.reply());
+                    if let Some(key) = forget {
+                        // memcached unlinks the old value of a set refused as too large,
+                        // so that a stale one is not served; whether there was one does
+                        // not change the reply.
+                        let _ = coordinator.router.serve(Request::Delete { key, cas: 0 });
+                    }
+                    if !noreply {
+                        session.out.extend_from_slice(&error.reply());
+                    }
                     start += consumed;
-                    let available = buf.len() - start;
-                    let dropped = more.min(available);
+                    let dropped = more.min(buf.len() - start);
                     start += dropped;
                     skip = more - dropped;
                     if error.closes_connection() {
@@ -135,16 +163,13 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
                     }
                 }
             }
-        }
-        buf.drain(..start);
-        if !out.is_empty() {
-            if let Err(e) = stream.write_all(&out) {
-                debug!("{peer}: write failed: {e}");
+            // Bound what a pipeline of gets can make us hold: send as we go.
+            if session.flush_if_full().is_err() {
                 return;
             }
-            out.clear();
         }
-        if close {
+        buf.drain(..start);
+        if session.flush().is_err() || close {
             return;
         }
     }
@@ -166,93 +191,326 @@ fn authenticate(secret: Option<&[u8]>, buf: &mut Vec<u8>) -> Option<bool> {
     Some(ok)
 }
 
-/// Serves one command, appending its reply to `out`.
-fn execute(coordinator: &Coordinator, command: TextCommand, out: &mut Vec<u8>) {
-    match command {
-        TextCommand::Set {
-            key,
-            flags,
-            exptime,
-            data,
-            noreply,
-        } => {
-            if exptime != 0 {
-                out.extend_from_slice(
-                    &TextError::Client("exptime not supported: use 0 (keys never expire)".into())
-                        .reply(),
-                );
-                return;
-            }
-            let outcome = coordinator.router.serve(Request::Put {
-                key,
-                value: data,
-                flags,
-            });
-            match outcome {
-                Outcome::Stored { .. } if noreply => {}
-                Outcome::Stored { .. } => out.extend_from_slice(text::STORED),
-                other => write_failure(other, out),
-            }
+/// The writing side of a connection: replies collect in `out` and go out in batches.
+struct Session<'a> {
+    coordinator: &'a Coordinator,
+    stream: TcpStream,
+    peer: SocketAddr,
+    out: Vec<u8>,
+}
+
+impl Session<'_> {
+    /// Writes every reply collected so far.
+    fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
         }
-        TextCommand::Get { keys, cas } => {
-            for key in keys {
-                match coordinator.router.serve(Request::Get { key: key.clone() }) {
+        let written = self.stream.write_all(&self.out);
+        self.out.clear();
+        written.inspect_err(|e| debug!("{}: write failed: {e}", self.peer))
+    }
+
+    /// Writes the collected replies if they have grown past [`MAX_PENDING_OUTPUT`]; true
+    /// when it wrote.
+    fn flush_if_full(&mut self) -> io::Result<bool> {
+        if self.out.len() < MAX_PENDING_OUTPUT {
+            return Ok(false);
+        }
+        self.flush().map(|()| true)
+    }
+
+    fn serve(&self, request: Request) -> Outcome {
+        self.coordinator.router.serve(request)
+    }
+
+    /// Serves one command (not `quit`), appending its reply to `out` unless the client
+    /// asked for none. Fails only when the client cannot be written to.
+    fn execute(&mut self, command: TextCommand) -> io::Result<()> {
+        match command {
+            TextCommand::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                data,
+                cas,
+                noreply,
+            } => {
+                let outcome = match cas {
+                    // memcached compares a cas unique of 0 too, and no item has it: the
+                    // key is either missing (NOT_FOUND) or has another one (EXISTS).
+                    Some(0) => match self.serve(Request::Get { key }) {
+                        Outcome::Found(_) => Outcome::Exists,
+                        other => other,
+                    },
+                    Some(cas) => self.serve(Request::Store {
+                        mode,
+                        key,
+                        value: data,
+                        flags,
+                        exptime,
+                        cas,
+                    }),
+                    None => self.serve(Request::Store {
+                        mode,
+                        key,
+                        value: data,
+                        flags,
+                        exptime,
+                        cas: 0,
+                    }),
+                };
+                if !noreply {
+                    match outcome {
+                        Outcome::Stored { .. } => self.out.extend_from_slice(text::STORED),
+                        Outcome::NotStored => self.out.extend_from_slice(text::NOT_STORED),
+                        Outcome::Exists => self.out.extend_from_slice(text::EXISTS),
+                        Outcome::NotFound => self.out.extend_from_slice(text::NOT_FOUND),
+                        other => write_failure(other, &mut self.out),
+                    }
+                }
+            }
+            TextCommand::Get { keys, cas, touch } => self.retrieve(keys, cas, touch)?,
+            TextCommand::Delete { key, noreply } => {
+                let outcome = self.serve(Request::Delete { key, cas: 0 });
+                if !noreply {
+                    match outcome {
+                        Outcome::Deleted => self.out.extend_from_slice(text::DELETED),
+                        Outcome::NotFound => self.out.extend_from_slice(text::NOT_FOUND),
+                        other => write_failure(other, &mut self.out),
+                    }
+                }
+            }
+            TextCommand::Touch {
+                key,
+                exptime,
+                noreply,
+            } => {
+                let outcome = self.serve(Request::Touch { key, exptime });
+                if !noreply {
+                    match outcome {
+                        Outcome::Found(_) => self.out.extend_from_slice(text::TOUCHED),
+                        Outcome::NotFound => self.out.extend_from_slice(text::NOT_FOUND),
+                        other => write_failure(other, &mut self.out),
+                    }
+                }
+            }
+            TextCommand::Arith {
+                key,
+                decr,
+                delta,
+                noreply,
+            } => {
+                let outcome = self.serve(Request::Arith {
+                    key,
+                    decr,
+                    delta,
+                    create: None,
+                    exptime: None,
+                    cas: 0,
+                });
+                if !noreply {
+                    match outcome {
+                        Outcome::Number { value, .. } => text::write_number(&mut self.out, value),
+                        Outcome::NotFound => self.out.extend_from_slice(text::NOT_FOUND),
+                        other => write_failure(other, &mut self.out),
+                    }
+                }
+            }
+            TextCommand::FlushAll { delay, noreply } => {
+                let delay = flush_delay(delay, unix_now());
+                let outcome = self.serve(Request::FlushAll { delay });
+                if !noreply {
+                    match outcome {
+                        Outcome::Flushed => self.out.extend_from_slice(text::OK),
+                        other => write_failure(other, &mut self.out),
+                    }
+                }
+            }
+            TextCommand::Verbosity { noreply, .. } => {
+                if !noreply {
+                    self.out.extend_from_slice(text::OK);
+                }
+            }
+            TextCommand::CacheMemlimit { megabytes, noreply } => {
+                if noreply {
+                } else if megabytes < 8 {
+                    self.out.extend_from_slice(
+                        b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
+                    );
+                } else {
+                    self.out.extend_from_slice(text::OK);
+                }
+            }
+            TextCommand::Version => text::write_version(&mut self.out, MEMCACHED_VERSION),
+            TextCommand::Stats(args) => self.stats(args),
+            // Handled by the caller, which closes the connection.
+            TextCommand::Quit => {}
+        }
+        Ok(())
+    }
+
+    /// `get`/`gets` (touch = None) and `gat`/`gats`: every key found, in order, then
+    /// `END`. Several keys of a `get` are read [`GET_MANY_CHUNK`] at a time through the
+    /// router's parallel multi-get; `gat` touches key by key. A failure answers only the
+    /// error, as memcached does (it drops the values stacked so far; those already written
+    /// to the client stay written).
+    fn retrieve(&mut self, keys: Vec<Vec<u8>>, cas: bool, touch: Option<i64>) -> io::Result<()> {
+        let mut mark = self.out.len();
+        for chunk in keys.chunks(GET_MANY_CHUNK) {
+            let outcomes = match (touch, chunk) {
+                (None, [key]) => vec![self.serve(Request::Get { key: key.clone() })],
+                (None, _) => self.coordinator.router.get_many(chunk),
+                (Some(exptime), _) => chunk
+                    .iter()
+                    .map(|key| {
+                        self.serve(Request::Touch {
+                            key: key.clone(),
+                            exptime,
+                        })
+                    })
+                    .collect(),
+            };
+            for (key, outcome) in chunk.iter().zip(outcomes) {
+                match outcome {
                     Outcome::Found(found) => text::write_value(
-                        out,
-                        &key,
+                        &mut self.out,
+                        key,
                         found.flags,
                         &found.value,
                         cas.then_some(found.version),
                     ),
                     Outcome::NotFound => {}
-                    // memcached has no per-key error inside a get: report the failure
-                    // and stop, without the END, as memcached does on a server error.
                     other => {
-                        write_failure(other, out);
-                        return;
+                        self.out.truncate(mark);
+                        write_failure(other, &mut self.out);
+                        return Ok(());
                     }
                 }
             }
-            out.extend_from_slice(text::END);
-        }
-        TextCommand::Delete { key, noreply } => {
-            let outcome = coordinator.router.serve(Request::Delete { key, cas: 0 });
-            match outcome {
-                Outcome::Deleted | Outcome::NotFound if noreply => {}
-                Outcome::Deleted => out.extend_from_slice(text::DELETED),
-                Outcome::NotFound => out.extend_from_slice(text::NOT_FOUND),
-                other => write_failure(other, out),
+            if self.flush_if_full()? {
+                mark = 0;
             }
         }
-        TextCommand::Version => {
-            text::write_version(out, MEMCACHED_VERSION);
+        self.out.extend_from_slice(text::END);
+        Ok(())
+    }
+
+    /// `stats [args]`, as memcached answers each.
+    fn stats(&mut self, args: StatsArgs) {
+        let section = match args {
+            StatsArgs::General => "",
+            StatsArgs::Section(ref name) => name,
+            StatsArgs::Reset => "reset",
+            StatsArgs::DetailOn | StatsArgs::DetailOff => {
+                self.out.extend_from_slice(text::OK);
+                return;
+            }
+            // No per-prefix statistics and no slab classes to dump: empty lists.
+            StatsArgs::DetailDump | StatsArgs::Cachedump => {
+                self.out.extend_from_slice(text::END);
+                return;
+            }
+        };
+        match self.coordinator.stats(section) {
+            StatsReply::Lines(lines) => {
+                for (name, value) in lines {
+                    text::write_stat(&mut self.out, &name, value);
+                }
+                self.out.extend_from_slice(text::END);
+            }
+            StatsReply::Reset => self.out.extend_from_slice(text::RESET),
+            StatsReply::Unknown => self.out.extend_from_slice(text::ERROR),
         }
-        TextCommand::Stats => write_stats(coordinator, "", out),
-        // Handled by the caller, which closes the connection.
-        TextCommand::Quit => {}
     }
 }
 
+/// `flush_all`'s delay as memcached reads it, in seconds from `now`: 0 or negative is
+/// now, up to 30 days relative seconds, larger a Unix time (past: now).
+fn flush_delay(delay: i64, now: u64) -> u32 {
+    let seconds = match u64::try_from(delay) {
+        Err(_) | Ok(0) => 0,
+        Ok(d) if d <= RELATIVE_EXPTIME_MAX as u64 => d,
+        Ok(at) => at.saturating_sub(now),
+    };
+    u32::try_from(seconds).unwrap_or(u32::MAX)
+}
+
+/// Appends the reply memcached gives for an outcome that is a failure (or one the command
+/// does not expect: a server error naming it).
 fn write_failure(outcome: Outcome, out: &mut Vec<u8>) {
     match outcome {
-        Outcome::Failed(Failure::Invalid(why)) => {
-            out.extend_from_slice(&TextError::Client(why).reply());
+        Outcome::Failed(Failure::Invalid(why)) => text::write_client_error(out, &why),
+        Outcome::Failed(Failure::TooLarge) => {
+            out.extend_from_slice(&text::TextError::TooLarge.reply());
         }
-        Outcome::Failed(Failure::TooLarge) => out.extend_from_slice(&TextError::TooLarge.reply()),
-        Outcome::Failed(failure) => text::write_server_error(out, &failure.to_string()),
-        other => text::write_server_error(out, &format!("unexpected outcome {other:?}")),
+        Outcome::Failed(Failure::NonNumeric) => {
+            text::write_client_error(out, &Failure::NonNumeric.to_string());
+        }
+        Outcome::Failed(Failure::Unavailable(why)) => text::write_server_error(out, &why),
+        other => {
+            let name = match other {
+                Outcome::Found(_) => "Found",
+                Outcome::NotFound => "NotFound",
+                Outcome::Stored { .. } => "Stored",
+                Outcome::NotStored => "NotStored",
+                Outcome::Exists => "Exists",
+                Outcome::Deleted => "Deleted",
+                Outcome::Number { .. } => "Number",
+                Outcome::Flushed => "Flushed",
+                Outcome::Failed(_) => "Failed",
+            };
+            text::write_server_error(out, &format!("unexpected outcome {name}"));
+        }
     }
 }
 
-fn write_stats(coordinator: &Coordinator, section: &str, out: &mut Vec<u8>) {
-    match coordinator.stats(section) {
-        StatsReply::Lines(lines) => {
-            for (name, value) in lines {
-                text::write_stat(out, &name, value);
-            }
-            out.extend_from_slice(text::END);
-        }
-        StatsReply::Reset => out.extend_from_slice(b"RESET\r\n"),
-        StatsReply::Unknown => out.extend_from_slice(b"ERROR\r\n"),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flush_delay_follows_memcached_exptime_rules() {
+        let now = 1_800_000_000;
+        assert_eq!(flush_delay(0, now), 0);
+        assert_eq!(flush_delay(-5, now), 0);
+        assert_eq!(flush_delay(i64::MIN, now), 0);
+        assert_eq!(flush_delay(10, now), 10);
+        assert_eq!(
+            flush_delay(RELATIVE_EXPTIME_MAX, now),
+            RELATIVE_EXPTIME_MAX as u32
+        );
+        assert_eq!(flush_delay(now as i64 + 60, now), 60);
+        assert_eq!(flush_delay(now as i64 - 60, now), 0);
+        assert_eq!(flush_delay(i64::MAX, now), u32::MAX);
+    }
+
+    #[test]
+    fn failures_get_memcached_replies() {
+        let reply = |outcome| {
+            let mut out = Vec::new();
+            write_failure(outcome, &mut out);
+            out
+        };
+        assert_eq!(
+            reply(Outcome::Failed(Failure::Invalid("empty key".into()))),
+            b"CLIENT_ERROR empty key\r\n"
+        );
+        assert_eq!(
+            reply(Outcome::Failed(Failure::TooLarge)),
+            b"SERVER_ERROR object too large for cache\r\n"
+        );
+        assert_eq!(
+            reply(Outcome::Failed(Failure::NonNumeric)),
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+        );
+        assert_eq!(
+            reply(Outcome::Failed(Failure::Unavailable("no slaves".into()))),
+            b"SERVER_ERROR no slaves\r\n"
+        );
+        assert_eq!(
+            reply(Outcome::Deleted),
+            b"SERVER_ERROR unexpected outcome Deleted\r\n"
+        );
     }
 }

@@ -267,9 +267,15 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
                         secret: serve_node.secret.as_deref(),
                         needs_auth: |opcode| opcode != Opcode::Ping,
                     };
-                    server::serve_frames(stream, peer, &server_limits, limits, guard, |frame| {
-                        serve_frame(&serve_node, frame, &mut forwarder)
-                    })
+                    server::serve_frames(
+                        stream,
+                        peer,
+                        &server_limits,
+                        limits,
+                        guard,
+                        |frame| serve_frame(&serve_node, frame, &mut forwarder),
+                        |reply| reply,
+                    )
                 },
             )
         })
