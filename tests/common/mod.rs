@@ -279,7 +279,6 @@ pub struct SlaveProc {
 
 /// A coordinator and its slaves, each a separate process.
 pub struct Cluster {
-    pub dir: TempDir,
     pub coordinator: Proc,
     pub addr: String,
     pub slaves: Vec<SlaveProc>,
@@ -289,6 +288,9 @@ pub struct Cluster {
     pub secret: Option<Vec<u8>>,
     /// Extra flags the coordinator was started with (a restart gets them again).
     pub coordinator_flags: Vec<String>,
+    /// Where the processes keep their data. Declared last, so dropped last: removed once
+    /// every process is dead (one still writing there could leave the dir behind).
+    pub dir: TempDir,
 }
 
 impl Cluster {
