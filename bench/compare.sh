@@ -8,28 +8,22 @@
 # Prints a Markdown table. Usage: bench/compare.sh [seconds-per-run]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 secs=${1:-3}
-cargo build --release -q
-bin=target/release
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+bench_setup
 
-"$bin/piazza-cluster" --listen 127.0.0.1:0 --heartbeat 127.0.0.1:0 --slave-port 0 \
-  --data-dir "$work/piazza" --log-level warn >"$work/cluster.out" 2>"$work/cluster.err" &
-for _ in $(seq 100); do grep -q '^piazza cluster' "$work/cluster.out" 2>/dev/null && break; sleep 0.1; done
-piazza=$(sed -n 's/^piazza cluster: coordinator \([^ ]*\).*/\1/p' "$work/cluster.out")
+start_cluster "$work/piazza"
 
 targets=("piazza-binary binary $piazza" "piazza-direct binary $piazza --direct" "piazza-text memcache $piazza")
 if command -v memcached >/dev/null; then
-  port=$((20000 + RANDOM % 20000))
-  memcached -u "$(id -un)" -l 127.0.0.1 -p "$port" -U 0 -t 2 -m 2048 &
-  sleep 0.5
-  targets+=("memcached memcache 127.0.0.1:$port")
+  start_memcached -m 2048
+  targets+=("memcached memcache $memcached")
 else
   echo "memcached not installed (apt-get install memcached): skipping it" >&2
 fi
 if command -v redis-server >/dev/null; then
-  rport=$((20000 + RANDOM % 20000))
+  rport=$(free_port)
   redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
     --daemonize no >"$work/redis.log" 2>&1 &
   redis-server --port $((rport + 1)) --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
@@ -50,9 +44,10 @@ for t in "${targets[@]}"; do
     --connections 8 --ops 10000 --preload >/dev/null
   for conns in 1 8 32 128; do
     for ratio in 0.9 0; do
+      # shellcheck disable=SC2086 # $extra holds flags, one word each
       line=$("$bin/piazza-bench" --coordinator "$addr" --protocol "$protocol" --keys 10000 \
         --value-size 100 --connections "$conns" --seconds "$secs" --get-ratio "$ratio" --json ${extra:-})
-      get() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$line"; }
+      get() { field "$1" "$line"; }
       printf '| %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$name" "$conns" "$ratio" \
         "$(get ops_per_sec)" "$(get p50_us)" "$(get p99_us)" "$(get p999_us)" "$(get max_us)" "$(get errors)"
     done

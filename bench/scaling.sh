@@ -7,14 +7,12 @@
 # Usage: bench/scaling.sh [keys ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q
-bin=target/release
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 if [ $# -gt 0 ]; then counts=("$@"); else counts=(10000 100000 1000000); fi
 conns=32
 secs=5
-work=$(mktemp -d)
-# `|| true`: with nothing left running, kill fails, and set -e would skip the rm.
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+bench_setup
 rss() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
 
 # measure NAME COPIES PID ADDR PROTOCOL KEYS: preload, RSS growth, timed run; one row.
@@ -26,7 +24,7 @@ measure() {
   after=$(rss "$pid")
   line=$("$bin/piazza-bench" --coordinator "$addr" --protocol "$protocol" --keys "$keys" \
     --value-size 100 --connections "$conns" --seconds "$secs" --get-ratio 0.9 --json)
-  get() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$line"; }
+  get() { field "$1" "$line"; }
   if [ "$(get errors)" != 0 ]; then echo "$name, $keys keys: $(get errors) errors" >&2; fi
   printf '| %s | %s | %s | %s | %.0f | %s |\n' "$keys" "$name" \
     "$(( (after - before) / 1048576 ))" "$(( (after - before) / (copies * keys) ))" \
@@ -36,22 +34,14 @@ measure() {
 echo "| keys | server | RSS growth MiB | bytes per stored copy | ops/s 90/10 | p99 us |"
 echo "| --- | --- | --- | --- | --- | --- |"
 for keys in "${counts[@]}"; do
-  "$bin/piazza-cluster" --listen 127.0.0.1:0 --heartbeat 127.0.0.1:0 --slave-port 0 \
-    --data-dir "$work/p-$keys" --log-level warn >"$work/out" 2>"$work/err" &
-  pid=$!
-  for _ in $(seq 100); do grep -q '^piazza cluster' "$work/out" 2>/dev/null && break; sleep 0.1; done
-  addr=$(sed -n 's/^piazza cluster: coordinator \([^ ]*\).*/\1/p' "$work/out")
-  if [ -z "$addr" ]; then echo "piazza-cluster did not start:" >&2; cat "$work/err" >&2; exit 1; fi
-  measure "piazza-cluster (3 slaves, 2 copies)" 2 "$pid" "$addr" binary "$keys"
-  kill "$pid"
-  wait "$pid" || true
+  start_cluster "$work/p-$keys"
+  measure "piazza-cluster (3 slaves, 2 copies)" 2 "$piazza_pid" "$piazza" binary "$keys"
+  kill "$piazza_pid"
+  wait "$piazza_pid" || true
   rm -rf "$work/p-$keys"
 
-  port=$((20000 + RANDOM % 20000))
-  memcached -u "$(id -un)" -l 127.0.0.1 -p "$port" -U 0 -t 2 -m 4096 &
-  mpid=$!
-  sleep 0.5
-  measure "memcached (1 copy)" 1 "$mpid" "127.0.0.1:$port" memcache "$keys"
-  kill "$mpid"
-  wait "$mpid" || true
+  start_memcached -m 4096
+  measure "memcached (1 copy)" 1 "$memcached_pid" "$memcached" memcache "$keys"
+  kill "$memcached_pid"
+  wait "$memcached_pid" || true
 done

@@ -13,7 +13,7 @@
 //! - [`coordinator`], [`slave`]: the two servers; [`server`]: what they share (accept loop,
 //!   connection cap, frame loop); [`shutdown`]: Ctrl-C to joined threads;
 //! - [`client`]: the Rust client; [`shell`]: `piazza-client`'s commands and prompt; [`cluster`]: a whole local cluster in one process;
-//!   [`bench`]: the load generator; [`config`]: flags and typed configs; [`cli`]: what
+//!   [`mod@bench`]: the load generator; [`config`]: flags and typed configs; [`cli`]: what
 //!   every binary does at start (flags, logging, exit codes).
 #![deny(missing_docs)]
 

@@ -299,3 +299,169 @@ fn multi_gets_keep_request_order_and_survive_a_dead_primary() {
     cluster.wait_settled();
     check(&mut client, 10_000);
 }
+
+/// A coordinator or a slave of a cluster that is killed and started again on the same
+/// addresses and data dirs.
+fn start_server(
+    kind: &str,
+    dir: &std::path::Path,
+    listen: &str,
+    coordinator: &str,
+) -> (common::Proc, String) {
+    let mut args = vec![
+        "--listen".to_string(),
+        listen.to_string(),
+        "--data-dir".to_string(),
+        dir.join(kind).display().to_string(),
+        "--heartbeat-interval-ms".to_string(),
+        common::HEARTBEAT_MS.to_string(),
+    ];
+    if kind == "coordinator" {
+        args.extend(
+            [
+                "--heartbeat",
+                "127.0.0.1:0",
+                "--failure-timeout-ms",
+                &common::FAILURE_MS.to_string(),
+            ]
+            .map(String::from),
+        );
+    } else {
+        args.extend(["--coordinator", coordinator, "--fsync", "always"].map(String::from));
+    }
+    let binary = if kind == "coordinator" {
+        "coordinator"
+    } else {
+        "slave"
+    };
+    let mut proc = common::Proc::start(common::bin(binary), &args);
+    let addr = proc.wait_line("listening on ");
+    (proc, addr)
+}
+
+#[test]
+fn expiry_flush_and_counters_survive_a_whole_cluster_restart() {
+    let dir = common::TempDir::new("opsrestart");
+    let (mut coordinator, addr) = start_server("coordinator", dir.path(), "127.0.0.1:0", "");
+    let mut slaves: Vec<(common::Proc, String)> = ["slave-0", "slave-1", "slave-2"]
+        .iter()
+        .map(|name| start_server(name, dir.path(), "127.0.0.1:0", &addr))
+        .collect();
+    let serving = |addr: &str| {
+        wait_until(DEADLINE, "3 slaves alive and serving", || {
+            piazza::Client::connect(addr)
+                .and_then(|mut c| {
+                    let alive = c
+                        .status()?
+                        .slaves
+                        .iter()
+                        .filter(|s| s.state == "alive")
+                        .count();
+                    c.get(b"probe").map(|_| alive)
+                })
+                .is_ok_and(|alive| alive == 3)
+        })
+    };
+    serving(&addr);
+    let mut client = piazza::Client::connect(&addr).unwrap();
+    client.put(b"flushed", b"old").unwrap();
+    client.flush_all(0).unwrap();
+    client.put(b"after", b"kept").unwrap();
+    client.put_with_ttl(b"ttl-long", b"v", 0, 1000).unwrap();
+    client.put_with_ttl(b"ttl-short", b"v", 0, 2).unwrap();
+    client.put(b"n", b"41").unwrap();
+    assert_eq!(client.incr(b"n", 1, false).unwrap(), Some(42));
+
+    // Everything dies at once, and comes back on the same addresses and data dirs.
+    coordinator.kill();
+    for (proc, _) in &mut slaves {
+        proc.kill();
+    }
+    let (_coordinator, addr2) = start_server("coordinator", dir.path(), &addr, "");
+    assert_eq!(addr2, addr);
+    let _slaves: Vec<(common::Proc, String)> = ["slave-0", "slave-1", "slave-2"]
+        .iter()
+        .zip(&slaves)
+        .map(|(name, (_, listen))| start_server(name, dir.path(), listen, &addr))
+        .collect();
+    serving(&addr);
+    let mut client = piazza::Client::connect(&addr).unwrap();
+    assert_eq!(value_of(&mut client, b"flushed"), None, "a flush stays");
+    assert_eq!(value_of(&mut client, b"after"), Some(b"kept".to_vec()));
+    assert_eq!(value_of(&mut client, b"ttl-long"), Some(b"v".to_vec()));
+    assert_eq!(value_of(&mut client, b"n"), Some(b"42".to_vec()));
+    assert_eq!(client.incr(b"n", 1, false).unwrap(), Some(43));
+    wait_until(DEADLINE, "the short expiry after the restart", || {
+        value_of(&mut client, b"ttl-short").is_none()
+    });
+}
+
+#[test]
+fn a_slave_that_missed_a_flush_never_serves_what_was_flushed() {
+    let dir = common::TempDir::new("opsmissedflush");
+    let (_coordinator, addr) = start_server("coordinator", dir.path(), "127.0.0.1:0", "");
+    let mut slaves: Vec<(common::Proc, String)> = ["slave-0", "slave-1", "slave-2"]
+        .iter()
+        .map(|name| start_server(name, dir.path(), "127.0.0.1:0", &addr))
+        .collect();
+    let cluster = Cluster::attach(&addr);
+    wait_until(DEADLINE, "3 slaves alive", || {
+        cluster.live_addrs().len() == 3
+    });
+    let mut client = piazza::Client::connect(&addr).unwrap();
+    let mut expected: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    for i in 0..300 {
+        let key = format!("f{i}").into_bytes();
+        client.put(&key, b"before the flush").unwrap();
+        expected.insert(key, None);
+    }
+    // One slave is down while the flush happens, then comes back with its old data.
+    let (mut down, down_addr) = slaves.remove(0);
+    down.kill();
+    cluster.wait_state(&down_addr, "dead");
+    client.flush_all(0).unwrap();
+    client.put(b"fresh", b"after").unwrap();
+    expected.insert(b"fresh".to_vec(), Some(b"after".to_vec()));
+    let _back = start_server("slave-0", dir.path(), &down_addr, &addr);
+    wait_until(DEADLINE, "the slave back and every move done", || {
+        cluster.live_addrs().len() == 3 && cluster.status().moving.is_none()
+    });
+    for (key, value) in &expected {
+        assert_eq!(&value_of(&mut client, key), value);
+    }
+    cluster.assert_two_copies(&expected);
+}
+
+#[test]
+fn piazza_bench_counts_exactly_with_incr_and_runs_cas_and_ttl_workloads() {
+    let cluster = Cluster::start(3);
+    let mut client = cluster.client();
+    for protocol in ["binary", "memcache"] {
+        for workload in ["incr", "cas", "set-ttl"] {
+            let output = std::process::Command::new(common::bin("bench"))
+                .args(["--coordinator", &cluster.addr, "--protocol", protocol])
+                .args(["--workload", workload, "--keys", "1", "--connections", "4"])
+                .args(["--pipeline", "8", "--ops", "1000", "--json"])
+                .output()
+                .unwrap();
+            let line = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "{protocol} {workload}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(
+                line.contains("\"errors\":0"),
+                "{protocol} {workload}: {line}"
+            );
+            if workload == "incr" {
+                // 1,000 increments of the one key, from 0, on 4 pipelined connections.
+                assert_eq!(
+                    value_of(&mut client, b"key:0"),
+                    Some(b"1000".to_vec()),
+                    "{protocol}"
+                );
+            }
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! Persistent, multiplexed connections from the coordinator to one slave.
 //!
 //! A [`SlaveLink`] is one TCP connection that carries many requests at once: callers write
-//! a frame with a fresh request id (under the writer lock, one flush per frame) and wait on
-//! their own channel; the link's reader thread (`link-<id>-<n>`) matches each reply to its
+//! a frame with a fresh request id (under the writer lock) and wait on their own channel.
+//! Frames queued together go out in one write: a sender that sees others waiting for the
+//! writer leaves the flush to the last of them, and a *deferred* send (a pipelined request)
+//! leaves it to the first wait on the link; the link's reader thread (`link-<id>-<n>`) matches each reply to its
 //! caller by request id. A [`SlaveHandle`] keeps a few links to one slave and reconnects a
 //! broken one on next use.
 //!
@@ -62,6 +64,28 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Shared {
     pending: Mutex<HashMap<u32, ReplySender>>,
     broken: AtomicBool,
+    writer: Mutex<BufWriter<TcpStream>>,
+    /// Frames are in the writer's buffer, not yet flushed.
+    unflushed: AtomicBool,
+    /// Senders waiting for the writer lock.
+    queued: AtomicUsize,
+}
+
+impl Shared {
+    /// Flushes frames left in the writer's buffer, if any; a failure breaks the link.
+    fn flush_pending(&self) {
+        if !self.unflushed.load(Ordering::SeqCst) {
+            return;
+        }
+        let flushed = {
+            let mut writer = lock(&self.writer);
+            self.unflushed.store(false, Ordering::SeqCst);
+            writer.flush()
+        };
+        if let Err(e) = flushed {
+            self.fail_all(&e.to_string());
+        }
+    }
 }
 
 impl Shared {
@@ -76,7 +100,6 @@ impl Shared {
 
 /// One multiplexed connection to a slave.
 pub struct SlaveLink {
-    writer: Mutex<BufWriter<TcpStream>>,
     stream: TcpStream,
     shared: Arc<Shared>,
     next_id: AtomicU32,
@@ -96,6 +119,8 @@ impl PendingReply {
     /// # Errors
     /// `Timeout` after `timeout`; `Broken` if the connection fails first.
     pub fn wait(self, timeout: Duration) -> Result<Frame, LinkError> {
+        // A deferred request (or one behind it) may still sit in the writer's buffer.
+        self.shared.flush_pending();
         match self.rx.recv_timeout(timeout) {
             Ok(result) => result,
             Err(RecvTimeoutError::Timeout) => {
@@ -137,6 +162,9 @@ impl SlaveLink {
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             broken: AtomicBool::new(false),
+            writer: Mutex::new(BufWriter::with_capacity(64 * 1024, write_half)),
+            unflushed: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
         });
         let reader_shared = Arc::clone(&shared);
         let peer = addr.to_string();
@@ -145,7 +173,6 @@ impl SlaveLink {
             .spawn(move || read_replies(read_half, &reader_shared, &peer))
             .map_err(connect)?;
         Ok(SlaveLink {
-            writer: Mutex::new(BufWriter::with_capacity(64 * 1024, write_half)),
             stream,
             shared,
             next_id: AtomicU32::new(1),
@@ -159,11 +186,13 @@ impl SlaveLink {
     }
 
     /// Sends a request (its request id is replaced by the link's own) and returns a
-    /// handle to wait for the reply with.
+    /// handle to wait for the reply with. With `deferred`, the frame may stay in the
+    /// writer's buffer until someone waits on the link (or another send flushes it), so
+    /// that a connection's pipelined requests go out together.
     ///
     /// # Errors
     /// `Broken` when the connection has failed or the write fails.
-    pub fn send(&self, frame: &mut Frame) -> Result<PendingReply, LinkError> {
+    pub fn send(&self, frame: &mut Frame, deferred: bool) -> Result<PendingReply, LinkError> {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         frame.request_id = request_id;
         let (tx, rx) = mpsc::sync_channel(1);
@@ -175,8 +204,20 @@ impl SlaveLink {
             return Err(LinkError::Broken("connection already failed".into()));
         }
         let written = {
-            let mut writer = lock(&self.writer);
-            frame.write_to(&mut *writer).and_then(|()| writer.flush())
+            let shared = &self.shared;
+            shared.queued.fetch_add(1, Ordering::SeqCst);
+            let mut writer = lock(&shared.writer);
+            shared.queued.fetch_sub(1, Ordering::SeqCst);
+            frame.write_to(&mut *writer).and_then(|()| {
+                // The last of the senders queued together flushes for all of them.
+                if deferred || shared.queued.load(Ordering::SeqCst) > 0 {
+                    shared.unflushed.store(true, Ordering::SeqCst);
+                    Ok(())
+                } else {
+                    shared.unflushed.store(false, Ordering::SeqCst);
+                    writer.flush()
+                }
+            })
         };
         if let Err(e) = written {
             lock(&self.shared.pending).remove(&request_id);
@@ -330,11 +371,24 @@ impl SlaveHandle {
     ///
     /// # Errors
     /// See [`SlaveLink::send`] and [`SlaveLink::connect`].
-    pub fn send(&self, mut frame: Frame) -> Result<PendingReply, LinkError> {
+    pub fn send(&self, frame: Frame) -> Result<PendingReply, LinkError> {
+        self.send_with(frame, false)
+    }
+
+    /// Like [`SlaveHandle::send`], but the frame may wait in the link's buffer until a
+    /// reply is waited for: for requests begun in a pipeline, so they go out together.
+    ///
+    /// # Errors
+    /// See [`SlaveHandle::send`].
+    pub fn send_deferred(&self, frame: Frame) -> Result<PendingReply, LinkError> {
+        self.send_with(frame, true)
+    }
+
+    fn send_with(&self, mut frame: Frame, deferred: bool) -> Result<PendingReply, LinkError> {
         let link = self.link()?;
-        match link.send(&mut frame) {
+        match link.send(&mut frame, deferred) {
             // A link that broke while idle (the slave restarted) is replaced once.
-            Err(LinkError::Broken(_)) => self.link()?.send(&mut frame),
+            Err(LinkError::Broken(_)) => self.link()?.send(&mut frame, deferred),
             other => other,
         }
     }
@@ -362,7 +416,7 @@ impl SlaveHandle {
         )?;
         let mut frame = frame;
         let result = link
-            .send(&mut frame)
+            .send(&mut frame, false)
             .and_then(|pending| pending.wait(timeout));
         link.close();
         result

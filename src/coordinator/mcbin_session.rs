@@ -18,6 +18,7 @@ use std::net::{SocketAddr, TcpStream};
 use log::debug;
 
 use super::Coordinator;
+use super::router::Pending;
 use super::stats::{MEMCACHED_VERSION, StatsReply};
 use crate::mcbin::{self, Dispatch, Header, Parsed, Status};
 use crate::request::{Request, unix_now};
@@ -37,6 +38,7 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
     let mut reader = Phased::new(read_half, &coordinator.server_limits);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut window = Window::default();
     let mut chunk = vec![0u8; READ_CHUNK];
     // Bytes of a refused packet still to be thrown away as they arrive.
     let mut skip: usize = 0;
@@ -82,7 +84,7 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
                 Parsed::Incomplete => break,
                 Parsed::Packet { packet, consumed } => {
                     start += consumed;
-                    if execute(coordinator, packet, &mut out) {
+                    if execute(coordinator, packet, &mut window, &mut out) {
                         close = true;
                         break;
                     }
@@ -102,6 +104,7 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
                     forget,
                 } => {
                     debug!("{peer}: {error}");
+                    window.settle(coordinator, &mut out);
                     if let Some(key) = forget {
                         // memcached drops the old value of a key whose set was refused.
                         let _ = coordinator.router.serve(Request::Delete { key, cas: 0 });
@@ -118,6 +121,7 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
             }
         }
         buf.drain(..start);
+        window.settle(coordinator, &mut out);
         if !out.is_empty() {
             if let Err(e) = stream.write_all(&out) {
                 debug!("{peer}: write failed: {e}");
@@ -136,14 +140,64 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
     }
 }
 
-/// Serves one packet, appending its reply to `out`; true when the connection closes.
-fn execute(coordinator: &Coordinator, packet: mcbin::Packet, out: &mut Vec<u8>) -> bool {
-    let header = packet.header;
-    match mcbin::dispatch(packet, unix_now()) {
-        Dispatch::Router { request, answer } => {
-            let outcome = coordinator.router.serve(request);
-            answer.write(out, outcome);
+/// Packets of one connection left in flight at once, at most.
+const PIPELINE_WINDOW: usize = 64;
+
+/// Reads and plain writes begun with the router and not yet answered, in order.
+#[derive(Default)]
+struct Window<'a> {
+    inflight: std::collections::VecDeque<(Pending<'a>, mcbin::Answer)>,
+}
+
+impl<'a> Window<'a> {
+    /// Answers everything in flight, in order.
+    fn settle(&mut self, coordinator: &Coordinator, out: &mut Vec<u8>) {
+        while let Some((pending, answer)) = self.inflight.pop_front() {
+            answer.write(out, coordinator.router.finish(pending));
         }
+    }
+}
+
+/// Serves one packet, appending its reply to `out` (or leaving a get, a plain set or a
+/// delete in flight); true when the connection closes.
+fn execute<'a>(
+    coordinator: &'a Coordinator,
+    packet: mcbin::Packet,
+    window: &mut Window<'a>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let header = packet.header;
+    let dispatched = mcbin::dispatch(packet, unix_now());
+    if let Dispatch::Router { request, answer } = dispatched {
+        let in_flight = matches!(
+            request,
+            Request::Get { .. }
+                | Request::Put { .. }
+                | Request::Store {
+                    mode: crate::request::StoreMode::Set,
+                    cas: 0,
+                    ..
+                }
+                | Request::Delete { cas: 0, .. }
+        );
+        if in_flight {
+            window
+                .inflight
+                .push_back((coordinator.router.begin(request), answer));
+            if window.inflight.len() >= PIPELINE_WINDOW
+                && let Some((pending, answer)) = window.inflight.pop_front()
+            {
+                answer.write(out, coordinator.router.finish(pending));
+            }
+        } else {
+            window.settle(coordinator, out);
+            answer.write(out, coordinator.router.serve(request));
+        }
+        return false;
+    }
+    window.settle(coordinator, out);
+    match dispatched {
+        Dispatch::Router { .. } => {}
         Dispatch::Noop => mcbin::write_response(out, &header, Status::Ok, 0, &[], &[], &[]),
         Dispatch::Version => mcbin::write_response(
             out,

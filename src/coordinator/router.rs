@@ -312,7 +312,7 @@ impl Router {
             TableSel::Own
         };
         request.flags = WITH_EXPIRY;
-        let sent = route.primary.send(request);
+        let sent = route.primary.send_deferred(request);
         Ok(Pending::Get { key, route, sent })
     }
 
@@ -553,7 +553,7 @@ impl Router {
             .membership
             .write_targets(&frame.key)
             .map_err(|why| Outcome::Failed(Failure::Unavailable(why)))?;
-        let sent = send_all(&targets, &frame);
+        let sent = send_all(&targets, &frame, true);
         Ok(Pending::Write {
             frame,
             targets,
@@ -863,7 +863,7 @@ impl Router {
         targets: &[(Arc<SlaveHandle>, TableSel)],
         frame: &Frame,
     ) -> Result<Vec<Frame>, Outcome> {
-        let sent = send_all(targets, frame);
+        let sent = send_all(targets, frame, false);
         self.collect(targets, sent)
     }
 
@@ -922,17 +922,23 @@ pub enum Pending<'a> {
     },
 }
 
-/// Sends `frame` to every target (with the target's table), without waiting.
+/// Sends `frame` to every target (with the target's table), without waiting; `deferred`
+/// as in [`SlaveHandle::send_deferred`].
 fn send_all(
     targets: &[(Arc<SlaveHandle>, TableSel)],
     frame: &Frame,
+    deferred: bool,
 ) -> Vec<Result<PendingReply, LinkError>> {
     targets
         .iter()
         .map(|(slave, table)| {
             let mut copy = frame.clone();
             copy.table = *table;
-            slave.send(copy)
+            if deferred {
+                slave.send_deferred(copy)
+            } else {
+                slave.send(copy)
+            }
         })
         .collect()
 }

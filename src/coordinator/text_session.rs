@@ -1,8 +1,12 @@
 //! One memcached text-protocol connection on the coordinator port.
 //!
-//! Reads into a buffer, parses as many whole commands as it holds (pipelining), serves
-//! each through the router in order, and writes all their replies with one flush before
-//! reading again (or sooner, when they grow past [`MAX_PENDING_OUTPUT`]). A command split
+//! Reads into a buffer, parses as many whole commands as it holds (pipelining), and writes
+//! all their replies, in order, with one flush before reading again (or sooner, when they
+//! grow past [`MAX_PENDING_OUTPUT`]). Plain `set`s, `delete`s and one-key `get`s are only
+//! *begun* with the router and left in flight (up to [`PIPELINE_WINDOW`] of them), so a
+//! pipeline does not wait for one slave round trip per command; any other command first
+//! collects what is in flight, in order, then runs. Commands on one key take effect in the
+//! order sent (the router's rule for begun requests). A command split
 //! across TCP segments simply waits for the rest; a long retrieval line arriving in pieces
 //! is searched for its end once ([`text::parse_resume`]). Meta commands go to
 //! [`meta::parse`] first, the classic ones to [`text::parse`].
@@ -18,9 +22,11 @@ use std::net::{SocketAddr, TcpStream};
 
 use log::debug;
 
+use super::router::Pending;
 use super::stats::{MEMCACHED_VERSION, StatsReply};
 use super::{Coordinator, meta_exec};
 use crate::meta::{self, MetaParsed};
+use crate::request::StoreMode;
 use crate::request::{Failure, Outcome, RELATIVE_EXPTIME_MAX, Request, unix_now};
 use crate::server::Phased;
 use crate::text::{self, Parsed, StatsArgs, TextCommand};
@@ -29,6 +35,8 @@ use crate::text::{self, Parsed, StatsArgs, TextCommand};
 const READ_CHUNK: usize = 16 * 1024;
 /// Replies held before they are written, at most (plus one chunk of values).
 const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
+/// Commands of one connection left in flight at once, at most.
+const PIPELINE_WINDOW: usize = 64;
 /// Keys of a multi-key `get` read at once: the router asks every slave in parallel, and a
 /// connection holds at most this many values (up to 1 MiB each) before writing them.
 const GET_MANY_CHUNK: usize = 32;
@@ -45,6 +53,7 @@ pub(super) fn serve(coordinator: &Coordinator, stream: TcpStream, peer: SocketAd
         stream,
         peer,
         out: Vec::with_capacity(READ_CHUNK),
+        window: std::collections::VecDeque::new(),
     };
     let limits = &coordinator.text_limits;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -104,6 +113,7 @@ pub(super) fn serve(coordinator: &Coordinator, stream: TcpStream, peer: SocketAd
                 MetaParsed::Command { command, consumed } => {
                     start += consumed;
                     searched = 0;
+                    session.settle();
                     meta_exec::execute(coordinator, command, &mut session.out);
                     if session.flush_if_full().is_err() {
                         return;
@@ -115,6 +125,7 @@ pub(super) fn serve(coordinator: &Coordinator, stream: TcpStream, peer: SocketAd
                     consumed,
                     skip: more,
                 } => {
+                    session.settle();
                     session.out.extend_from_slice(&reply);
                     start += consumed;
                     searched = 0;
@@ -144,6 +155,7 @@ pub(super) fn serve(coordinator: &Coordinator, stream: TcpStream, peer: SocketAd
                     forget,
                 } => {
                     debug!("{peer}: {error}");
+                    session.settle();
                     if let Some(key) = forget {
                         // memcached unlinks the old value of a set refused as too large,
                         // so that a stale one is not served; whether there was one does
@@ -169,6 +181,7 @@ pub(super) fn serve(coordinator: &Coordinator, stream: TcpStream, peer: SocketAd
             }
         }
         buf.drain(..start);
+        session.settle();
         if session.flush().is_err() || close {
             return;
         }
@@ -191,12 +204,24 @@ fn authenticate(secret: Option<&[u8]>, buf: &mut Vec<u8>) -> Option<bool> {
     Some(ok)
 }
 
-/// The writing side of a connection: replies collect in `out` and go out in batches.
+/// The writing side of a connection: replies collect in `out` and go out in batches;
+/// commands in flight wait in `window`, in order, with how to answer them.
 struct Session<'a> {
     coordinator: &'a Coordinator,
     stream: TcpStream,
     peer: SocketAddr,
     out: Vec<u8>,
+    window: std::collections::VecDeque<(Pending<'a>, Answer)>,
+}
+
+/// How to answer a command left in flight.
+enum Answer {
+    /// A plain `set`.
+    Stored { noreply: bool },
+    /// A `delete`.
+    Deleted { noreply: bool },
+    /// A one-key `get`/`gets`.
+    Value { key: Vec<u8>, cas: bool },
 }
 
 impl Session<'_> {
@@ -223,9 +248,97 @@ impl Session<'_> {
         self.coordinator.router.serve(request)
     }
 
+    /// Begins `request` and leaves it in flight; answers the oldest when the window is
+    /// full.
+    fn begin(&mut self, request: Request, answer: Answer) {
+        let pending = self.coordinator.router.begin(request);
+        self.window.push_back((pending, answer));
+        if self.window.len() >= PIPELINE_WINDOW
+            && let Some((pending, answer)) = self.window.pop_front()
+        {
+            self.answer(pending, answer);
+        }
+    }
+
+    /// Collects every command in flight, in order, appending their replies to `out`.
+    fn settle(&mut self) {
+        while let Some((pending, answer)) = self.window.pop_front() {
+            self.answer(pending, answer);
+        }
+    }
+
+    fn answer(&mut self, pending: Pending<'_>, answer: Answer) {
+        let outcome = self.coordinator.router.finish(pending);
+        match answer {
+            Answer::Stored { noreply: true } | Answer::Deleted { noreply: true } => {}
+            Answer::Stored { noreply: false } => match outcome {
+                Outcome::Stored { .. } => self.out.extend_from_slice(text::STORED),
+                other => write_failure(other, &mut self.out),
+            },
+            Answer::Deleted { noreply: false } => match outcome {
+                Outcome::Deleted => self.out.extend_from_slice(text::DELETED),
+                Outcome::NotFound => self.out.extend_from_slice(text::NOT_FOUND),
+                other => write_failure(other, &mut self.out),
+            },
+            Answer::Value { key, cas } => match outcome {
+                Outcome::Found(found) => {
+                    text::write_value(
+                        &mut self.out,
+                        &key,
+                        found.flags,
+                        &found.value,
+                        cas.then_some(found.version),
+                    );
+                    self.out.extend_from_slice(text::END);
+                }
+                Outcome::NotFound => self.out.extend_from_slice(text::END),
+                other => write_failure(other, &mut self.out),
+            },
+        }
+    }
+
     /// Serves one command (not `quit`), appending its reply to `out` unless the client
-    /// asked for none. Fails only when the client cannot be written to.
+    /// asked for none, or leaving it in flight (plain `set`, `delete`, one-key `get`).
+    /// Fails only when the client cannot be written to.
     fn execute(&mut self, command: TextCommand) -> io::Result<()> {
+        let command = match command {
+            TextCommand::Store {
+                mode: StoreMode::Set,
+                key,
+                flags,
+                exptime,
+                data,
+                cas: None,
+                noreply,
+            } => {
+                let request = Request::Store {
+                    mode: StoreMode::Set,
+                    key,
+                    value: data,
+                    flags,
+                    exptime,
+                    cas: 0,
+                };
+                self.begin(request, Answer::Stored { noreply });
+                return Ok(());
+            }
+            TextCommand::Delete { key, noreply } => {
+                self.begin(Request::Delete { key, cas: 0 }, Answer::Deleted { noreply });
+                return Ok(());
+            }
+            TextCommand::Get {
+                mut keys,
+                cas,
+                touch: None,
+            } if keys.len() == 1 => {
+                let key = keys.pop().unwrap_or_default();
+                let request = Request::Get { key: key.clone() };
+                self.begin(request, Answer::Value { key, cas });
+                return Ok(());
+            }
+            other => other,
+        };
+        self.settle();
         match command {
             TextCommand::Store {
                 mode,

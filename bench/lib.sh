@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Helpers shared by the bench scripts; source it, do not run it. The caller has done
+# `set -euo pipefail` and `cd` to the repository root.
+#   bench_setup         builds the release binaries, makes $work (a temporary directory)
+#                       and sets an exit trap that kills every job the script started
+#                       and removes $work
+#   free_port           prints a loopback port nothing listens on
+#   wait_port PORT      waits (at most 5 s) until 127.0.0.1:PORT accepts connections
+#   start_cluster DIR   starts a local piazza-cluster (3 slaves, one process) on loopback
+#                       with its data in DIR; sets $piazza (coordinator address) and
+#                       $piazza_pid
+#   start_memcached [ARGS...]  starts memcached -t 2 on a free loopback port (extra
+#                       ARGS, e.g. -m 4096, are passed on); sets $memcached (address)
+#                       and $memcached_pid
+#   field NAME LINE     prints the number NAME holds in piazza-bench's JSON LINE
+# Every variable set here is read by the scripts that source this file.
+# shellcheck disable=SC2034
+bin=target/release
+
+bench_setup() {
+  cargo build --release -q
+  work=$(mktemp -d)
+  # `|| true`: with nothing left running, kill fails, and set -e would skip the rm.
+  trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}
+
+free_port() {
+  # Below the kernel's ephemeral range, so no outgoing connection holds the port.
+  local low port
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  for _ in $(seq 50); do
+    port=$((10000 + RANDOM % (low - 10000)))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  echo "no free port found" >&2
+  return 1
+}
+
+wait_port() {
+  for _ in $(seq 50); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing answers on 127.0.0.1:$1" >&2
+  return 1
+}
+
+start_cluster() {
+  local dir=$1
+  mkdir -p "$dir"
+  "$bin/piazza-cluster" --listen 127.0.0.1:0 --heartbeat 127.0.0.1:0 --slave-port 0 \
+    --data-dir "$dir" --log-level warn >"$dir.out" 2>"$dir.err" &
+  # shellcheck disable=SC2034
+  piazza_pid=$!
+  for _ in $(seq 100); do grep -q '^piazza cluster' "$dir.out" 2>/dev/null && break; sleep 0.1; done
+  piazza=$(sed -n 's/^piazza cluster: coordinator \([^ ]*\).*/\1/p' "$dir.out")
+  if [ -z "$piazza" ]; then echo "piazza-cluster did not start:" >&2; cat "$dir.err" >&2; return 1; fi
+}
+
+start_memcached() {
+  local port
+  for _ in 1 2 3 4 5; do
+    port=$(free_port)
+    memcached -u "$(id -un)" -l 127.0.0.1 -p "$port" -U 0 -t 2 "$@" &
+    # shellcheck disable=SC2034
+    memcached_pid=$!
+    if wait_port "$port" 2>/dev/null && kill -0 "$memcached_pid" 2>/dev/null; then
+      # shellcheck disable=SC2034
+      memcached=127.0.0.1:$port
+      return 0
+    fi
+    kill "$memcached_pid" 2>/dev/null || true   # taken after all: another port
+  done
+  echo "memcached did not start" >&2
+  return 1
+}
+
+field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$2"; }
