@@ -8,37 +8,9 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Cluster, DEADLINE, Proc, Rng, TempDir, bin, wait_until};
+use common::{Cluster, DEADLINE, Expected, Proc, Rng, TempDir, bin, run_client, wait_until};
 use piazza::Client;
 use piazza::wire::TableSel;
-
-/// Both replicas of `key` hold `expected` (None: absent or tombstone), asked directly.
-fn assert_on_both(cluster: &Cluster, key: &[u8], expected: Option<&[u8]>) {
-    let (primary, replica) = cluster.placement(key);
-    let own = Client::connect(&primary)
-        .unwrap()
-        .slave_get(TableSel::Own, key)
-        .unwrap();
-    assert_eq!(
-        own.as_ref().map(|v| v.value.as_slice()),
-        expected,
-        "primary {primary} own"
-    );
-    let replica = replica.expect("a replica with 3 slaves");
-    let previous = Client::connect(&replica)
-        .unwrap()
-        .slave_get(TableSel::Previous, key)
-        .unwrap();
-    assert_eq!(
-        previous.as_ref().map(|v| v.value.as_slice()),
-        expected,
-        "replica {replica} previous"
-    );
-    if let (Some(own), Some(previous)) = (own, previous) {
-        assert_eq!(own.version, previous.version);
-        assert_eq!(own.flags, previous.flags);
-    }
-}
 
 /// A value with `\r\n` and zero bytes in it, of a random size up to 100 KiB (most small).
 fn awkward_value(rng: &mut Rng) -> Vec<u8> {
@@ -75,9 +47,11 @@ fn binary_client_stores_reads_and_deletes_with_two_copies() {
         assert_eq!(&got.value, value);
         assert_eq!(got.flags, *flags);
     }
-    for (key, value, _) in data.iter() {
-        assert_on_both(&cluster, key, Some(value));
-    }
+    let mut expected: Expected = data
+        .iter()
+        .map(|(key, value, _)| (key.clone(), Some(value.clone())))
+        .collect();
+    cluster.assert_two_copies(&expected);
     // Keys spread over all three slaves.
     let status = cluster.status();
     assert_eq!(status.copies, 2);
@@ -100,8 +74,9 @@ fn binary_client_stores_reads_and_deletes_with_two_copies() {
     for (key, _, _) in data.iter() {
         assert_eq!(client.get(key).unwrap(), None);
         assert!(!client.delete(key).unwrap(), "second delete finds nothing");
-        assert_on_both(&cluster, key, None);
+        expected.insert(key.clone(), None);
     }
+    cluster.assert_two_copies(&expected);
 }
 
 /// A raw memcached-text connection.
@@ -188,9 +163,11 @@ fn memcached_text_clients_store_read_and_delete_binary_values() {
         assert_eq!(hits[0].1, *flags);
         assert_eq!(&hits[0].2, value);
     }
-    for (key, value, _) in data.iter() {
-        assert_on_both(&cluster, key.as_bytes(), Some(value));
-    }
+    let mut expected: Expected = data
+        .iter()
+        .map(|(key, value, _)| (key.clone().into_bytes(), Some(value.clone())))
+        .collect();
+    cluster.assert_two_copies(&expected);
     // The binary client sees what the text client wrote.
     let (key, value, flags) = &data[0];
     let got = cluster.client().get(key.as_bytes()).unwrap().unwrap();
@@ -205,8 +182,9 @@ fn memcached_text_clients_store_read_and_delete_binary_values() {
         assert_eq!(text.line(), "NOT_FOUND");
         text.send(format!("get {key}\r\n").as_bytes());
         assert!(text.values().is_empty());
-        assert_on_both(&cluster, key.as_bytes(), None);
+        expected.insert(key.clone().into_bytes(), None);
     }
+    cluster.assert_two_copies(&expected);
 }
 
 #[test]
@@ -388,41 +366,32 @@ fn one_slave_holds_one_copy_and_status_says_so() {
     assert_eq!(status.copies, 1);
     assert_eq!(status.slaves[0].own, Some(1));
     assert_eq!(status.slaves[0].previous, Some(0));
-    let output = std::process::Command::new(bin("client"))
-        .args(["--coordinator", &cluster.addr, "status"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.contains("ONE copy"), "{text}");
+    let run = run_client(&[], &["--coordinator", &cluster.addr, "status"], "");
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("ONE copy"), "{run:?}");
 }
 
-fn run_client(addr: &str, args: &[&str]) -> (i32, String, String) {
-    let output = std::process::Command::new(bin("client"))
-        .arg("--coordinator")
-        .arg(addr)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+/// piazza-client against the coordinator at `addr`: (exit code, stdout, stderr).
+fn client_at(addr: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["--coordinator", addr];
+    all.extend_from_slice(args);
+    let run = run_client(&[], &all, "");
+    (run.code.unwrap_or(-1), run.stdout, run.stderr)
 }
 
 #[test]
 fn piazza_client_exit_codes_follow_the_contract() {
     let cluster = Cluster::start(2);
     let addr = cluster.addr.as_str();
-    assert_eq!(run_client(addr, &["put", "greeting", "hello world"]).0, 0);
-    let (code, out, _) = run_client(addr, &["get", "greeting"]);
+    assert_eq!(client_at(addr, &["put", "greeting", "hello world"]).0, 0);
+    let (code, out, _) = client_at(addr, &["get", "greeting"]);
     assert_eq!((code, out.as_str()), (0, "hello world\n"));
-    let (code, out, err) = run_client(addr, &["get", "nothing-here"]);
+    let (code, out, err) = client_at(addr, &["get", "nothing-here"]);
     assert_eq!((code, out.as_str()), (1, ""));
     assert!(err.contains("not found"), "{err}");
-    assert_eq!(run_client(addr, &["del", "greeting"]).0, 0);
-    assert_eq!(run_client(addr, &["del", "greeting"]).0, 1);
-    let (code, out, _) = run_client(addr, &["status"]);
+    assert_eq!(client_at(addr, &["del", "greeting"]).0, 0);
+    assert_eq!(client_at(addr, &["del", "greeting"]).0, 1);
+    let (code, out, _) = client_at(addr, &["status"]);
     assert_eq!(code, 0);
     for slave in &cluster.slaves {
         assert!(out.contains(&slave.addr), "{out}");
@@ -431,35 +400,25 @@ fn piazza_client_exit_codes_follow_the_contract() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap().to_string();
     drop(dead);
-    let (code, _, err) = run_client(&dead_addr, &["get", "x"]);
+    let (code, _, err) = client_at(&dead_addr, &["get", "x"]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot connect"), "{err}");
-    let (code, _, err) = run_client(addr, &["--frobnicate"]);
+    let (code, _, err) = client_at(addr, &["--frobnicate"]);
     assert_eq!(code, 2, "{err}");
-    let (code, _, _) = run_client(addr, &["get"]);
+    let (code, _, _) = client_at(addr, &["get"]);
     assert_eq!(code, 2);
-    let (code, out, _) = run_client(addr, &["--help"]);
+    let (code, out, _) = client_at(addr, &["--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("status"), "{out}");
 
     // The interactive prompt reads the same commands from stdin.
-    let mut child = std::process::Command::new(bin("client"))
-        .args(["--coordinator", addr])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"put k1 v one\nget k1\nget missing\ndel k1\nquit\n")
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(out, "stored\nv one\ndeleted\n");
+    let run = run_client(
+        &[],
+        &["--coordinator", addr],
+        "put k1 v one\nget k1\nget missing\ndel k1\nquit\n",
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout, "stored\nv one\ndeleted\n");
 }
 
 #[test]

@@ -110,6 +110,7 @@ fn slowloris_requests_are_cut_off_by_the_request_timeout() {
     binary.write_all(&frame[..10]).unwrap();
     let started = Instant::now();
     for byte in &frame[10..14] {
+        // The attack itself: a byte every 100 ms, 400 ms in all, past the 300 ms timeout.
         std::thread::sleep(Duration::from_millis(100));
         if binary.write_all(&[*byte]).is_err() {
             break;
@@ -119,6 +120,7 @@ fn slowloris_requests_are_cut_off_by_the_request_timeout() {
     assert!(started.elapsed() < Duration::from_secs(5));
     // A slow but idle connection is not cut by the request timeout.
     let mut idle = connect(&cluster.addr);
+    // Not a wait for a condition: the connection must stay idle longer than the timeout.
     std::thread::sleep(Duration::from_millis(600));
     idle.write_all(b"version\r\n").unwrap();
     let mut line = String::new();

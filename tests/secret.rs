@@ -138,18 +138,19 @@ fn require_auth_makes_clients_present_the_secret_in_both_protocols() {
     let mut client = cluster.client_with(b"s3cret");
     client.put(b"x", b"1").unwrap();
     // piazza-client with --secret-file.
-    let output = Command::new(bin("client"))
-        .args([
+    let run = common::run_client(
+        &[],
+        &[
             "--coordinator",
             &cluster.addr,
             "--secret-file",
             &good,
             "get",
             "x",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "1\n");
+        ],
+        "",
+    );
+    assert_eq!((run.code, run.stdout.as_str()), (Some(0), "1\n"), "{run:?}");
     // Text: auth first, then commands; without it, an error and a closed connection.
     use std::io::{BufRead, BufReader, Read, Write};
     let mut stream = std::net::TcpStream::connect(&cluster.addr).unwrap();
@@ -218,15 +219,10 @@ fn direct_routing_presents_the_secret_to_slaves() {
         &["--secret-file", &good],
         b"s3cret",
     );
-    let mut direct = piazza::direct::DirectClient::connect(&cluster.addr).unwrap();
-    direct.auth(b"s3cret").unwrap();
-    // Slaves serve direct requests once the coordinator has sent them the view.
-    wait_until(Duration::from_secs(20), "direct requests served", || {
-        let before = direct.stats().direct;
-        direct.refresh().is_ok()
-            && direct.put(b"probe", b"x").is_ok()
-            && direct.stats().direct > before
-    });
+    // Slaves serve direct requests once the coordinator has sent them the view (each of
+    // them: a probe per slave).
+    let mut direct = common::direct_client(&cluster);
+    common::wait_direct_ready(&mut direct);
     let fallbacks = direct.stats().via_coordinator;
     for i in 0..50 {
         let key = format!("secret-direct:{i}");
