@@ -297,6 +297,35 @@ pub fn serve_frames<P, B, F>(
     B: FnMut(Frame) -> P,
     F: FnMut(P) -> Frame,
 {
+    serve_frames_ordered(
+        stream,
+        peer,
+        timeouts,
+        limits,
+        guard,
+        |_, _| false,
+        &mut begin,
+        &mut finish,
+    );
+}
+
+/// [`serve_frames`], where `waits(frame, under_way)` says whether a request must not be
+/// begun while `under_way` ones are: then every request under way is answered first.
+#[allow(clippy::too_many_arguments)] // serve_frames' arguments, and the ordering rule
+pub fn serve_frames_ordered<P, W, B, F>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    timeouts: &ServerLimits,
+    limits: WireLimits,
+    guard: Guard<'_>,
+    waits: W,
+    mut begin: B,
+    mut finish: F,
+) where
+    W: Fn(&Frame, &mut dyn Iterator<Item = &P>) -> bool,
+    B: FnMut(Frame) -> P,
+    F: FnMut(P) -> Frame,
+{
     let read_half = match stream.try_clone() {
         Ok(s) => s,
         Err(e) => {
@@ -370,7 +399,26 @@ pub fn serve_frames<P, B, F>(
                     "this server requires the cluster secret: send AUTH first",
                 ))
             }
-            Ok(frame) => Slot::Pending(begin(frame)),
+            Ok(frame) => {
+                let mut under_way = window.iter().filter_map(|slot| match slot {
+                    Slot::Pending(pending) => Some(pending),
+                    _ => None,
+                });
+                if waits(&frame, &mut under_way) {
+                    for slot in window.drain(..) {
+                        let written = match slot {
+                            Slot::Ready(reply) => reply.write_to(&mut writer),
+                            Slot::Encoded(bytes) => writer.write_all(&bytes),
+                            Slot::Pending(pending) => finish(pending).write_to(&mut writer),
+                        };
+                        if let Err(e) = written {
+                            debug!("{peer}: write failed: {e}");
+                            return;
+                        }
+                    }
+                }
+                Slot::Pending(begin(frame))
+            }
             Err(WireError::Closed) => break,
             Err(WireError::Io(e))
                 if matches!(

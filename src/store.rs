@@ -281,19 +281,33 @@ impl Tables {
     fn apply_stored(&mut self, table: Table, key: &[u8], entry: Stored) -> Applied {
         let now = now_micros();
         let floor = self.flush_floor(now);
+        // For `own`, what the key held is the newer of both tables: while a range moves
+        // into `own` (absorb), its keys may still sit in `previous`.
+        let newer_in_previous = match table {
+            Table::Own => self
+                .previous
+                .get(key)
+                .filter(|p| self.own.get(key).is_none_or(|own| p.version > own.version)),
+            Table::Previous => None,
+        };
+        let previous_live = newer_in_previous
+            .filter(|p| p.version < entry.version)
+            .map(|p| visible(p, now, floor));
         let map = self.table_mut(table);
         match map.get_mut(key) {
             Some(current) if current.version >= entry.version => Applied::Stale {
                 current: current.version,
             },
             Some(current) => {
-                let was_live = visible(current, now, floor);
+                let was_live = previous_live.unwrap_or_else(|| visible(current, now, floor));
                 *current = entry;
                 Applied::Applied { was_live }
             }
             None => {
                 map.insert(key.into(), entry);
-                Applied::Applied { was_live: false }
+                Applied::Applied {
+                    was_live: previous_live.unwrap_or(false),
+                }
             }
         }
     }
@@ -366,15 +380,21 @@ impl Store {
         self.lock().get(table, key)
     }
 
-    /// True if `table` holds a visible value for `key`; nothing is copied.
+    /// True if `table` holds a visible value for `key` (for `own`: the newer of both
+    /// tables, as [`Tables::read`] with `None` sees it); nothing is copied.
     pub fn is_live(&self, table: Table, key: &[u8]) -> bool {
         let tables = self.lock();
         let now = now_micros();
         let floor = tables.flush_floor(now);
-        tables
-            .table(table)
-            .get(key)
-            .is_some_and(|stored| visible(stored, now, floor))
+        let stored = match table {
+            Table::Own => match (tables.own.get(key), tables.previous.get(key)) {
+                (Some(own), Some(previous)) if previous.version > own.version => Some(previous),
+                (Some(own), _) => Some(own),
+                (None, previous) => previous,
+            },
+            Table::Previous => tables.previous.get(key),
+        };
+        stored.is_some_and(|stored| visible(stored, now, floor))
     }
 
     /// The version `table` holds for `key` (live or tombstone), without copying the value.

@@ -165,7 +165,7 @@ enum Expect {
     Many(Vec<Option<Vec<u8>>>),
 }
 
-fn check(replies: &[Frame], expected: &[Expect]) {
+fn check(frames: &[Frame], replies: &[Frame], expected: &[Expect]) {
     assert_eq!(replies.len(), expected.len());
     for (i, (reply, expect)) in replies.iter().zip(expected).enumerate() {
         assert_eq!(reply.request_id, i as u32, "replies in request order");
@@ -189,10 +189,28 @@ fn check(replies: &[Frame], expected: &[Expect]) {
                         == *values
             }
         };
+        if !ok {
+            // The history of the key, to see what went wrong.
+            let key = &frames[i].key;
+            for (j, frame) in frames[..i].iter().enumerate().rev().take(400) {
+                if &frame.key == key {
+                    eprintln!(
+                        "  {j}: {:?} -> {:?} v{} {:?} (expected {:?})",
+                        frame.opcode,
+                        replies[j].status,
+                        replies[j].arg,
+                        String::from_utf8_lossy(&replies[j].value),
+                        expected[j]
+                    );
+                }
+            }
+        }
         assert!(
             ok,
-            "request {i}: expected {expect:?}, got {:?} {:?}",
+            "request {i} on {:?}: expected {expect:?}, got {:?} v{} {:?}",
+            String::from_utf8_lossy(&frames[i].key),
             reply.status,
+            reply.arg,
             String::from_utf8_lossy(&reply.value)
         );
     }
@@ -203,7 +221,7 @@ fn a_random_pipeline_matches_a_sequential_model_exactly() {
     let cluster = Cluster::start(3);
     let (frames, expected) = random_pipeline(&mut Rng(0x5eed_0001), 10_000);
     let replies = pipeline(&cluster.addr, &frames, |_| {});
-    check(&replies, &expected);
+    check(&frames, &replies, &expected);
 }
 
 #[test]
@@ -218,7 +236,23 @@ fn a_random_pipeline_matches_the_model_while_a_slave_is_killed() {
             slave.proc.kill();
         }
     });
-    check(&replies, &expected);
+    // Shown only on failure: where each key's copies stand.
+    for addr in cluster.live_addrs() {
+        let mut slave = piazza::Client::connect(&addr).unwrap();
+        for i in 0..6 {
+            let key = format!("pk{i}").into_bytes();
+            for table in [wire::TableSel::Own, wire::TableSel::Previous] {
+                if let Ok(Some(v)) = slave.slave_get(table, &key) {
+                    eprintln!(
+                        "{addr} {table:?} pk{i}: v{} {:?}",
+                        v.version,
+                        String::from_utf8_lossy(&v.value)
+                    );
+                }
+            }
+        }
+    }
+    check(&frames, &replies, &expected);
     assert!(victim.is_none(), "the slave was killed mid-pipeline");
 }
 

@@ -146,15 +146,25 @@ const PIPELINE_WINDOW: usize = 64;
 /// Reads and plain writes begun with the router and not yet answered, in order.
 #[derive(Default)]
 struct Window<'a> {
-    inflight: std::collections::VecDeque<(Pending<'a>, mcbin::Answer)>,
+    /// Each request in flight, how to answer it, and the key it reads (gets only).
+    inflight: std::collections::VecDeque<(Pending<'a>, mcbin::Answer, Option<Vec<u8>>)>,
 }
 
 impl<'a> Window<'a> {
     /// Answers everything in flight, in order.
     fn settle(&mut self, coordinator: &Coordinator, out: &mut Vec<u8>) {
-        while let Some((pending, answer)) = self.inflight.pop_front() {
+        while let Some((pending, answer, _)) = self.inflight.pop_front() {
             answer.write(out, coordinator.router.finish(pending));
         }
+    }
+
+    /// True when a read of `key` is in flight: a write of `key` must wait for it (a read
+    /// whose primary fails is asked again of the replica when it is answered, and must
+    /// not see a write sent after it).
+    fn reads(&self, key: &[u8]) -> bool {
+        self.inflight
+            .iter()
+            .any(|(_, _, read)| read.as_deref() == Some(key))
     }
 }
 
@@ -181,11 +191,21 @@ fn execute<'a>(
                 | Request::Delete { cas: 0, .. }
         );
         if in_flight {
+            let (read, written) = match &request {
+                Request::Get { key } => (Some(key.clone()), None),
+                Request::Put { key, .. }
+                | Request::Store { key, .. }
+                | Request::Delete { key, .. } => (None, Some(key.as_slice())),
+                _ => (None, None),
+            };
+            if written.is_some_and(|key| window.reads(key)) {
+                window.settle(coordinator, out);
+            }
             window
                 .inflight
-                .push_back((coordinator.router.begin(request), answer));
+                .push_back((coordinator.router.begin(request), answer, read));
             if window.inflight.len() >= PIPELINE_WINDOW
-                && let Some((pending, answer)) = window.inflight.pop_front()
+                && let Some((pending, answer, _)) = window.inflight.pop_front()
             {
                 answer.write(out, coordinator.router.finish(pending));
             }

@@ -78,6 +78,8 @@ enum FramePending<'a> {
     Routed {
         reply: Frame,
         pending: router::Pending<'a>,
+        /// The key a GET reads.
+        read: Option<Vec<u8>>,
     },
 }
 
@@ -348,12 +350,27 @@ impl Coordinator {
                         |opcode| matches!(opcode, Opcode::Register | Opcode::Deregister)
                     },
                 };
-                server::serve_frames(
+                // A write of a key waits for a read of it under way (a read whose
+                // primary fails is asked again of the replica when it is answered, and
+                // must not see a write sent after it).
+                let waits =
+                    |frame: &Frame, under_way: &mut dyn Iterator<Item = &FramePending<'_>>| {
+                        let write =
+                            matches!(frame.opcode, Opcode::Put | Opcode::Delete | Opcode::Update);
+                        let mut under_way = under_way;
+                        write
+                            && Iterator::any(
+                                &mut under_way,
+                                |pending| matches!(pending, FramePending::Routed { read: Some(key), .. } if *key == frame.key),
+                            )
+                    };
+                server::serve_frames_ordered(
                     stream,
                     peer,
                     &self.server_limits,
                     self.limits,
                     guard,
+                    waits,
                     |frame| self.begin_frame(frame),
                     |pending| self.finish_frame(pending),
                 );
@@ -419,9 +436,14 @@ impl Coordinator {
                 ));
             }
         };
+        let read = match &request {
+            Request::Get { key } => Some(key.clone()),
+            _ => None,
+        };
         FramePending::Routed {
             reply: frame.reply(Status::Ok),
             pending: self.router.begin(request),
+            read,
         }
     }
 
@@ -429,7 +451,7 @@ impl Coordinator {
     fn finish_frame(&self, pending: FramePending<'_>) -> Frame {
         let (mut reply, pending) = match pending {
             FramePending::Ready(reply) => return reply,
-            FramePending::Routed { reply, pending } => (reply, pending),
+            FramePending::Routed { reply, pending, .. } => (reply, pending),
         };
         match self.router.finish(pending) {
             Outcome::Found(found) => {

@@ -191,30 +191,41 @@ impl Router {
                 sent,
             } => {
                 let delete = frame.opcode == Opcode::SlaveDelete;
-                let collected = self.collect(&targets, sent);
+                let (replies, failure) = self.collect_each(&targets, sent);
                 drop(ticket);
-                let result = match collected {
-                    Ok(replies) if replies.first().is_none_or(|r| r.arg <= frame.arg) => {
-                        Ok((replies, frame.arg))
-                    }
-                    // Superseded at the primary: again, at a version above what it holds.
-                    Ok(replies) => {
-                        let held = replies.first().map_or(0, |r| r.arg);
-                        match self.next_version_above(held) {
+                // Whether a delete found the key: the first time's answer of the key's
+                // primary (the first target) or, if it failed, of the replica. A retry's
+                // answer cannot say: later requests of the same pipeline may have changed
+                // the key since.
+                let primary_answered = replies.first().is_some_and(Option::is_some);
+                let first_answer = replies.into_iter().flatten().next();
+                let result = match (failure, &first_answer) {
+                    (None, Some(primary)) if primary_answered && primary.arg > frame.arg => {
+                        // Superseded at the primary: again, at a version above what it holds.
+                        match self.next_version_above(primary.arg) {
                             Ok(version) => {
                                 let mut frame = frame;
                                 frame.arg = version;
                                 self.write_all(frame, true)
+                                    .map(|(replies, version)| (replies.into_iter().next(), version))
                             }
                             Err(outcome) => Err(outcome),
                         }
                     }
+                    (None, _) => Ok((first_answer, frame.arg)),
                     // A slave failed: the same version, on the new placement.
-                    Err(_) => self.write_all(frame, false),
+                    (Some(_), _) => {
+                        let version = frame.arg;
+                        self.write_all(frame, false).map(|(replies, _)| {
+                            (first_answer.or_else(|| replies.into_iter().next()), version)
+                        })
+                    }
                 };
                 match result {
                     Ok((_, version)) if !delete => Outcome::Stored { version },
-                    Ok((replies, _)) if replies.iter().any(|r| r.status == Status::Ok) => {
+                    // The key's primary says whether it was there: a copy elsewhere may
+                    // lag behind (a move under way, a retry pending).
+                    Ok((Some(primary), _)) if primary.status == Status::Ok => {
                         self.counters.delete_hits.fetch_add(1, Ordering::Relaxed);
                         Outcome::Deleted
                     }
@@ -865,6 +876,36 @@ impl Router {
     ) -> Result<Vec<Frame>, Outcome> {
         let sent = send_all(targets, frame, false);
         self.collect(targets, sent)
+    }
+
+    /// Waits for the replies of frames [`send_all`] sent to `targets`: each target's reply
+    /// (`None` where it failed), and the failure if one did. A slave that does not answer
+    /// is declared dead.
+    fn collect_each(
+        &self,
+        targets: &[(Arc<SlaveHandle>, TableSel)],
+        sent: Vec<Result<PendingReply, LinkError>>,
+    ) -> (Vec<Option<Frame>>, Option<Outcome>) {
+        let mut replies = Vec::with_capacity(sent.len());
+        let mut failed = None;
+        for ((slave, _), pending) in targets.iter().zip(sent) {
+            match pending.and_then(|p| p.wait(slave.timeout())) {
+                Ok(reply) if matches!(reply.status, Status::Ok | Status::NotFound) => {
+                    replies.push(Some(reply))
+                }
+                Ok(reply) => {
+                    failed = Some(slave_refused(reply.status, &reply));
+                    replies.push(None);
+                }
+                Err(e) => {
+                    self.membership
+                        .suspect(slave.id, &format!("a write failed: {e}"));
+                    failed = Some(unavailable(slave, &e));
+                    replies.push(None);
+                }
+            }
+        }
+        (replies, failed)
     }
 
     /// Waits for the replies of frames [`send_all`] sent to `targets`.

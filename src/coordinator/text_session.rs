@@ -260,6 +260,19 @@ impl Session<'_> {
         }
     }
 
+    /// Before a write of `key` is begun: if a read of `key` is in flight, collects what is
+    /// in flight first. A read whose primary fails is asked again of the replica when it is
+    /// collected, and must not see a write sent after it.
+    fn settle_reads_of(&mut self, key: &[u8]) {
+        if self
+            .window
+            .iter()
+            .any(|(_, answer)| matches!(answer, Answer::Value { key: read, .. } if read == key))
+        {
+            self.settle();
+        }
+    }
+
     /// Collects every command in flight, in order, appending their replies to `out`.
     fn settle(&mut self) {
         while let Some((pending, answer)) = self.window.pop_front() {
@@ -311,6 +324,7 @@ impl Session<'_> {
                 cas: None,
                 noreply,
             } => {
+                self.settle_reads_of(&key);
                 let request = Request::Store {
                     mode: StoreMode::Set,
                     key,
@@ -323,6 +337,7 @@ impl Session<'_> {
                 return Ok(());
             }
             TextCommand::Delete { key, noreply } => {
+                self.settle_reads_of(&key);
                 self.begin(Request::Delete { key, cas: 0 }, Answer::Deleted { noreply });
                 return Ok(());
             }
