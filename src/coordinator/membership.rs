@@ -710,12 +710,16 @@ impl Membership {
     pub fn finish_join(&self, id: SlaveId, session: u64) -> bool {
         let joined = {
             let mut state = self.lock();
-            state.moving = state.moving.saturating_sub(1);
-            state.progress.clear();
             let current = state
                 .slaves
                 .get(&id)
                 .is_some_and(|info| info.session == session && info.state == SlaveState::Joining);
+            // A join that goes on the ring is still moving data until the old places
+            // have dropped what moved: [`Membership::end_move`] ends it.
+            if !current {
+                state.moving = state.moving.saturating_sub(1);
+                state.progress.clear();
+            }
             if state.joining == Some(id) {
                 state.set_joining(None);
             }
@@ -730,6 +734,16 @@ impl Membership {
         self.epoch_changed.notify_all();
         self.save();
         joined
+    }
+
+    /// A join's clean-up (split, drop) is done: data no longer moves for it.
+    pub fn end_move(&self) {
+        {
+            let mut state = self.lock();
+            state.moving = state.moving.saturating_sub(1);
+            state.progress.clear();
+        }
+        self.epoch_changed.notify_all();
     }
 
     /// Sets the progress text `status` shows.

@@ -287,6 +287,14 @@ fn join(membership: &Membership, n: SlaveId, session: u64) -> Result<Option<Move
     if !joined {
         return Err(format!("slave {n} died while joining"));
     }
+    // The move ends when the old places have dropped what moved (also on an error).
+    struct EndMove<'a>(&'a Membership);
+    impl Drop for EndMove<'_> {
+        fn drop(&mut self) {
+            self.0.end_move();
+        }
+    }
+    let _end = EndMove(membership);
     // Clean up the places that no longer hold N's range, once the writes that were sent
     // to them before N went on the ring have landed. Failures here leave extra copies,
     // never missing ones.
@@ -309,6 +317,18 @@ fn join(membership: &Membership, n: SlaveId, session: u64) -> Result<Option<Move
 
 /// The transfers that fill a joining slave, before it goes on the ring.
 fn plan_join(mover: &Mover<'_>, future: &Ring, n: SlaveId) -> Result<Moved, String> {
+    // The flush markers first: N's registration reply carried them, but N may not have
+    // logged them yet, and it must not serve what a flush_all took away.
+    for marker in mover.membership.flushes() {
+        let mut frame = Frame::request(
+            Opcode::SlaveFlush,
+            0,
+            Vec::new(),
+            marker.at.to_be_bytes().to_vec(),
+        );
+        frame.arg = marker.threshold;
+        mover.call(n, frame, "flush markers")?;
+    }
     let mut moved = Moved::default();
     let (Some(s), Some(p), Some(n_arc)) =
         (future.successor(n), future.predecessor(n), future.arc_of(n))
