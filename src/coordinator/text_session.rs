@@ -39,7 +39,7 @@ const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
 const PIPELINE_WINDOW: usize = 64;
 /// Keys of a multi-key `get` read at once: the router asks every slave in parallel, and a
 /// connection holds at most this many values (up to 1 MiB each) before writing them.
-const GET_MANY_CHUNK: usize = 32;
+const GET_MANY_CHUNK: usize = 100;
 
 /// Serves the connection until the client quits, closes, idles out or sends a line that
 /// cannot be framed.
