@@ -200,6 +200,7 @@ impl Router {
                 let primary_answered = replies.first().is_some_and(Option::is_some);
                 let first_answer = replies.into_iter().flatten().next();
                 let result = match (failure, &first_answer) {
+                    (Some(Missed::Refused(refused)), _) => Err(refused),
                     (None, Some(primary)) if primary_answered && primary.arg > frame.arg => {
                         // Superseded at the primary: again, at a version above what it holds.
                         match self.next_version_above(primary.arg) {
@@ -214,7 +215,7 @@ impl Router {
                     }
                     (None, _) => Ok((first_answer, frame.arg)),
                     // A slave failed: the same version, on the new placement.
-                    (Some(_), _) => {
+                    (Some(Missed::Failed(_)), _) => {
                         let version = frame.arg;
                         self.write_all(frame, false).map(|(replies, _)| {
                             (first_answer.or_else(|| replies.into_iter().next()), version)
@@ -793,7 +794,8 @@ impl Router {
                         let frame = entry_frame(key.clone(), entry.clone());
                         match self.send_to(others, &frame) {
                             Ok(_) => return Ok(entry),
-                            Err(failure) => failure,
+                            Err(Missed::Refused(refused)) => return Err(refused),
+                            Err(Missed::Failed(failure)) => failure,
                         }
                     }
                     Status::Stale => {
@@ -853,7 +855,8 @@ impl Router {
                     frame.arg = self.next_version_above(held)?;
                     continue;
                 }
-                Err(failure) => failure,
+                Err(Missed::Refused(refused)) => return Err(refused),
+                Err(Missed::Failed(failure)) => failure,
             };
             may_reissue = false;
             let epoch = ticket.epoch();
@@ -873,7 +876,7 @@ impl Router {
         &self,
         targets: &[(Arc<SlaveHandle>, TableSel)],
         frame: &Frame,
-    ) -> Result<Vec<Frame>, Outcome> {
+    ) -> Result<Vec<Frame>, Missed> {
         let sent = send_all(targets, frame, false);
         self.collect(targets, sent)
     }
@@ -885,56 +888,51 @@ impl Router {
         &self,
         targets: &[(Arc<SlaveHandle>, TableSel)],
         sent: Vec<Result<PendingReply, LinkError>>,
-    ) -> (Vec<Option<Frame>>, Option<Outcome>) {
+    ) -> (Vec<Option<Frame>>, Option<Missed>) {
         let mut replies = Vec::with_capacity(sent.len());
-        let mut failed = None;
+        let mut missed = None;
         for ((slave, _), pending) in targets.iter().zip(sent) {
             match pending.and_then(|p| p.wait(slave.timeout())) {
                 Ok(reply) if matches!(reply.status, Status::Ok | Status::NotFound) => {
                     replies.push(Some(reply))
                 }
                 Ok(reply) => {
-                    failed = Some(slave_refused(reply.status, &reply));
+                    missed = Some(Missed::Refused(slave_refused(reply.status, &reply)));
                     replies.push(None);
                 }
                 Err(e) => {
                     self.membership
                         .suspect(slave.id, &format!("a write failed: {e}"));
-                    failed = Some(unavailable(slave, &e));
+                    if !matches!(missed, Some(Missed::Refused(_))) {
+                        missed = Some(Missed::Failed(unavailable(slave, &e)));
+                    }
                     replies.push(None);
                 }
             }
         }
-        (replies, failed)
+        (replies, missed)
     }
 
-    /// Waits for the replies of frames [`send_all`] sent to `targets`.
+    /// Waits for the replies of frames [`send_all`] sent to `targets`; a failure of any
+    /// of them is the outcome.
     fn collect(
         &self,
         targets: &[(Arc<SlaveHandle>, TableSel)],
         sent: Vec<Result<PendingReply, LinkError>>,
-    ) -> Result<Vec<Frame>, Outcome> {
-        let mut replies = Vec::with_capacity(sent.len());
-        let mut failed = None;
-        for ((slave, _), pending) in targets.iter().zip(sent) {
-            match pending.and_then(|p| p.wait(slave.timeout())) {
-                Ok(reply) if matches!(reply.status, Status::Ok | Status::NotFound) => {
-                    replies.push(reply)
-                }
-                // The slave answered but refused: retrying will not help.
-                Ok(reply) => return Err(slave_refused(reply.status, &reply)),
-                Err(e) => {
-                    self.membership
-                        .suspect(slave.id, &format!("a write failed: {e}"));
-                    failed = Some(unavailable(slave, &e));
-                }
-            }
-        }
-        match failed {
-            Some(failure) => Err(failure),
-            None => Ok(replies),
+    ) -> Result<Vec<Frame>, Missed> {
+        match self.collect_each(targets, sent) {
+            (_, Some(missed)) => Err(missed),
+            (replies, None) => Ok(replies.into_iter().flatten().collect()),
         }
     }
+}
+
+/// Why a write did not reach every slave it must.
+enum Missed {
+    /// A slave answered, refusing it: trying again will not help.
+    Refused(Outcome),
+    /// A slave did not answer (it is declared dead): try again on the new placement.
+    Failed(Outcome),
 }
 
 /// A request under way: see [`Router::begin`] and [`Router::finish`].
