@@ -200,7 +200,9 @@ impl Phased {
         }
     }
 
-    /// No request is under way: the next read may wait up to the idle timeout.
+    /// No request is under way: the next read may wait up to the idle timeout. (Inside a
+    /// request each read waits up to the idle timeout too, and the whole request up to
+    /// the request timeout.)
     pub fn between_requests(&mut self) {
         self.started = None;
     }
@@ -215,8 +217,10 @@ impl Read for Phased {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let timeout = match self.started {
             None => self.idle,
+            // Inside a request the client must also keep sending: silence for the idle
+            // timeout ends a half-sent request as it ends an idle connection.
             Some(started) => match self.request.checked_sub(started.elapsed()) {
-                Some(left) if !left.is_zero() => left,
+                Some(left) if !left.is_zero() => left.min(self.idle),
                 _ => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,

@@ -131,6 +131,24 @@ fn slowloris_requests_are_cut_off_by_the_request_timeout() {
 }
 
 #[test]
+fn a_half_sent_request_times_out_with_the_idle_timeout() {
+    // The request timeout is long; the idle timeout ends a request that went silent.
+    let cluster = setup(&["--idle-timeout-ms", "1000", "--request-timeout-ms", "60000"]);
+    for first in [&b"get half-a-li"[..], b"set k 0 0 10\r\nabc"] {
+        let mut stream = connect(&cluster.addr);
+        stream.write_all(first).unwrap();
+        let started = Instant::now();
+        assert!(read_to_close(&mut stream).is_empty());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(7),
+            "closed after {waited:?}"
+        );
+    }
+    still_fine(&cluster);
+}
+
+#[test]
 fn connections_past_the_cap_are_refused_and_the_rest_carry_on() {
     let cluster = setup(&["--max-connections", "4"]);
     // Four connections that are served (a connection the test harness just closed may
