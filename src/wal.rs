@@ -1,7 +1,8 @@
 //! A slave's write-ahead log: every mutation of its tables, appended as a checksummed
 //! record before the mutation is acknowledged, and replayed at start.
 //!
-//! File: `wal.log` in the data dir: the 8-byte magic `PZWAL001`, then records:
+//! Files: log segments `wal.<seq>.log` in the data dir (`slave::data` rotates them and
+//! writes snapshots), each the 8-byte magic `PZWAL001`, then records:
 //!
 //! ```text
 //! u32 body length | u32 CRC-32/IEEE of the body | body: u8 kind, fields (big-endian)
@@ -48,7 +49,7 @@ pub const RECORD_HEADER: usize = 8;
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// An arc of the ring, (start, end], as in the wire format.
-pub type Arc = (u64, u64);
+pub type RingArc = (u64, u64);
 
 /// One logged mutation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,11 +79,11 @@ pub enum Record {
         version: u64,
     },
     /// `previous` entries outside the arc (all, with none) merged into `own`.
-    Absorb(Option<Arc>),
+    Absorb(Option<RingArc>),
     /// `own` entries inside the arc moved to `previous`, which keeps only the arc.
-    Split(Arc),
+    Split(RingArc),
     /// A table's entries inside the arc removed.
-    DropArc(Table, Arc),
+    DropArc(Table, RingArc),
     /// Both tables emptied.
     Clear,
     /// The last record of a snapshot: how many entries it holds.

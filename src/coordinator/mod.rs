@@ -11,7 +11,9 @@
 //! - `recovery`: moves data when the ring changes (`replicate()` and joins), one event at
 //!   a time; ends when [`Running::wait`] closes its channel, and is joined there;
 //! - `link-<id>-<n>`: one reader per connection to a slave, joined when its slave handle
-//!   is closed (at re-registration, removal, or shutdown in [`Running::wait`]).
+//!   is closed (at re-registration, removal, or shutdown in [`Running::wait`]);
+//! - `move-<id>`: the reader of a connection opened for one data move (a transfer), joined
+//!   when that move's call returns.
 //!
 //! Lock order: membership, then nothing. The router and sessions take no other lock, and
 //! no lock is held across socket I/O.
