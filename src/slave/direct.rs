@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use byteorder::{ByteOrder, NetworkEndian};
 use log::{debug, info};
 
-use super::{Node, connect_with, entry_reply, live_after, storage_error};
+use super::ops::{entry_reply, live_after, storage_error};
+use super::{Node, connect_with};
 use crate::client::{Client, ClientError};
 use crate::clock::{self, VersionClock};
 use crate::ring::SlaveId;
