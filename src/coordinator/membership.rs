@@ -979,3 +979,151 @@ impl Membership {
         info!("closed all slave links");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn membership() -> (Membership, mpsc::Receiver<Event>) {
+        let membership = Membership::new(1, Duration::from_secs(1));
+        let (events, received) = mpsc::channel();
+        membership.set_events(events);
+        (membership, received)
+    }
+
+    /// Registers `addr` and takes it through a whole join.
+    fn join(membership: &Membership, addr: &str) -> SlaveId {
+        let registered = membership.register(addr);
+        assert!(
+            membership
+                .begin_join(registered.id, registered.session)
+                .is_some()
+        );
+        assert!(membership.finish_join(registered.id, registered.session));
+        membership.end_move();
+        registered.id
+    }
+
+    #[test]
+    fn a_join_moves_data_until_the_old_places_have_dropped_it() {
+        let (membership, events) = membership();
+        let first = join(&membership, "127.0.0.1:1");
+        assert!(membership.view().stable);
+        let registered = membership.register("127.0.0.1:2");
+        assert!(matches!(
+            events.try_iter().last(),
+            Some(Event::Join { id, .. }) if id == registered.id
+        ));
+        assert!(!membership.view().stable, "a slave is joining");
+        let (_, future) = membership
+            .begin_join(registered.id, registered.session)
+            .unwrap();
+        assert_eq!(future.len(), 2);
+        // While it joins, writes reach it and the old places: both tables of the first.
+        let (targets, ticket) = membership.write_targets(b"k").unwrap();
+        assert!(targets.iter().any(|(h, _)| h.id == registered.id));
+        assert!(targets.iter().any(|(h, _)| h.id == first));
+        drop(ticket);
+        assert!(membership.finish_join(registered.id, registered.session));
+        assert!(
+            membership.route(b"k").unwrap().recovering,
+            "on the ring, but the old places still hold what moved"
+        );
+        assert!(!membership.view().stable);
+        membership.end_move();
+        assert!(!membership.route(b"k").unwrap().recovering);
+        assert!(membership.view().stable);
+        assert_eq!(membership.len(), 2);
+    }
+
+    #[test]
+    fn write_targets_put_the_key_primary_first() {
+        let (membership, _events) = membership();
+        for port in 1..=3 {
+            join(&membership, &format!("127.0.0.1:{port}"));
+        }
+        for i in 0..200 {
+            let key = format!("key{i}").into_bytes();
+            let route = membership.route(&key).unwrap();
+            let (targets, _ticket) = membership.write_targets(&key).unwrap();
+            assert_eq!(targets.len(), 2);
+            assert_eq!(targets[0].0.id, route.primary.id);
+            assert_eq!(targets[0].1, TableSel::Own);
+            assert_eq!(Some(targets[1].0.id), route.replica.as_ref().map(|r| r.id));
+            assert_eq!(targets[1].1, TableSel::Previous);
+        }
+    }
+
+    #[test]
+    fn a_suspected_slave_leaves_the_ring_once_and_its_ranges_move() {
+        let (membership, events) = membership();
+        let a = join(&membership, "127.0.0.1:1");
+        let b = join(&membership, "127.0.0.1:2");
+        let _ = events.try_iter().count();
+        let epoch = membership.epoch();
+        membership.suspect(a, "test");
+        assert!(membership.epoch() > epoch, "a ring change is a new epoch");
+        assert!(matches!(
+            events.try_iter().last(),
+            Some(Event::Replicate { id, .. }) if id == a
+        ));
+        let route = membership.route(b"k").unwrap();
+        assert_eq!(route.primary.id, b);
+        assert!(route.replica.is_none());
+        assert!(route.recovering);
+        membership.suspect(a, "again");
+        assert_eq!(events.try_iter().count(), 0, "declared dead once");
+        membership.finish_replicate(a);
+        assert!(!membership.route(b"k").unwrap().recovering);
+        // Its address registers again with its old id and token.
+        let again = membership.register("127.0.0.1:1");
+        assert_eq!(again.id, a);
+    }
+
+    #[test]
+    fn a_drain_waits_for_the_writes_of_older_epochs() {
+        let (membership, _events) = membership();
+        let a = join(&membership, "127.0.0.1:1");
+        join(&membership, "127.0.0.1:2");
+        let (_, ticket) = membership.write_targets(b"k").unwrap();
+        assert!(membership.drain(Duration::from_millis(10)), "nothing older");
+        membership.suspect(a, "test");
+        assert!(
+            !membership.drain(Duration::from_millis(50)),
+            "a write of the old epoch is under way"
+        );
+        drop(ticket);
+        assert!(membership.drain(Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn flush_markers_are_kept_and_pruned() {
+        let (membership, _events) = membership();
+        let now = crate::store::now_micros();
+        membership
+            .add_flush(FlushMarker {
+                threshold: 10,
+                at: 0,
+            })
+            .unwrap();
+        membership
+            .add_flush(FlushMarker {
+                threshold: 20,
+                at: 0,
+            })
+            .unwrap();
+        let later = FlushMarker {
+            threshold: 99,
+            at: now + 60_000_000,
+        };
+        membership.add_flush(later).unwrap();
+        let markers = membership.flushes();
+        assert_eq!(markers.len(), 2, "{markers:?}");
+        assert!(markers.contains(&FlushMarker {
+            threshold: 20,
+            at: 0
+        }));
+        assert!(markers.contains(&later));
+    }
+}
