@@ -97,7 +97,7 @@ impl VersionClock {
         if version < self.reserved.load(Ordering::SeqCst) {
             return Ok(version);
         }
-        let _one = self.reserving.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = crate::sync::lock(&self.reserving);
         if version >= self.reserved.load(Ordering::SeqCst) {
             let floor = version.saturating_add(VERSION_BLOCK);
             reserve(floor)?;

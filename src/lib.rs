@@ -34,6 +34,7 @@ pub mod shell;
 pub mod shutdown;
 pub mod slave;
 pub mod store;
+pub mod sync;
 pub mod text;
 pub mod update;
 pub mod view;

@@ -10,10 +10,11 @@
 //! Owners then join their threads. Nothing here joins anything: it only signals.
 //! Lock order: `state` and `streams` are never held together.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::net::{Shutdown as NetShutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// A cloneable handle to one shutdown signal.
@@ -35,13 +36,6 @@ struct Inner {
 struct State {
     stopped: bool,
     listeners: Vec<SocketAddr>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded data is plain bookkeeping that no panic can leave half-written.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shutdown {

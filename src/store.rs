@@ -370,9 +370,7 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, Tables> {
         // A panic while holding the lock leaves the maps consistent (every mutation is a
         // single insert or assignment), so a poisoned lock is still safe to use.
-        self.tables
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.tables)
     }
 
     /// The entry for `key` (tombstones included), cloned out of the lock.

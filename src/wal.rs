@@ -747,7 +747,7 @@ impl Wal {
     fn lock(&self) -> MutexGuard<'_, Writer> {
         // The writer's fields are updated after each successful call; a panic cannot
         // leave them claiming more than was written.
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.writer)
     }
 
     /// The sync mode.

@@ -13,13 +13,14 @@
 //! held while waiting for a reply. The writer lock is held across one frame's write, which
 //! is the point of it (frames must not interleave); slaves read continuously, so it is short.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::net::{Shutdown as NetShutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -52,14 +53,6 @@ impl fmt::Display for LinkError {
 impl std::error::Error for LinkError {}
 
 type ReplySender = SyncSender<Result<Frame, LinkError>>;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Guarded data here is a map or a buffered socket; a panic elsewhere cannot leave
-    // either half-updated in a way that matters (a broken socket is detected on use).
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 struct Shared {
     pending: Mutex<HashMap<u32, ReplySender>>,

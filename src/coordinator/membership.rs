@@ -323,7 +323,7 @@ impl Membership {
         let Some(file) = &self.ring_file else {
             return Ok(());
         };
-        let _one_writer = self.persisting.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_writer = crate::sync::lock(&self.persisting);
         let saved = {
             let state = self.lock();
             Saved {
@@ -441,28 +441,21 @@ impl Membership {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every mutation under this lock is a single ring or map update.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Sets where events for the recovery thread go.
     pub fn set_events(&self, sender: Sender<Event>) {
-        *self.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+        *crate::sync::lock(&self.events) = Some(sender);
     }
 
     /// Stops sending events (the recovery thread then ends).
     pub fn close_events(&self) {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).take();
+        crate::sync::lock(&self.events).take();
     }
 
     fn send(&self, event: Event) {
-        if let Some(sender) = self
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(sender) = crate::sync::lock(&self.events).as_ref() {
             let _ = sender.send(event);
         }
     }

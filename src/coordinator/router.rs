@@ -761,9 +761,7 @@ impl Router {
     fn update(&self, key: Vec<u8>, update: &Update) -> Result<Entry, Outcome> {
         check_key(&key)?;
         let stripe = (key_hash(&key) % STRIPES as u64) as usize;
-        let _sequencer = self.stripes[stripe]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _sequencer = crate::sync::lock(&self.stripes[stripe]);
         let deadline = Instant::now() + self.write_timeout;
         let mut version = self.next_version()?;
         let payload = update.encode();

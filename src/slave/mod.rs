@@ -96,10 +96,7 @@ pub struct Node {
 impl Node {
     /// The current registration, if any.
     pub fn registration(&self) -> Option<Registration> {
-        self.registration
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::lock(&self.registration).clone()
     }
 
     /// Registers (again) with the coordinator. The slave keeps what it holds: the join
@@ -128,7 +125,7 @@ impl Node {
                 }
             }
         }
-        *self.registration.lock().unwrap_or_else(|p| p.into_inner()) = registration.clone();
+        *crate::sync::lock(&self.registration) = registration.clone();
         // A new registration: the coordinator sends a view for it.
         self.direct.forget();
         Ok(registration)
