@@ -3,7 +3,7 @@
 //! from for `--failure-timeout-ms` (the original's `timer()`).
 
 use std::net::UdpSocket;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
@@ -57,7 +57,8 @@ pub(super) fn listen_heartbeats(socket: &UdpSocket, membership: &Membership, shu
 
 /// The failure detector (the original's `timer()`, with last-seen times instead of
 /// counters reset every 20 s): every half interval, declares dead each slave not heard
-/// from for `timeout`.
+/// from for `timeout`; a tick that wakes more than an interval late judges nobody (the
+/// coordinator itself stalled, and the heartbeats may still be unread).
 pub(super) fn detect_failures(
     membership: &Membership,
     interval: Duration,
@@ -65,8 +66,18 @@ pub(super) fn detect_failures(
     shutdown: &Shutdown,
 ) {
     let tick = (interval / 2).max(Duration::from_millis(10));
+    let mut last = Instant::now();
     while !shutdown.wait_timeout(tick) {
+        let woke = Instant::now();
+        let late = woke.duration_since(last) > tick + interval;
+        last = woke;
         membership.end_warmup_if_due();
+        if late {
+            // This process was not scheduled for a while (a stalled or overloaded
+            // machine): heartbeats that arrived meanwhile may still be unread. Judge on
+            // the next tick, once the listener has caught up.
+            continue;
+        }
         for (id, silent) in membership.silent_for(timeout) {
             membership.suspect(id, &format!("no heartbeat for {} ms", silent.as_millis()));
         }
