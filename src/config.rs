@@ -102,6 +102,9 @@ pub struct ServerLimits {
     pub max_key_bytes: usize,
     /// Largest value.
     pub max_value_bytes: usize,
+    /// Requests of one connection under way at once, at most (pipelining); a client that
+    /// sends more without reading replies is not read from until it does.
+    pub pipeline_window: usize,
 }
 
 impl Default for ServerLimits {
@@ -112,9 +115,13 @@ impl Default for ServerLimits {
             request_timeout: Duration::from_secs(10),
             max_key_bytes: crate::wire::DEFAULT_MAX_KEY,
             max_value_bytes: crate::wire::DEFAULT_MAX_VALUE,
+            pipeline_window: DEFAULT_PIPELINE_WINDOW,
         }
     }
 }
+
+/// Requests of one connection under way at once, by default.
+pub const DEFAULT_PIPELINE_WINDOW: usize = 64;
 
 /// The coordinator's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +277,11 @@ pub struct CoordinatorArgs {
     /// protocol's limit is memcached's 250)
     #[argh(option, default = "65536", from_str_fn(parse_positive))]
     pub max_key_bytes: u64,
+    /// requests of one client connection in flight at once, at most (pipelining; default
+    /// 64): a client that sends more without reading its replies is not read from until
+    /// it does
+    #[argh(option, default = "64", from_str_fn(parse_positive))]
+    pub pipeline_window: u64,
     /// file holding the cluster secret (default: the PIAZZA_SECRET environment variable;
     /// none: no secret)
     #[argh(option)]
@@ -310,6 +322,7 @@ impl CoordinatorArgs {
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
                 max_value_bytes: self.max_value_bytes as usize,
                 max_key_bytes: self.max_key_bytes as usize,
+                pipeline_window: self.pipeline_window as usize,
             },
         })
     }
@@ -410,6 +423,7 @@ impl SlaveArgs {
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
                 max_value_bytes: self.max_value_bytes as usize,
                 max_key_bytes: self.max_key_bytes as usize,
+                pipeline_window: DEFAULT_PIPELINE_WINDOW,
             },
         })
     }

@@ -269,9 +269,6 @@ impl Guard<'_> {
     };
 }
 
-/// Requests of one binary connection under way at once, at most (`serve_frames`).
-pub const PIPELINE_WINDOW: usize = 64;
-
 /// One place in a connection's window: a reply ready to write (a frame, or an error reply
 /// already encoded), or a request under way.
 enum Slot<P> {
@@ -281,7 +278,7 @@ enum Slot<P> {
 }
 
 /// Serves binary frames on one connection, pipelined: every whole request already
-/// received is started with `begin` (up to [`PIPELINE_WINDOW`] under way), and the
+/// received is started with `begin` (up to `timeouts.pipeline_window` under way), and the
 /// replies are collected with `finish` and written in request order, flushed whenever no
 /// further whole request is buffered, so pipelined requests share one write and never
 /// wait for each other's slave round trips. Reading stops while the window is full (a
@@ -347,7 +344,7 @@ pub fn serve_frames_ordered<P, W, B, F>(
         // the connection is closing, or no whole request is waiting in the buffer.
         while !window.is_empty()
             && (closing
-                || window.len() >= PIPELINE_WINDOW
+                || window.len() >= timeouts.pipeline_window.max(1)
                 || !wire::holds_whole_frame(reader.buffer()))
         {
             let written = match window.pop_front() {

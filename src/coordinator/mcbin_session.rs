@@ -140,9 +140,6 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
     }
 }
 
-/// Packets of one connection left in flight at once, at most.
-const PIPELINE_WINDOW: usize = 64;
-
 /// Reads and plain writes begun with the router and not yet answered, in order.
 #[derive(Default)]
 struct Window<'a> {
@@ -204,7 +201,7 @@ fn execute<'a>(
             window
                 .inflight
                 .push_back((coordinator.router.begin(request), answer, read));
-            if window.inflight.len() >= PIPELINE_WINDOW
+            if window.inflight.len() >= coordinator.server_limits.pipeline_window.max(1)
                 && let Some((pending, answer, _)) = window.inflight.pop_front()
             {
                 answer.write(out, coordinator.router.finish(pending));

@@ -3,7 +3,7 @@
 //! Reads into a buffer, parses as many whole commands as it holds (pipelining), and writes
 //! all their replies, in order, with one flush before reading again (or sooner, when they
 //! grow past [`MAX_PENDING_OUTPUT`]). Plain `set`s, `delete`s and one-key `get`s are only
-//! *begun* with the router and left in flight (up to [`PIPELINE_WINDOW`] of them), so a
+//! *begun* with the router and left in flight (up to `--pipeline-window` of them), so a
 //! pipeline does not wait for one slave round trip per command; any other command first
 //! collects what is in flight, in order, then runs. Commands on one key take effect in the
 //! order sent (the router's rule for begun requests). A command split
@@ -35,8 +35,6 @@ use crate::text::{self, Parsed, StatsArgs, TextCommand};
 const READ_CHUNK: usize = 16 * 1024;
 /// Replies held before they are written, at most (plus one chunk of values).
 const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
-/// Commands of one connection left in flight at once, at most.
-const PIPELINE_WINDOW: usize = 64;
 /// Keys of a multi-key `get` read at once: the router asks every slave in parallel, and a
 /// connection holds at most this many values (up to 1 MiB each) before writing them.
 const GET_MANY_CHUNK: usize = 100;
@@ -253,7 +251,7 @@ impl Session<'_> {
     fn begin(&mut self, request: Request, answer: Answer) {
         let pending = self.coordinator.router.begin(request);
         self.window.push_back((pending, answer));
-        if self.window.len() >= PIPELINE_WINDOW
+        if self.window.len() >= self.coordinator.server_limits.pipeline_window.max(1)
             && let Some((pending, answer)) = self.window.pop_front()
         {
             self.answer(pending, answer);
