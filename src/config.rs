@@ -234,8 +234,8 @@ pub fn parse_fsync(value: &str) -> Result<Fsync, String> {
 }
 
 /// piazza-coordinator: the coordination server. It keeps the ring of slaves, routes every
-/// request to the key's primary and replica, and serves Piazza's binary protocol and the
-/// memcached text protocol on the same TCP port.
+/// request to the key's primary and replica, and serves Piazza's binary protocol and
+/// memcached's protocols (text, meta commands, binary) on the same TCP port.
 #[derive(FromArgs, Debug)]
 pub struct CoordinatorArgs {
     /// TCP address for clients and slaves (default 127.0.0.1:7400; port 0 picks a free port)
