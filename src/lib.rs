@@ -29,6 +29,7 @@ pub mod mcbin;
 pub mod meta;
 pub mod request;
 pub mod ring;
+pub mod rng;
 pub mod server;
 pub mod shell;
 pub mod shutdown;

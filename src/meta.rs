@@ -1227,24 +1227,6 @@ mod tests {
         assert_eq!(out, b" kfoo O1");
     }
 
-    /// Deterministic xorshift64 generator for the fuzz loop.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % (n.max(1) as u64)) as usize
-        }
-    }
-
     #[test]
     fn fuzzed_input_never_panics_and_consumes_sanely() {
         let seeds: [&[u8]; 10] = [
@@ -1266,25 +1248,25 @@ mod tests {
             max_line_bytes: 40,
             ..TextLimits::default()
         };
-        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+        let mut rng = crate::rng::Rng::new(0x2545_F491_4F6C_DD1D, 0);
         for round in 0..60_000 {
-            let mut input: Vec<u8> = match rng.below(3) {
-                0 => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+            let mut input: Vec<u8> = match rng.index(3) {
+                0 => (0..rng.index(64)).map(|_| rng.next() as u8).collect(),
                 1 => {
                     let mut v = b"m".to_vec();
-                    v.extend((0..rng.below(64)).map(|_| alphabet[rng.below(alphabet.len())]));
+                    v.extend((0..rng.index(64)).map(|_| alphabet[rng.index(alphabet.len())]));
                     v
                 }
-                _ => seeds[rng.below(seeds.len())].to_vec(),
+                _ => seeds[rng.index(seeds.len())].to_vec(),
             };
-            for _ in 0..rng.below(5) {
+            for _ in 0..rng.index(5) {
                 if input.is_empty() {
                     break;
                 }
-                let at = rng.below(input.len());
-                match rng.below(4) {
+                let at = rng.index(input.len());
+                match rng.index(4) {
                     0 => input[at] = rng.next() as u8,
-                    1 => input[at] = alphabet[rng.below(alphabet.len())],
+                    1 => input[at] = alphabet[rng.index(alphabet.len())],
                     2 => input.truncate(at),
                     _ => {
                         input.remove(at);

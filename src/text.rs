@@ -1972,25 +1972,6 @@ OK\r\nRESET\r\nERROR\r\n"
 
     // ---- randomized -------------------------------------------------------------------
 
-    /// Deterministic xorshift64 generator for the fuzz loop.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            // n is small here; the modulo bias does not matter for fuzzing.
-            (self.next() % (n.max(1) as u64)) as usize
-        }
-    }
-
     #[test]
     fn fuzzed_input_never_panics_and_consumes_sanely() {
         let seeds: [&[u8]; 16] = [
@@ -2018,23 +1999,23 @@ OK\r\nRESET\r\nERROR\r\n"
             max_line_bytes: 24,
             max_retrieval_line_bytes: 40,
         };
-        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut rng = crate::rng::Rng::new(0x9E37_79B9_7F4A_7C15, 0);
         for round in 0..300_000 {
-            let mut input: Vec<u8> = match rng.below(3) {
-                0 => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
-                1 => (0..rng.below(64))
-                    .map(|_| alphabet[rng.below(alphabet.len())])
+            let mut input: Vec<u8> = match rng.index(3) {
+                0 => (0..rng.index(64)).map(|_| rng.next() as u8).collect(),
+                1 => (0..rng.index(64))
+                    .map(|_| alphabet[rng.index(alphabet.len())])
                     .collect(),
-                _ => seeds[rng.below(seeds.len())].to_vec(),
+                _ => seeds[rng.index(seeds.len())].to_vec(),
             };
-            for _ in 0..rng.below(4) {
+            for _ in 0..rng.index(4) {
                 if input.is_empty() {
                     break;
                 }
-                let at = rng.below(input.len());
-                match rng.below(4) {
+                let at = rng.index(input.len());
+                match rng.index(4) {
                     0 => input[at] = rng.next() as u8,
-                    1 => input[at] = alphabet[rng.below(alphabet.len())],
+                    1 => input[at] = alphabet[rng.index(alphabet.len())],
                     2 => input.truncate(at),
                     _ => {
                         input.remove(at);
@@ -2046,7 +2027,7 @@ OK\r\nRESET\r\nERROR\r\n"
             // same things must come out.
             let whole = walk(&input, &[], &lim);
             if round % 8 == 0 && !input.is_empty() {
-                let cut = rng.below(input.len() + 1);
+                let cut = rng.index(input.len() + 1);
                 assert_eq!(walk(&input, &[cut], &lim), whole, "{input:?} cut at {cut}");
             }
         }

@@ -213,30 +213,20 @@ impl Record {
         let u64_at = |at: usize| rest.get(at..at + 8).map(NetworkEndian::read_u64);
         let u32_at = |at: usize| rest.get(at..at + 4).map(NetworkEndian::read_u32);
         Some(match kind {
-            1 => {
+            // A put, kind 8 with an expiry after the flags: the same fields otherwise.
+            1 | 8 => {
                 let table = table_of(*rest.first()?)?;
                 let version = u64_at(1)?;
                 let flags = u32_at(9)?;
-                let key_len = u32_at(13)? as usize;
-                let key = rest.get(17..17usize.checked_add(key_len)?)?.to_vec();
-                let value = rest.get(17 + key_len..)?.to_vec();
-                Record::Put {
-                    table,
-                    key,
-                    version,
-                    flags,
-                    expires: 0,
-                    value,
-                }
-            }
-            8 => {
-                let table = table_of(*rest.first()?)?;
-                let version = u64_at(1)?;
-                let flags = u32_at(9)?;
-                let expires = u64_at(13)?;
-                let key_len = u32_at(21)? as usize;
-                let key = rest.get(25..25usize.checked_add(key_len)?)?.to_vec();
-                let value = rest.get(25 + key_len..)?.to_vec();
+                let (expires, at) = if kind == 8 {
+                    (u64_at(13)?, 21)
+                } else {
+                    (0, 13)
+                };
+                let key_len = u32_at(at)? as usize;
+                let start = at + 4;
+                let key = rest.get(start..start.checked_add(key_len)?)?.to_vec();
+                let value = rest.get(start + key_len..)?.to_vec();
                 Record::Put {
                     table,
                     key,

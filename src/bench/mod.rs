@@ -78,7 +78,7 @@ pub mod histogram;
 mod memcache;
 pub mod report;
 mod resp;
-pub mod rng;
+pub use crate::rng;
 #[cfg(test)]
 mod testkit;
 mod worker;

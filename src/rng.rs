@@ -1,5 +1,6 @@
-//! The generator that picks keys and operations: the one xorshift generator of the
-//! crate's load and test code (public so tests and fuzz loops can use it too).
+//! The crate's one pseudo-random generator: it picks the load generator's keys and
+//! operations and drives the randomized tests of the parsers (public, so integration
+//! tests and fuzz loops can use it too).
 
 /// xorshift64* (Vigna): small, fast, and good enough to pick keys and operations or to
 /// make test data. Not for anything that must be unpredictable.
@@ -27,6 +28,11 @@ impl Rng {
     /// Uniform in `0..n` (n > 0; the modulo bias is below 2^-40 for any key space used).
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+
+    /// Uniform in `0..n`, for picking an index (0 when `n` is 0).
+    pub fn index(&mut self, n: usize) -> usize {
+        (self.next() % (n.max(1) as u64)) as usize
     }
 
     /// Uniform in `[0, 1)`.
