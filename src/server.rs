@@ -462,3 +462,60 @@ pub fn serve_frames_ordered<P, W, B, F>(
     }
     let _ = writer.flush();
 }
+
+/// Bytes read from a socket at a time by [`BufferedReader`].
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// The read side of a session that parses a byte buffer (memcached text and binary):
+/// reads with the idle and request timeouts ([`Phased`]) and throws away the bytes of a
+/// refused body as they arrive, without buffering them.
+pub struct BufferedReader {
+    reader: Phased,
+    chunk: Vec<u8>,
+    /// Bytes of a refused body still to be thrown away.
+    skip: usize,
+}
+
+impl BufferedReader {
+    /// Wraps the read half of a connection.
+    pub fn new(stream: TcpStream, limits: &ServerLimits) -> BufferedReader {
+        BufferedReader {
+            reader: Phased::new(stream, limits),
+            chunk: vec![0u8; READ_CHUNK],
+            skip: 0,
+        }
+    }
+
+    /// Reads what comes next onto the end of `buf` (dropping bytes still to be skipped).
+    /// A request cut in the middle, or a body being skipped, must be completed within the
+    /// request timeout. False when the connection ended: closed, timed out, or failed.
+    pub fn fill(&mut self, buf: &mut Vec<u8>, peer: SocketAddr) -> bool {
+        if buf.is_empty() && self.skip == 0 {
+            self.reader.between_requests();
+        }
+        let n = loop {
+            match self.reader.read(&mut self.chunk) {
+                Ok(0) => return false,
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("{peer}: {e}; closing");
+                    return false;
+                }
+            }
+        };
+        let dropped = self.skip.min(n);
+        self.skip -= dropped;
+        buf.extend_from_slice(&self.chunk[dropped..n]);
+        true
+    }
+
+    /// Discards `more` bytes from position `start` of `buf` (of length `len`): those
+    /// already there, and the rest as they arrive. Returns the position after the ones
+    /// already there.
+    pub fn discard(&mut self, len: usize, start: usize, more: usize) -> usize {
+        let dropped = more.min(len - start);
+        self.skip = more - dropped;
+        start + dropped
+    }
+}

@@ -12,7 +12,7 @@
 //! the secret (Piazza's memcached port has no SASL): the first request is answered
 //! 0x0020 `Auth failure.` and the connection is closed.
 
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 
 use log::debug;
@@ -22,10 +22,9 @@ use super::router::Pending;
 use super::stats::{MEMCACHED_VERSION, StatsReply};
 use crate::mcbin::{self, Dispatch, Header, Parsed, Status};
 use crate::request::{Request, unix_now};
-use crate::server::Phased;
+use crate::server::{BufferedReader, READ_CHUNK};
 
 /// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 16 * 1024;
 /// Replies held before they are written, at most (plus one value).
 const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
 
@@ -35,37 +34,16 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
-    let mut reader = Phased::new(read_half, &coordinator.server_limits);
+    let mut reader = BufferedReader::new(read_half, &coordinator.server_limits);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut window = Window::default();
-    let mut chunk = vec![0u8; READ_CHUNK];
-    // Bytes of a refused packet still to be thrown away as they arrive.
-    let mut skip: usize = 0;
     let security = &coordinator.security;
     let locked = security.require_auth && security.secret.is_some();
     loop {
-        // A packet cut in the middle (or being skipped) must be completed within the
-        // request timeout.
-        if buf.is_empty() && skip == 0 {
-            reader.between_requests();
+        if !reader.fill(&mut buf, peer) {
+            return;
         }
-        let n = match reader.read(&mut chunk) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                debug!("{peer}: {e}; closing");
-                return;
-            }
-        };
-        let mut fresh = &chunk[..n];
-        if skip > 0 {
-            let dropped = skip.min(fresh.len());
-            skip -= dropped;
-            fresh = &fresh[dropped..];
-        }
-        buf.extend_from_slice(fresh);
         if locked {
             if let Some(header) = Header::decode(&buf) {
                 debug!(
@@ -114,9 +92,7 @@ pub(super) fn serve(coordinator: &Coordinator, mut stream: TcpStream, peer: Sock
                         close = true;
                         break;
                     }
-                    let dropped = more.min(buf.len() - start);
-                    start += dropped;
-                    skip = more - dropped;
+                    start = reader.discard(buf.len(), start, more);
                 }
             }
         }

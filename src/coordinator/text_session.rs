@@ -17,7 +17,7 @@
 //! HTTP request line close the connection; only a line too long to frame closes it with an
 //! error (`CLIENT_ERROR line too long`).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use log::debug;
@@ -28,11 +28,9 @@ use super::{Coordinator, meta_exec};
 use crate::meta::{self, MetaParsed};
 use crate::request::StoreMode;
 use crate::request::{Failure, Outcome, RELATIVE_EXPTIME_MAX, Request, unix_now};
-use crate::server::Phased;
+use crate::server::{BufferedReader, READ_CHUNK};
 use crate::text::{self, Parsed, StatsArgs, TextCommand};
 
-/// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 16 * 1024;
 /// Replies held before they are written, at most (plus one chunk of values).
 const MAX_PENDING_OUTPUT: usize = 1024 * 1024;
 /// Keys of a multi-key `get` read at once: the router asks every slave in parallel, and a
@@ -45,7 +43,7 @@ pub(super) fn serve(coordinator: &Coordinator, stream: TcpStream, peer: SocketAd
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
-    let mut reader = Phased::new(read_half, &coordinator.server_limits);
+    let mut reader = BufferedReader::new(read_half, &coordinator.server_limits);
     let mut session = Session {
         coordinator,
         stream,
@@ -55,34 +53,14 @@ pub(super) fn serve(coordinator: &Coordinator, stream: TcpStream, peer: SocketAd
     };
     let limits = &coordinator.text_limits;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    // Bytes of a refused data block still to be thrown away as they arrive.
-    let mut skip: usize = 0;
     // How much of the unfinished line at the front of `buf` is known to hold no `\n`.
     let mut searched: usize = 0;
-    let mut chunk = vec![0u8; READ_CHUNK];
     let security = &coordinator.security;
     let mut authenticated = !security.require_auth || security.secret.is_none();
     loop {
-        // A command cut in the middle must be completed within the request timeout.
-        if buf.is_empty() && skip == 0 {
-            reader.between_requests();
+        if !reader.fill(&mut buf, peer) {
+            return;
         }
-        let n = match reader.read(&mut chunk) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                debug!("{peer}: {e}; closing");
-                return;
-            }
-        };
-        let mut fresh = &chunk[..n];
-        if skip > 0 {
-            let dropped = skip.min(fresh.len());
-            skip -= dropped;
-            fresh = &fresh[dropped..];
-        }
-        buf.extend_from_slice(fresh);
         if !authenticated {
             match authenticate(security.secret.as_deref(), &mut buf) {
                 Some(true) => {
@@ -125,11 +103,8 @@ pub(super) fn serve(coordinator: &Coordinator, stream: TcpStream, peer: SocketAd
                 } => {
                     session.settle();
                     session.out.extend_from_slice(&reply);
-                    start += consumed;
                     searched = 0;
-                    let dropped = more.min(buf.len() - start);
-                    start += dropped;
-                    skip = more - dropped;
+                    start = reader.discard(buf.len(), start + consumed, more);
                     continue;
                 }
             }
@@ -163,10 +138,7 @@ pub(super) fn serve(coordinator: &Coordinator, stream: TcpStream, peer: SocketAd
                     if !noreply {
                         session.out.extend_from_slice(&error.reply());
                     }
-                    start += consumed;
-                    let dropped = more.min(buf.len() - start);
-                    start += dropped;
-                    skip = more - dropped;
+                    start = reader.discard(buf.len(), start + consumed, more);
                     if error.closes_connection() {
                         close = true;
                         break;
