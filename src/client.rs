@@ -44,8 +44,8 @@ pub struct SlaveStatus {
     pub id: u32,
     /// Address it serves on.
     pub addr: String,
-    /// Ring token, as `0x` and 16 hex digits.
-    pub token: String,
+    /// Its share of the hash space (of the ring's slots), as a percentage: `33.3%`.
+    pub share: String,
     /// `joining`, `alive`, `suspected`, `leaving`, `dead`, or `unreachable` (alive, but it
     /// did not answer just now).
     pub state: String,
@@ -64,7 +64,7 @@ pub struct ClusterStatus {
     pub epoch: u64,
     /// What data is being moved now (a slave died, joined or is leaving), if anything.
     pub moving: Option<String>,
-    /// Slaves in ring order.
+    /// Slaves in id order.
     pub slaves: Vec<SlaveStatus>,
     /// The status text exactly as received (TSV; see protocol.md).
     pub raw: String,
@@ -509,10 +509,10 @@ pub fn parse_status(text: &str) -> Result<ClusterStatus, ClientError> {
             ["epoch", n] => status.epoch = n.parse().map_err(|_| bad(line))?,
             ["moving", what] => status.moving = Some(what.to_string()),
             ["id", ..] => {}
-            [id, addr, token, state, own, previous] => status.slaves.push(SlaveStatus {
+            [id, addr, share, state, own, previous] => status.slaves.push(SlaveStatus {
                 id: id.parse().map_err(|_| bad(line))?,
                 addr: addr.to_string(),
-                token: token.to_string(),
+                share: share.to_string(),
                 state: state.to_string(),
                 own: own.parse().ok(),
                 previous: previous.parse().ok(),
@@ -708,15 +708,16 @@ mod tests {
 
     #[test]
     fn status_text_parses() {
-        let text = "copies\t2\nepoch\t3\nmoving\tjoining slave 4\nid\taddr\ttoken\tstate\town\tprevious\n\
-                    1\t127.0.0.1:7410\t0x0000000000000001\talive\t10\t12\n\
-                    2\t127.0.0.1:7411\t0x8000000000000001\tunreachable\t-\t-\n";
+        let text = "copies\t2\nepoch\t3\nmoving\tjoining slave 4\nid\taddr\tshare\tstate\town\tprevious\n\
+                    1\t127.0.0.1:7410\t50.0%\talive\t10\t12\n\
+                    2\t127.0.0.1:7411\t50.0%\tunreachable\t-\t-\n";
         let status = parse_status(text).unwrap();
         assert_eq!(status.copies, 2);
         assert_eq!(status.epoch, 3);
         assert_eq!(status.moving.as_deref(), Some("joining slave 4"));
         assert_eq!(status.slaves.len(), 2);
         assert_eq!(status.slaves[0].own, Some(10));
+        assert_eq!(status.slaves[0].share, "50.0%");
         assert_eq!(status.slaves[1].previous, None);
         assert!(parse_status("what\n").is_err());
     }

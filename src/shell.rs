@@ -217,7 +217,7 @@ pub struct DelArgs {
     pub key: String,
 }
 
-/// show every slave: id, address, token, state, and key counts
+/// show every slave: id, address, share of the keys, state, and key counts
 #[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
 #[argh(subcommand, name = "status")]
 pub struct StatusArgs {}
@@ -370,7 +370,7 @@ pub fn format_status(status: &ClusterStatus) -> String {
     let mut rows: Vec<[String; 6]> = vec![[
         "ID".into(),
         "ADDRESS".into(),
-        "TOKEN".into(),
+        "SHARE".into(),
         "STATE".into(),
         "OWN".into(),
         "PREVIOUS".into(),
@@ -380,7 +380,7 @@ pub fn format_status(status: &ClusterStatus) -> String {
         rows.push([
             s.id.to_string(),
             s.addr.clone(),
-            s.token.clone(),
+            s.share.clone(),
             s.state.clone(),
             count(s.own),
             count(s.previous),
@@ -631,7 +631,7 @@ mod tests {
     #[test]
     fn status_table_says_how_many_copies() {
         let status = crate::client::parse_status(
-            "copies\t1\nepoch\t1\nid\taddr\ttoken\tstate\town\tprevious\n1\t127.0.0.1:7410\t0x00000000000000aa\talive\t3\t0\n",
+            "copies\t1\nepoch\t1\nid\taddr\tshare\tstate\town\tprevious\n1\t127.0.0.1:7410\t100.0%\talive\t3\t0\n",
         )
         .unwrap();
         let text = format_status(&status);

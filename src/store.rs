@@ -514,6 +514,25 @@ impl Store {
         keys.len()
     }
 
+    /// Merges every `own` entry for which `moves` holds into `previous` (by version) and
+    /// removes it from `own`, under one lock: the slave became the replica of those keys.
+    /// Returns how many entries moved.
+    pub fn demote(&self, moves: impl Fn(&[u8]) -> bool) -> usize {
+        let mut tables = self.lock();
+        let keys: Vec<Box<[u8]>> = tables
+            .own
+            .keys()
+            .filter(|key| moves(key))
+            .cloned()
+            .collect();
+        for key in &keys {
+            if let Some(entry) = tables.own.remove(key) {
+                tables.apply_stored(Table::Previous, key, entry);
+            }
+        }
+        keys.len()
+    }
+
     /// Hands an arc over to a new predecessor: every `own` entry for which `inside` holds
     /// moves to `previous` (by version), and `previous` keeps only entries for which
     /// `inside` holds. Under one lock. Returns (moved, dropped).

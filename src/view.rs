@@ -5,7 +5,8 @@
 //! (`SetView` request); protocol.md, "Direct routing", describes them:
 //!
 //! ```text
-//! count u32, then per member: id u32, token u64, address length u16, address bytes
+//! count u32, then per member: id u32, address length u16, address bytes;
+//! tokens u32, then per token (increasing): token u64, owner id u32
 //! ```
 //!
 //! (the epoch travels in the frame's `arg`, the stable bit in its `flags`).
@@ -16,13 +17,16 @@
 
 use byteorder::{ByteOrder, NetworkEndian};
 
-use crate::ring::{Member, SlaveId, Token, in_arc, key_hash};
+use crate::ring::{self, Member, Placement, SlaveId, Token, key_hash};
 
 /// `flags` bit of a `RingGet` reply or `SetView` request: the view is stable.
 pub const STABLE: u32 = 1;
 
 /// Most members a view may carry (a bound for the decoder).
 const MAX_MEMBERS: usize = 4096;
+
+/// Most tokens a view may carry.
+const MAX_TOKENS: usize = 1 << 16;
 
 /// A ring with its epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -31,26 +35,50 @@ pub struct View {
     pub epoch: u64,
     /// True when no data is moving: only then may requests bypass the coordinator.
     pub stable: bool,
-    /// Live members in token order.
+    /// Live members in id order (`slots`: how many tokens each owns).
     pub members: Vec<Member>,
+    /// Every token with its primary and replica, in token order.
+    pub placements: Vec<(Token, Placement)>,
 }
 
 impl View {
-    /// The members, encoded as the value of a `RingGet` reply or a `SetView` request.
+    /// A view of `members` owning `tokens` (in token order).
+    pub fn new(
+        epoch: u64,
+        stable: bool,
+        members: Vec<Member>,
+        tokens: &[(Token, SlaveId)],
+    ) -> View {
+        View {
+            epoch,
+            stable,
+            members,
+            placements: ring::placements(tokens),
+        }
+    }
+
+    /// The members and tokens, encoded as the value of a `RingGet` reply or a `SetView`
+    /// request.
     pub fn encode_members(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + self.members.len() * 32);
+        let mut out = Vec::with_capacity(8 + self.members.len() * 32 + self.placements.len() * 12);
         let mut word = [0u8; 8];
         NetworkEndian::write_u32(&mut word, self.members.len() as u32);
         out.extend_from_slice(&word[..4]);
         for member in &self.members {
             NetworkEndian::write_u32(&mut word, member.id.0);
             out.extend_from_slice(&word[..4]);
-            NetworkEndian::write_u64(&mut word, member.token.0);
-            out.extend_from_slice(&word);
             let addr = &member.addr.as_bytes()[..member.addr.len().min(u16::MAX as usize)];
             NetworkEndian::write_u16(&mut word, addr.len() as u16);
             out.extend_from_slice(&word[..2]);
             out.extend_from_slice(addr);
+        }
+        NetworkEndian::write_u32(&mut word, self.placements.len() as u32);
+        out.extend_from_slice(&word[..4]);
+        for (token, placement) in &self.placements {
+            NetworkEndian::write_u64(&mut word, token.0);
+            out.extend_from_slice(&word);
+            NetworkEndian::write_u32(&mut word, placement.primary.0);
+            out.extend_from_slice(&word[..4]);
         }
         out
     }
@@ -58,8 +86,8 @@ impl View {
     /// A view from a frame's `arg` (epoch), `flags` (stable bit) and value (members).
     ///
     /// # Errors
-    /// A message saying what is wrong with the bytes: truncated, too many members,
-    /// members out of token order, an address that is not UTF-8.
+    /// A message saying what is wrong with the bytes: truncated, too many members or
+    /// tokens, tokens out of order or owned by no member, an address that is not UTF-8.
     pub fn decode(epoch: u64, flags: u32, value: &[u8]) -> Result<View, String> {
         let mut at = 0usize;
         let mut take = |n: usize| -> Result<&[u8], String> {
@@ -78,24 +106,37 @@ impl View {
         let mut members: Vec<Member> = Vec::with_capacity(count);
         for _ in 0..count {
             let id = SlaveId(NetworkEndian::read_u32(take(4)?));
-            let token = Token(NetworkEndian::read_u64(take(8)?));
             let len = NetworkEndian::read_u16(take(2)?) as usize;
             let addr = std::str::from_utf8(take(len)?)
                 .map_err(|_| "ring view address is not UTF-8".to_string())?
                 .to_string();
-            if members.last().is_some_and(|last| last.token >= token) {
-                return Err("ring view members are not in token order".into());
+            members.push(Member { id, addr, slots: 0 });
+        }
+        let count = NetworkEndian::read_u32(take(4)?) as usize;
+        if count > MAX_TOKENS {
+            return Err(format!(
+                "ring view has {count} tokens (at most {MAX_TOKENS})"
+            ));
+        }
+        let mut tokens: Vec<(Token, SlaveId)> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let token = Token(NetworkEndian::read_u64(take(8)?));
+            let owner = SlaveId(NetworkEndian::read_u32(take(4)?));
+            if tokens.last().is_some_and(|&(last, _)| last >= token) {
+                return Err("ring view tokens are not in increasing order".into());
             }
-            members.push(Member { id, token, addr });
+            let Some(member) = members.iter_mut().find(|m| m.id == owner) else {
+                return Err(format!(
+                    "ring view token {token} is owned by unknown slave {owner}"
+                ));
+            };
+            member.slots += 1;
+            tokens.push((token, owner));
         }
         if at != value.len() {
             return Err("ring view has trailing bytes".into());
         }
-        Ok(View {
-            epoch,
-            stable: flags & STABLE != 0,
-            members,
-        })
+        Ok(View::new(epoch, flags & STABLE != 0, members, &tokens))
     }
 
     /// The `flags` word for this view.
@@ -103,30 +144,16 @@ impl View {
         if self.stable { STABLE } else { 0 }
     }
 
-    fn index_at_or_after(&self, hash: u64) -> Option<usize> {
-        if self.members.is_empty() {
-            return None;
-        }
-        let i = self.members.partition_point(|m| m.token.0 < hash);
-        Some(if i == self.members.len() { 0 } else { i })
+    fn member(&self, id: SlaveId) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
     }
 
-    /// The primary for `key` (first token at or after its hash, wrapping) and the
-    /// replica (the primary's successor, if there is another member).
+    /// The primary for `key` (the owner of the first token at or after its hash,
+    /// wrapping) and the replica (the owner of the next token owned by another member).
     pub fn placement(&self, key: &[u8]) -> Option<(&Member, Option<&Member>)> {
-        let i = self.index_at_or_after(key_hash(key))?;
-        let replica = (self.members.len() > 1).then(|| &self.members[(i + 1) % self.members.len()]);
-        Some((&self.members[i], replica))
-    }
-
-    fn position(&self, id: SlaveId) -> Option<usize> {
-        self.members.iter().position(|m| m.id == id)
-    }
-
-    /// The member after `id` on the ring, if `id` is a member and not alone.
-    pub fn successor(&self, id: SlaveId) -> Option<&Member> {
-        let i = self.position(id)?;
-        (self.members.len() > 1).then(|| &self.members[(i + 1) % self.members.len()])
+        let placement = ring::placement_in(&self.placements, key_hash(key))?;
+        let primary = self.member(placement.primary)?;
+        Some((primary, placement.replica.and_then(|r| self.member(r))))
     }
 
     /// True if `id` is the primary for `key` under this view.
@@ -139,44 +166,24 @@ impl View {
         self.placement(key)
             .is_some_and(|(_, r)| r.is_some_and(|r| r.id == id))
     }
-
-    /// The arc (start exclusive, end inclusive) `id` is primary for.
-    pub fn arc_of(&self, id: SlaveId) -> Option<(Token, Token)> {
-        let i = self.position(id)?;
-        let n = self.members.len();
-        Some((self.members[(i + n - 1) % n].token, self.members[i].token))
-    }
-
-    /// True if `hash` is in `id`'s arc.
-    pub fn owns_hash(&self, id: SlaveId, hash: u64) -> bool {
-        self.arc_of(id)
-            .is_some_and(|(start, end)| in_arc(hash, start, end))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::Ring;
 
-    fn view(tokens: &[u64]) -> View {
-        View {
-            epoch: 7,
-            stable: true,
-            members: tokens
-                .iter()
-                .enumerate()
-                .map(|(i, &t)| Member {
-                    id: SlaveId(i as u32 + 1),
-                    token: Token(t),
-                    addr: format!("127.0.0.1:{}", 9000 + i),
-                })
-                .collect(),
+    fn view(n: usize) -> View {
+        let mut ring = Ring::new();
+        for i in 0..n {
+            ring.join(&format!("127.0.0.1:{}", 9000 + i));
         }
+        View::new(7, true, ring.members(), &ring.tokens())
     }
 
     #[test]
     fn round_trips() {
-        let v = view(&[10, 1 << 40, u64::MAX - 3]);
+        let v = view(3);
         let back = View::decode(v.epoch, v.flags(), &v.encode_members()).unwrap();
         assert_eq!(back, v);
         let empty = View::default();
@@ -184,8 +191,24 @@ mod tests {
     }
 
     #[test]
+    fn places_keys_as_the_ring_does() {
+        let mut ring = Ring::new();
+        for i in 0..4 {
+            ring.join(&format!("127.0.0.1:{}", 9000 + i));
+        }
+        let v = View::new(1, true, ring.members(), &ring.tokens());
+        for i in 0..2000 {
+            let key = format!("key:{i}");
+            let p = ring.placement_of_key(key.as_bytes()).unwrap();
+            let (primary, replica) = v.placement(key.as_bytes()).unwrap();
+            assert_eq!(primary.id, p.primary);
+            assert_eq!(replica.map(|r| r.id), p.replica);
+        }
+    }
+
+    #[test]
     fn rejects_bad_bytes() {
-        let v = view(&[10, 20]);
+        let v = view(2);
         let bytes = v.encode_members();
         for cut in 0..bytes.len() {
             assert!(View::decode(1, 1, &bytes[..cut]).is_err(), "cut at {cut}");
@@ -193,47 +216,21 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(View::decode(1, 1, &longer).is_err());
-        let unordered = view(&[20, 10]).encode_members();
-        assert!(View::decode(1, 1, &unordered).is_err());
         let mut huge = vec![0xff; 4];
         huge.extend_from_slice(&[0; 16]);
         assert!(View::decode(1, 1, &huge).is_err());
-    }
-
-    #[test]
-    fn placement_matches_the_ring() {
-        let tokens = [1u64 << 62, 1 << 63, (1 << 63) + (1 << 62)];
-        let v = view(&tokens);
-        let assigned: Vec<_> = v
-            .members
-            .iter()
-            .map(|m| (m.id, m.addr.clone(), m.token))
-            .collect();
-        let mut ring = crate::ring::Ring::restore(&assigned, 10);
-        for m in &v.members {
-            ring.insert(m.id);
-        }
-        for i in 0..2000u32 {
-            let key = format!("key:{i}");
-            let (p, r) = v.placement(key.as_bytes()).unwrap();
-            let expected = ring.placement_of_key(key.as_bytes()).unwrap();
-            assert_eq!(p.id, expected.primary);
-            assert_eq!(r.map(|r| r.id), expected.replica);
-            assert!(v.is_primary(p.id, key.as_bytes()));
-            assert!(v.owns_hash(p.id, key_hash(key.as_bytes())));
-            assert!(v.is_replica(r.unwrap().id, key.as_bytes()));
-            assert_eq!(v.successor(p.id).map(|m| m.id), r.map(|r| r.id));
-        }
-    }
-
-    #[test]
-    fn a_lone_member_owns_everything() {
-        let v = view(&[42]);
-        let (p, r) = v.placement(b"anything").unwrap();
-        assert_eq!(p.id, SlaveId(1));
-        assert!(r.is_none());
-        assert!(v.owns_hash(SlaveId(1), 0));
-        assert!(v.successor(SlaveId(1)).is_none());
-        assert!(View::default().placement(b"k").is_none());
+        // Tokens out of order, and a token of an unknown member.
+        let one = |tokens: &[(u64, u32)]| {
+            let mut out = vec![0, 0, 0, 1, 0, 0, 0, 1, 0, 1, b'a'];
+            out.extend_from_slice(&(tokens.len() as u32).to_be_bytes());
+            for (t, id) in tokens {
+                out.extend_from_slice(&t.to_be_bytes());
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+            out
+        };
+        assert!(View::decode(1, 1, &one(&[(5, 1), (9, 1)])).is_ok());
+        assert!(View::decode(1, 1, &one(&[(9, 1), (5, 1)])).is_err());
+        assert!(View::decode(1, 1, &one(&[(5, 2)])).is_err());
     }
 }

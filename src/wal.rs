@@ -84,12 +84,46 @@ pub enum Record {
     Split(RingArc),
     /// A table's entries inside the arc removed.
     DropArc(Table, RingArc),
+    /// A table operation on a set of arcs (see [`RangeOp`]).
+    Ranges(RangeOp, Vec<RingArc>),
     /// Both tables emptied.
     Clear,
     /// The last record of a snapshot: how many entries it holds.
     End(u64),
     /// `flush_all`: entries below the threshold are gone from a time on.
     Flush(FlushMarker),
+}
+
+/// What a [`Record::Ranges`] does to the entries inside its arcs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeOp {
+    /// `previous` entries merge into `own`.
+    Absorb,
+    /// `own` entries merge into `previous`.
+    Demote,
+    /// A table's entries are removed.
+    Drop(Table),
+}
+
+impl RangeOp {
+    fn byte(self) -> u8 {
+        match self {
+            RangeOp::Absorb => 1,
+            RangeOp::Demote => 2,
+            RangeOp::Drop(Table::Own) => 3,
+            RangeOp::Drop(Table::Previous) => 4,
+        }
+    }
+
+    fn of(byte: u8) -> Option<RangeOp> {
+        Some(match byte {
+            1 => RangeOp::Absorb,
+            2 => RangeOp::Demote,
+            3 => RangeOp::Drop(Table::Own),
+            4 => RangeOp::Drop(Table::Previous),
+            _ => return None,
+        })
+    }
 }
 
 fn table_byte(table: Table) -> u8 {
@@ -190,6 +224,15 @@ impl Record {
                 put_u64(out, *start);
                 put_u64(out, *end);
             }
+            Record::Ranges(op, arcs) => {
+                out.push(11);
+                out.push(op.byte());
+                put_u32(out, arcs.len() as u32);
+                for &(start, end) in arcs {
+                    put_u64(out, start);
+                    put_u64(out, end);
+                }
+            }
             Record::Clear => out.push(6),
             Record::End(count) => {
                 out.push(7);
@@ -260,6 +303,17 @@ impl Record {
             }
             4 if rest.len() == 16 => Record::Split((u64_at(0)?, u64_at(8)?)),
             5 if rest.len() == 17 => Record::DropArc(table_of(rest[0])?, (u64_at(1)?, u64_at(9)?)),
+            11 => {
+                let op = RangeOp::of(*rest.first()?)?;
+                let count = u32_at(1)? as usize;
+                if rest.len() != 5 + count.checked_mul(16)? {
+                    return None;
+                }
+                let arcs = (0..count)
+                    .map(|i| Some((u64_at(5 + 16 * i)?, u64_at(13 + 16 * i)?)))
+                    .collect::<Option<Vec<_>>>()?;
+                Record::Ranges(op, arcs)
+            }
             6 if rest.is_empty() => Record::Clear,
             7 if rest.len() == 8 => Record::End(u64_at(0)?),
             _ => return None,
@@ -984,6 +1038,10 @@ mod tests {
             Record::Absorb(None),
             Record::Split((5, 6)),
             Record::DropArc(Table::Previous, (7, 8)),
+            Record::Ranges(RangeOp::Absorb, vec![(1, 2), (3, 4)]),
+            Record::Ranges(RangeOp::Demote, vec![]),
+            Record::Ranges(RangeOp::Drop(Table::Own), vec![(u64::MAX, 0)]),
+            Record::Ranges(RangeOp::Drop(Table::Previous), vec![(5, 5)]),
             Record::Clear,
             Record::Put {
                 table: Table::Previous,

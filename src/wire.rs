@@ -106,17 +106,18 @@ pub enum Opcode {
     BulkPut = 0x30,
     /// Ask a slave for a chunk of a table (arg = cursor; reply arg = next cursor, 0 = done).
     BulkGet = 0x31,
-    /// Merge the `previous` entries outside an arc into `own` and drop them from
-    /// `previous` (value = arc, or empty for everything). Used when a predecessor dies.
+    /// Merge the `previous` entries inside a set of arcs into `own` and drop them from
+    /// `previous` (value = arcs, see [`encode_arcs`]). Used when a slave becomes the
+    /// primary of slots it held as the replica.
     Absorb = 0x24,
-    /// Move the `own` entries inside an arc to `previous` (merging) and keep in
-    /// `previous` only entries inside that arc. Used when a new slave takes over the arc.
-    Split = 0x25,
-    /// Drop the entries of a table inside an arc (value = arc).
+    /// Move the `own` entries inside a set of arcs to `previous` (merging). Used when a
+    /// slave becomes the replica of slots it was the primary of.
+    Demote = 0x25,
+    /// Drop the entries of a table inside a set of arcs (value = arcs).
     DropArc = 0x26,
     /// Forget everything: both tables (a slave rejoining the ring starts empty).
     Clear = 0x27,
-    /// Send a table (entries inside the arc in value, or all) to another slave (key =
+    /// Send a table (entries inside the arcs in value, or all) to another slave (key =
     /// its address) as its table `flags` (1 own, 2 previous), merging by version.
     Transfer = 0x32,
     /// The coordinator's routing view for direct requests (arg = epoch, flags bit 0 =
@@ -166,7 +167,7 @@ impl Opcode {
             0x30 => BulkPut,
             0x31 => BulkGet,
             0x24 => Absorb,
-            0x25 => Split,
+            0x25 => Demote,
             0x26 => DropArc,
             0x27 => Clear,
             0x32 => Transfer,
@@ -267,7 +268,7 @@ impl Status {
 }
 
 /// Which of a slave's two tables a frame addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum TableSel {
     /// Not about a table.
@@ -928,6 +929,43 @@ pub fn decode_arc(value: &[u8]) -> Option<Option<(u64, u64)>> {
     }
 }
 
+/// A set of arcs, as carried in the value of `Absorb`, `Demote`, `DropArc` and
+/// `Transfer`: count u32, then per arc start u64, end u64 (each (start, end] clockwise;
+/// `start == end` is the whole ring).
+pub fn encode_arcs(arcs: &[(u64, u64)]) -> Vec<u8> {
+    let mut bytes = vec![0u8; 4 + 16 * arcs.len()];
+    NetworkEndian::write_u32(&mut bytes[0..], arcs.len() as u32);
+    for (i, &(start, end)) in arcs.iter().enumerate() {
+        NetworkEndian::write_u64(&mut bytes[4 + 16 * i..], start);
+        NetworkEndian::write_u64(&mut bytes[12 + 16 * i..], end);
+    }
+    bytes
+}
+
+/// Reads a set of arcs from a frame's value: `Some(None)` when empty (no filter), `None`
+/// when the length does not match the count. A bare 16-byte arc is read as one arc.
+pub fn decode_arcs(value: &[u8]) -> Option<Option<Vec<(u64, u64)>>> {
+    if value.is_empty() {
+        return Some(None);
+    }
+    if let Some(Some(arc)) = decode_arc(value) {
+        return Some(Some(vec![arc]));
+    }
+    let count = NetworkEndian::read_u32(value.get(..4)?) as usize;
+    if value.len() != 4 + count.checked_mul(16)? {
+        return None;
+    }
+    let arcs = (0..count)
+        .map(|i| {
+            (
+                NetworkEndian::read_u64(&value[4 + 16 * i..]),
+                NetworkEndian::read_u64(&value[12 + 16 * i..]),
+            )
+        })
+        .collect();
+    Some(Some(arcs))
+}
+
 /// One entry of a bulk chunk (the value of `BulkPut` requests and `BulkGet` replies).
 ///
 /// Packed as: key_len u32, value_len u32, flags u32, version u64, expires u64 (Unix
@@ -1448,6 +1486,12 @@ mod tests {
 
     #[test]
     fn arcs_round_trip() {
+        let arcs = vec![(1, 2), (u64::MAX, 7)];
+        assert_eq!(decode_arcs(&encode_arcs(&arcs)), Some(Some(arcs)));
+        assert_eq!(decode_arcs(&encode_arcs(&[])), Some(Some(vec![])));
+        assert_eq!(decode_arcs(&encode_arc(5, 9)), Some(Some(vec![(5, 9)])));
+        assert_eq!(decode_arcs(&[]), Some(None));
+        assert_eq!(decode_arcs(&[0, 0, 0, 2, 0]), None);
         assert_eq!(decode_arc(&encode_arc(5, 9)), Some(Some((5, 9))));
         assert_eq!(decode_arc(&[]), Some(None));
         assert_eq!(decode_arc(&[0; 15]), None);

@@ -210,17 +210,16 @@ impl Coordinator {
         }
         let registered = self.membership.register(addr);
         info!(
-            "slave {} at {addr} {} with token {}; it joins once it has its data",
+            "slave {} at {addr} {}; it joins once it has its data",
             registered.id,
             if registered.returning {
                 "registered again"
             } else {
                 "registered"
             },
-            registered.token,
         );
         let mut reply = frame.reply(Status::Ok);
-        reply.arg = registered.token.0;
+        reply.arg = 0;
         reply.flags = registered.id.0;
         reply.value = registered.session.to_be_bytes().to_vec();
         // The flush markers in force, so a slave that missed a flush_all never serves

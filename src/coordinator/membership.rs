@@ -23,7 +23,7 @@ use log::{info, warn};
 
 use crate::coordinator::link::SlaveHandle;
 use crate::coordinator::persist::{RingFile, Saved};
-use crate::ring::{Member, Ring, SlaveId, Token, key_hash};
+use crate::ring::{Member, Placement, Ring, SLOTS, SlaveId, key_hash};
 use crate::store::FlushMarker;
 use crate::view::View;
 use crate::wire::TableSel;
@@ -62,8 +62,6 @@ pub enum Event {
     Replicate {
         /// The slave that left.
         id: SlaveId,
-        /// The token it held.
-        token: Token,
         /// Why, for the log.
         reason: String,
         /// Told when done (a graceful leave waits for it).
@@ -93,11 +91,9 @@ pub struct Route {
 pub struct Registered {
     /// The slave's id.
     pub id: SlaveId,
-    /// Its ring token.
-    pub token: Token,
     /// Its session: heartbeats must carry it.
     pub session: u64,
-    /// True when this address had registered before (same id and token).
+    /// True when this address had registered before (same id).
     pub returning: bool,
 }
 
@@ -132,8 +128,23 @@ pub struct StatusRow {
     pub handle: Option<Arc<SlaveHandle>>,
 }
 
+/// The slaves known to hold a slot's data completely: its primary (in `own`) and replica
+/// (in `previous`), each with the session it had then. A holder that died or registered
+/// again since is no longer a source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holders {
+    /// The primary and its session.
+    pub primary: Option<(SlaveId, u64)>,
+    /// The replica and its session.
+    pub replica: Option<(SlaveId, u64)>,
+}
+
 struct State {
     ring: Ring,
+    /// While a slave joins: the ring as it will be, and the ring epoch it was planned at.
+    future: Option<(Ring, u64)>,
+    /// Per slot, who holds its data as of the last completed data move.
+    applied: Vec<Holders>,
     slaves: HashMap<SlaveId, SlaveInfo>,
     /// The slave being joined, if any.
     joining: Option<SlaveId>,
@@ -182,6 +193,23 @@ impl State {
             self.joining = joining;
             self.join_changes += 1;
         }
+        if joining.is_none() {
+            self.future = None;
+        }
+    }
+
+    /// Records `ring`'s placement, with the current sessions, as where the data is.
+    fn set_applied(&mut self, ring: &Ring) {
+        let session = |id: SlaveId| self.slaves.get(&id).map_or(0, |info| info.session);
+        self.applied = (0..SLOTS)
+            .map(|slot| match ring.slot_placement(slot) {
+                Some(Placement { primary, replica }) => Holders {
+                    primary: Some((primary, session(primary))),
+                    replica: replica.map(|r| (r, session(r))),
+                },
+                None => Holders::default(),
+            })
+            .collect();
     }
 }
 
@@ -242,6 +270,8 @@ impl Membership {
         Membership {
             state: Mutex::new(State {
                 ring: Ring::new(),
+                future: None,
+                applied: vec![Holders::default(); SLOTS],
                 slaves: HashMap::new(),
                 joining: None,
                 moving: 0,
@@ -284,7 +314,7 @@ impl Membership {
             let assigned: Vec<_> = saved
                 .slaves
                 .iter()
-                .map(|(id, addr, token, _)| (*id, addr.clone(), *token))
+                .map(|(id, addr, slots, _)| (*id, addr.clone(), slots.clone()))
                 .collect();
             let waiting: HashSet<SlaveId> = saved
                 .slaves
@@ -334,13 +364,13 @@ impl Membership {
                     .ring
                     .assigned()
                     .into_iter()
-                    .map(|(id, addr, token, live)| {
+                    .map(|(id, addr, slots, live)| {
                         // A slave awaited after a restart is still a ring member.
                         let waited = state
                             .warmup
                             .as_ref()
                             .is_some_and(|(_, waiting)| waiting.contains(&id));
-                        (id, addr, token, live || waited)
+                        (id, addr, slots, live || waited)
                     })
                     .collect(),
             }
@@ -425,8 +455,11 @@ impl Membership {
                         last_seen: Instant::now(),
                     },
                 );
-                state.ring.insert(id);
+                state.ring.insert_saved(id);
             }
+            // Everyone restored holds the slots it had: that is where the data is.
+            let ring = state.ring.clone();
+            state.set_applied(&ring);
             missing
         };
         self.epoch_changed.notify_all();
@@ -460,8 +493,8 @@ impl Membership {
         }
     }
 
-    /// A slave registers from `addr`. A new address gets a fresh id and token; a known one
-    /// its old ones. If an older incarnation of it is still on the ring, that one is
+    /// A slave registers from `addr`. A new address gets a fresh id; a known one its old
+    /// one. If an older incarnation of it is still on the ring, that one is
     /// taken off first (its ranges are re-replicated), since the new process starts
     /// empty. The slave then joins: it is written to at once, and routed to once it has
     /// its data.
@@ -471,14 +504,7 @@ impl Membership {
             .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         let (registered, old, replicate, rejoined) = {
             let mut state = self.lock();
-            // Joining slaves are not on the ring yet, but their places are taken.
-            let pending: Vec<Token> = state
-                .slaves
-                .iter()
-                .filter(|(_, info)| info.state == SlaveState::Joining)
-                .filter_map(|(&id, _)| state.ring.token_of(id))
-                .collect();
-            let (id, token, returning) = state.ring.assign_beside(addr, &pending);
+            let (id, returning) = state.ring.assign(addr);
             // Back after a coordinator restart, with its data: straight onto the ring.
             let awaited = state
                 .warmup
@@ -497,7 +523,6 @@ impl Membership {
                 state.moving += 1;
                 replicate = Some(Event::Replicate {
                     id,
-                    token,
                     reason: "it registered again (restarted)".into(),
                     done: None,
                 });
@@ -519,16 +544,17 @@ impl Membership {
                 },
             );
             if awaited {
-                state.ring.insert(id);
+                state.ring.insert_saved(id);
                 if state.warmup.as_ref().is_some_and(|(_, w)| w.is_empty()) {
                     state.warmup = None;
+                    let ring = state.ring.clone();
+                    state.set_applied(&ring);
                     info!("every slave of the restored ring is back: serving");
                 }
             }
             (
                 Registered {
                     id,
-                    token,
                     session,
                     returning,
                 },
@@ -571,9 +597,6 @@ impl Membership {
     pub fn suspect(&self, id: SlaveId, reason: &str) {
         let event = {
             let mut state = self.lock();
-            let Some(token) = state.ring.token_of(id) else {
-                return;
-            };
             let Some(info) = state.slaves.get_mut(&id) else {
                 return;
             };
@@ -595,7 +618,6 @@ impl Membership {
                 state.moving += 1;
                 Some(Event::Replicate {
                     id,
-                    token,
                     reason: reason.to_string(),
                     done: None,
                 })
@@ -612,12 +634,11 @@ impl Membership {
     /// `done` is told when it is over. Returns false if the slave is not on the ring under
     /// that session.
     pub fn leave(&self, id: SlaveId, session: u64, done: std::sync::mpsc::SyncSender<()>) -> bool {
-        let Some(token) = self.begin_leave(id, session) else {
+        if !self.begin_leave(id, session) {
             return false;
-        };
+        }
         self.send(Event::Replicate {
             id,
-            token,
             reason: "it is leaving".into(),
             done: Some(done),
         });
@@ -625,23 +646,23 @@ impl Membership {
         true
     }
 
-    fn begin_leave(&self, id: SlaveId, session: u64) -> Option<Token> {
-        let token = {
+    fn begin_leave(&self, id: SlaveId, session: u64) -> bool {
+        {
             let mut state = self.lock();
-            let token = state.ring.token_of(id)?;
-            let info = state.slaves.get_mut(&id)?;
+            let Some(info) = state.slaves.get_mut(&id) else {
+                return false;
+            };
             if info.session != session || info.state != SlaveState::Alive {
-                return None;
+                return false;
             }
             info.state = SlaveState::Leaving;
             if !state.ring.remove(id) {
-                return None;
+                return false;
             }
             state.moving += 1;
-            token
-        };
+        }
         self.epoch_changed.notify_all();
-        Some(token)
+        true
     }
 
     /// Marks a slave dead once its ranges have been handed on, and ends a data move.
@@ -670,10 +691,75 @@ impl Membership {
         let handle = Arc::clone(&info.handle);
         let future = state.ring.with(id);
         state.set_joining(Some(id));
+        state.future = Some((future.clone(), state.ring.epoch()));
         state.moving += 1;
         drop(state);
         self.epoch_changed.notify_all();
         Some((handle, future))
+    }
+
+    /// Starts evening out the shares (after a death or a leave left them uneven): returns
+    /// the ring as it will be, or `None` when they are even, or a join or a restart is
+    /// under way. Writes go to the current and the future places until
+    /// [`Membership::finish_rebalance`] or [`Membership::abort_rebalance`].
+    pub fn begin_rebalance(&self) -> Option<Ring> {
+        let future = {
+            let mut state = self.lock();
+            if state.joining.is_some()
+                || state.future.is_some()
+                || state.warmup.is_some()
+                || state.ring.is_balanced()
+            {
+                return None;
+            }
+            let future = state.ring.rebalanced();
+            state.future = Some((future.clone(), state.ring.epoch()));
+            state.join_changes += 1;
+            state.moving += 1;
+            future
+        };
+        self.epoch_changed.notify_all();
+        Some(future)
+    }
+
+    /// Ends a rebalance whose copies failed: nothing changes.
+    pub fn abort_rebalance(&self) {
+        {
+            let mut state = self.lock();
+            if state.future.take().is_some() {
+                state.join_changes += 1;
+            }
+            state.moving = state.moving.saturating_sub(1);
+            state.progress.clear();
+        }
+        self.epoch_changed.notify_all();
+    }
+
+    /// Puts the rebalanced ring in place, unless the ring changed since it was planned
+    /// (then nothing changes, the move ends, and false is returned). When it returns
+    /// true the move goes on until [`Membership::end_move`].
+    pub fn finish_rebalance(&self) -> bool {
+        let switched = {
+            let mut state = self.lock();
+            let switched = match state.future.take() {
+                Some((future, epoch)) if epoch == state.ring.epoch() => {
+                    state.ring = future;
+                    true
+                }
+                _ => false,
+            };
+            state.join_changes += 1;
+            if !switched {
+                state.moving = state.moving.saturating_sub(1);
+                state.progress.clear();
+            }
+            switched
+        };
+        self.epoch_changed.notify_all();
+        if switched {
+            self.save();
+        }
+        switched
     }
 
     /// Ends a join whose copies failed: the slave stays off the ring, and if it is still
@@ -698,15 +784,28 @@ impl Membership {
         }
     }
 
-    /// Puts a joined slave on the ring (if it is still joining under that session).
-    /// Returns false if it died meanwhile. Ends the data move either way.
+    /// Puts a joined slave on the ring (if it is still joining under that session and the
+    /// ring has not changed since the join was planned: then the join is queued again).
+    /// Returns false if it did not go on the ring. Ends the data move either way.
     pub fn finish_join(&self, id: SlaveId, session: u64) -> bool {
         let joined = {
             let mut state = self.lock();
-            let current = state
+            let joining = state
                 .slaves
                 .get(&id)
                 .is_some_and(|info| info.session == session && info.state == SlaveState::Joining);
+            let future = state
+                .future
+                .take()
+                .filter(|(_, epoch)| *epoch == state.ring.epoch())
+                .map(|(ring, _)| ring);
+            if joining && future.is_none() {
+                // A slave died or left while this one was receiving its data: plan again.
+                drop(state);
+                self.abort_join(id, session);
+                return false;
+            }
+            let current = joining && future.is_some();
             // A join that goes on the ring is still moving data until the old places
             // have dropped what moved: [`Membership::end_move`] ends it.
             if !current {
@@ -716,8 +815,8 @@ impl Membership {
             if state.joining == Some(id) {
                 state.set_joining(None);
             }
-            if current {
-                state.ring.insert(id);
+            if let Some(future) = future.filter(|_| current) {
+                state.ring = future;
                 if let Some(info) = state.slaves.get_mut(&id) {
                     info.state = SlaveState::Alive;
                 }
@@ -742,6 +841,36 @@ impl Membership {
     /// Sets the progress text `status` shows.
     pub fn set_progress(&self, text: String) {
         self.lock().progress = text;
+    }
+
+    /// Per slot, who held its data as of the last completed data move.
+    pub fn applied(&self) -> Vec<Holders> {
+        self.lock().applied.clone()
+    }
+
+    /// Records that the data now sits where `ring` places it (a data move completed).
+    pub fn set_applied(&self, ring: &Ring) {
+        self.lock().set_applied(ring);
+    }
+
+    /// True if `holder` (a slave with the session it had when it was recorded as a
+    /// holder) can still serve as the source of a copy: same session, not dead.
+    pub fn is_source(&self, holder: (SlaveId, u64)) -> bool {
+        self.lock().slaves.get(&holder.0).is_some_and(|info| {
+            info.session == holder.1
+                && matches!(info.state, SlaveState::Alive | SlaveState::Leaving)
+        })
+    }
+
+    /// True while a slave is joining.
+    pub fn joining(&self) -> bool {
+        self.lock().joining.is_some()
+    }
+
+    /// Counts a data move that no event started (a reconciliation) until [`Membership::end_move`].
+    pub fn begin_move(&self) {
+        self.lock().moving += 1;
+        self.epoch_changed.notify_all();
     }
 
     /// The current ring (a copy, for planning moves).
@@ -809,8 +938,8 @@ impl Membership {
             }
         };
         add(state.ring.placement(hash));
-        if let Some(joining) = state.joining {
-            add(state.ring.with(joining).placement(hash));
+        if let Some((future, _)) = &state.future {
+            add(future.placement(hash));
         }
         targets.sort_by_key(|&(id, table)| (id, table as u8));
         targets.dedup();
@@ -879,27 +1008,24 @@ impl Membership {
             .collect()
     }
 
-    /// Every known slave in ring-token order with its state, the ring epoch, the number of
+    /// Every known slave in id order with its state and slots, the ring epoch, the number of
     /// copies each key has, and the progress of any data move.
     pub fn status(&self) -> (Vec<StatusRow>, u64, usize, String) {
         let state = self.lock();
         let mut rows: Vec<StatusRow> = state
             .slaves
             .iter()
-            .filter_map(|(&id, info)| {
-                let token = state.ring.token_of(id)?;
-                Some(StatusRow {
-                    member: Member {
-                        id,
-                        token,
-                        addr: info.handle.addr.clone(),
-                    },
-                    state: info.state,
-                    handle: (info.state != SlaveState::Dead).then(|| Arc::clone(&info.handle)),
-                })
+            .map(|(&id, info)| StatusRow {
+                member: Member {
+                    id,
+                    addr: info.handle.addr.clone(),
+                    slots: state.ring.slot_count(id),
+                },
+                state: info.state,
+                handle: (info.state != SlaveState::Dead).then(|| Arc::clone(&info.handle)),
             })
             .collect();
-        rows.sort_by_key(|row| row.member.token);
+        rows.sort_by_key(|row| row.member.id);
         let progress = if state.moving > 0 && state.progress.is_empty() {
             "moving data".to_string()
         } else {
@@ -937,15 +1063,17 @@ impl Membership {
             .slaves
             .values()
             .all(|info| matches!(info.state, SlaveState::Alive | SlaveState::Dead));
-        View {
-            epoch: state.epoch(),
-            stable: settled
-                && state.warmup.is_none()
-                && state.moving == 0
-                && state.joining.is_none()
-                && !state.ring.is_empty(),
-            members: state.ring.members(),
-        }
+        let stable = settled
+            && state.warmup.is_none()
+            && state.moving == 0
+            && state.joining.is_none()
+            && !state.ring.is_empty();
+        View::new(
+            state.epoch(),
+            stable,
+            state.ring.members(),
+            &state.ring.tokens(),
+        )
     }
 
     /// Handles of every slave not known to be dead (the targets of view pushes).

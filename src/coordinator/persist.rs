@@ -1,19 +1,22 @@
-//! The coordinator's state on disk: every slave ever registered (id, address, token,
-//! and whether it was on the ring), the next id, and the version floor, in the text file
-//! `ring` in `--data-dir`. A restarted coordinator gives every slave its old id and
-//! token back, waits for the ones that were on the ring, and never issues a version it
-//! may have issued before.
+//! The coordinator's state on disk: every slave ever registered (id, address, whether
+//! it was on the ring, and the slots it owned), the next id, and the version floor, in
+//! the text file `ring` in `--data-dir`. A restarted coordinator gives every slave its
+//! old id and slots back, waits for the ones that were on the ring, and never issues a
+//! version it may have issued before.
 //!
 //! Format (one record per line, fields separated by one space):
 //!
 //! ```text
-//! piazza-ring 1
+//! piazza-ring 2
 //! next_id 3
 //! version_floor 1795514671000000
 //! flush 28728234736000000 0
-//! slave 1 127.0.0.1:7410 0x88ea0259dcb4bd81 on
-//! slave 2 127.0.0.1:7411 0x08ea0259dcb4bd81 off
+//! slave 1 127.0.0.1:7410 on 0-511,1000
+//! slave 2 127.0.0.1:7411 off -
 //! ```
+//!
+//! (slots as ranges of slot numbers, `-` for none; version 1 files, from before slots,
+//! held one token per slave and are refused with a message).
 //!
 //! Writes go to `ring.tmp`, which is synced, renamed over `ring`, and the directory
 //! synced: a crash leaves the old file or the new one, never a mix.
@@ -22,7 +25,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::ring::{SlaveId, Token};
+use crate::ring::SlaveId;
 use crate::store::FlushMarker;
 use crate::wal::sync_dir;
 
@@ -33,8 +36,8 @@ pub struct Saved {
     pub next_id: u32,
     /// No version at or below this one may be issued again.
     pub version_floor: u64,
-    /// Every slave ever registered: id, address, token, on the ring.
-    pub slaves: Vec<(SlaveId, String, Token, bool)>,
+    /// Every slave ever registered: id, address, slots, on the ring.
+    pub slaves: Vec<(SlaveId, String, Vec<usize>, bool)>,
     /// `flush_all` markers still in force: threshold version, from when (Unix µs).
     pub flushes: Vec<FlushMarker>,
 }
@@ -95,27 +98,84 @@ impl RingFile {
 /// The file's text for `saved`.
 pub fn render(saved: &Saved) -> String {
     let mut text = format!(
-        "piazza-ring 1\nnext_id {}\nversion_floor {}\n",
+        "piazza-ring 2\nnext_id {}\nversion_floor {}\n",
         saved.next_id, saved.version_floor
     );
     for marker in &saved.flushes {
         text.push_str(&format!("flush {} {}\n", marker.threshold, marker.at));
     }
-    for (id, addr, token, on) in &saved.slaves {
+    for (id, addr, slots, on) in &saved.slaves {
         text.push_str(&format!(
-            "slave {id} {addr} {token} {}\n",
-            if *on { "on" } else { "off" }
+            "slave {id} {addr} {} {}\n",
+            if *on { "on" } else { "off" },
+            render_slots(slots)
         ));
     }
     text
+}
+
+/// Slot numbers as ranges: `0-511,1000`; `-` for none.
+fn render_slots(slots: &[usize]) -> String {
+    let mut sorted = slots.to_vec();
+    sorted.sort_unstable();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            sorted[i].to_string()
+        } else {
+            format!("{}-{}", sorted[i], sorted[j])
+        });
+        i = j + 1;
+    }
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// Reads [`render_slots`]' format; `None` if it is not that.
+fn parse_slots(text: &str) -> Option<Vec<usize>> {
+    if text == "-" {
+        return Some(Vec::new());
+    }
+    let mut slots = Vec::new();
+    for part in text.split(',') {
+        let (first, last): (usize, usize) = match part.split_once('-') {
+            Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+            None => {
+                let n = part.parse().ok()?;
+                (n, n)
+            }
+        };
+        if first > last || last >= crate::ring::SLOTS {
+            return None;
+        }
+        slots.extend(first..=last);
+    }
+    Some(slots)
 }
 
 /// Parses the file's text; `Err` carries the line that could not be read.
 pub fn parse(text: &str) -> Result<Saved, String> {
     let mut saved = Saved::default();
     let mut lines = text.lines();
-    if lines.next() != Some("piazza-ring 1") {
-        return Err(text.lines().next().unwrap_or("").to_string());
+    match lines.next() {
+        Some("piazza-ring 2") => {}
+        Some("piazza-ring 1") => {
+            return Err(
+                "piazza-ring 1' (a ring file from before slots, one token per slave: this \
+                 version cannot place keys that way; start the coordinator with an empty \
+                 --data-dir and the slaves with empty data dirs"
+                    .to_string(),
+            );
+        }
+        first => return Err(first.unwrap_or("").to_string()),
     }
     for line in lines {
         let fields: Vec<&str> = line.split(' ').collect();
@@ -127,11 +187,8 @@ pub fn parse(text: &str) -> Result<Saved, String> {
                 threshold: threshold.parse().map_err(|_| bad())?,
                 at: at.parse().map_err(|_| bad())?,
             }),
-            ["slave", id, addr, token, on] => {
-                let token = token
-                    .strip_prefix("0x")
-                    .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-                    .ok_or_else(bad)?;
+            ["slave", id, addr, on, slots] => {
+                let slots = parse_slots(slots).ok_or_else(bad)?;
                 let on = match *on {
                     "on" => true,
                     "off" => false,
@@ -140,7 +197,7 @@ pub fn parse(text: &str) -> Result<Saved, String> {
                 saved.slaves.push((
                     SlaveId(id.parse().map_err(|_| bad())?),
                     addr.to_string(),
-                    Token(token),
+                    slots,
                     on,
                 ));
             }
@@ -165,8 +222,13 @@ mod tests {
             next_id: 3,
             version_floor: 42,
             slaves: vec![
-                (SlaveId(1), "127.0.0.1:7410".into(), Token(0x88ea), true),
-                (SlaveId(2), "127.0.0.1:7411".into(), Token(u64::MAX), false),
+                (
+                    SlaveId(1),
+                    "127.0.0.1:7410".into(),
+                    vec![0, 1, 2, 7, 1023],
+                    true,
+                ),
+                (SlaveId(2), "127.0.0.1:7411".into(), vec![], false),
             ],
             flushes: vec![FlushMarker {
                 threshold: 99,
@@ -175,8 +237,12 @@ mod tests {
         };
         file.save(&saved).unwrap();
         assert_eq!(file.load().unwrap(), Some(saved));
-        fs::write(dir.join("ring"), "piazza-ring 1\nslave x\n").unwrap();
+        fs::write(dir.join("ring"), "piazza-ring 2\nslave x\n").unwrap();
         assert!(file.load().unwrap_err().contains("slave x"));
+        fs::write(dir.join("ring"), "piazza-ring 2\nslave 1 a on 5-2\n").unwrap();
+        assert!(file.load().is_err(), "a backwards range is refused");
+        fs::write(dir.join("ring"), "piazza-ring 1\nslave 1 a 0x5 on\n").unwrap();
+        assert!(file.load().unwrap_err().contains("before slots"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

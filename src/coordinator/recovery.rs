@@ -1,30 +1,37 @@
 //! Moving data when the ring changes: the original design's `replicate()` when a slave
 //! dies or leaves, and its mirror image when a slave joins. Runs on the `recovery` thread,
-//! one event at a time, so moves never overlap; the failure detector and the request path
+//! one move at a time, so moves never overlap; the failure detector and the request path
 //! only queue events (see `membership`).
 //!
-//! Replicate, for dead slave D whose ranges now belong to its successor S (P = S's
-//! predecessor, S2 = S's successor, all on the ring without D):
-//! 0. wait for the writes that chose their targets before D left (they may still land in
-//!    S's `previous`);
-//! 1. S absorbs: `previous` entries outside P's arc (D's old range) merge into `own`;
-//! 2. P's `own` is transferred to S's `previous`;
-//! 3. S's `own` is transferred to S2's `previous`.
+//! Every move works slot range by slot range from two pictures of the ring: where the
+//! data is (`Membership::applied`: per slot, the slaves that hold it completely, as of the
+//! last move that completed) and where it must be (the target ring: the current one after
+//! a death or a leave, the future one during a join). For every slot:
+//! - a slave that must hold it (as primary in `own`, as replica in `previous`) and does
+//!   not gets a copy from a holder that is still alive (TRANSFER, slave to slave, both of
+//!   the holder's tables, merging by version: an older entry never wins);
+//! - a holder that must keep it in its other table moves it there locally (ABSORB:
+//!   `previous` → `own` when a replica becomes the primary, the original's "fold previous
+//!   into own"; DEMOTE: `own` → `previous`);
+//! - a holder that must no longer hold it drops it (DROP_ARC), last.
 //!
-//! Join, for new slave N between P and S (on the ring with N):
-//! 1. writes start going to both the old and the new places; once the writes sent before
-//!    that have landed, S's `own` inside N's arc is transferred to N's `own`, and P's `own`
-//!    to N's `previous`;
-//! 2. N goes on the ring, and the writes that chose their targets before are waited for;
-//! 3. S splits: its `own` inside N's arc moves to `previous`, which keeps only N's arc;
-//! 4. S's successor (if not N) drops N's arc from its `previous`.
+//! So a death copies only the dead slave's slots (each to the one slave that lacks it),
+//! and a join copies only the slots the new slave takes and the ones it becomes the
+//! replica of.
+//!
+//! Replicate (slave D left the ring; its slots already have new owners): wait for the
+//! writes that chose their targets before; copy; record the ring as where the data is;
+//! absorb and demote; drop.
+//!
+//! Join (slave N registered): writes start going to both the current and the future
+//! places; once the writes sent before have landed, N gets its copies; then N goes on the
+//! ring (unless the ring changed meanwhile: then the join is planned again), the writes
+//! that chose their targets before are waited for, and the old places demote and drop.
 //!
 //! Before each event the slaves are fenced against direct writes, and after it the new
-//! view is published to them (see `views`).
-//!
-//! Transfers are slave to slave, in chunks, merging by version (an older entry never
-//! wins). Every step is logged; a step that fails (a slave died) ends the move, and the
-//! event that death queued starts a new one from the ring as it then is.
+//! view is published to them (see `views`). A step that fails (a slave died) ends the
+//! move; the event that death queued starts a new one from where the data then is, and a
+//! move whose local steps were cut short is finished on the next tick.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -34,9 +41,11 @@ use byteorder::{ByteOrder, NetworkEndian};
 use log::{info, warn};
 
 use crate::coordinator::link::SlaveHandle;
-use crate::coordinator::membership::{Event, Membership};
+use crate::coordinator::membership::{Event, Holders, Membership};
 use crate::coordinator::views::{self, Publisher};
-use crate::ring::{Ring, SlaveId, Token};
+use std::collections::BTreeMap;
+
+use crate::ring::{self, Ring, SLOTS, SlaveId};
 use crate::wire::{self, Frame, Opcode, Status, TableSel};
 
 /// How long a move waits for the writes of the previous epoch to finish.
@@ -48,10 +57,27 @@ const MOVE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Processes events until the sender side is closed.
 pub fn run(membership: &Membership, events: &Receiver<Event>) {
     let mut views = Publisher::default();
+    let mut tidy = Tidy::default();
     loop {
         let event = match events.recv_timeout(views::PUBLISH_TICK) {
             Ok(event) => event,
             Err(RecvTimeoutError::Timeout) => {
+                match tidy.needed(membership) {
+                    Some(Due::Reconcile) => {
+                        views.fence(membership);
+                        membership.begin_move();
+                        let result = reconcile(membership, &mut tidy);
+                        membership.end_move();
+                        if let Err(e) = result {
+                            warn!("putting data where the ring places it stopped: {e}");
+                        }
+                    }
+                    Some(Due::Rebalance) => {
+                        views.fence(membership);
+                        rebalance(membership, &mut tidy);
+                    }
+                    None => {}
+                }
                 views.publish(membership);
                 continue;
             }
@@ -60,14 +86,9 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
         // No direct write may land while data moves (see `views`).
         views.fence(membership);
         match event {
-            Event::Replicate {
-                id,
-                token,
-                reason,
-                done,
-            } => {
+            Event::Replicate { id, reason, done } => {
                 let started = Instant::now();
-                let result = replicate(membership, id, token);
+                let result = replicate(membership, id, &mut tidy);
                 membership.finish_replicate(id);
                 match result {
                     Ok(moved) => info!(
@@ -86,10 +107,12 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                 if let Some(done) = done {
                     let _ = done.try_send(());
                 }
+                // The dead slave's slots went to their replicas: even the shares out.
+                rebalance(membership, &mut tidy);
             }
             Event::Join { id, session } => {
                 let started = Instant::now();
-                match join(membership, id, session) {
+                match join(membership, id, session, &mut tidy) {
                     Ok(Some(moved)) => info!(
                         "slave {id} joined: {} keys, {} bytes moved in {} ms; {} slaves in the ring",
                         moved.keys,
@@ -160,12 +183,13 @@ impl Mover<'_> {
         Ok(reply)
     }
 
-    /// Sends table `from_table` of `from` (entries inside `arc`) to `to`'s `to_table`.
+    /// Sends the entries of `from`'s table `from_table` inside `arcs` to `to`'s
+    /// `to_table`.
     fn transfer(
         &self,
         from: SlaveId,
         from_table: TableSel,
-        arc: (Token, Token),
+        arcs: &[(u64, u64)],
         to: SlaveId,
         to_table: TableSel,
     ) -> Result<Moved, String> {
@@ -174,14 +198,15 @@ impl Mover<'_> {
             Opcode::Transfer,
             0,
             target.addr.as_bytes().to_vec(),
-            wire::encode_arc(arc.0.0, arc.1.0),
+            wire::encode_arcs(arcs),
         );
         frame.table = from_table;
         frame.flags = to_table as u32;
         let step = format!(
-            "transfer slave {from} {} -> slave {to} {}",
+            "transfer slave {from} {} -> slave {to} {} ({} ranges)",
             table_name(from_table),
-            table_name(to_table)
+            table_name(to_table),
+            arcs.len()
         );
         let reply = self.call(from, frame, &step)?;
         let bytes = if reply.value.len() == 8 {
@@ -196,16 +221,16 @@ impl Mover<'_> {
         })
     }
 
+    /// A table operation (ABSORB, DEMOTE, DROP_ARC) on the entries inside `arcs`.
     fn table_op(
         &self,
         id: SlaveId,
         opcode: Opcode,
         table: TableSel,
-        arc: Option<(Token, Token)>,
+        arcs: &[(u64, u64)],
         step: &str,
     ) -> Result<u64, String> {
-        let value = arc.map_or_else(Vec::new, |(start, end)| wire::encode_arc(start.0, end.0));
-        let mut frame = Frame::request(opcode, 0, Vec::new(), value);
+        let mut frame = Frame::request(opcode, 0, Vec::new(), wire::encode_arcs(arcs));
         frame.table = table;
         let reply = self.call(id, frame, step)?;
         Ok(reply.arg)
@@ -220,74 +245,120 @@ fn table_name(table: TableSel) -> &'static str {
     }
 }
 
-/// The slave on `ring` that now owns position `token`.
-fn owner_of(ring: &Ring, token: Token) -> Option<SlaveId> {
-    ring.placement(token.0).map(|p| p.primary)
+/// What the recovery thread remembers between moves: whether a move's local steps were
+/// cut short (then every slave's tables are put in order on the next tick).
+#[derive(Default)]
+struct Tidy {
+    unfinished: bool,
 }
 
-/// `replicate()`: restores two copies of every key after slave `dead` (which held
-/// `token`) left the ring.
-fn replicate(membership: &Membership, dead: SlaveId, token: Token) -> Result<Moved, String> {
-    let mover = Mover {
-        membership,
-        what: format!("replicating after slave {dead}"),
-    };
-    // Writes that chose their targets before D left must land before S absorbs.
-    if !membership.drain(DRAIN_TIMEOUT) {
-        warn!("replicating after slave {dead}: writes still under way after {DRAIN_TIMEOUT:?}");
+impl Tidy {
+    /// The move due without an event, if any: local steps were cut short, or the data is
+    /// not where the ring places it (a move stopped part-way and nothing else queued);
+    /// or the shares are uneven.
+    fn needed(&self, membership: &Membership) -> Option<Due> {
+        if membership.joining() || membership.warming().is_some() {
+            return None;
+        }
+        let ring = membership.ring();
+        let applied = membership.applied();
+        let misplaced = (0..SLOTS).any(|slot| {
+            let holders = applied[slot];
+            ring.slot_placement(slot).is_some_and(|p| {
+                holders.primary.map(|h| h.0) != Some(p.primary)
+                    || holders.replica.map(|h| h.0) != p.replica
+            })
+        });
+        if self.unfinished || misplaced {
+            Some(Due::Reconcile)
+        } else if !ring.is_balanced() {
+            Some(Due::Rebalance)
+        } else {
+            None
+        }
     }
-    let ring = membership.ring();
-    let mut moved = Moved::default();
-    let Some(s) = owner_of(&ring, token) else {
-        warn!("slave {dead} was the last slave: no copy of any key is left");
-        return Ok(moved);
-    };
-    let p = ring.predecessor(s);
-    let p_arc = p.and_then(|p| ring.arc_of(p));
-    // 1. S takes D's range into own: everything in previous outside P's arc (with no P,
-    //    everything).
-    let absorbed = mover.table_op(s, Opcode::Absorb, TableSel::Previous, p_arc, "absorb")?;
-    info!("replicating after slave {dead}: slave {s} absorbed {absorbed} keys into own");
-    // 2. P's own becomes S's previous.
-    if let (Some(p), Some(p_arc)) = (p, p_arc) {
-        moved.add(mover.transfer(p, TableSel::Own, p_arc, s, TableSel::Previous)?);
-    }
-    // 3. S's own becomes its successor's previous.
-    if let (Some(s2), Some(s_arc)) = (ring.successor(s), ring.arc_of(s)) {
-        moved.add(mover.transfer(s, TableSel::Own, s_arc, s2, TableSel::Previous)?);
-    }
-    Ok(moved)
 }
 
-/// Gives a registered slave its ranges and puts it on the ring. `Ok(None)` when the
-/// registration was stale (the slave died or registered again meanwhile).
-fn join(membership: &Membership, n: SlaveId, session: u64) -> Result<Option<Moved>, String> {
-    let Some((_, future)) = membership.begin_join(n, session) else {
-        return Ok(None);
+/// A move due without an event.
+enum Due {
+    /// The data is not (all) where the ring places it.
+    Reconcile,
+    /// The shares are uneven.
+    Rebalance,
+}
+
+/// Evens out the shares if they are uneven (logged; a failure is retried on a later tick).
+fn rebalance(membership: &Membership, tidy: &mut Tidy) {
+    let started = Instant::now();
+    let Some(future) = membership.begin_rebalance() else {
+        return;
     };
     let mover = Mover {
         membership,
-        what: format!("joining slave {n}"),
+        what: "rebalancing".to_string(),
     };
-    // Writes that chose their targets before the join started do not reach N: let them
-    // land at the old places before the copies are read.
-    if !membership.drain(DRAIN_TIMEOUT) {
-        warn!("joining slave {n}: writes still under way after {DRAIN_TIMEOUT:?}");
+    let result = through_future(
+        &mover,
+        &future,
+        tidy,
+        || Ok(()),
+        || membership.abort_rebalance(),
+        || membership.finish_rebalance(),
+    );
+    match result {
+        Ok(moved) => info!(
+            "rebalanced the ring: {} keys, {} bytes moved in {} ms; shares {}",
+            moved.keys,
+            moved.bytes,
+            started.elapsed().as_millis(),
+            future
+                .members()
+                .iter()
+                .map(|m| format!("{}:{}", m.id, m.slots))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Err(e) => warn!("rebalancing stopped: {e}; it will be tried again"),
     }
-    let moved = match plan_join(&mover, &future, n) {
+}
+
+/// A move through a future ring (a join, a rebalance): writes already go to both the
+/// current and the future places. Once the writes sent before have landed, the future
+/// places get their copies (after `prepare`); then `switch` puts the future ring in
+/// place (false: it changed meanwhile, the move is over), the writes sent before are
+/// waited for, and the old places sort their tables and drop what moved. `abort` undoes
+/// the start when a copy fails.
+fn through_future(
+    mover: &Mover<'_>,
+    future: &Ring,
+    tidy: &mut Tidy,
+    prepare: impl FnOnce() -> Result<(), String>,
+    abort: impl FnOnce(),
+    switch: impl FnOnce() -> bool,
+) -> Result<Moved, String> {
+    let membership = mover.membership;
+    // Writes that chose their targets before the move started do not reach the future
+    // places: let them land at the old places before the copies are read.
+    if !membership.drain(DRAIN_TIMEOUT) {
+        warn!(
+            "{}: writes still under way after {DRAIN_TIMEOUT:?}",
+            mover.what
+        );
+    }
+    let plan = Plan::new(membership, &membership.applied(), future, false);
+    let moved = match prepare().and_then(|()| plan.copy(mover)) {
         Ok(moved) => moved,
         Err(e) => {
-            // N must not go on the ring without its data. If N itself failed it is dead
-            // by now; otherwise the join is tried again after the failure is handled.
-            membership.abort_join(n, session);
+            // Nothing goes on the ring without its data.
+            abort();
             return Err(e);
         }
     };
-    let joined = membership.finish_join(n, session);
-    if !joined {
-        return Err(format!("slave {n} died while joining"));
+    if !switch() {
+        return Err("a slave died or left meanwhile; planned again".to_string());
     }
-    // The move ends when the old places have dropped what moved (also on an error).
+    // The move ends when the old places have sorted and dropped what moved (also on an
+    // error).
     struct EndMove<'a>(&'a Membership);
     impl Drop for EndMove<'_> {
         fn drop(&mut self) {
@@ -295,28 +366,209 @@ fn join(membership: &Membership, n: SlaveId, session: u64) -> Result<Option<Move
         }
     }
     let _end = EndMove(membership);
-    // Clean up the places that no longer hold N's range, once the writes that were sent
-    // to them before N went on the ring have landed. Failures here leave extra copies,
-    // never missing ones.
+    // The old places change once the writes sent to them before the switch have landed.
     if !membership.drain(DRAIN_TIMEOUT) {
-        warn!("joining slave {n}: writes still under way after {DRAIN_TIMEOUT:?}");
+        warn!(
+            "{}: writes still under way after {DRAIN_TIMEOUT:?}",
+            mover.what
+        );
     }
-    if let (Some(s), Some(n_arc)) = (future.successor(n), future.arc_of(n)) {
-        mover.table_op(s, Opcode::Split, TableSel::Own, Some(n_arc), "split")?;
-        if let Some(s2) = future.successor(s)
-            && s2 != n
-        {
-            let dropped =
-                mover.table_op(s2, Opcode::DropArc, TableSel::Previous, Some(n_arc), "drop")?;
-            info!("joining slave {n}: slave {s2} dropped {dropped} keys it no longer holds");
-        }
-    }
+    finish(mover, &plan, future, tidy)?;
     membership.set_progress(String::new());
-    Ok(Some(moved))
+    Ok(moved)
 }
 
-/// The transfers that fill a joining slave, before it goes on the ring.
-fn plan_join(mover: &Mover<'_>, future: &Ring, n: SlaveId) -> Result<Moved, String> {
+/// Slots per (slave, table) or per copy, in slot order.
+type SlotsBy<K> = BTreeMap<K, Vec<usize>>;
+
+/// The steps that put the data where `target` places it, from where it is.
+#[derive(Default)]
+struct Plan {
+    /// (source, destination, destination table) → slots; the source sends both tables.
+    copies: SlotsBy<(SlaveId, SlaveId, TableSel)>,
+    /// Slaves that become the primary of slots they held as the replica.
+    absorbs: SlotsBy<SlaveId>,
+    /// Slaves that become the replica of slots they held as the primary.
+    demotes: SlotsBy<SlaveId>,
+    /// Slaves that must no longer hold slots (both tables are cleared of them).
+    drops: SlotsBy<SlaveId>,
+    /// Slots that had holders and have none left alive.
+    lost: usize,
+}
+
+impl Plan {
+    fn new(membership: &Membership, applied: &[Holders], target: &Ring, tidy_all: bool) -> Plan {
+        let mut plan = Plan::default();
+        let mut sources: BTreeMap<(SlaveId, u64), bool> = BTreeMap::new();
+        let mut alive = |holder: Option<(SlaveId, u64)>| {
+            holder.filter(|&h| *sources.entry(h).or_insert_with(|| membership.is_source(h)))
+        };
+        for slot in 0..SLOTS {
+            let Some(want) = target.slot_placement(slot) else {
+                continue;
+            };
+            let held = applied.get(slot).copied().unwrap_or_default();
+            let primary = alive(held.primary).map(|h| h.0);
+            let replica = alive(held.replica).map(|h| h.0);
+            let source = primary.or(replica);
+            let holds = |id: SlaveId| primary == Some(id) || replica == Some(id);
+            let need = |id: SlaveId, table: TableSel, plan: &mut Plan| match source {
+                Some(source) => plan
+                    .copies
+                    .entry((source, id, table))
+                    .or_default()
+                    .push(slot),
+                None if held.primary.is_some() => plan.lost += 1,
+                None => {}
+            };
+            // The primary keeps the slot in own.
+            if !holds(want.primary) {
+                need(want.primary, TableSel::Own, &mut plan);
+            } else if primary != Some(want.primary) || tidy_all {
+                plan.absorbs.entry(want.primary).or_default().push(slot);
+            }
+            // The replica keeps it in previous.
+            if let Some(want_replica) = want.replica {
+                if !holds(want_replica) {
+                    need(want_replica, TableSel::Previous, &mut plan);
+                } else if replica != Some(want_replica) || tidy_all {
+                    plan.demotes.entry(want_replica).or_default().push(slot);
+                }
+            }
+            for holder in [primary, replica].into_iter().flatten() {
+                if holder != want.primary && Some(holder) != want.replica {
+                    plan.drops.entry(holder).or_default().push(slot);
+                }
+            }
+        }
+        plan
+    }
+
+    /// Step 1: every slave that lacks a slot gets it from a holder.
+    fn copy(&self, mover: &Mover<'_>) -> Result<Moved, String> {
+        let mut moved = Moved::default();
+        for (&(from, to, table), slots) in &self.copies {
+            let arcs = ring::arcs_of_slots(slots);
+            // The holder may keep the slot in either table (a move cut short may have
+            // left it unsorted): both are sent, merging by version.
+            moved.add(mover.transfer(from, TableSel::Own, &arcs, to, table)?);
+            moved.add(mover.transfer(from, TableSel::Previous, &arcs, to, table)?);
+        }
+        Ok(moved)
+    }
+
+    /// Step 2: holders move slots to the table their new role keeps them in.
+    fn sort(&self, mover: &Mover<'_>) -> Result<(), String> {
+        for (&id, slots) in &self.absorbs {
+            let arcs = ring::arcs_of_slots(slots);
+            let n = mover.table_op(id, Opcode::Absorb, TableSel::Previous, &arcs, "absorb")?;
+            if n > 0 {
+                info!("{}: slave {id} absorbed {n} keys into own", mover.what);
+            }
+        }
+        for (&id, slots) in &self.demotes {
+            let arcs = ring::arcs_of_slots(slots);
+            let n = mover.table_op(id, Opcode::Demote, TableSel::Own, &arcs, "demote")?;
+            if n > 0 {
+                info!("{}: slave {id} moved {n} keys to previous", mover.what);
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 3: former holders drop what they no longer hold. A failure leaves an extra
+    /// copy, never a missing one.
+    fn drop_old(&self, mover: &Mover<'_>) {
+        for (&id, slots) in &self.drops {
+            let arcs = ring::arcs_of_slots(slots);
+            for table in [TableSel::Own, TableSel::Previous] {
+                match mover.table_op(id, Opcode::DropArc, table, &arcs, "drop") {
+                    Ok(n) if n > 0 => info!(
+                        "{}: slave {id} dropped {n} keys it no longer holds",
+                        mover.what
+                    ),
+                    Ok(_) => {}
+                    Err(e) => warn!("{}: {e} (an extra copy is left)", mover.what),
+                }
+            }
+        }
+    }
+}
+
+/// Sorts tables and drops old copies after the copies are in and the ring is `target`.
+fn finish(mover: &Mover<'_>, plan: &Plan, target: &Ring, tidy: &mut Tidy) -> Result<(), String> {
+    mover.membership.set_applied(target);
+    tidy.unfinished = true;
+    plan.sort(mover)?;
+    tidy.unfinished = false;
+    plan.drop_old(mover);
+    Ok(())
+}
+
+/// Puts the data where the current ring places it (after a death or a leave, or to
+/// finish a move that was cut short).
+fn reconcile(membership: &Membership, tidy: &mut Tidy) -> Result<Moved, String> {
+    let mover = Mover {
+        membership,
+        what: "moving data".to_string(),
+    };
+    if !membership.drain(DRAIN_TIMEOUT) {
+        warn!("moving data: writes still under way after {DRAIN_TIMEOUT:?}");
+    }
+    let ring = membership.ring();
+    let plan = Plan::new(membership, &membership.applied(), &ring, tidy.unfinished);
+    if plan.lost > 0 {
+        warn!(
+            "{} of {SLOTS} slots lost every copy (both of their slaves failed)",
+            plan.lost
+        );
+    }
+    let moved = plan.copy(&mover)?;
+    finish(&mover, &plan, &ring, tidy)?;
+    Ok(moved)
+}
+
+/// `replicate()`: restores two copies of every key after slave `dead` left the ring.
+fn replicate(membership: &Membership, dead: SlaveId, tidy: &mut Tidy) -> Result<Moved, String> {
+    if membership.is_empty() {
+        warn!("slave {dead} was the last slave: no copy of any key is left");
+        return Ok(Moved::default());
+    }
+    reconcile(membership, tidy).map_err(|e| format!("replicating after slave {dead}: {e}"))
+}
+
+/// Gives a registered slave its slots and puts it on the ring. `Ok(None)` when the
+/// registration was stale (the slave died or registered again meanwhile).
+fn join(
+    membership: &Membership,
+    n: SlaveId,
+    session: u64,
+    tidy: &mut Tidy,
+) -> Result<Option<Moved>, String> {
+    let Some((_, future)) = membership.begin_join(n, session) else {
+        return Ok(None);
+    };
+    let mover = Mover {
+        membership,
+        what: format!("joining slave {n}"),
+    };
+    through_future(
+        &mover,
+        &future,
+        tidy,
+        || prepare_join(&mover, &future, n),
+        // If N itself failed it is dead by now; otherwise the join is tried again after
+        // the failure is handled.
+        || membership.abort_join(n, session),
+        || membership.finish_join(n, session),
+    )
+    .map(Some)
+}
+
+/// Before a joining slave receives its copies: the flush markers, and nothing left in its
+/// tables outside the slots it is about to hold (a slave that comes back keeps its data
+/// for those, to be merged by version with the copies).
+fn prepare_join(mover: &Mover<'_>, future: &Ring, n: SlaveId) -> Result<(), String> {
     // The flush markers first: N's registration reply carried them, but N may not have
     // logged them yet, and it must not serve what a flush_all took away.
     for marker in mover.membership.flushes() {
@@ -329,18 +581,27 @@ fn plan_join(mover: &Mover<'_>, future: &Ring, n: SlaveId) -> Result<Moved, Stri
         frame.arg = marker.threshold;
         mover.call(n, frame, "flush markers")?;
     }
-    let mut moved = Moved::default();
-    let (Some(s), Some(p), Some(n_arc)) =
-        (future.successor(n), future.predecessor(n), future.arc_of(n))
-    else {
-        // The first slave: nothing to receive.
-        return Ok(moved);
-    };
-    // N's own comes from the current owner of its arc, S.
-    moved.add(mover.transfer(s, TableSel::Own, n_arc, n, TableSel::Own)?);
-    // N's previous is a copy of its predecessor's own.
-    if let Some(p_arc) = future.arc_of(p) {
-        moved.add(mover.transfer(p, TableSel::Own, p_arc, n, TableSel::Previous)?);
+    let (mut not_own, mut not_previous) = (Vec::new(), Vec::new());
+    for slot in 0..SLOTS {
+        let placement = future.slot_placement(slot);
+        if placement.is_none_or(|p| p.primary != n) {
+            not_own.push(slot);
+        }
+        if placement.is_none_or(|p| p.replica != Some(n)) {
+            not_previous.push(slot);
+        }
     }
-    Ok(moved)
+    for (table, slots) in [(TableSel::Own, not_own), (TableSel::Previous, not_previous)] {
+        if !slots.is_empty() {
+            let arcs = ring::arcs_of_slots(&slots);
+            mover.table_op(
+                n,
+                Opcode::DropArc,
+                table,
+                &arcs,
+                "clear what it will not hold",
+            )?;
+        }
+    }
+    Ok(())
 }

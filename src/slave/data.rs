@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::config::Fsync;
-use crate::ring::{Token, in_arc, key_hash};
+use crate::ring::{RangeSet, Token, in_arc, key_hash};
 use crate::shutdown::Shutdown;
 use crate::store::{Applied, Entry, FlushMarker, Store, Table, Version};
 use crate::update::{self, Decision, Update};
-use crate::wal::{self, DirLock, Record, Wal, WalError};
+use crate::wal::{self, DirLock, RangeOp, Record, Wal, WalError};
 
 /// How often the `wal-sync` thread drops the values of expired and flushed entries.
 const PURGE_EVERY_SECS: u64 = 30;
@@ -115,6 +115,15 @@ fn apply(store: &Store, record: &Record) -> u64 {
         Record::Absorb(arc) => store.absorb(|key| !arc.is_some_and(|arc| inside(arc)(key))) as u64,
         Record::Split(arc) => store.split(inside(arc)).0 as u64,
         Record::DropArc(table, arc) => store.drop_where(table, inside(arc)) as u64,
+        Record::Ranges(op, ref arcs) => {
+            let set = RangeSet::from_arcs(arcs);
+            let inside = |key: &[u8]| set.contains_key(key);
+            (match op {
+                RangeOp::Absorb => store.absorb(inside),
+                RangeOp::Demote => store.demote(inside),
+                RangeOp::Drop(table) => store.drop_where(table, inside),
+            }) as u64
+        }
         Record::Clear => {
             store.clear();
             0
@@ -426,19 +435,10 @@ impl Data {
         self.commit(&records)
     }
 
-    /// `previous` entries outside `arc` (all, with none) merge into `own`.
-    pub fn absorb(&self, arc: Option<(u64, u64)>) -> Result<u64, WalError> {
-        self.commit(&[Record::Absorb(arc)])
-    }
-
-    /// `own` entries inside `arc` move to `previous`, which keeps only `arc`.
-    pub fn split(&self, arc: (u64, u64)) -> Result<u64, WalError> {
-        self.commit(&[Record::Split(arc)])
-    }
-
-    /// A table's entries inside `arc` are removed.
-    pub fn drop_arc(&self, table: Table, arc: (u64, u64)) -> Result<u64, WalError> {
-        self.commit(&[Record::DropArc(table, arc)])
+    /// Applies a table operation to the entries inside `arcs`: `previous` merges into
+    /// `own` (absorb), `own` into `previous` (demote), or a table's entries are removed.
+    pub fn ranges(&self, op: RangeOp, arcs: Vec<(u64, u64)>) -> Result<u64, WalError> {
+        self.commit(&[Record::Ranges(op, arcs)])
     }
 
     /// Both tables are emptied.

@@ -92,10 +92,7 @@ pub fn run(node: &Node, interval: Duration, shutdown: &Shutdown) {
             }
             last_answer = Instant::now();
             match node.register(shutdown) {
-                Ok(Some(again)) => info!(
-                    "registered again as slave {} (token 0x{:016x})",
-                    again.id, again.token
-                ),
+                Ok(Some(again)) => info!("registered again as slave {}", again.id),
                 Ok(None) => return,
                 Err(e) => warn!("cannot register again: {e}; will retry"),
             }

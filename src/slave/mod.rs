@@ -68,8 +68,6 @@ impl std::error::Error for SlaveError {}
 pub struct Registration {
     /// The slave's id.
     pub id: u32,
-    /// Its ring token.
-    pub token: u64,
     /// The session heartbeats must carry.
     pub session: u64,
     /// The coordinator's UDP heartbeat address.
@@ -300,10 +298,9 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
     };
     if let Some(registration) = &registration {
         info!(
-            "piazza-slave {} serving on {bound} as slave {} (token 0x{:016x}), data in {}",
+            "piazza-slave {} serving on {bound} as slave {}, data in {}",
             env!("CARGO_PKG_VERSION"),
             registration.id,
-            registration.token,
             data_dir.display()
         );
     }
@@ -407,7 +404,6 @@ fn try_register(
     }
     Ok(Registration {
         id: reply.flags,
-        token: reply.arg,
         session: u64::from_be_bytes(*session),
         heartbeat: String::from_utf8_lossy(rest).into_owned(),
         flushes,

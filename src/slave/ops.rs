@@ -10,10 +10,10 @@ use byteorder::{ByteOrder, NetworkEndian};
 use super::data::{Data, Updated};
 use super::direct::Forwarder;
 use super::{Node, connect_with};
-use crate::ring::{Token, in_arc, key_hash};
+use crate::ring::RangeSet;
 use crate::store::{Applied, Entry, Store, Table, Version};
 use crate::update::{Decision, Update};
-use crate::wal::WalError;
+use crate::wal::{RangeOp, WalError};
 use crate::wire::{self, BulkEntry, Frame, Opcode, Status, TableSel};
 
 /// Largest bulk chunk a slave sends in one `BulkGet` reply.
@@ -63,7 +63,7 @@ pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Fram
         Opcode::BulkPut | Opcode::BulkGet => {
             with_table(frame, |frame, table| bulk(node, frame, table))
         }
-        Opcode::Absorb | Opcode::Split | Opcode::DropArc | Opcode::Transfer => {
+        Opcode::Absorb | Opcode::Demote | Opcode::DropArc | Opcode::Transfer => {
             with_table(frame, |frame, table| table_op(node, frame, table))
         }
         _ => frame.error_reply(Status::UnknownOpcode, "not served by a slave"),
@@ -255,24 +255,22 @@ fn bulk(node: &Node, frame: Frame, table: Table) -> Frame {
     }
 }
 
-/// ABSORB, SPLIT, DROP_ARC and TRANSFER: operations on an arc of a table.
+/// ABSORB, DEMOTE, DROP_ARC and TRANSFER: operations on the entries of a table inside a
+/// set of arcs.
 fn table_op(node: &Node, frame: Frame, table: Table) -> Frame {
     let data = &*node.data;
     let store = &data.store;
-    let Some(arc) = wire::decode_arc(&frame.value) else {
-        return frame.error_reply(Status::Invalid, "an arc is 16 bytes: start, end");
-    };
-    let inside = move |key: &[u8]| {
-        arc.is_some_and(|(start, end)| in_arc(key_hash(key), Token(start), Token(end)))
+    let Some(arcs) = wire::decode_arcs(&frame.value) else {
+        return frame.error_reply(
+            Status::Invalid,
+            "a set of arcs is a count (u32), then a start and an end (u64) per arc",
+        );
     };
     let mut reply = frame.reply(Status::Ok);
-    let done = match (frame.opcode, arc) {
-        // Everything in previous outside the arc (with no arc: everything).
-        (Opcode::Absorb, arc) => data.absorb(arc),
-        (Opcode::Split, Some(arc)) => data.split(arc),
-        (Opcode::DropArc, Some(arc)) => data.drop_arc(table, arc),
-        (Opcode::Transfer, _) => {
-            let filter = move |key: &[u8]| arc.is_none() || inside(key);
+    let done = match (frame.opcode, arcs) {
+        (Opcode::Transfer, arcs) => {
+            let set = arcs.as_deref().map(RangeSet::from_arcs);
+            let filter = move |key: &[u8]| set.as_ref().is_none_or(|set| set.contains_key(key));
             return match transfer(store, table, filter, &frame, node.secret.as_deref()) {
                 Ok((keys, bytes)) => {
                     reply.arg = keys;
@@ -282,7 +280,10 @@ fn table_op(node: &Node, frame: Frame, table: Table) -> Frame {
                 Err(e) => frame.error_reply(Status::Unavailable, &e),
             };
         }
-        _ => return frame.error_reply(Status::Invalid, "this operation needs an arc"),
+        (Opcode::Absorb, Some(arcs)) => data.ranges(RangeOp::Absorb, arcs),
+        (Opcode::Demote, Some(arcs)) => data.ranges(RangeOp::Demote, arcs),
+        (Opcode::DropArc, Some(arcs)) => data.ranges(RangeOp::Drop(table), arcs),
+        _ => return frame.error_reply(Status::Invalid, "this operation needs a set of arcs"),
     };
     match done {
         Ok(count) => {

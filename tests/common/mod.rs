@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use piazza::Client;
 use piazza::client::ClusterStatus;
 use piazza::direct::{DirectClient, DirectStats};
+use piazza::view::View;
+use piazza::wire::{Frame, Opcode};
 
 /// Heartbeat interval the tests run with.
 pub const HEARTBEAT_MS: u64 = 100;
@@ -474,34 +476,24 @@ impl Cluster {
     /// (primary address, replica address) for a key, computed from the ring as a client
     /// would (protocol.md, "Placement").
     pub fn placement(&self, key: &[u8]) -> (String, Option<String>) {
-        placement_in(&ring_of(&self.status()), key)
+        placement_in(&self.view().expect("ring view"), key)
+    }
+
+    /// The routing view (the ring: members and every token's owner), as `RING_GET` gives
+    /// it to clients.
+    pub fn view(&self) -> Result<View, String> {
+        let mut client = self.try_client()?;
+        let reply = client
+            .call(Frame::request(Opcode::RingGet, 0, Vec::new(), Vec::new()))
+            .map_err(|e| format!("RING_GET: {e}"))?;
+        View::decode(reply.arg, reply.flags, &reply.value).map_err(|e| format!("view: {e}"))
     }
 }
 
-/// The ring a status shows: (token, address) of the slaves routed to, in token order.
-fn ring_of(status: &ClusterStatus) -> Vec<(u64, String)> {
-    let mut ring: Vec<(u64, String)> = status
-        .slaves
-        .iter()
-        .filter(|s| s.state == "alive" || s.state == "unreachable")
-        .map(|s| {
-            let token =
-                u64::from_str_radix(s.token.trim_start_matches("0x"), 16).expect("token is hex");
-            (token, s.addr.clone())
-        })
-        .collect();
-    ring.sort();
-    ring
-}
-
-/// (primary, replica) of `key` on `ring` (protocol.md, "Placement").
-fn placement_in(ring: &[(u64, String)], key: &[u8]) -> (String, Option<String>) {
-    assert!(!ring.is_empty(), "no slave on the ring");
-    let hash = piazza::ring::key_hash(key);
-    let index = ring.iter().position(|(t, _)| *t >= hash).unwrap_or(0);
-    let primary = ring[index].1.clone();
-    let replica = (ring.len() > 1).then(|| ring[(index + 1) % ring.len()].1.clone());
-    (primary, replica)
+/// (primary, replica) addresses of `key` in `view` (protocol.md, "Placement").
+fn placement_in(view: &View, key: &[u8]) -> (String, Option<String>) {
+    let (primary, replica) = view.placement(key).expect("no slave on the ring");
+    (primary.addr.clone(), replica.map(|r| r.addr.clone()))
 }
 
 /// Deterministic xorshift64* for test data.
@@ -605,14 +597,14 @@ impl Cluster {
             .try_client()?
             .status()
             .map_err(|e| format!("status: {e}"))?;
-        let ring = ring_of(&status);
+        let view = self.view()?;
         let live: Vec<&String> = status
             .slaves
             .iter()
             .filter(|s| s.state == "alive")
             .map(|s| &s.addr)
             .collect();
-        if live.len() < 2 || live.len() != ring.len() {
+        if live.len() < 2 || live.len() != view.members.len() {
             return Err(format!("two copies need two live slaves:\n{}", status.raw));
         }
         let mut clients: HashMap<String, Client> = HashMap::new();
@@ -625,7 +617,7 @@ impl Cluster {
         }
         for (key, value) in expected {
             let shown = String::from_utf8_lossy(key);
-            let (primary, replica) = placement_in(&ring, key);
+            let (primary, replica) = placement_in(&view, key);
             let replica = replica.expect("two slaves on the ring");
             let own = clients
                 .get_mut(&primary)
