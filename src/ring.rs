@@ -752,9 +752,8 @@ mod tests {
                             .all(|&s| after[s].is_some() || ring.is_empty())
                     );
                     let balanced = ring.rebalanced();
-                    let moved = (0..SLOTS)
-                        .filter(|&s| after[s] != balanced.slot_owners()[s])
-                        .count();
+                    let owners = balanced.slot_owners();
+                    let moved = (0..SLOTS).filter(|&s| after[s] != owners[s]).count();
                     assert!(
                         moved <= replicas.len(),
                         "rebalancing moved {moved} slots after a removal of {}",

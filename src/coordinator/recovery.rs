@@ -89,7 +89,6 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
             Event::Replicate { id, reason, done } => {
                 let started = Instant::now();
                 let result = replicate(membership, id, &mut tidy);
-                membership.finish_replicate(id);
                 match result {
                     Ok(moved) => info!(
                         "re-replication after slave {id} left ({reason}) done: {} keys, {} bytes moved in {} ms; {} slaves, {} copies of every key",
@@ -107,8 +106,10 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                 if let Some(done) = done {
                     let _ = done.try_send(());
                 }
-                // The dead slave's slots went to their replicas: even the shares out.
+                // The dead slave's slots went to their replicas: even the shares out
+                // before the move counts as over.
                 rebalance(membership, &mut tidy);
+                membership.finish_replicate(id);
             }
             Event::Join { id, session } => {
                 let started = Instant::now();
