@@ -27,7 +27,7 @@ mod tests;
 
 pub use base64::{base64_decode, base64_encode};
 pub use parser::parse;
-pub use reply::{push_key, push_number, push_opaque_and_key, push_ttl};
+pub use reply::{push_echoed, push_key, push_number, push_opaque_and_key, push_ttl};
 
 /// Longest `O` (opaque) token, its `O` included (`MFLAG_MAX_OPAQUE_LENGTH`).
 pub const MAX_OPAQUE_BYTES: usize = 32;

@@ -21,17 +21,32 @@ pub fn push_number(out: &mut Vec<u8>, flag: u8, value: impl std::fmt::Display) {
     out.extend_from_slice(value.to_string().as_bytes());
 }
 
+/// Appends `flag` if it is one every meta reply writes the same way: `O` (copied back),
+/// `k`, and `c` when the reply has a `cas` to give. False for any other flag, which the
+/// caller writes or ignores.
+pub fn push_echoed(
+    out: &mut Vec<u8>,
+    flag: &ReplyFlag,
+    flags: &MetaFlags,
+    key: &[u8],
+    cas: Option<u64>,
+) -> bool {
+    match (flag, cas) {
+        (ReplyFlag::Opaque(token), _) => {
+            out.push(b' ');
+            out.extend_from_slice(token);
+        }
+        (ReplyFlag::Key, _) => push_key(out, key, flags.base64),
+        (ReplyFlag::Cas, Some(cas)) => push_number(out, b'c', cas),
+        _ => return false,
+    }
+    true
+}
+
 /// Appends the flags every meta reply may carry: `O` (copied back) and `k`, in order.
 pub fn push_opaque_and_key(out: &mut Vec<u8>, flags: &MetaFlags, key: &[u8]) {
     for flag in &flags.order {
-        match flag {
-            ReplyFlag::Opaque(token) => {
-                out.push(b' ');
-                out.extend_from_slice(token);
-            }
-            ReplyFlag::Key => push_key(out, key, flags.base64),
-            _ => {}
-        }
+        push_echoed(out, flag, flags, key, None);
     }
 }
 
