@@ -145,12 +145,9 @@ struct Mc {
 
 impl Mc {
     fn connect(addr: &str) -> Mc {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Mc { stream }
+        Mc {
+            stream: common::connect(addr),
+        }
     }
 
     fn send(&mut self, bytes: &[u8]) {

@@ -152,6 +152,14 @@ impl Pair {
         };
         Pair { memcached, piazza }
     }
+
+    /// (name, address) of both servers, memcached first.
+    fn servers(&self) -> [(&'static str, String); 2] {
+        [
+            ("memcached", self.memcached.addr.clone()),
+            ("piazza", self.piazza.addr().to_string()),
+        ]
+    }
 }
 
 // ------------------------------------------------------------------ replies
@@ -1180,10 +1188,7 @@ fn misc_commands() {
 #[test]
 fn expiry_relative_by_polling() {
     let pair = Pair::start();
-    let servers = [
-        ("memcached", pair.memcached.addr.clone()),
-        ("piazza", pair.piazza.addr().to_string()),
-    ];
+    let servers = pair.servers();
     // (setup steps, key that must expire)
     let cases: [(&[&str], &str); 5] = [
         (&["set rel_set 0 2 1\r\nx\r\n"], "rel_set"),
@@ -1266,10 +1271,7 @@ fn expiry_relative_by_polling() {
 #[test]
 fn flush_all_delayed_by_polling() {
     let pair = Pair::start();
-    let servers = [
-        ("memcached", pair.memcached.addr.clone()),
-        ("piazza", pair.piazza.addr().to_string()),
-    ];
+    let servers = pair.servers();
     let mut sessions: Vec<Session> = servers.iter().map(|(_, a)| Session::new(a)).collect();
     let mut problems = Vec::new();
     for ((name, _), session) in servers.iter().zip(sessions.iter_mut()) {

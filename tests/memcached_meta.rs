@@ -20,12 +20,9 @@ struct Meta {
 
 impl Meta {
     fn connect(cluster: &Cluster) -> Meta {
-        let stream = TcpStream::connect(&cluster.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Meta { stream }
+        Meta {
+            stream: common::connect(&cluster.addr),
+        }
     }
 
     /// Sends `request` then `mn`, and returns everything before the `MN`.
