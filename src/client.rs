@@ -44,6 +44,9 @@ pub struct SlaveStatus {
     pub id: u32,
     /// Address it serves on.
     pub addr: String,
+    /// The lowest ring token it owns, as `0x` and 16 hex digits (`-` when it owns none):
+    /// every slave owns many (section 6 of protocol.md).
+    pub token: String,
     /// Its share of the hash space (of the ring's slots), as a percentage: `33.3%`.
     pub share: String,
     /// `joining`, `alive`, `suspected`, `leaving`, `dead`, or `unreachable` (alive, but it
@@ -509,9 +512,10 @@ pub fn parse_status(text: &str) -> Result<ClusterStatus, ClientError> {
             ["epoch", n] => status.epoch = n.parse().map_err(|_| bad(line))?,
             ["moving", what] => status.moving = Some(what.to_string()),
             ["id", ..] => {}
-            [id, addr, share, state, own, previous] => status.slaves.push(SlaveStatus {
+            [id, addr, token, share, state, own, previous] => status.slaves.push(SlaveStatus {
                 id: id.parse().map_err(|_| bad(line))?,
                 addr: addr.to_string(),
+                token: token.to_string(),
                 share: share.to_string(),
                 state: state.to_string(),
                 own: own.parse().ok(),
@@ -708,9 +712,9 @@ mod tests {
 
     #[test]
     fn status_text_parses() {
-        let text = "copies\t2\nepoch\t3\nmoving\tjoining slave 4\nid\taddr\tshare\tstate\town\tprevious\n\
-                    1\t127.0.0.1:7410\t50.0%\talive\t10\t12\n\
-                    2\t127.0.0.1:7411\t50.0%\tunreachable\t-\t-\n";
+        let text = "copies\t2\nepoch\t3\nmoving\tjoining slave 4\nid\taddr\ttoken\tshare\tstate\town\tprevious\n\
+                    1\t127.0.0.1:7410\t0x003fffffffffffff\t50.0%\talive\t10\t12\n\
+                    2\t127.0.0.1:7411\t0x007fffffffffffff\t50.0%\tunreachable\t-\t-\n";
         let status = parse_status(text).unwrap();
         assert_eq!(status.copies, 2);
         assert_eq!(status.epoch, 3);

@@ -554,6 +554,14 @@ impl Ring {
             .collect()
     }
 
+    /// The lowest token `id` owns (`None` if it owns none).
+    pub fn first_token(&self, id: SlaveId) -> Option<Token> {
+        self.owners
+            .iter()
+            .find(|(_, p)| p.primary == id)
+            .map(|(&token, _)| token)
+    }
+
     /// Slots `id` owns now.
     pub fn slot_count(&self, id: SlaveId) -> usize {
         self.owners.values().filter(|p| p.primary == id).count()

@@ -217,7 +217,7 @@ pub struct DelArgs {
     pub key: String,
 }
 
-/// show every slave: id, address, share of the keys, state, and key counts
+/// show every slave: id, address, first ring token, share of the keys, state, and key counts
 #[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
 #[argh(subcommand, name = "status")]
 pub struct StatusArgs {}
@@ -367,9 +367,10 @@ fn store(
 
 /// The ring as an aligned table a person reads at a glance.
 pub fn format_status(status: &ClusterStatus) -> String {
-    let mut rows: Vec<[String; 6]> = vec![[
+    let mut rows: Vec<[String; 7]> = vec![[
         "ID".into(),
         "ADDRESS".into(),
+        "TOKEN".into(),
         "SHARE".into(),
         "STATE".into(),
         "OWN".into(),
@@ -380,13 +381,14 @@ pub fn format_status(status: &ClusterStatus) -> String {
         rows.push([
             s.id.to_string(),
             s.addr.clone(),
+            s.token.clone(),
             s.share.clone(),
             s.state.clone(),
             count(s.own),
             count(s.previous),
         ]);
     }
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 7];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
@@ -631,7 +633,7 @@ mod tests {
     #[test]
     fn status_table_says_how_many_copies() {
         let status = crate::client::parse_status(
-            "copies\t1\nepoch\t1\nid\taddr\tshare\tstate\town\tprevious\n1\t127.0.0.1:7410\t100.0%\talive\t3\t0\n",
+            "copies\t1\nepoch\t1\nid\taddr\ttoken\tshare\tstate\town\tprevious\n1\t127.0.0.1:7410\t0x003fffffffffffff\t100.0%\talive\t3\t0\n",
         )
         .unwrap();
         let text = format_status(&status);

@@ -120,8 +120,10 @@ pub struct SlaveInfo {
 
 /// One row of the status table.
 pub struct StatusRow {
-    /// The member's id, token and address.
+    /// The member's id, address and slot count.
     pub member: Member,
+    /// The lowest token it owns (`None` when it owns none).
+    pub token: Option<crate::ring::Token>,
     /// Its state.
     pub state: SlaveState,
     /// Its handle, to ask for counts (`None` for dead slaves).
@@ -1021,6 +1023,7 @@ impl Membership {
                     addr: info.handle.addr.clone(),
                     slots: state.ring.slot_count(id),
                 },
+                token: state.ring.first_token(id),
                 state: info.state,
                 handle: (info.state != SlaveState::Dead).then(|| Arc::clone(&info.handle)),
             })

@@ -307,7 +307,7 @@ impl Coordinator {
         if !progress.is_empty() {
             let _ = writeln!(text, "moving\t{progress}");
         }
-        let _ = writeln!(text, "id\taddr\tshare\tstate\town\tprevious");
+        let _ = writeln!(text, "id\taddr\ttoken\tshare\tstate\town\tprevious");
         for (row, pending) in rows.iter().zip(pending) {
             let counts = match (pending, &row.handle) {
                 (Some(pending), Some(handle)) => pending
@@ -326,9 +326,10 @@ impl Coordinator {
             };
             let _ = writeln!(
                 text,
-                "{}\t{}\t{:.1}%\t{state}\t{own}\t{previous}",
+                "{}\t{}\t{}\t{:.1}%\t{state}\t{own}\t{previous}",
                 row.member.id,
                 row.member.addr,
+                row.token.map_or_else(|| "-".to_string(), |t| t.to_string()),
                 row.member.slots as f64 * 100.0 / crate::ring::SLOTS as f64
             );
         }
