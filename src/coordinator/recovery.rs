@@ -51,6 +51,9 @@ use crate::wire::{self, Frame, Opcode, Status, TableSel};
 /// How long a move waits for the writes of the previous epoch to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the recovery thread waits after a failed join before the next event.
+const JOIN_BACKOFF: Duration = Duration::from_millis(200);
+
 /// How long one transfer or table operation may take.
 const MOVE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -58,8 +61,14 @@ const MOVE_TIMEOUT: Duration = Duration::from_secs(600);
 pub fn run(membership: &Membership, events: &Receiver<Event>) {
     let mut views = Publisher::default();
     let mut tidy = Tidy::default();
+    // Events that arrived during a back-off, handled next in order.
+    let mut early: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     loop {
-        let event = match events.recv_timeout(views::PUBLISH_TICK) {
+        let next = match early.pop_front() {
+            Some(event) => Ok(event),
+            None => events.recv_timeout(views::PUBLISH_TICK),
+        };
+        let event = match next {
             Ok(event) => event,
             Err(RecvTimeoutError::Timeout) => {
                 match tidy.needed(membership) {
@@ -124,8 +133,23 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                     Ok(None) => {}
                     Err(e) => {
                         warn!("join of slave {id} stopped: {e}; it will be tried again");
-                        // Back off a little so a failure that persists does not spin.
-                        std::thread::sleep(Duration::from_millis(200));
+                        // Back off a little so a failure that persists does not spin
+                        // (the join queued itself again); another event ends the wait
+                        // early, and so does the channel closing at shutdown.
+                        let until = Instant::now() + JOIN_BACKOFF;
+                        while let Some(left) = until.checked_duration_since(Instant::now()) {
+                            match events.recv_timeout(left) {
+                                Ok(event) => {
+                                    let join = matches!(event, Event::Join { .. });
+                                    early.push_back(event);
+                                    if !join {
+                                        break;
+                                    }
+                                }
+                                Err(RecvTimeoutError::Timeout) => break,
+                                Err(RecvTimeoutError::Disconnected) => return,
+                            }
+                        }
                     }
                 }
             }
@@ -150,19 +174,73 @@ impl Moved {
     }
 }
 
+/// Why a data move stopped.
+#[derive(Debug)]
+pub enum MoveError {
+    /// A slave the move needs is no longer known.
+    Gone(SlaveId),
+    /// A slave did not answer a step (it is declared dead: its event moves on).
+    Failed {
+        /// The step.
+        step: String,
+        /// The slave.
+        slave: SlaveId,
+        /// Its address.
+        addr: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// A slave answered a step with an error status.
+    Refused {
+        /// The step.
+        step: String,
+        /// The slave.
+        slave: SlaveId,
+        /// Its status.
+        status: Status,
+        /// Its message.
+        message: String,
+    },
+    /// The ring changed between the plan and the switch: the move is planned again.
+    RingChanged,
+}
+
+impl std::fmt::Display for MoveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MoveError::Gone(id) => write!(f, "slave {id} is gone"),
+            MoveError::Failed {
+                step,
+                slave,
+                addr,
+                error,
+            } => write!(f, "{step}: slave {slave} at {addr}: {error}"),
+            MoveError::Refused {
+                step,
+                slave,
+                status,
+                message,
+            } => write!(
+                f,
+                "{step}: slave {slave} answered {}: {message}",
+                status.name()
+            ),
+            MoveError::RingChanged => f.write_str("a slave died or left meanwhile; planned again"),
+        }
+    }
+}
+
 struct Mover<'a> {
     membership: &'a Membership,
     what: String,
 }
 
 impl Mover<'_> {
-    fn handle(&self, id: SlaveId) -> Result<Arc<SlaveHandle>, String> {
-        self.membership
-            .handle(id)
-            .ok_or_else(|| format!("slave {id} is gone"))
+    fn handle(&self, id: SlaveId) -> Result<Arc<SlaveHandle>, MoveError> {
+        self.membership.handle(id).ok_or(MoveError::Gone(id))
     }
 
-    fn call(&self, id: SlaveId, frame: Frame, step: &str) -> Result<Frame, String> {
+    fn call(&self, id: SlaveId, frame: Frame, step: &str) -> Result<Frame, MoveError> {
         self.membership
             .set_progress(format!("{}: {step}", self.what));
         let handle = self.handle(id)?;
@@ -171,15 +249,21 @@ impl Mover<'_> {
             Err(e) => {
                 self.membership
                     .suspect(id, &format!("it failed during a data move: {e}"));
-                return Err(format!("{step}: slave {id} at {}: {e}", handle.addr));
+                return Err(MoveError::Failed {
+                    step: step.to_string(),
+                    slave: id,
+                    addr: handle.addr.clone(),
+                    error: e.to_string(),
+                });
             }
         };
         if reply.status != Status::Ok {
-            return Err(format!(
-                "{step}: slave {id} answered {}: {}",
-                reply.status.name(),
-                reply.value_text()
-            ));
+            return Err(MoveError::Refused {
+                step: step.to_string(),
+                slave: id,
+                status: reply.status,
+                message: reply.value_text(),
+            });
         }
         Ok(reply)
     }
@@ -193,7 +277,7 @@ impl Mover<'_> {
         arcs: &[(u64, u64)],
         to: SlaveId,
         to_table: TableSel,
-    ) -> Result<Moved, String> {
+    ) -> Result<Moved, MoveError> {
         let target = self.handle(to)?;
         let mut frame = Frame::request(
             Opcode::Transfer,
@@ -230,7 +314,7 @@ impl Mover<'_> {
         table: TableSel,
         arcs: &[(u64, u64)],
         step: &str,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, MoveError> {
         let mut frame = Frame::request(opcode, 0, Vec::new(), wire::encode_arcs(arcs));
         frame.table = table;
         let reply = self.call(id, frame, step)?;
@@ -333,10 +417,10 @@ fn through_future(
     mover: &Mover<'_>,
     future: &Ring,
     tidy: &mut Tidy,
-    prepare: impl FnOnce() -> Result<(), String>,
+    prepare: impl FnOnce() -> Result<(), MoveError>,
     abort: impl FnOnce(),
     switch: impl FnOnce() -> bool,
-) -> Result<Moved, String> {
+) -> Result<Moved, MoveError> {
     let membership = mover.membership;
     // Writes that chose their targets before the move started do not reach the future
     // places: let them land at the old places before the copies are read.
@@ -356,7 +440,7 @@ fn through_future(
         }
     };
     if !switch() {
-        return Err("a slave died or left meanwhile; planned again".to_string());
+        return Err(MoveError::RingChanged);
     }
     // The move ends when the old places have sorted and dropped what moved (also on an
     // error).
@@ -436,8 +520,10 @@ impl Plan {
                     plan.demotes.entry(want_replica).or_default().push(slot);
                 }
             }
+            // A slave off the ring (leaving) keeps its data until it exits.
             for holder in [primary, replica].into_iter().flatten() {
-                if holder != want.primary && Some(holder) != want.replica {
+                if holder != want.primary && Some(holder) != want.replica && target.is_live(holder)
+                {
                     plan.drops.entry(holder).or_default().push(slot);
                 }
             }
@@ -446,7 +532,7 @@ impl Plan {
     }
 
     /// Step 1: every slave that lacks a slot gets it from a holder.
-    fn copy(&self, mover: &Mover<'_>) -> Result<Moved, String> {
+    fn copy(&self, mover: &Mover<'_>) -> Result<Moved, MoveError> {
         let mut moved = Moved::default();
         for (&(from, to, table), slots) in &self.copies {
             let arcs = ring::arcs_of_slots(slots);
@@ -459,7 +545,7 @@ impl Plan {
     }
 
     /// Step 2: holders move slots to the table their new role keeps them in.
-    fn sort(&self, mover: &Mover<'_>) -> Result<(), String> {
+    fn sort(&self, mover: &Mover<'_>) -> Result<(), MoveError> {
         for (&id, slots) in &self.absorbs {
             let arcs = ring::arcs_of_slots(slots);
             let n = mover.table_op(id, Opcode::Absorb, TableSel::Previous, &arcs, "absorb")?;
@@ -497,7 +583,7 @@ impl Plan {
 }
 
 /// Sorts tables and drops old copies after the copies are in and the ring is `target`.
-fn finish(mover: &Mover<'_>, plan: &Plan, target: &Ring, tidy: &mut Tidy) -> Result<(), String> {
+fn finish(mover: &Mover<'_>, plan: &Plan, target: &Ring, tidy: &mut Tidy) -> Result<(), MoveError> {
     mover.membership.set_applied(target);
     tidy.unfinished = true;
     plan.sort(mover)?;
@@ -508,7 +594,7 @@ fn finish(mover: &Mover<'_>, plan: &Plan, target: &Ring, tidy: &mut Tidy) -> Res
 
 /// Puts the data where the current ring places it (after a death or a leave, or to
 /// finish a move that was cut short).
-fn reconcile(membership: &Membership, tidy: &mut Tidy) -> Result<Moved, String> {
+fn reconcile(membership: &Membership, tidy: &mut Tidy) -> Result<Moved, MoveError> {
     let mover = Mover {
         membership,
         what: "moving data".to_string(),
@@ -530,12 +616,12 @@ fn reconcile(membership: &Membership, tidy: &mut Tidy) -> Result<Moved, String> 
 }
 
 /// `replicate()`: restores two copies of every key after slave `dead` left the ring.
-fn replicate(membership: &Membership, dead: SlaveId, tidy: &mut Tidy) -> Result<Moved, String> {
+fn replicate(membership: &Membership, dead: SlaveId, tidy: &mut Tidy) -> Result<Moved, MoveError> {
     if membership.is_empty() {
         warn!("slave {dead} was the last slave: no copy of any key is left");
         return Ok(Moved::default());
     }
-    reconcile(membership, tidy).map_err(|e| format!("replicating after slave {dead}: {e}"))
+    reconcile(membership, tidy)
 }
 
 /// Gives a registered slave its slots and puts it on the ring. `Ok(None)` when the
@@ -545,7 +631,7 @@ fn join(
     n: SlaveId,
     session: u64,
     tidy: &mut Tidy,
-) -> Result<Option<Moved>, String> {
+) -> Result<Option<Moved>, MoveError> {
     let Some((_, future)) = membership.begin_join(n, session) else {
         return Ok(None);
     };
@@ -569,7 +655,7 @@ fn join(
 /// Before a joining slave receives its copies: the flush markers, and nothing left in its
 /// tables outside the slots it is about to hold (a slave that comes back keeps its data
 /// for those, to be merged by version with the copies).
-fn prepare_join(mover: &Mover<'_>, future: &Ring, n: SlaveId) -> Result<(), String> {
+fn prepare_join(mover: &Mover<'_>, future: &Ring, n: SlaveId) -> Result<(), MoveError> {
     // The flush markers first: N's registration reply carried them, but N may not have
     // logged them yet, and it must not serve what a flush_all took away.
     for marker in mover.membership.flushes() {
