@@ -141,6 +141,18 @@ pub struct Holders {
     pub replica: Option<(SlaveId, u64)>,
 }
 
+/// What `status` reports, as of one moment.
+pub struct StatusReport {
+    /// Every known slave, in id order.
+    pub rows: Vec<StatusRow>,
+    /// The routing epoch.
+    pub epoch: u64,
+    /// Copies each key has (0, 1 or 2).
+    pub copies: usize,
+    /// What data is moving now ("" when none).
+    pub progress: String,
+}
+
 struct State {
     ring: Ring,
     /// While a slave joins: the ring as it will be, and the ring epoch it was planned at.
@@ -1012,7 +1024,7 @@ impl Membership {
 
     /// Every known slave in id order with its state and slots, the ring epoch, the number of
     /// copies each key has, and the progress of any data move.
-    pub fn status(&self) -> (Vec<StatusRow>, u64, usize, String) {
+    pub fn status(&self) -> StatusReport {
         let state = self.lock();
         let mut rows: Vec<StatusRow> = state
             .slaves
@@ -1034,7 +1046,12 @@ impl Membership {
         } else {
             state.progress.clone()
         };
-        (rows, state.epoch(), state.ring.len().min(2), progress)
+        StatusReport {
+            rows,
+            epoch: state.epoch(),
+            copies: state.ring.len().min(2),
+            progress,
+        }
     }
 
     /// Number of slaves on the ring.

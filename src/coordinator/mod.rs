@@ -287,7 +287,12 @@ impl Coordinator {
     /// being moved, if any), a header row, then one row per slave. Asks each slave for its
     /// counts (in parallel, without any lock held).
     fn status_text(&self) -> String {
-        let (rows, epoch, copies, progress) = self.membership.status();
+        let membership::StatusReport {
+            rows,
+            epoch,
+            copies,
+            progress,
+        } = self.membership.status();
         let pending: Vec<_> = rows
             .iter()
             .map(|row| {
