@@ -10,6 +10,10 @@
 //!   `--failure-timeout-ms`, joined by [`Running::wait`];
 //! - `recovery`: moves data when the ring changes (`replicate()` and joins), one event at
 //!   a time; ends when [`Running::wait`] closes its channel, and is joined there;
+//! - `ring-save`: the only writer of the `ring` file (persist.rs): saves it when a
+//!   membership change or the version floor asks for it (the floor about once every 5 s
+//!   under writes, ahead of need); stopped and joined last by [`Running::wait`], after a
+//!   final save;
 //! - `link-<id>-<n>`: one reader per connection to a slave, joined when its slave handle
 //!   is closed (at re-registration, removal, or shutdown in [`Running::wait`]);
 //! - `move-<id>`: the reader of a connection opened for one data move (a transfer), joined
@@ -96,6 +100,7 @@ pub struct Running {
     hb_listener: thread::JoinHandle<()>,
     fd_timer: thread::JoinHandle<()>,
     recovery: thread::JoinHandle<()>,
+    ring_save: thread::JoinHandle<()>,
     membership: Arc<Membership>,
     _lock: DirLock,
 }
@@ -111,6 +116,8 @@ impl Running {
         self.membership.close_events();
         self.membership.close_all();
         let _ = self.recovery.join();
+        self.membership.stop_saver();
+        let _ = self.ring_save.join();
         info!("coordinator on {} stopped", self.addr);
     }
 }
@@ -200,6 +207,8 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
                 CoordinatorError::Thread(e)
             })
     };
+    let saver_membership = Arc::clone(&membership);
+    let ring_save = spawn("ring-save", Box::new(move || saver_membership.run_saver()))?;
     let recovery_membership = Arc::clone(&membership);
     let recovery = spawn(
         "recovery",
@@ -260,6 +269,7 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
         hb_listener,
         fd_timer,
         recovery,
+        ring_save,
         membership,
         _lock: lock,
     })
