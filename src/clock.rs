@@ -8,11 +8,15 @@
 //! serving direct writes (its id modulo 15, plus 1). Two issuers therefore never hand out
 //! the same version, so two different writes of one key can never tie.
 //!
-//! The coordinator's clock also survives restarts: versions are reserved in blocks, and
-//! before one above the saved floor is handed out the floor is raised by
-//! [`VERSION_BLOCK`] and saved, so a restarted coordinator never issues a version twice.
+//! The coordinator's clock also survives restarts: no version above the saved floor (the
+//! `ring` file's `version_floor`) is ever handed out, so a restarted coordinator, whose
+//! clock starts above that floor, never issues a version twice. [`VersionFloor`] keeps
+//! the floor ahead of need: once less than half a [`VERSION_BLOCK`] is left, the first
+//! request thread to notice asks for the floor to be raised a block above its version,
+//! and the coordinator's `ring-save` thread saves it in the background. A request thread
+//! waits for the disk only if it runs past the saved floor, that is if half a block of
+//! versions (5 s of wall clock) goes by before the save lands.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,8 +25,17 @@ pub const SOURCE_BITS: u32 = 4;
 const SOURCE_MASK: u64 = (1 << SOURCE_BITS) - 1;
 const TICK: u64 = 1 << SOURCE_BITS;
 
-/// Versions reserved per save of the floor.
-pub const VERSION_BLOCK: u64 = 1_000_000 << SOURCE_BITS;
+/// How far above the version that asks for it the saved floor is raised: 10 s of ticks.
+///
+/// Why 10 s: a save (write, fsync, rename, fsync of the directory) is asked for when half
+/// a block is left, so the saver has 5 s to land it before any request thread would wait,
+/// which covers a slow or busy disk (with a 1 s block it had 0.5 s); and the `ring` file
+/// is written once every 5 s under steady writes. The price: a coordinator restarted
+/// within 10 s of its last save starts its clock at the saved floor, up to 10 s ahead of
+/// the wall clock, until the wall clock catches up. Versions only need to grow, so that
+/// is harmless, except that a delayed `flush_all` (whose threshold comes from the wall
+/// clock) given in that window may spare writes made shortly before its time comes.
+pub const VERSION_BLOCK: u64 = 10_000_000 << SOURCE_BITS;
 
 /// The source of the coordinator's versions.
 pub const COORDINATOR: u8 = 0;
@@ -44,8 +57,6 @@ pub struct VersionClock {
     /// The last version handed out, source bits cleared.
     last: AtomicU64,
     source: AtomicU64,
-    reserved: AtomicU64,
-    reserving: Mutex<()>,
 }
 
 impl VersionClock {
@@ -54,8 +65,6 @@ impl VersionClock {
         VersionClock {
             last: AtomicU64::new(floor & !SOURCE_MASK),
             source: AtomicU64::new(u64::from(source) & SOURCE_MASK),
-            reserved: AtomicU64::new(0),
-            reserving: Mutex::new(()),
         }
     }
 
@@ -66,10 +75,12 @@ impl VersionClock {
             .store(u64::from(source) & SOURCE_MASK, Ordering::Relaxed);
     }
 
-    /// The next version; `reserve` saves a new floor when the reserved block runs out.
+    /// The next version. `reserve(floor)` is called with every version before it is
+    /// handed out and returns once the saved floor is at least `floor` (the coordinator
+    /// asks its [`VersionFloor`]; a clock that saves nothing passes `|_| Ok(())`).
     ///
     /// # Errors
-    /// When the new floor cannot be saved: then no version is handed out.
+    /// When `reserve` fails: then no version is handed out.
     pub fn next(&self, reserve: impl FnOnce(u64) -> Result<(), String>) -> Result<u64, String> {
         self.next_above(0, reserve)
     }
@@ -94,16 +105,86 @@ impl VersionClock {
                 Some(tick)
             });
         let version = tick | self.source.load(Ordering::Relaxed);
-        if version < self.reserved.load(Ordering::SeqCst) {
-            return Ok(version);
-        }
-        let _one = crate::sync::lock(&self.reserving);
-        if version >= self.reserved.load(Ordering::SeqCst) {
-            let floor = version.saturating_add(VERSION_BLOCK);
-            reserve(floor)?;
-            self.reserved.store(floor, Ordering::SeqCst);
-        }
+        reserve(version)?;
         Ok(version)
+    }
+}
+
+/// What must happen before a version is handed out (see [`VersionFloor::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserve {
+    /// Nothing: the version is below the saved floor, and a raise is not due or already
+    /// asked for.
+    Ready,
+    /// The version is below the saved floor but less than half a block is left: ask the
+    /// saver for a save (the floor to save is already wished for), and do not wait.
+    Ask,
+    /// The version is above the saved floor: ask the saver, and wait for its save.
+    Wait,
+}
+
+/// The coordinator's saved version floor and the floor its next save should write.
+/// Lock-free, since every write of the coordinator checks it.
+///
+/// Invariant: no version above [`VersionFloor::saved`] may be handed out, and it grows only
+/// once a `ring` file holding the new floor is on disk ([`VersionFloor::record_saved`]).
+pub struct VersionFloor {
+    /// The floor on disk.
+    saved: AtomicU64,
+    /// The floor the next save should write.
+    wished: AtomicU64,
+}
+
+impl VersionFloor {
+    /// A floor restored as `saved`. The first save raises it a block above the later of
+    /// `saved` and the wall clock, so the first versions after a start need not wait if
+    /// that save is asked for at once.
+    pub fn new(saved: u64) -> VersionFloor {
+        VersionFloor {
+            saved: AtomicU64::new(saved),
+            wished: AtomicU64::new(saved.max(wall_ticks()).saturating_add(VERSION_BLOCK)),
+        }
+    }
+
+    /// The floor on disk: no version above it may be handed out.
+    pub fn saved(&self) -> u64 {
+        self.saved.load(Ordering::SeqCst)
+    }
+
+    /// The floor the next save should write (never below the saved one).
+    pub fn to_save(&self) -> u64 {
+        self.wished
+            .load(Ordering::SeqCst)
+            .max(self.saved.load(Ordering::SeqCst))
+    }
+
+    /// Decides what must happen before `version` is handed out, and wishes for a floor a
+    /// block above it once less than half a block is left. A raise is under way when the
+    /// wish is at least half a block above the saved floor (every ask wishes for that
+    /// much, since it comes from a version at most half a block below the floor); only
+    /// a call that finds none under way gets [`Reserve::Ask`], so one save is asked for
+    /// per half block. (A wish left a little above the floor by versions handed out
+    /// while the last save was written is not a raise under way.)
+    pub fn check(&self, version: u64) -> Reserve {
+        let saved = self.saved.load(Ordering::SeqCst);
+        if version.saturating_add(VERSION_BLOCK / 2) < saved {
+            return Reserve::Ready;
+        }
+        let before = self
+            .wished
+            .fetch_max(version.saturating_add(VERSION_BLOCK), Ordering::SeqCst);
+        if version > saved {
+            Reserve::Wait
+        } else if before >= saved.saturating_add(VERSION_BLOCK / 2) {
+            Reserve::Ready
+        } else {
+            Reserve::Ask
+        }
+    }
+
+    /// Records that a `ring` file holding `floor` is on disk.
+    pub fn record_saved(&self, floor: u64) {
+        self.saved.fetch_max(floor, Ordering::SeqCst);
     }
 }
 
@@ -157,20 +238,176 @@ mod tests {
     }
 
     #[test]
-    fn reserves_before_handing_out() {
+    fn every_version_is_reserved_before_it_is_handed_out() {
         let clock = VersionClock::new(0, COORDINATOR);
-        let saved = std::cell::Cell::new(0u64);
+        let asked = std::cell::Cell::new(0u64);
         let v = clock
             .next(|floor| {
-                saved.set(floor);
+                asked.set(floor);
                 Ok(())
             })
             .unwrap();
-        assert!(saved.get() > v);
-        // Within the block: no new save.
-        let w = clock.next(|_| Err("must not save".into())).unwrap();
-        assert!(w > v && w < saved.get());
+        assert_eq!(asked.get(), v, "reserve sees the version itself");
         let failing = VersionClock::new(0, COORDINATOR);
         assert!(failing.next(|_| Err("disk full".into())).is_err());
+    }
+
+    #[test]
+    fn a_floor_far_ahead_needs_nothing() {
+        let floor = VersionFloor::new(1_000 * VERSION_BLOCK);
+        assert_eq!(floor.check(1), Reserve::Ready);
+        assert_eq!(
+            floor.check(1_000 * VERSION_BLOCK - VERSION_BLOCK),
+            Reserve::Ready
+        );
+    }
+
+    #[test]
+    fn half_a_block_left_asks_once_and_does_not_wait() {
+        let saved = 1_000 * VERSION_BLOCK;
+        let floor = VersionFloor {
+            saved: AtomicU64::new(saved),
+            wished: AtomicU64::new(saved),
+        };
+        let low = saved - VERSION_BLOCK / 2 + 1;
+        assert_eq!(floor.check(low), Reserve::Ask);
+        assert_eq!(floor.to_save(), low + VERSION_BLOCK);
+        // Later versions, still under the saved floor, find the wish high enough.
+        for v in [low + 1, low + 1_000, saved - 1, saved] {
+            assert_eq!(floor.check(v), Reserve::Ready, "version {v}");
+        }
+        assert_eq!(floor.to_save(), saved + VERSION_BLOCK, "the wish follows");
+        // The save lands: plenty left again.
+        floor.record_saved(floor.to_save());
+        assert_eq!(floor.check(saved + 1), Reserve::Ready);
+        // Half a block later, the next raise is asked for once.
+        let next_low = floor.saved() - VERSION_BLOCK / 2;
+        assert_eq!(floor.check(next_low), Reserve::Ask);
+        assert_eq!(floor.check(next_low + 1), Reserve::Ready);
+    }
+
+    /// Versions handed out while a save is being written leave the wish a little above
+    /// the floor that save records; that must not pass for a raise under way.
+    #[test]
+    fn versions_during_a_save_do_not_hide_the_next_raise() {
+        let saved = 1_000 * VERSION_BLOCK;
+        let floor = VersionFloor {
+            saved: AtomicU64::new(saved),
+            wished: AtomicU64::new(saved),
+        };
+        let low = saved - VERSION_BLOCK / 2;
+        assert_eq!(floor.check(low), Reserve::Ask);
+        // The saver takes its snapshot; versions go on while it writes.
+        let snapshot = floor.to_save();
+        for v in (low + 1..low + 1_000_000).step_by(1_000) {
+            assert_eq!(floor.check(v), Reserve::Ready);
+        }
+        floor.record_saved(snapshot);
+        assert!(floor.to_save() > floor.saved(), "a leftover wish");
+        // Half a block below the new floor, the next raise is asked for.
+        let next_low = floor.saved() - VERSION_BLOCK / 2;
+        assert_eq!(floor.check(next_low - 1), Reserve::Ready);
+        assert_eq!(floor.check(next_low), Reserve::Ask);
+        assert_eq!(floor.check(next_low + 1), Reserve::Ready);
+    }
+
+    #[test]
+    fn running_past_the_saved_floor_waits() {
+        let floor = VersionFloor {
+            saved: AtomicU64::new(5_000),
+            wished: AtomicU64::new(5_000),
+        };
+        assert_eq!(floor.check(5_001), Reserve::Wait);
+        assert_eq!(
+            floor.check(9_000),
+            Reserve::Wait,
+            "every caller past it waits"
+        );
+        assert!(floor.to_save() >= 9_000 + VERSION_BLOCK);
+        floor.record_saved(floor.to_save());
+        assert_eq!(floor.check(9_000), Reserve::Ready);
+        // A smaller save that lands late never lowers the floor.
+        floor.record_saved(5_000);
+        assert_eq!(floor.saved(), 9_000 + VERSION_BLOCK);
+    }
+
+    #[test]
+    fn a_new_floor_wishes_a_block_above_the_wall_clock() {
+        let restored = VersionFloor::new(0);
+        assert_eq!(restored.saved(), 0);
+        assert!(restored.to_save() >= wall_ticks() + VERSION_BLOCK - 60_000_000 * TICK);
+        let ahead = VersionFloor::new(wall_ticks() * 2);
+        assert_eq!(ahead.to_save(), ahead.saved() + VERSION_BLOCK);
+    }
+
+    /// The coordinator's use, with the saver run inline: versions never pass the floor
+    /// on disk, and under a steady stream a save is asked for about once per half block.
+    #[test]
+    fn a_clock_never_hands_out_a_version_above_the_saved_floor() {
+        let floor = VersionFloor::new(0);
+        let clock = VersionClock::new(0, COORDINATOR);
+        let (mut asks, mut waits) = (0, 0);
+        for _ in 0..100_000 {
+            let v = clock
+                .next(|version| {
+                    match floor.check(version) {
+                        Reserve::Ready => {}
+                        Reserve::Ask => {
+                            asks += 1;
+                            floor.record_saved(floor.to_save());
+                        }
+                        Reserve::Wait => {
+                            waits += 1;
+                            floor.record_saved(floor.to_save());
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            assert!(v <= floor.saved());
+        }
+        // The first version finds nothing saved yet; after that, no wait.
+        assert_eq!(waits, 1);
+        assert!(
+            asks <= 1,
+            "100 000 versions are far less than half a block: {asks}"
+        );
+    }
+
+    /// A clock far faster than the wall clock (stored versions from the future, say)
+    /// crosses many blocks: each crossing asks once and, as the save lands a little later
+    /// (here 0.1 block of versions later), nobody waits.
+    #[test]
+    fn a_fast_clock_asks_once_per_crossing_and_never_waits() {
+        let floor = VersionFloor::new(0);
+        floor.record_saved(floor.to_save());
+        let clock = VersionClock::new(0, COORDINATOR);
+        let (mut asks, mut pending) = (0u64, None::<u64>);
+        let start = clock.next(|_| Ok(())).unwrap();
+        let step = VERSION_BLOCK / 1_000;
+        for i in 1..=20_000u64 {
+            clock
+                .next_above(start + i * step, |version| {
+                    if let Some(at) = pending
+                        && i >= at + 100
+                    {
+                        floor.record_saved(floor.to_save());
+                        pending = None;
+                    }
+                    match floor.check(version) {
+                        Reserve::Ready => Ok(()),
+                        Reserve::Ask => {
+                            asks += 1;
+                            pending = Some(i);
+                            Ok(())
+                        }
+                        Reserve::Wait => Err(format!("waited at version {version}")),
+                    }
+                })
+                .unwrap();
+        }
+        // 20 blocks: a save lands 0.1 block after its ask with the floor a block ahead,
+        // and the next is asked for half a block later, so one ask per 0.6 block.
+        assert!((30..=36).contains(&asks), "{asks} asks");
     }
 }

@@ -233,10 +233,65 @@ pub fn parse_fsync(value: &str) -> Result<Fsync, String> {
     }
 }
 
+/// Declares a server's flags struct (argh has no `flatten`): the fields written in it, with
+/// the limit flags both servers share written once, here, where `..limit_flags(..)`
+/// stands (only the `--max-connections` line of `--help` differs between them), and
+/// `server_limits`, which turns those flags into [`ServerLimits`]. Field types are written
+/// as plain names (`bool`, `Option<PathBuf>`), so argh's derive can still see a switch's
+/// `bool`.
+macro_rules! server_args {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$before_meta:meta])* pub $before:ident: $before_ty:ident $(<$before_of:ident>)?,)*
+            ..limit_flags(connections = $connections_help:literal),
+            $($(#[$after_meta:meta])* pub $after:ident: $after_ty:ident $(<$after_of:ident>)?,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(FromArgs, Debug)]
+        pub struct $name {
+            $($(#[$before_meta])* pub $before: $before_ty $(<$before_of>)?,)*
+            #[doc = $connections_help]
+            #[argh(option, default = "1024", from_str_fn(parse_positive))]
+            pub max_connections: u64,
+            /// close a connection idle this long, in ms (default 300000)
+            #[argh(option, default = "300000", from_str_fn(parse_positive))]
+            pub idle_timeout_ms: u64,
+            /// close a connection whose request does not arrive whole within this long of its
+            /// first byte, in ms (default 10000)
+            #[argh(option, default = "10000", from_str_fn(parse_positive))]
+            pub request_timeout_ms: u64,
+            /// largest value accepted, in bytes (default 1048576)
+            #[argh(option, default = "1048576", from_str_fn(parse_positive))]
+            pub max_value_bytes: u64,
+            /// largest key accepted in a binary frame, in bytes (default 65536; the text
+            /// protocol's limit is memcached's 250)
+            #[argh(option, default = "65536", from_str_fn(parse_positive))]
+            pub max_key_bytes: u64,
+            $($(#[$after_meta])* pub $after: $after_ty $(<$after_of>)?,)*
+        }
+
+        impl $name {
+            /// The connection and size limits these flags set, with `pipeline_window`.
+            pub fn server_limits(&self, pipeline_window: usize) -> ServerLimits {
+                ServerLimits {
+                    max_connections: self.max_connections as usize,
+                    idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+                    request_timeout: Duration::from_millis(self.request_timeout_ms),
+                    max_value_bytes: self.max_value_bytes as usize,
+                    max_key_bytes: self.max_key_bytes as usize,
+                    pipeline_window,
+                }
+            }
+        }
+    };
+}
+
+server_args! {
 /// piazza-coordinator: the coordination server. It keeps the ring of slaves, routes every
 /// request to the key's primary and replica, and serves Piazza's binary protocol and
 /// memcached's protocols (text, meta commands, binary) on the same TCP port.
-#[derive(FromArgs, Debug)]
 pub struct CoordinatorArgs {
     /// TCP address for clients and slaves (default 127.0.0.1:7400; port 0 picks a free port)
     #[argh(option, default = "DEFAULT_COORDINATOR.into()")]
@@ -260,23 +315,7 @@ pub struct CoordinatorArgs {
     /// one connection batches best; see BENCHMARKS.md)
     #[argh(option, default = "1", from_str_fn(parse_positive))]
     pub links_per_slave: u64,
-    /// most client connections served at once (default 1024)
-    #[argh(option, default = "1024", from_str_fn(parse_positive))]
-    pub max_connections: u64,
-    /// close a connection idle this long, in ms (default 300000)
-    #[argh(option, default = "300000", from_str_fn(parse_positive))]
-    pub idle_timeout_ms: u64,
-    /// close a connection whose request does not arrive whole within this long of its
-    /// first byte, in ms (default 10000)
-    #[argh(option, default = "10000", from_str_fn(parse_positive))]
-    pub request_timeout_ms: u64,
-    /// largest value accepted, in bytes (default 1048576)
-    #[argh(option, default = "1048576", from_str_fn(parse_positive))]
-    pub max_value_bytes: u64,
-    /// largest key accepted in a binary frame, in bytes (default 65536; the text
-    /// protocol's limit is memcached's 250)
-    #[argh(option, default = "65536", from_str_fn(parse_positive))]
-    pub max_key_bytes: u64,
+    ..limit_flags(connections = "most client connections served at once (default 1024)"),
     /// requests of one client connection in flight at once, at most (pipelining; default
     /// 64): a client that sends more without reading its replies is not read from until
     /// it does
@@ -295,6 +334,7 @@ pub struct CoordinatorArgs {
     /// log level: error, warn, info, debug or trace (default info)
     #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
     pub log_level: LevelFilter,
+}
 }
 
 impl CoordinatorArgs {
@@ -316,22 +356,15 @@ impl CoordinatorArgs {
             failure_timeout: Duration::from_millis(self.failure_timeout_ms),
             slave_timeout: Duration::from_millis(self.slave_timeout_ms),
             links_per_slave: self.links_per_slave as usize,
-            limits: ServerLimits {
-                max_connections: self.max_connections as usize,
-                idle_timeout: Duration::from_millis(self.idle_timeout_ms),
-                request_timeout: Duration::from_millis(self.request_timeout_ms),
-                max_value_bytes: self.max_value_bytes as usize,
-                max_key_bytes: self.max_key_bytes as usize,
-                pipeline_window: self.pipeline_window as usize,
-            },
+            limits: self.server_limits(self.pipeline_window as usize),
         })
     }
 }
 
+server_args! {
 /// piazza-slave: a storage node. It holds an `own` table (the keys it is primary for) and a
 /// `previous` table (a copy of its predecessor's `own`), registers with the coordinator, and
 /// serves the coordinator's requests.
-#[derive(FromArgs, Debug)]
 pub struct SlaveArgs {
     /// TCP address to serve on (default 127.0.0.1:7410; port 0 picks a free port)
     #[argh(option, default = "DEFAULT_SLAVE.into()")]
@@ -366,23 +399,7 @@ pub struct SlaveArgs {
     /// (default 67108864)
     #[argh(option, default = "64 * 1024 * 1024", from_str_fn(parse_positive))]
     pub compact_min_bytes: u64,
-    /// most connections served at once (default 1024)
-    #[argh(option, default = "1024", from_str_fn(parse_positive))]
-    pub max_connections: u64,
-    /// close a connection idle this long, in ms (default 300000)
-    #[argh(option, default = "300000", from_str_fn(parse_positive))]
-    pub idle_timeout_ms: u64,
-    /// close a connection whose request does not arrive whole within this long of its
-    /// first byte, in ms (default 10000)
-    #[argh(option, default = "10000", from_str_fn(parse_positive))]
-    pub request_timeout_ms: u64,
-    /// largest value accepted, in bytes (default 1048576)
-    #[argh(option, default = "1048576", from_str_fn(parse_positive))]
-    pub max_value_bytes: u64,
-    /// largest key accepted in a binary frame, in bytes (default 65536; the text
-    /// protocol's limit is memcached's 250)
-    #[argh(option, default = "65536", from_str_fn(parse_positive))]
-    pub max_key_bytes: u64,
+    ..limit_flags(connections = "most connections served at once (default 1024)"),
     /// file holding the cluster secret (default: the PIAZZA_SECRET environment variable;
     /// none: no secret)
     #[argh(option)]
@@ -393,6 +410,7 @@ pub struct SlaveArgs {
     /// log level: error, warn, info, debug or trace (default info)
     #[argh(option, default = "LevelFilter::Info", from_str_fn(parse_level))]
     pub log_level: LevelFilter,
+}
 }
 
 impl SlaveArgs {
@@ -417,14 +435,7 @@ impl SlaveArgs {
             leave_timeout: Duration::from_millis(self.leave_timeout_ms),
             salvage: self.salvage,
             compact_min_bytes: self.compact_min_bytes,
-            limits: ServerLimits {
-                max_connections: self.max_connections as usize,
-                idle_timeout: Duration::from_millis(self.idle_timeout_ms),
-                request_timeout: Duration::from_millis(self.request_timeout_ms),
-                max_value_bytes: self.max_value_bytes as usize,
-                max_key_bytes: self.max_key_bytes as usize,
-                pipeline_window: DEFAULT_PIPELINE_WINDOW,
-            },
+            limits: self.server_limits(DEFAULT_PIPELINE_WINDOW),
         })
     }
 }
@@ -504,6 +515,42 @@ mod tests {
         let mut config = args.config().unwrap();
         config.security.secret = None;
         assert_eq!(config, SlaveConfig::default());
+    }
+
+    #[test]
+    fn both_servers_read_the_shared_limit_flags_alike() {
+        let flags = [
+            "--max-connections",
+            "7",
+            "--idle-timeout-ms",
+            "8",
+            "--request-timeout-ms",
+            "9",
+            "--max-value-bytes",
+            "10",
+            "--max-key-bytes",
+            "11",
+        ];
+        let expected = ServerLimits {
+            max_connections: 7,
+            idle_timeout: Duration::from_millis(8),
+            request_timeout: Duration::from_millis(9),
+            max_value_bytes: 10,
+            max_key_bytes: 11,
+            pipeline_window: DEFAULT_PIPELINE_WINDOW,
+        };
+        let coordinator = CoordinatorArgs::from_args(&["c"], &flags).unwrap();
+        assert_eq!(coordinator.config().unwrap().limits, expected);
+        let slave = SlaveArgs::from_args(&["s"], &flags).unwrap();
+        assert_eq!(slave.config().unwrap().limits, expected);
+        // The pipeline window is the coordinator's alone.
+        let mut with_window = flags.to_vec();
+        with_window.extend(["--pipeline-window", "3"]);
+        let coordinator = CoordinatorArgs::from_args(&["c"], &with_window).unwrap();
+        assert_eq!(coordinator.config().unwrap().limits.pipeline_window, 3);
+        assert!(SlaveArgs::from_args(&["s"], &with_window).is_err());
+        let err = SlaveArgs::from_args(&["s"], &["--max-key-bytes", "0"]).unwrap_err();
+        assert!(err.output.contains("greater than 0"), "{}", err.output);
     }
 
     #[test]

@@ -7,7 +7,13 @@
 //!    blocked `accept`, and
 //! 4. shuts down every registered connection socket, so blocked reads return at once.
 //!
-//! Owners then join their threads. Nothing here joins anything: it only signals.
+//! Owners then join their threads. [`Shutdown`] joins nothing: it only signals.
+//!
+//! A start that fails part-way is unwound by a [`StartGuard`]: it keeps the threads
+//! started so far and, unless the start finishes, triggers the shutdown and joins them in
+//! reverse start order when dropped, so an early `return Err(..)` (or `?`) leaves no
+//! thread running.
+//!
 //! Lock order: `state` and `streams` are never held together.
 
 use crate::sync::lock;
@@ -15,6 +21,7 @@ use std::collections::HashMap;
 use std::net::{Shutdown as NetShutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// A cloneable handle to one shutdown signal.
@@ -127,6 +134,121 @@ impl Drop for StreamGuard {
     }
 }
 
+/// The threads a server's start has started so far; see the module doc.
+///
+/// ```no_run
+/// # use piazza::shutdown::{Shutdown, StartGuard};
+/// # fn bind_second() -> Result<(), String> { Ok(()) }
+/// # fn start(shutdown: Shutdown) -> Result<(), String> {
+/// let mut guard = StartGuard::new(&shutdown);
+/// let first = guard.spawn("first", || {}).map_err(|e| e.to_string())?;
+/// bind_second()?; // an error here triggers the shutdown and joins `first`
+/// let mut threads = guard.finish();
+/// let first = threads.take(first);
+/// # let _ = first.join(); Ok(()) }
+/// ```
+pub struct StartGuard {
+    shutdown: Shutdown,
+    /// Each thread with what stops it besides the shutdown signal, in start order.
+    started: Vec<(JoinHandle<()>, Option<Stop>)>,
+}
+
+/// What stops a thread besides the shutdown signal (closing its channel, say).
+type Stop = Box<dyn FnOnce()>;
+
+/// Names one thread of a [`StartGuard`], to take it back from [`Started`].
+#[must_use = "take the thread back from `Started` once the start is over"]
+pub struct Slot(usize);
+
+/// The threads of a finished start, for their owner to take.
+pub struct Started {
+    handles: Vec<Option<JoinHandle<()>>>,
+}
+
+impl StartGuard {
+    /// Nothing started yet; a failure will trigger `shutdown`.
+    pub fn new(shutdown: &Shutdown) -> StartGuard {
+        StartGuard {
+            shutdown: shutdown.clone(),
+            started: Vec::new(),
+        }
+    }
+
+    /// Starts a thread named `name` (under 16 bytes), stopped by the shutdown signal.
+    ///
+    /// # Errors
+    /// When the thread cannot start (the guard still unwinds the others when dropped).
+    pub fn spawn(
+        &mut self,
+        name: &str,
+        body: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<Slot> {
+        let handle = std::thread::Builder::new().name(name.into()).spawn(body)?;
+        Ok(self.keep(handle))
+    }
+
+    /// Like [`StartGuard::spawn`], for a thread that the shutdown signal alone does not stop:
+    /// on failure, `stop` is called just before the thread is joined.
+    ///
+    /// # Errors
+    /// As [`StartGuard::spawn`].
+    pub fn spawn_stopped_by(
+        &mut self,
+        name: &str,
+        stop: impl FnOnce() + 'static,
+        body: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<Slot> {
+        let slot = self.spawn(name, body)?;
+        if let Some(entry) = self.started.last_mut() {
+            entry.1 = Some(Box::new(stop));
+        }
+        Ok(slot)
+    }
+
+    /// Keeps a thread started elsewhere (stopped by the shutdown signal).
+    pub fn keep(&mut self, handle: JoinHandle<()>) -> Slot {
+        self.started.push((handle, None));
+        Slot(self.started.len() - 1)
+    }
+
+    /// The start succeeded: hands the threads to their owner, who joins them from now on.
+    pub fn finish(mut self) -> Started {
+        Started {
+            handles: self
+                .started
+                .drain(..)
+                .map(|(handle, _)| Some(handle))
+                .collect(),
+        }
+    }
+}
+
+impl Drop for StartGuard {
+    /// The start failed (it did not [`finish`](StartGuard::finish)): stop and join every
+    /// thread, last started first.
+    fn drop(&mut self) {
+        if self.started.is_empty() {
+            return;
+        }
+        self.shutdown.trigger();
+        while let Some((handle, stop)) = self.started.pop() {
+            if let Some(stop) = stop {
+                stop();
+            }
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Started {
+    /// The thread `slot` names.
+    pub fn take(&mut self, slot: Slot) -> JoinHandle<()> {
+        self.handles[slot.0]
+            .take()
+            .expect("a slot is not Clone, so each is taken once, from the guard that made it")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +283,60 @@ mod tests {
         drop(client);
         assert!(shutdown.is_triggered());
         assert!(shutdown.wait_timeout(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_failed_start_stops_and_joins_what_it_started() {
+        let shutdown = Shutdown::new();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let result: Result<(), String> = (|| {
+            let mut guard = StartGuard::new(&shutdown);
+            let (waiter, log) = (shutdown.clone(), Arc::clone(&order));
+            let _first = guard
+                .spawn("first", move || {
+                    while !waiter.wait_timeout(Duration::from_secs(30)) {}
+                    lock(&log).push("first");
+                })
+                .map_err(|e| e.to_string())?;
+            // A thread the signal does not stop: it ends when its channel closes.
+            let (events, events_rx) = std::sync::mpsc::channel::<()>();
+            let log = Arc::clone(&order);
+            let _second = guard
+                .spawn_stopped_by(
+                    "second",
+                    move || drop(events),
+                    move || {
+                        while events_rx.recv().is_ok() {}
+                        lock(&log).push("second");
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            Err("the second listener's port is taken".into())
+        })();
+        assert_eq!(result.unwrap_err(), "the second listener's port is taken");
+        assert!(shutdown.is_triggered());
+        // Both have ended by the time the error is returned.
+        let mut ended = lock(&order).clone();
+        ended.sort();
+        assert_eq!(ended, vec!["first", "second"]);
+    }
+
+    #[test]
+    fn a_finished_start_hands_its_threads_over_untouched() {
+        let shutdown = Shutdown::new();
+        let mut guard = StartGuard::new(&shutdown);
+        let waiter = shutdown.clone();
+        let slot = guard
+            .spawn("waits", move || {
+                while !waiter.wait_timeout(Duration::from_secs(30)) {}
+            })
+            .unwrap();
+        let mut started = guard.finish();
+        assert!(!shutdown.is_triggered());
+        let handle = started.take(slot);
+        assert!(!handle.is_finished());
+        shutdown.trigger();
+        handle.join().unwrap();
     }
 
     #[test]

@@ -254,8 +254,9 @@ fn a_partitioned_slave_is_replaced_and_rejoins_without_stale_data() {
     let (mut own, mut previous) = (0u64, 0u64);
     for line in text.lines().filter(|l| l.contains(" alive ")) {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        own += fields[4].parse::<u64>().unwrap();
-        previous += fields[5].parse::<u64>().unwrap();
+        // ID ADDRESS TOKEN SHARE STATE OWN PREVIOUS
+        own += fields[5].parse::<u64>().unwrap();
+        previous += fields[6].parse::<u64>().unwrap();
     }
     assert_eq!((own, previous), (133, 133), "{text}");
 }

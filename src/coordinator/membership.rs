@@ -21,8 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 
+use crate::clock::{Reserve, VersionFloor};
 use crate::coordinator::link::SlaveHandle;
-use crate::coordinator::persist::{RingFile, Saved};
+use crate::coordinator::persist::{RingFile, Saved, Saver};
 use crate::ring::{Member, Placement, Ring, SLOTS, SlaveId, key_hash};
 use crate::store::FlushMarker;
 use crate::view::View;
@@ -175,8 +176,6 @@ struct State {
     /// After a restart: the slaves that were on the ring, not yet back, and until when
     /// to wait for them.
     warmup: Option<(Instant, HashSet<SlaveId>)>,
-    /// No version at or below this may be issued again (saved with the ring).
-    version_floor: u64,
     /// `flush_all` markers in force (saved with the ring, handed to registering slaves).
     flushes: Vec<FlushMarker>,
 }
@@ -267,10 +266,11 @@ pub struct Membership {
     links_per_slave: usize,
     slave_timeout: Duration,
     sessions: AtomicU64,
-    /// Where the ring is kept; `persisting` serializes writes of it (I/O happens under
-    /// that lock only, never under `state`).
-    ring_file: Option<RingFile>,
-    persisting: Mutex<()>,
+    /// Saves the ring file, on the `ring-save` thread ([`Membership::run_saver`]); `None`
+    /// when nothing is kept on disk.
+    saver: Option<Saver>,
+    /// The saved version floor and the one the next save writes.
+    floor: VersionFloor,
     /// The cluster secret, presented on every connection to a slave.
     secret: Option<Arc<Vec<u8>>>,
 }
@@ -294,7 +294,6 @@ impl Membership {
                 draining: 0,
                 join_changes: 0,
                 warmup: None,
-                version_floor: 0,
                 flushes: Vec::new(),
             }),
             epoch_changed: Condvar::new(),
@@ -302,8 +301,8 @@ impl Membership {
             links_per_slave,
             slave_timeout,
             sessions: AtomicU64::new(seed),
-            ring_file: None,
-            persisting: Mutex::new(()),
+            saver: None,
+            floor: VersionFloor::new(0),
             secret: None,
         }
     }
@@ -341,7 +340,7 @@ impl Membership {
                 .get_mut()
                 .unwrap_or_else(|p| p.into_inner());
             state.ring = Ring::restore(&assigned, saved.next_id);
-            state.version_floor = saved.version_floor;
+            membership.floor = VersionFloor::new(saved.version_floor);
             state.flushes = saved.flushes.clone();
             if !waiting.is_empty() {
                 info!(
@@ -352,47 +351,108 @@ impl Membership {
                 state.warmup = Some((Instant::now() + grace, waiting));
             }
         }
-        membership.ring_file = Some(file);
+        membership.saver = Some(Saver::new(file));
+        // The first save raises the version floor a block ahead, before writes need it.
+        membership.ask_save();
         Ok(membership)
     }
 
-    /// Writes the current state to the ring file (if there is one); a failure is logged.
+    // What must be on disk before the coordinator acts on it, and who waits for it. Only
+    // the `ring-save` thread writes the ring file ([`Membership::run_saver`]); the
+    // threads that change what it holds ask for a save and wait only where something
+    // would depend on it:
+    //
+    // - The version floor, before any version above the floor on disk is handed out: a
+    //   restarted coordinator starts its clock above that floor and must not issue a
+    //   version twice. Request threads ask for the next block ahead of need
+    //   ([`VersionFloor::check`]) and do not wait; one waits only if it runs past the
+    //   floor on disk ([`Membership::reserve_versions`]).
+    // - A `flush_all` marker, before the flush is answered: a slave that registers after
+    //   a restart must still get it ([`Membership::add_flush`] waits).
+    // - A ring change (a slave removed, a join finished, a registration), before the
+    //   method that made it returns ([`Membership::save`] waits). A restarted
+    //   coordinator puts the slaves the file says were on the ring straight back with
+    //   their data. Had it read a ring from before a slave was declared dead, a slave
+    //   that was wrongly declared dead and comes back would be primary again for ranges
+    //   whose newer writes it never saw; had it read one from before a join finished,
+    //   it would route reads to the old places after they dropped what moved. So the
+    //   thread that declared the death waits for the save before it retries the failed
+    //   write and answers, and the `recovery` thread waits for the save of a finished
+    //   join before it drops the old copies. What is not covered: writes that other
+    //   request threads route by the new ring during that one save (milliseconds) can be
+    //   acknowledged before it lands, as before the save moved off the request threads.
+    //   Closing that would take a wait in `write_targets` until the ring of the current
+    //   epoch is on disk.
+    //
+    // Waiting threads never do the I/O, and one save serves every ask made before it
+    // starts, so a burst of failures costs one save, not one per thread.
+
+    /// How long a thread waits for a save it depends on before giving up.
+    const SAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Asks the `ring-save` thread for a save; returns its number (0 when nothing is kept).
+    fn ask_save(&self) -> u64 {
+        self.saver.as_ref().map_or(0, Saver::ask)
+    }
+
+    /// Saves the current state and waits until it is on disk; a failure is logged. The
+    /// I/O happens on the `ring-save` thread.
     fn save(&self) {
         if let Err(e) = self.try_save() {
-            log::error!("{e}");
+            log::error!("the ring change is not on disk: {e}");
         }
     }
 
     fn try_save(&self) -> Result<(), String> {
-        let Some(file) = &self.ring_file else {
+        let Some(saver) = &self.saver else {
             return Ok(());
         };
-        let _one_writer = crate::sync::lock(&self.persisting);
-        let saved = {
-            let state = self.lock();
-            Saved {
-                next_id: state.ring.next_id(),
-                version_floor: state.version_floor,
-                flushes: state.flushes.clone(),
-                slaves: state
-                    .ring
-                    .assigned()
-                    .into_iter()
-                    .map(|(id, addr, slots, live)| {
-                        // A slave awaited after a restart is still a ring member.
-                        let waited = state
-                            .warmup
-                            .as_ref()
-                            .is_some_and(|(_, waiting)| waiting.contains(&id));
-                        (id, addr, slots, live || waited)
-                    })
-                    .collect(),
-            }
-        };
-        file.save(&saved)
+        saver.wait(saver.ask(), Self::SAVE_TIMEOUT)
     }
 
-    /// Records a `flush_all` marker and saves it before returning, so a slave that
+    /// The state to write: the ring, the flush markers, and the version floor wished for.
+    fn snapshot(&self) -> Saved {
+        let version_floor = self.floor.to_save();
+        let state = self.lock();
+        Saved {
+            next_id: state.ring.next_id(),
+            version_floor,
+            flushes: state.flushes.clone(),
+            slaves: state
+                .ring
+                .assigned()
+                .into_iter()
+                .map(|(id, addr, slots, live)| {
+                    // A slave awaited after a restart is still a ring member.
+                    let waited = state
+                        .warmup
+                        .as_ref()
+                        .is_some_and(|(_, waiting)| waiting.contains(&id));
+                    (id, addr, slots, live || waited)
+                })
+                .collect(),
+        }
+    }
+
+    /// The body of the `ring-save` thread: writes the ring file whenever a save is asked
+    /// for, until [`Membership::stop_saver`]. Returns at once when nothing is kept.
+    pub fn run_saver(&self) {
+        if let Some(saver) = &self.saver {
+            saver.run(
+                || self.snapshot(),
+                |saved| self.floor.record_saved(saved.version_floor),
+            );
+        }
+    }
+
+    /// Makes [`Membership::run_saver`] return once the saves asked for so far are made.
+    pub fn stop_saver(&self) {
+        if let Some(saver) = &self.saver {
+            saver.stop();
+        }
+    }
+
+    /// Records a `flush_all` marker and waits until it is saved, so a slave that
     /// registers later (or after a restart) gets it too.
     ///
     /// # Errors
@@ -411,21 +471,41 @@ impl Membership {
         self.lock().flushes.clone()
     }
 
-    /// The version floor restored at start (0 if none).
+    /// The version floor on disk (0 if none): the clock starts above it.
     pub fn version_floor(&self) -> u64 {
-        self.lock().version_floor
+        self.floor.saved()
     }
 
-    /// Raises the version floor to `floor` and saves it before returning.
+    /// Returns once the version floor on disk is at least `floor`, so a version up to
+    /// `floor` may be handed out; asks for the next block in the background once less
+    /// than half a block is left. Waits (for the `ring-save` thread) only when `floor` is
+    /// past the floor on disk. Called with every version the coordinator hands out.
     ///
     /// # Errors
-    /// When there is a ring file and it cannot be written.
+    /// When there is a ring file and the floor could not be saved in time.
     pub fn reserve_versions(&self, floor: u64) -> Result<(), String> {
-        {
-            let mut state = self.lock();
-            state.version_floor = state.version_floor.max(floor);
+        let Some(saver) = &self.saver else {
+            return Ok(());
+        };
+        match self.floor.check(floor) {
+            Reserve::Ready => Ok(()),
+            Reserve::Ask => {
+                saver.ask();
+                Ok(())
+            }
+            Reserve::Wait => {
+                saver.wait(saver.ask(), Self::SAVE_TIMEOUT)?;
+                // That save started after `check` wished for a floor above `floor`.
+                if floor <= self.floor.saved() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "version {floor} is above the saved floor {}",
+                        self.floor.saved()
+                    ))
+                }
+            }
         }
-        self.try_save()
     }
 
     /// While the coordinator waits for the slaves it had before a restart: why requests

@@ -10,6 +10,10 @@
 //!   `--failure-timeout-ms`, joined by [`Running::wait`];
 //! - `recovery`: moves data when the ring changes (`replicate()` and joins), one event at
 //!   a time; ends when [`Running::wait`] closes its channel, and is joined there;
+//! - `ring-save`: the only writer of the `ring` file (persist.rs): saves it when a
+//!   membership change or the version floor asks for it (the floor about once every 5 s
+//!   under writes, ahead of need); stopped and joined last by [`Running::wait`], after a
+//!   final save;
 //! - `link-<id>-<n>`: one reader per connection to a slave, joined when its slave handle
 //!   is closed (at re-registration, removal, or shutdown in [`Running::wait`]);
 //! - `move-<id>`: the reader of a connection opened for one data move (a transfer), joined
@@ -44,7 +48,7 @@ use log::{debug, info};
 use crate::client::parse_slave_counts;
 use crate::config::CoordinatorConfig;
 use crate::server;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, StartGuard};
 use crate::wal::DirLock;
 use crate::wire::{self, Frame, Opcode, WireLimits};
 use membership::Membership;
@@ -96,6 +100,7 @@ pub struct Running {
     hb_listener: thread::JoinHandle<()>,
     fd_timer: thread::JoinHandle<()>,
     recovery: thread::JoinHandle<()>,
+    ring_save: thread::JoinHandle<()>,
     membership: Arc<Membership>,
     _lock: DirLock,
 }
@@ -111,6 +116,8 @@ impl Running {
         self.membership.close_events();
         self.membership.close_all();
         let _ = self.recovery.join();
+        self.membership.stop_saver();
+        let _ = self.ring_save.join();
         info!("coordinator on {} stopped", self.addr);
     }
 }
@@ -191,40 +198,45 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
         total_connections: AtomicU64::new(0),
     });
 
-    let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
-        thread::Builder::new()
-            .name(name.into())
-            .spawn(body)
-            .map_err(|e| {
-                shutdown.trigger();
-                CoordinatorError::Thread(e)
-            })
-    };
+    // From here on, a failure stops and joins the threads started so far.
+    let mut guard = StartGuard::new(&shutdown);
+    let saver_membership = Arc::clone(&membership);
+    let stop_membership = Arc::clone(&membership);
+    let ring_save = guard
+        .spawn_stopped_by(
+            "ring-save",
+            move || stop_membership.stop_saver(),
+            move || saver_membership.run_saver(),
+        )
+        .map_err(CoordinatorError::Thread)?;
     let recovery_membership = Arc::clone(&membership);
-    let recovery = spawn(
-        "recovery",
-        Box::new(move || recovery::run(&recovery_membership, &events_rx)),
-    )?;
+    let stop_membership = Arc::clone(&membership);
+    let recovery = guard
+        .spawn_stopped_by(
+            "recovery",
+            move || stop_membership.close_events(),
+            move || recovery::run(&recovery_membership, &events_rx),
+        )
+        .map_err(CoordinatorError::Thread)?;
     let (hb_shutdown, hb_membership) = (shutdown.clone(), Arc::clone(&membership));
-    let hb_listener = spawn(
-        "hb-listen",
-        Box::new(move || failures::listen_heartbeats(&heartbeat, &hb_membership, &hb_shutdown)),
-    )?;
+    let hb_listener = guard
+        .spawn("hb-listen", move || {
+            failures::listen_heartbeats(&heartbeat, &hb_membership, &hb_shutdown)
+        })
+        .map_err(CoordinatorError::Thread)?;
     let (fd_shutdown, fd_membership) = (shutdown.clone(), Arc::clone(&membership));
     let (interval, timeout) = (config.heartbeat_interval, config.failure_timeout);
-    let fd_timer = spawn(
-        "fd-timer",
-        Box::new(move || {
+    let fd_timer = guard
+        .spawn("fd-timer", move || {
             failures::detect_failures(&fd_membership, interval, timeout, &fd_shutdown)
-        }),
-    )?;
+        })
+        .map_err(CoordinatorError::Thread)?;
 
     let handler = Arc::clone(&coordinator);
     let limits = config.limits;
     let accept_shutdown = shutdown.clone();
-    let acceptor = thread::Builder::new()
-        .name("coord-accept".into())
-        .spawn(move || {
+    let acceptor = guard
+        .spawn("coord-accept", move || {
             server::accept_loop(
                 listener,
                 &accept_shutdown,
@@ -234,18 +246,9 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
                 move |stream, peer| handler.serve_connection(stream, peer),
             );
             info!("coordinator stopped accepting");
-        });
-    let acceptor = match acceptor {
-        Ok(acceptor) => acceptor,
-        Err(e) => {
-            shutdown.trigger();
-            let _ = hb_listener.join();
-            let _ = fd_timer.join();
-            membership.close_events();
-            let _ = recovery.join();
-            return Err(CoordinatorError::Thread(e));
-        }
-    };
+        })
+        .map_err(CoordinatorError::Thread)?;
+    let mut threads = guard.finish();
     info!(
         "piazza-coordinator {} on {addr} (heartbeats on {heartbeat_addr}, data in {})",
         env!("CARGO_PKG_VERSION"),
@@ -256,10 +259,11 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
     Ok(Running {
         addr,
         heartbeat_addr,
-        acceptor,
-        hb_listener,
-        fd_timer,
-        recovery,
+        acceptor: threads.take(acceptor),
+        hb_listener: threads.take(hb_listener),
+        fd_timer: threads.take(fd_timer),
+        recovery: threads.take(recovery),
+        ring_save: threads.take(ring_save),
         membership,
         _lock: lock,
     })
@@ -359,5 +363,78 @@ impl Coordinator {
             .filter_map(|reply| parse_slave_counts(&reply.value))
             .map(|c| c.own_live)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("piazza-coord-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// A port nobody listens on now (bound, then let go).
+    fn free_port() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    fn config(dir: &std::path::Path, heartbeat: String) -> CoordinatorConfig {
+        CoordinatorConfig {
+            listen: free_port().to_string(),
+            heartbeat,
+            data_dir: dir.to_path_buf(),
+            ..CoordinatorConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_taken_heartbeat_port_fails_the_start_and_frees_the_client_port() {
+        let dir = temp_dir("hb-taken");
+        let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let config = config(&dir, taken.local_addr().unwrap().to_string());
+        let listen = config.listen.clone();
+        let err = match start(config, Shutdown::new()) {
+            Ok(_) => panic!("started on a heartbeat port that is taken"),
+            Err(e) => e,
+        };
+        assert!(matches!(err, CoordinatorError::Bind(_)), "{err}");
+        assert!(err.to_string().contains("--heartbeat"), "{err}");
+        TcpListener::bind(&listen).expect("the client port is free again");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_locked_data_dir_fails_the_start_after_binding_and_frees_both_ports() {
+        let dir = temp_dir("locked");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Held by a process that runs (init), as far as the lock can tell.
+        std::fs::write(dir.join("LOCK"), "1\n").unwrap();
+        let heartbeat = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = config(&dir, heartbeat.to_string());
+        let listen = config.listen.clone();
+        let err = match start(config, Shutdown::new()) {
+            Ok(_) => panic!("started on a locked data dir"),
+            Err(e) => e,
+        };
+        assert!(matches!(err, CoordinatorError::DataDir(_)), "{err}");
+        TcpListener::bind(&listen).expect("the client port is free again");
+        UdpSocket::bind(heartbeat).expect("the heartbeat port is free again");
+        // And a start that succeeds, stopped at once, joins every thread it started.
+        std::fs::remove_file(dir.join("LOCK")).unwrap();
+        let shutdown = Shutdown::new();
+        let running = start(self::config(&dir, heartbeat.to_string()), shutdown.clone()).unwrap();
+        let addr = running.addr;
+        shutdown.trigger();
+        running.wait();
+        TcpListener::bind(addr).expect("the client port is free after the stop");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -20,10 +20,20 @@
 //!
 //! Writes go to `ring.tmp`, which is synced, renamed over `ring`, and the directory
 //! synced: a crash leaves the old file or the new one, never a mix.
+//!
+//! Only the coordinator's `ring-save` thread writes the file ([`Saver::run`]); other
+//! threads ask for a save ([`Saver::ask`]) and, where something depends on the file being
+//! on disk, wait for it ([`Saver::wait`]) without doing the I/O themselves. Asks made
+//! while a save is under way are served together by the next one, which writes the state
+//! as it is when it starts.
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use log::error;
 
 use crate::ring::SlaveId;
 use crate::store::FlushMarker;
@@ -92,6 +102,138 @@ impl RingFile {
             Some(dir) => sync_dir(dir).map_err(|e| e.to_string()),
             None => Ok(()),
         }
+    }
+}
+
+/// How long a failed save waits before it is tried again (unless asked sooner).
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The saves of one `ring` file: asked for by any thread, made by one (see the module
+/// doc). Saves are numbered; a wait names the number its ask returned.
+pub struct Saver {
+    file: RingFile,
+    state: Mutex<SaverState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct SaverState {
+    /// The number of the last save asked for.
+    asked: u64,
+    /// Every save up to this number is on disk.
+    saved: u64,
+    /// The last save that failed (its number, and why): waits up to it fail.
+    failed: Option<(u64, String)>,
+    /// Set by [`Saver::stop`]: the saver makes the saves asked for, then returns.
+    stopping: bool,
+}
+
+impl Saver {
+    /// The saver of `file`.
+    pub fn new(file: RingFile) -> Saver {
+        Saver {
+            file,
+            state: Mutex::new(SaverState::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Asks for a save of the state as it is from now on; returns its number.
+    pub fn ask(&self) -> u64 {
+        let mut state = crate::sync::lock(&self.state);
+        state.asked += 1;
+        self.changed.notify_all();
+        state.asked
+    }
+
+    /// Waits until save `number` (or a later one) is on disk.
+    ///
+    /// # Errors
+    /// When that save failed, or is not done within `timeout`.
+    pub fn wait(&self, number: u64, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut state = crate::sync::lock(&self.state);
+        loop {
+            if state.saved >= number {
+                return Ok(());
+            }
+            if let Some((failed, why)) = &state.failed
+                && *failed >= number
+            {
+                return Err(why.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(format!(
+                    "{} was not saved within {} ms (is the disk stalled?)",
+                    self.file.path.display(),
+                    timeout.as_millis()
+                ));
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// The `ring-save` thread's loop: for every batch of asks, writes `snapshot()` and then
+    /// tells `saved` what is on disk (before any waiter is woken). A failed save is logged,
+    /// fails the waits it was for, and is tried again after [`RETRY`] or at the next ask.
+    /// Returns after [`Saver::stop`], once every save asked for before it was tried.
+    pub fn run(&self, snapshot: impl Fn() -> Saved, saved: impl Fn(&Saved)) {
+        loop {
+            let number = {
+                let mut state = crate::sync::lock(&self.state);
+                loop {
+                    let tried = state
+                        .failed
+                        .as_ref()
+                        .map_or(state.saved, |(failed, _)| state.saved.max(*failed));
+                    if state.asked > tried {
+                        break;
+                    }
+                    let retry = state.saved < tried;
+                    if state.stopping {
+                        return;
+                    }
+                    if retry {
+                        let (next, timeout) = self
+                            .changed
+                            .wait_timeout(state, RETRY)
+                            .unwrap_or_else(|p| p.into_inner());
+                        state = next;
+                        if timeout.timed_out() && state.asked <= tried {
+                            state.asked += 1;
+                        }
+                    } else {
+                        state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+                    }
+                }
+                state.asked
+            };
+            let snapshot = snapshot();
+            let result = self.file.save(&snapshot);
+            if result.is_ok() {
+                saved(&snapshot);
+            }
+            let mut state = crate::sync::lock(&self.state);
+            match result {
+                Ok(()) => state.saved = state.saved.max(number),
+                Err(why) => {
+                    error!("{why}");
+                    state.failed = Some((number, why));
+                }
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// Makes [`Saver::run`] return once the saves asked for so far are tried.
+    pub fn stop(&self) {
+        crate::sync::lock(&self.state).stopping = true;
+        self.changed.notify_all();
     }
 }
 
@@ -243,6 +385,67 @@ mod tests {
         assert!(file.load().is_err(), "a backwards range is refused");
         fs::write(dir.join("ring"), "piazza-ring 1\nslave 1 a 0x5 on\n").unwrap();
         assert!(file.load().unwrap_err().contains("before slots"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn saver_in(name: &str) -> (Saver, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("piazza-saver-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        (Saver::new(RingFile::new(&dir)), dir)
+    }
+
+    #[test]
+    fn asks_are_saved_by_the_saver_thread_and_waits_see_them() {
+        let (saver, dir) = saver_in("asks");
+        let floor = std::sync::atomic::AtomicU64::new(1);
+        let on_disk = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            let thread = scope.spawn(|| {
+                saver.run(
+                    || Saved {
+                        version_floor: floor.load(std::sync::atomic::Ordering::SeqCst),
+                        ..Saved::default()
+                    },
+                    |saved| on_disk.store(saved.version_floor, std::sync::atomic::Ordering::SeqCst),
+                )
+            });
+            for n in 1..=20 {
+                floor.store(n, std::sync::atomic::Ordering::SeqCst);
+                let number = saver.ask();
+                saver.wait(number, Duration::from_secs(10)).unwrap();
+                // The save it waited for started after the ask: it holds `n` or later.
+                assert!(on_disk.load(std::sync::atomic::Ordering::SeqCst) >= n);
+            }
+            saver.stop();
+            thread.join().unwrap();
+        });
+        let file = RingFile::new(&dir);
+        assert_eq!(file.load().unwrap().unwrap().version_floor, 20);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_save_fails_its_waits_and_a_missing_saver_times_out() {
+        let (saver, dir) = saver_in("fails");
+        // No saver thread: a wait ends at its deadline with a message.
+        let number = saver.ask();
+        let err = saver.wait(number, Duration::from_millis(50)).unwrap_err();
+        assert!(err.contains("not saved within 50 ms"), "{err}");
+        // The directory is gone: the save fails, and so does the wait for it.
+        fs::remove_dir_all(&dir).unwrap();
+        std::thread::scope(|scope| {
+            let thread = scope.spawn(|| saver.run(Saved::default, |_| {}));
+            let err = saver.wait(number, Duration::from_secs(10)).unwrap_err();
+            assert!(err.contains("cannot write"), "{err}");
+            // Once the directory is back, the retry (or the next ask) succeeds.
+            fs::create_dir_all(&dir).unwrap();
+            let next = saver.ask();
+            saver.wait(next, Duration::from_secs(10)).unwrap();
+            saver.stop();
+            thread.join().unwrap();
+        });
+        assert!(RingFile::new(&dir).load().unwrap().is_some());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

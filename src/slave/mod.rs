@@ -34,7 +34,7 @@ use log::{info, warn};
 use crate::client::{Client, ClientError};
 use crate::config::SlaveConfig;
 use crate::server;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, StartGuard};
 use crate::store::FlushMarker;
 use crate::wire::{Frame, Opcode, Status, WireLimits};
 use data::Data;
@@ -240,13 +240,14 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
         direct: Direct::new(config.heartbeat_interval),
     });
 
+    // From here on, a failure stops and joins the threads started so far.
+    let mut guard = StartGuard::new(&shutdown);
     // Serve before registering: the coordinator may send data as soon as it answers.
     let serve_shutdown = shutdown.clone();
     let server_limits = config.limits;
     let serve_node = Arc::clone(&node);
-    let acceptor = std::thread::Builder::new()
-        .name("slave-accept".into())
-        .spawn(move || {
+    let acceptor = guard
+        .spawn("slave-accept", move || {
             server::accept_loop(
                 listener,
                 &serve_shutdown,
@@ -277,25 +278,10 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
         .map_err(|e| SlaveError::Bind(format!("cannot start the accept thread: {e}")))?;
     eprintln!("listening on {bound}");
 
-    let syncer = match Data::start_syncer(&node.data, &shutdown) {
-        Ok(syncer) => Some(syncer),
-        Err(e) => {
-            shutdown.trigger();
-            let _ = acceptor.join();
-            return Err(SlaveError::DataDir(format!(
-                "cannot start the log sync thread: {e}"
-            )));
-        }
-    };
-    let stop = |e: SlaveError, acceptor: std::thread::JoinHandle<()>| {
-        shutdown.trigger();
-        let _ = acceptor.join();
-        Err(e)
-    };
-    let registration = match node.register(&shutdown) {
-        Ok(registration) => registration,
-        Err(e) => return stop(e, acceptor),
-    };
+    let syncer = Data::start_syncer(&node.data, &shutdown)
+        .map_err(|e| SlaveError::DataDir(format!("cannot start the log sync thread: {e}")))?;
+    let syncer = guard.keep(syncer);
+    let registration = node.register(&shutdown)?;
     if let Some(registration) = &registration {
         info!(
             "piazza-slave {} serving on {bound} as slave {}, data in {}",
@@ -307,25 +293,19 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
     let hb_node = Arc::clone(&node);
     let hb_shutdown = shutdown.clone();
     let interval = config.heartbeat_interval;
-    let heartbeat = std::thread::Builder::new()
-        .name("hb-send".into())
-        .spawn(move || heartbeat::run(&hb_node, interval, &hb_shutdown));
-    let heartbeat = match heartbeat {
-        Ok(heartbeat) => heartbeat,
-        Err(e) => {
-            return stop(
-                SlaveError::Bind(format!("cannot start the heartbeat thread: {e}")),
-                acceptor,
-            );
-        }
-    };
+    let heartbeat = guard
+        .spawn("hb-send", move || {
+            heartbeat::run(&hb_node, interval, &hb_shutdown)
+        })
+        .map_err(|e| SlaveError::Bind(format!("cannot start the heartbeat thread: {e}")))?;
+    let mut threads = guard.finish();
     Ok(Running {
         addr: bound,
         node,
         shutdown,
-        acceptor,
-        heartbeat,
-        syncer,
+        acceptor: threads.take(acceptor),
+        heartbeat: threads.take(heartbeat),
+        syncer: Some(threads.take(syncer)),
     })
 }
 
@@ -428,5 +408,42 @@ fn deregister(
             status,
             message: reply.value_text(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A port nobody listens on now (bound, then let go).
+    fn free_port() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    #[test]
+    fn a_start_that_cannot_register_leaves_no_thread_behind() {
+        let dir = std::env::temp_dir().join(format!("piazza-slave-start-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let listen = free_port();
+        let config = SlaveConfig {
+            listen: listen.to_string(),
+            coordinator: free_port().to_string(),
+            data_dir: Some(dir.clone()),
+            register_timeout: Duration::from_millis(300),
+            ..SlaveConfig::default()
+        };
+        // `slave-accept` and `wal-sync` are running when the registration fails.
+        let err = match start(config, Shutdown::new()) {
+            Ok(_) => panic!("registered with a coordinator that is not there"),
+            Err(e) => e,
+        };
+        assert!(matches!(err, SlaveError::Register(_)), "{err}");
+        // Both were joined before the error came back: the listener is closed, and the
+        // data, which `wal-sync` held, is dropped, and with it its `LOCK` file.
+        TcpListener::bind(listen).expect("the slave's port is free again");
+        assert!(!dir.join("LOCK").exists(), "the data dir is unlocked again");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
