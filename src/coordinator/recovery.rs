@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use byteorder::{ByteOrder, NetworkEndian};
 use log::{info, warn};
 
+use crate::coordinator::collection;
 use crate::coordinator::link::SlaveHandle;
 use crate::coordinator::membership::{Event, Membership};
 use crate::coordinator::views::{self, Publisher};
@@ -48,11 +49,14 @@ const MOVE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Processes events until the sender side is closed.
 pub fn run(membership: &Membership, events: &Receiver<Event>) {
     let mut views = Publisher::default();
+    let mut collector = collection::Collector::default();
     loop {
         let event = match events.recv_timeout(views::PUBLISH_TICK) {
             Ok(event) => event,
             Err(RecvTimeoutError::Timeout) => {
                 views.publish(membership);
+                // Between events only: a collection never overlaps a data move.
+                collector.tick(membership);
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => return,
@@ -329,6 +333,8 @@ fn plan_join(mover: &Mover<'_>, future: &Ring, n: SlaveId) -> Result<Moved, Stri
         frame.arg = marker.threshold;
         mover.call(n, frame, "flush markers")?;
     }
+    // Then N forgets what is older than the collection horizon, before any transfer.
+    collection::forget_before_join(mover.membership, n)?;
     let mut moved = Moved::default();
     let (Some(s), Some(p), Some(n_arc)) =
         (future.successor(n), future.predecessor(n), future.arc_of(n))
