@@ -396,24 +396,23 @@ impl Tables {
         let floor = self.flush_floor(now);
         let map = self.table_mut(table);
         let (len, end) = (map.len(), cursor.saturating_add(max));
-        let position = std::cell::Cell::new(0);
+        let mut position = 0;
         let mut collected = Collected::default();
-        // Removed in place as the walk passes them; what it does not reach is kept.
-        let mut doomed = map.extract_if(|_, stored| {
-            let at = position.get();
-            position.set(at + 1);
-            at >= cursor && at < end && stored.version < horizon && !visible(stored, now, floor)
-        });
-        while position.get() < end
-            && let Some((_, stored)) = doomed.next()
-        {
+        // Removed in place; the walk outside the window only counts.
+        map.retain(|_, stored| {
+            let at = position;
+            position += 1;
+            if at < cursor || at >= end || stored.version >= horizon || visible(stored, now, floor)
+            {
+                return true;
+            }
             if stored.value.is_none() {
                 collected.tombstones += 1;
             } else {
                 collected.values += 1;
             }
-        }
-        drop(doomed);
+            false
+        });
         let next = (len > end).then(|| end - collected.total() as usize);
         (collected, next)
     }
@@ -553,8 +552,8 @@ impl Store {
             let mut cursor = Some(0);
             while let Some(at) = cursor {
                 let mut tables = self.lock();
-                // Every slice walks the table up to its window again (a few ns per entry,
-                // without touching the entries), so a big table goes in eight slices:
+                // Every slice walks the whole table again (a few ns per entry, touching
+                // only those in its window), so a big table goes in eight slices:
                 // each hold walks it once but does the work of an eighth.
                 let max = COLLECT_SLICE.max(tables.table(table).len() / 8);
                 let (dropped, next) = tables.collect_slice(table, horizon, at, max, now_micros());
