@@ -32,6 +32,7 @@ use byteorder::{ByteOrder, NetworkEndian};
 use log::{info, warn};
 
 use crate::clock::SOURCE_BITS;
+use crate::coordinator::link::SlaveHandle;
 use crate::coordinator::membership::Membership;
 use crate::ring::SlaveId;
 use crate::wire::{COLLECT_FORGET, Frame, Opcode, Status};
@@ -39,8 +40,8 @@ use crate::wire::{COLLECT_FORGET, Frame, Opcode, Status};
 /// How often a horizon is sent, at most (or every grace, if the grace is shorter).
 pub const COLLECT_EVERY: Duration = Duration::from_secs(5);
 
-/// How long a slave may take to collect or forget.
-const COLLECT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a joining slave may take to forget (a collection gets the slave timeout).
+const FORGET_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The horizon for `grace` at `now` (Unix microseconds): the lowest version a write
 /// issued at `now - grace` can carry (versions are wall-clock microseconds shifted left
@@ -82,32 +83,67 @@ impl Collector {
                 return;
             }
         };
-        let (mut tombstones, mut values) = (0, 0);
-        for (id, handle) in targets {
-            let mut frame = Frame::request(Opcode::SlaveCollect, 0, Vec::new(), Vec::new());
-            frame.arg = horizon;
-            match handle.call_alone(frame, COLLECT_TIMEOUT) {
-                Ok(reply) if reply.status == Status::Ok && reply.value.len() == 16 => {
-                    tombstones += NetworkEndian::read_u64(&reply.value[..8]);
-                    values += NetworkEndian::read_u64(&reply.value[8..]);
-                }
-                Ok(reply) => warn!(
-                    "slave {id} at {} did not collect: {}: {}",
-                    handle.addr,
-                    reply.status.name(),
-                    reply.value_text()
-                ),
-                // Not a failure of the slave's: a slow one keeps its tombstones until
-                // the next round, and a dead one is found by the failure detector.
-                Err(e) => warn!("slave {id} at {} did not collect: {e}", handle.addr),
-            }
-        }
+        // All at once, each on a connection of its own (a slave's shared link would
+        // hold its requests behind the collection), each waited for at most the slave
+        // timeout: a paused slave holds up the recovery thread, and so the moves its
+        // death will queue, for no longer than that.
+        let results: Vec<Option<(u64, u64)>> = std::thread::scope(|scope| {
+            let running: Vec<_> = targets
+                .iter()
+                .map(|(id, handle)| {
+                    std::thread::Builder::new()
+                        .name(format!("collect-{id}"))
+                        .spawn_scoped(scope, move || collect_on(*id, handle, horizon))
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|thread| match thread {
+                    Ok(thread) => thread.join().ok().flatten(),
+                    Err(e) => {
+                        warn!("cannot start a collection thread: {e}");
+                        None
+                    }
+                })
+                .collect()
+        });
+        let (tombstones, values) = results
+            .into_iter()
+            .flatten()
+            .fold((0, 0), |(t, v), (dt, dv)| (t + dt, v + dv));
         if tombstones + values > 0 {
             info!(
                 "collected {tombstones} tombstones and {values} expired values older than {} s in {} ms",
                 grace.as_secs(),
                 started.elapsed().as_millis()
             );
+        }
+    }
+}
+
+/// Sends the horizon to one slave; what it dropped (tombstones, values), or `None` if
+/// it did not answer in time (it keeps its tombstones until the next round; a dead one
+/// is found by the failure detector).
+fn collect_on(id: SlaveId, handle: &SlaveHandle, horizon: u64) -> Option<(u64, u64)> {
+    let mut frame = Frame::request(Opcode::SlaveCollect, 0, Vec::new(), Vec::new());
+    frame.arg = horizon;
+    match handle.call_alone(frame, handle.timeout()) {
+        Ok(reply) if reply.status == Status::Ok && reply.value.len() == 16 => Some((
+            NetworkEndian::read_u64(&reply.value[..8]),
+            NetworkEndian::read_u64(&reply.value[8..]),
+        )),
+        Ok(reply) => {
+            warn!(
+                "slave {id} at {} did not collect: {}: {}",
+                handle.addr,
+                reply.status.name(),
+                reply.value_text()
+            );
+            None
+        }
+        Err(e) => {
+            warn!("slave {id} at {} did not collect: {e}", handle.addr);
+            None
         }
     }
 }
@@ -137,7 +173,7 @@ pub fn forget_before_join(membership: &Membership, n: SlaveId) -> Result<(), Str
     let mut frame = Frame::request(Opcode::SlaveCollect, 0, Vec::new(), Vec::new());
     frame.arg = horizon;
     frame.flags = COLLECT_FORGET;
-    match handle.call_alone(frame, COLLECT_TIMEOUT) {
+    match handle.call_alone(frame, FORGET_TIMEOUT) {
         Ok(reply) if reply.status == Status::Ok => {
             info!(
                 "joining slave {n}: it forgot {} entries older than the collection horizon",
