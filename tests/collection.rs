@@ -229,3 +229,49 @@ fn expired_values_are_collected_and_never_come_back() {
     cluster.assert_two_copies(&expected);
     wait_collected(&cluster);
 }
+
+#[test]
+fn the_horizon_survives_a_coordinator_restart() {
+    let mut cluster = Cluster::start_with(3, GRACE);
+    let mut expected = load(&cluster, "h", 900);
+    let away = cluster.slaves[0].addr.clone();
+    cluster.slaves[0].proc.kill();
+    cluster.wait_state(&away, "dead");
+    cluster.wait_settled();
+    change(&cluster, &mut expected);
+    wait_collected(&cluster);
+    let ring = std::fs::read_to_string(cluster.dir.path().join("coordinator/ring")).unwrap();
+    assert!(ring.contains("\ncollected "), "{ring}");
+    // A coordinator whose own horizon is ten minutes back: only the saved one can make
+    // the returning slave forget the values whose deletes it missed.
+    cluster.coordinator_flags = vec!["--tombstone-grace-secs".into(), "600".into()];
+    cluster.restart_coordinator();
+    cluster.wait_serving(2);
+    cluster.restart_slave(0);
+    cluster.wait_serving(3);
+    cluster.wait_settled();
+    assert_reads(&cluster, &expected);
+    cluster.assert_two_copies(&expected);
+}
+
+#[test]
+fn a_sole_slave_restarted_after_a_collection_keeps_all_its_data() {
+    let mut cluster = Cluster::start_with(1, GRACE);
+    let mut client = cluster.client();
+    let mut expected = Expected::new();
+    for i in 0..300 {
+        let key = format!("s{i}").into_bytes();
+        client.put(&key, b"only copy").unwrap();
+        expected.insert(key, Some(b"only copy".to_vec()));
+    }
+    client.put(b"deleted", b"x").unwrap();
+    assert!(client.delete(b"deleted").unwrap());
+    expected.insert(b"deleted".to_vec(), None);
+    // Once the delete is collected, the horizon is past every write above.
+    wait_collected(&cluster);
+    // It joins an empty ring again: its copy is the only one, nothing is forgotten.
+    cluster.restart_slave(0);
+    cluster.wait_serving(1);
+    cluster.wait_settled();
+    assert_reads(&cluster, &expected);
+}
