@@ -32,6 +32,20 @@ pub fn parse_level(value: &str) -> Result<LevelFilter, String> {
     }
 }
 
+/// Parses `--tombstone-grace-secs`: at least [`MIN_TOMBSTONE_GRACE_SECS`].
+fn parse_tombstone_grace(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(n) if n >= MIN_TOMBSTONE_GRACE_SECS => Ok(n),
+        Ok(_) => Err(format!(
+            "must be at least {MIN_TOMBSTONE_GRACE_SECS} second: a tombstone must outlive every write older than it still under way (twice --slave-timeout-ms) plus the clock skew between machines"
+        )),
+        Err(_) => Err(format!("'{value}' is not a whole number of seconds")),
+    }
+}
+
+/// The shortest `--tombstone-grace-secs` accepted.
+pub const MIN_TOMBSTONE_GRACE_SECS: u64 = 1;
+
 fn parse_positive(value: &str) -> Result<u64, String> {
     match value.parse::<u64>() {
         Ok(0) => Err("must be greater than 0".into()),
@@ -138,6 +152,8 @@ pub struct CoordinatorConfig {
     pub failure_timeout: Duration,
     /// How long the coordinator waits for a slave's reply.
     pub slave_timeout: Duration,
+    /// How old a tombstone or an expired value must be before slaves drop it.
+    pub tombstone_grace: Duration,
     /// Open connections kept to each slave, each carrying many requests at once.
     pub links_per_slave: usize,
     /// Connection and size limits.
@@ -155,6 +171,7 @@ impl Default for CoordinatorConfig {
             heartbeat_interval: Duration::from_millis(1000),
             failure_timeout: Duration::from_millis(3000),
             slave_timeout: Duration::from_millis(5000),
+            tombstone_grace: Duration::from_secs(60),
             links_per_slave: 1,
             limits: ServerLimits::default(),
             security: Security::default(),
@@ -311,6 +328,11 @@ pub struct CoordinatorArgs {
     /// how long to wait for a slave's reply, in ms (default 5000)
     #[argh(option, default = "5000", from_str_fn(parse_positive))]
     pub slave_timeout_ms: u64,
+    /// seconds a tombstone (delete) or an expired value is kept before slaves drop it
+    /// (default 60, at least 1): must exceed twice --slave-timeout-ms plus the clock skew
+    /// between machines, or a late write older than a dropped delete could come back
+    #[argh(option, default = "60", from_str_fn(parse_tombstone_grace))]
+    pub tombstone_grace_secs: u64,
     /// open connections to each slave, each carrying many requests at once (default 1:
     /// one connection batches best; see BENCHMARKS.md)
     #[argh(option, default = "1", from_str_fn(parse_positive))]
@@ -355,6 +377,7 @@ impl CoordinatorArgs {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             failure_timeout: Duration::from_millis(self.failure_timeout_ms),
             slave_timeout: Duration::from_millis(self.slave_timeout_ms),
+            tombstone_grace: Duration::from_secs(self.tombstone_grace_secs),
             links_per_slave: self.links_per_slave as usize,
             limits: self.server_limits(self.pipeline_window as usize),
         })
@@ -557,6 +580,13 @@ mod tests {
     fn bad_values_are_refused_with_a_reason() {
         let err = CoordinatorArgs::from_args(&["c"], &["--failure-timeout-ms", "0"]).unwrap_err();
         assert!(err.output.contains("greater than 0"), "{}", err.output);
+        let err = CoordinatorArgs::from_args(&["c"], &["--tombstone-grace-secs", "0"]).unwrap_err();
+        assert!(err.output.contains("at least 1 second"), "{}", err.output);
+        let args = CoordinatorArgs::from_args(&["c"], &["--tombstone-grace-secs", "1"]).unwrap();
+        assert_eq!(
+            args.config().unwrap().tombstone_grace,
+            Duration::from_secs(1)
+        );
         let err = SlaveArgs::from_args(&["s"], &["--fsync", "sometimes"]).unwrap_err();
         assert!(err.output.contains("unknown fsync mode"), "{}", err.output);
         let err = SlaveArgs::from_args(&["s"], &["--log-level", "loud"]).unwrap_err();

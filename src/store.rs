@@ -137,6 +137,31 @@ pub struct TableCounts {
     pub tombstones: u64,
 }
 
+/// What a collection dropped (see [`Store::collect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Collected {
+    /// Tombstones dropped.
+    pub tombstones: u64,
+    /// Values dropped: expired or flushed ones (collection), or any (forget).
+    pub values: u64,
+}
+
+impl Collected {
+    fn add(&mut self, other: Collected) {
+        self.tombstones += other.tombstones;
+        self.values += other.values;
+    }
+
+    /// Entries dropped in all.
+    pub fn total(&self) -> u64 {
+        self.tombstones + self.values
+    }
+}
+
+/// Entries a collection looks at per hold of the store's lock, at least (a table goes in
+/// eight slices, or in slices of this many entries if it is small).
+const COLLECT_SLICE: usize = 64 * 1024;
+
 /// An entry as the tables keep it: the same as [`Entry`] with the value in a boxed
 /// slice (no spare capacity, 8 bytes smaller) and the expiry in 32 bits (Unix seconds
 /// until 2106), so a stored copy costs 32 bytes plus key and value.
@@ -350,6 +375,67 @@ impl Tables {
     }
 }
 
+impl Tables {
+    /// Collection, one slice: among the entries of `table` at positions `cursor` to
+    /// `cursor + max` of its iteration order, drops every tombstone, and every value
+    /// invisible at `now` (expired, flushed), whose version is below `horizon`. Returns
+    /// what it dropped and the next cursor (`None`: the table is done).
+    ///
+    /// Removing entries leaves the others where they are in the order, so the next slice
+    /// starts `dropped` positions earlier. A write between slices may grow the table and
+    /// reorder it: then some entries are looked at twice or not at all, which only
+    /// matters to this round (the next round finds them).
+    fn collect_slice(
+        &mut self,
+        table: Table,
+        horizon: Version,
+        cursor: usize,
+        max: usize,
+        now: u64,
+    ) -> (Collected, Option<usize>) {
+        let floor = self.flush_floor(now);
+        let map = self.table_mut(table);
+        let (len, end) = (map.len(), cursor.saturating_add(max));
+        let mut position = 0;
+        let mut collected = Collected::default();
+        // Removed in place; the walk outside the window only counts.
+        map.retain(|_, stored| {
+            let at = position;
+            position += 1;
+            if at < cursor || at >= end || stored.version >= horizon || visible(stored, now, floor)
+            {
+                return true;
+            }
+            if stored.value.is_none() {
+                collected.tombstones += 1;
+            } else {
+                collected.values += 1;
+            }
+            false
+        });
+        let next = (len > end).then(|| end - collected.total() as usize);
+        (collected, next)
+    }
+
+    /// Forget: drops every entry of both tables whose version is below `horizon`, values
+    /// too (see [`Store::forget_below`]).
+    pub fn forget_below(&mut self, horizon: Version) -> Collected {
+        let mut forgotten = Collected::default();
+        for map in [&mut self.own, &mut self.previous] {
+            map.retain(|_, stored| {
+                let keep = stored.version >= horizon;
+                if !keep && stored.value.is_none() {
+                    forgotten.tombstones += 1;
+                } else if !keep {
+                    forgotten.values += 1;
+                }
+                keep
+            });
+        }
+        forgotten
+    }
+}
+
 fn entry_len(entry: &Stored) -> usize {
     entry.value.as_ref().map_or(0, |v| v.len()) + 29
 }
@@ -453,6 +539,36 @@ impl Store {
     /// Applies `entry` to `key` if it is newer than what the table holds.
     pub fn apply(&self, table: Table, key: &[u8], entry: Entry) -> Applied {
         self.lock().apply(table, key, entry)
+    }
+
+    /// Collection, in memory only: drops from both tables every tombstone, and every
+    /// expired or flushed value, whose version is below `horizon`, a slice at a time (the
+    /// lock is let go between slices). The coordinator sends a horizon only once every
+    /// write older than it has landed everywhere it must (protocol.md, "Collection"), so
+    /// nothing older can arrive that such a tombstone would have to stop.
+    pub fn collect(&self, horizon: Version) -> Collected {
+        let mut collected = Collected::default();
+        for table in [Table::Own, Table::Previous] {
+            let mut cursor = Some(0);
+            while let Some(at) = cursor {
+                let mut tables = self.lock();
+                // Every slice walks the whole table again (a few ns per entry, touching
+                // only those in its window), so a big table goes in eight slices:
+                // each hold walks it once but does the work of an eighth.
+                let max = COLLECT_SLICE.max(tables.table(table).len() / 8);
+                let (dropped, next) = tables.collect_slice(table, horizon, at, max, now_micros());
+                drop(tables);
+                collected.add(dropped);
+                cursor = next;
+            }
+        }
+        collected
+    }
+
+    /// Forget: drops every entry of both tables whose version is below `horizon`, values
+    /// too, under one lock (a slave about to be joined; `slave::data` logs it first).
+    pub fn forget_below(&self, horizon: Version) -> Collected {
+        self.lock().forget_below(horizon)
     }
 
     /// Stores a value at `version` unless the table holds that version or a newer one.
@@ -794,6 +910,79 @@ mod tests {
         assert_eq!(store.flush_markers().len(), 2);
         assert_eq!(store.purge_invisible(), 2);
         assert_eq!(store.counts().0.live, 1);
+    }
+
+    #[test]
+    fn collection_drops_old_tombstones_and_expired_values_and_nothing_else() {
+        let store = Store::new();
+        let now_secs = now_micros() / 1_000_000;
+        // Enough entries for several slices in `own`.
+        let n = 3 * COLLECT_SLICE as u64 + 17;
+        for i in 0..n {
+            let key = i.to_be_bytes();
+            match i % 4 {
+                0 => store.delete(Table::Own, &key, Version(10 + i)),
+                1 => store.put(Table::Own, &key, b"live".to_vec(), 0, Version(10 + i)),
+                2 => store.apply(Table::Own, &key, {
+                    let mut entry = Entry::value(Version(10 + i), 0, b"gone".to_vec());
+                    entry.expires = now_secs - 1;
+                    entry
+                }),
+                // Newer than the horizon: kept, tombstone or not.
+                _ => store.delete(Table::Own, &key, Version(1_000_000_000 + i)),
+            };
+        }
+        store.delete(Table::Previous, b"old", Version(5));
+        store.delete(Table::Previous, b"new", Version(2_000_000_000));
+        let collected = store.collect(Version(1_000_000_000));
+        let quarter = n / 4;
+        assert_eq!(
+            collected,
+            Collected {
+                tombstones: quarter + 1 + 1, // i % 4 == 0 (one more of them), and "old"
+                values: quarter,
+            }
+        );
+        let (own, previous) = store.counts();
+        assert_eq!(own.live, quarter);
+        assert_eq!(own.tombstones, quarter);
+        assert_eq!(previous.tombstones, 1);
+        assert_eq!(store.get(Table::Own, &0u64.to_be_bytes()), None);
+        assert!(store.is_live(Table::Own, &1u64.to_be_bytes()));
+        assert_eq!(store.get(Table::Own, &2u64.to_be_bytes()), None);
+        assert!(store.get(Table::Own, &3u64.to_be_bytes()).is_some());
+        // Nothing left to collect below that horizon.
+        assert_eq!(store.collect(Version(1_000_000_000)), Collected::default());
+    }
+
+    #[test]
+    fn forget_drops_every_entry_below_the_horizon_in_both_tables() {
+        let store = Store::new();
+        store.put(Table::Own, b"old", b"v".to_vec(), 0, Version(5));
+        store.delete(Table::Own, b"old-tombstone", Version(6));
+        store.put(
+            Table::Previous,
+            b"old-previous",
+            b"v".to_vec(),
+            0,
+            Version(7),
+        );
+        store.put(Table::Own, b"new", b"v".to_vec(), 0, Version(50));
+        store.delete(Table::Previous, b"new-tombstone", Version(51));
+        assert_eq!(
+            store.forget_below(Version(50)),
+            Collected {
+                tombstones: 1,
+                values: 2
+            }
+        );
+        assert_eq!(store.get(Table::Own, b"old"), None);
+        assert_eq!(store.get(Table::Previous, b"old-previous"), None);
+        assert!(store.is_live(Table::Own, b"new"));
+        assert!(store.get(Table::Previous, b"new-tombstone").is_some());
+        // What was forgotten can be written again, at any version.
+        store.put(Table::Own, b"old", b"again".to_vec(), 0, Version(1));
+        assert_eq!(value(&store, Table::Own, b"old"), Some(b"again".to_vec()));
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! Kinds: 1 put (table, version, flags, key, value), 2 tombstone (table, version, key),
 //! 3 absorb (optional arc), 4 split (arc), 5 drop-arc (table, arc), 6 clear, 7 a
 //! snapshot's end (count), 8 put with an expiry (table, version, flags, expires, key,
-//! value), 9 flush marker (threshold, at). Replaying the
+//! value), 9 flush marker (threshold, at), 10 forget (horizon: every entry of both
+//! tables with a version below it is dropped). Replaying the
 //! records in order rebuilds the tables exactly (puts merge by version, so a repeat is
 //! harmless).
 //!
@@ -92,6 +93,9 @@ pub enum Record {
     End(u64),
     /// `flush_all`: entries below the threshold are gone from a time on.
     Flush(FlushMarker),
+    /// Forget: every entry of both tables whose version is below the horizon is dropped,
+    /// values too (a slave about to be joined; see `store::Store::forget_below`).
+    Forget(u64),
 }
 
 /// What a [`Record::Ranges`] does to the entries inside its arcs.
@@ -243,6 +247,10 @@ impl Record {
                 put_u64(out, marker.threshold);
                 put_u64(out, marker.at);
             }
+            Record::Forget(horizon) => {
+                out.push(10);
+                put_u64(out, *horizon);
+            }
         }
         let body_len = out.len() - start - RECORD_HEADER;
         let crc = crc32fast::hash(&out[start + RECORD_HEADER..]);
@@ -316,6 +324,7 @@ impl Record {
             }
             6 if rest.is_empty() => Record::Clear,
             7 if rest.len() == 8 => Record::End(u64_at(0)?),
+            10 if rest.len() == 8 => Record::Forget(u64_at(0)?),
             _ => return None,
         })
     }
@@ -1043,6 +1052,7 @@ mod tests {
             Record::Ranges(RangeOp::Drop(Table::Own), vec![(u64::MAX, 0)]),
             Record::Ranges(RangeOp::Drop(Table::Previous), vec![(5, 5)]),
             Record::Clear,
+            Record::Forget(0x0102_0304_0506_0708),
             Record::Put {
                 table: Table::Previous,
                 key: b"last".to_vec(),

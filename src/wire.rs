@@ -141,7 +141,17 @@ pub enum Opcode {
     /// Read many keys of a table (table 0: the newer of both): value = packed keys; reply
     /// value = one packed result per key, in order.
     SlaveMultiGet = 0x2D,
+    /// Collection (protocol.md, "Collection"): arg = the horizon, a version. Without
+    /// flags, drop from memory every tombstone and every expired or flushed value older
+    /// than the horizon; with [`COLLECT_FORGET`], log and drop *every* entry older than it
+    /// (a slave about to be joined). Reply arg = entries dropped, value = tombstones
+    /// (u64) and values (u64) among them.
+    SlaveCollect = 0x2E,
 }
+
+/// `SlaveCollect` flag: forget every entry older than the horizon, values too, as a
+/// logged record (before a join's transfers).
+pub const COLLECT_FORGET: u32 = 1;
 
 impl Opcode {
     /// The opcode for a byte, or `None` for a byte no opcode uses.
@@ -177,6 +187,7 @@ impl Opcode {
             0x2B => SlaveUpdate,
             0x2C => SlaveFlush,
             0x2D => SlaveMultiGet,
+            0x2E => SlaveCollect,
             _ => return None,
         })
     }

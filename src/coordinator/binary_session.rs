@@ -235,6 +235,12 @@ impl Coordinator {
         reply
             .value
             .extend_from_slice(self.heartbeat_addr.to_string().as_bytes());
+        // The collection horizon, in the key, where slaves that do not collect never
+        // look (protocol.md, "Collection").
+        let horizon = self.membership.collection_horizon();
+        if horizon > 0 {
+            reply.key = horizon.to_be_bytes().to_vec();
+        }
         reply
     }
 

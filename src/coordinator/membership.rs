@@ -178,6 +178,9 @@ struct State {
     warmup: Option<(Instant, HashSet<SlaveId>)>,
     /// `flush_all` markers in force (saved with the ring, handed to registering slaves).
     flushes: Vec<FlushMarker>,
+    /// The highest collection horizon ever sent (saved with the ring, handed to
+    /// registering and joining slaves; see `collection`).
+    collected: u64,
 }
 
 /// Why a request finds no slave.
@@ -273,6 +276,8 @@ pub struct Membership {
     floor: VersionFloor,
     /// The cluster secret, presented on every connection to a slave.
     secret: Option<Arc<Vec<u8>>>,
+    /// How old a tombstone or an expired value must be before slaves drop it.
+    tombstone_grace: Duration,
 }
 
 impl Membership {
@@ -295,6 +300,7 @@ impl Membership {
                 join_changes: 0,
                 warmup: None,
                 flushes: Vec::new(),
+                collected: 0,
             }),
             epoch_changed: Condvar::new(),
             events: Mutex::new(None),
@@ -304,7 +310,20 @@ impl Membership {
             saver: None,
             floor: VersionFloor::new(0),
             secret: None,
+            tombstone_grace: Duration::from_secs(60),
         }
+    }
+
+    /// Sets how old a tombstone or an expired value must be before slaves drop it
+    /// (`--tombstone-grace-secs`; 60 s unless set).
+    pub fn with_tombstone_grace(mut self, grace: Duration) -> Membership {
+        self.tombstone_grace = grace;
+        self
+    }
+
+    /// How old a tombstone or an expired value must be before slaves drop it.
+    pub fn tombstone_grace(&self) -> Duration {
+        self.tombstone_grace
     }
 
     /// A membership kept in `dir`: restores what a previous run saved (slaves get their
@@ -342,6 +361,7 @@ impl Membership {
             state.ring = Ring::restore(&assigned, saved.next_id);
             membership.floor = VersionFloor::new(saved.version_floor);
             state.flushes = saved.flushes.clone();
+            state.collected = saved.collected;
             if !waiting.is_empty() {
                 info!(
                     "restored the ring: waiting up to {} ms for its {} slaves to register again",
@@ -418,6 +438,7 @@ impl Membership {
             next_id: state.ring.next_id(),
             version_floor,
             flushes: state.flushes.clone(),
+            collected: state.collected,
             slaves: state
                 .ring
                 .assigned()
@@ -469,6 +490,54 @@ impl Membership {
     /// The `flush_all` markers in force.
     pub fn flushes(&self) -> Vec<FlushMarker> {
         self.lock().flushes.clone()
+    }
+
+    /// The highest collection horizon ever sent (0: none).
+    pub fn collection_horizon(&self) -> u64 {
+        self.lock().collected
+    }
+
+    /// Raises the collection horizon to `horizon` (never lowers it) and saves it before
+    /// returning, so no slave is sent a horizon a restarted coordinator would not know.
+    /// Returns the horizon now in force.
+    ///
+    /// # Errors
+    /// When there is a ring file and it cannot be written.
+    pub fn raise_collection_horizon(&self, horizon: u64) -> Result<u64, String> {
+        let raised = {
+            let mut state = self.lock();
+            state.collected = state.collected.max(horizon);
+            state.collected
+        };
+        self.try_save()?;
+        Ok(raised)
+    }
+
+    /// The slaves on the ring, if the cluster is quiet enough to collect: serving (not
+    /// waiting for slaves after a restart), no data moving, no slave joining, suspected
+    /// or leaving, every slave on the ring alive. `None` otherwise.
+    pub fn collection_targets(&self) -> Option<Vec<(SlaveId, Arc<SlaveHandle>)>> {
+        let state = self.lock();
+        let quiet = state.warmup.is_none()
+            && state.moving == 0
+            && state.joining.is_none()
+            && !state.ring.is_empty()
+            && state
+                .slaves
+                .values()
+                .all(|info| matches!(info.state, SlaveState::Alive | SlaveState::Dead));
+        if !quiet {
+            return None;
+        }
+        state
+            .ring
+            .members()
+            .iter()
+            .map(|m| {
+                let info = state.slaves.get(&m.id)?;
+                (info.state == SlaveState::Alive).then(|| (m.id, Arc::clone(&info.handle)))
+            })
+            .collect()
     }
 
     /// The version floor on disk (0 if none): the clock starts above it.
@@ -854,6 +923,20 @@ impl Membership {
             self.save();
         }
         switched
+    }
+
+    /// Queues the join of a registered slave again (it could not start yet: the
+    /// coordinator is waiting for its slaves after a restart). Does nothing if the slave
+    /// is no longer joining under that session.
+    pub fn requeue_join(&self, id: SlaveId, session: u64) {
+        let joining = self
+            .lock()
+            .slaves
+            .get(&id)
+            .is_some_and(|info| info.session == session && info.state == SlaveState::Joining);
+        if joining {
+            self.send(Event::Join { id, session });
+        }
     }
 
     /// Ends a join whose copies failed: the slave stays off the ring, and if it is still
@@ -1316,6 +1399,41 @@ mod tests {
         );
         drop(ticket);
         assert!(membership.drain(Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn collection_waits_for_a_quiet_ring_and_its_horizon_only_grows() {
+        let (membership, _events) = membership();
+        assert!(membership.collection_targets().is_none(), "no slaves");
+        let a = join(&membership, "127.0.0.1:1");
+        let b = join(&membership, "127.0.0.1:2");
+        let targets = membership.collection_targets().expect("quiet");
+        assert_eq!(targets.len(), 2);
+        // A slave registering (joining) makes it wait.
+        let c = membership.register("127.0.0.1:3");
+        assert!(
+            membership.collection_targets().is_none(),
+            "a slave is joining"
+        );
+        assert!(membership.begin_join(c.id, c.session).is_some());
+        assert!(membership.finish_join(c.id, c.session));
+        assert!(
+            membership.collection_targets().is_none(),
+            "data still moving"
+        );
+        membership.end_move();
+        assert_eq!(membership.collection_targets().map(|t| t.len()), Some(3));
+        // A death: not until its ranges have moved.
+        membership.suspect(a, "test");
+        assert!(membership.collection_targets().is_none());
+        membership.finish_replicate(a);
+        let targets = membership.collection_targets().expect("quiet again");
+        assert!(targets.iter().all(|(id, _)| *id != a));
+        assert!(targets.iter().any(|(id, _)| *id == b));
+        assert_eq!(membership.collection_horizon(), 0);
+        assert_eq!(membership.raise_collection_horizon(50), Ok(50));
+        assert_eq!(membership.raise_collection_horizon(40), Ok(50));
+        assert_eq!(membership.collection_horizon(), 50);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! - `fd-timer`: the failure detector: declares dead a slave silent for longer than
 //!   `--failure-timeout-ms`, joined by [`Running::wait`];
 //! - `recovery`: moves data when the ring changes (`replicate()` and joins), one event at
-//!   a time; ends when [`Running::wait`] closes its channel, and is joined there;
+//!   a time, and between events sends slaves the collection horizon (`collection`); ends when [`Running::wait`] closes its channel, and is joined there;
 //! - `ring-save`: the only writer of the `ring` file (persist.rs): saves it when a
 //!   membership change or the version floor asks for it (the floor about once every 5 s
 //!   under writes, ahead of need); stopped and joined last by [`Running::wait`], after a
@@ -17,12 +17,15 @@
 //! - `link-<id>-<n>`: one reader per connection to a slave, joined when its slave handle
 //!   is closed (at re-registration, removal, or shutdown in [`Running::wait`]);
 //! - `move-<id>`: the reader of a connection opened for one data move (a transfer), joined
-//!   when that move's call returns.
+//!   when that move's call returns;
+//! - `collect-<id>`: one per slave during a collection round (`collection`), scoped
+//!   threads joined by the `recovery` thread before the round ends.
 //!
 //! Lock order: membership, then nothing. The router and sessions take no other lock, and
 //! no lock is held across socket I/O.
 
 mod binary_session;
+pub mod collection;
 mod failures;
 pub mod link;
 mod mcbin_session;
@@ -171,8 +174,16 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
             config.failure_timeout,
             config.security.secret.clone(),
         )
-        .map_err(CoordinatorError::DataDir)?,
+        .map_err(CoordinatorError::DataDir)?
+        .with_tombstone_grace(config.tombstone_grace),
     );
+    if config.tombstone_grace < config.slave_timeout * 2 {
+        log::warn!(
+            "--tombstone-grace-secs {} is shorter than twice --slave-timeout-ms {}: a write retried that long could come back after its delete was collected",
+            config.tombstone_grace.as_secs(),
+            config.slave_timeout.as_millis()
+        );
+    }
     let (events, events_rx) = mpsc::channel();
     membership.set_events(events);
     let coordinator = Arc::new(Coordinator {

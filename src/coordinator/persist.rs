@@ -1,5 +1,6 @@
 //! The coordinator's state on disk: every slave ever registered (id, address, whether
-//! it was on the ring, and the slots it owned), the next id, and the version floor, in
+//! it was on the ring, and the slots it owned), the next id, the version floor, the
+//! `flush_all` markers in force and the collection horizon (the highest ever sent), in
 //! the text file `ring` in `--data-dir`. A restarted coordinator gives every slave its
 //! old id and slots back, waits for the ones that were on the ring, and never issues a
 //! version it may have issued before.
@@ -11,6 +12,7 @@
 //! next_id 3
 //! version_floor 1795514671000000
 //! flush 28728234736000000 0
+//! collected 28728234736000000
 //! slave 1 127.0.0.1:7410 on 0-511,1000
 //! slave 2 127.0.0.1:7411 off -
 //! ```
@@ -50,6 +52,9 @@ pub struct Saved {
     pub slaves: Vec<(SlaveId, String, Vec<usize>, bool)>,
     /// `flush_all` markers still in force: threshold version, from when (Unix µs).
     pub flushes: Vec<FlushMarker>,
+    /// The highest collection horizon ever sent to a slave (0: none; the line is then
+    /// left out).
+    pub collected: u64,
 }
 
 /// The `ring` file of a data dir.
@@ -246,6 +251,9 @@ pub fn render(saved: &Saved) -> String {
     for marker in &saved.flushes {
         text.push_str(&format!("flush {} {}\n", marker.threshold, marker.at));
     }
+    if saved.collected > 0 {
+        text.push_str(&format!("collected {}\n", saved.collected));
+    }
     for (id, addr, slots, on) in &saved.slaves {
         text.push_str(&format!(
             "slave {id} {addr} {} {}\n",
@@ -329,6 +337,7 @@ pub fn parse(text: &str) -> Result<Saved, String> {
                 threshold: threshold.parse().map_err(|_| bad())?,
                 at: at.parse().map_err(|_| bad())?,
             }),
+            ["collected", horizon] => saved.collected = horizon.parse().map_err(|_| bad())?,
             ["slave", id, addr, on, slots] => {
                 let slots = parse_slots(slots).ok_or_else(bad)?;
                 let on = match *on {
@@ -376,7 +385,9 @@ mod tests {
                 threshold: 99,
                 at: 7,
             }],
+            collected: 0x1234_5678,
         };
+        assert!(render(&saved).contains("\ncollected 305419896\n"));
         file.save(&saved).unwrap();
         assert_eq!(file.load().unwrap(), Some(saved));
         fs::write(dir.join("ring"), "piazza-ring 2\nslave x\n").unwrap();

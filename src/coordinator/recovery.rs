@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use byteorder::{ByteOrder, NetworkEndian};
 use log::{info, warn};
 
+use crate::coordinator::collection;
 use crate::coordinator::link::SlaveHandle;
 use crate::coordinator::membership::{Event, Holders, Membership};
 use crate::coordinator::views::{self, Publisher};
@@ -63,6 +64,7 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
     let mut tidy = Tidy::default();
     // Events that arrived during a back-off, handled next in order.
     let mut early: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
+    let mut collector = collection::Collector::default();
     loop {
         let next = match early.pop_front() {
             Some(event) => Ok(event),
@@ -88,6 +90,8 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                     None => {}
                 }
                 views.publish(membership);
+                // Between events only: a collection never overlaps a data move.
+                collector.tick(membership);
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => return,
@@ -132,7 +136,9 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                     ),
                     Ok(None) => {}
                     Err(e) => {
-                        warn!("join of slave {id} stopped: {e}; it will be tried again");
+                        if !matches!(e, MoveError::Warming) {
+                            warn!("join of slave {id} stopped: {e}; it will be tried again");
+                        }
                         // Back off a little so a failure that persists does not spin
                         // (the join queued itself again); another event ends the wait
                         // early, and so does the channel closing at shutdown.
@@ -203,6 +209,10 @@ pub enum MoveError {
     },
     /// The ring changed between the plan and the switch: the move is planned again.
     RingChanged,
+    /// A joining slave did not forget what is older than the collection horizon.
+    Forget(String),
+    /// The coordinator is still waiting for its slaves after a restart.
+    Warming,
 }
 
 impl std::fmt::Display for MoveError {
@@ -226,6 +236,10 @@ impl std::fmt::Display for MoveError {
                 status.name()
             ),
             MoveError::RingChanged => f.write_str("a slave died or left meanwhile; planned again"),
+            MoveError::Forget(e) => f.write_str(e),
+            MoveError::Warming => {
+                f.write_str("waiting for the slaves of the restored ring to register first")
+            }
         }
     }
 }
@@ -632,6 +646,11 @@ fn join(
     session: u64,
     tidy: &mut Tidy,
 ) -> Result<Option<Moved>, MoveError> {
+    // After a restart, the slaves that were on the ring get their slots back first.
+    if membership.warming().is_some() {
+        membership.requeue_join(n, session);
+        return Err(MoveError::Warming);
+    }
     let Some((_, future)) = membership.begin_join(n, session) else {
         return Ok(None);
     };
@@ -668,6 +687,8 @@ fn prepare_join(mover: &Mover<'_>, future: &Ring, n: SlaveId) -> Result<(), Move
         frame.arg = marker.threshold;
         mover.call(n, frame, "flush markers")?;
     }
+    // Then N forgets what is older than the collection horizon, before any transfer.
+    collection::forget_before_join(mover.membership, n).map_err(MoveError::Forget)?;
     let (mut not_own, mut not_previous) = (Vec::new(), Vec::new());
     for slot in 0..SLOTS {
         let placement = future.slot_placement(slot);

@@ -20,7 +20,7 @@ use log::{info, warn};
 use crate::config::Fsync;
 use crate::ring::{RangeSet, Token, in_arc, key_hash};
 use crate::shutdown::Shutdown;
-use crate::store::{Applied, Entry, FlushMarker, Store, Table, Version};
+use crate::store::{Applied, Collected, Entry, FlushMarker, Store, Table, Version};
 use crate::update::{self, Decision, Update};
 use crate::wal::{self, DirLock, RangeOp, Record, Wal, WalError};
 
@@ -51,8 +51,14 @@ pub struct Data {
     /// Size of the last snapshot.
     snapshot_bytes: AtomicU64,
     compact_min: u64,
+    /// No collection before this time: a collection that took T waits 10 T for the next,
+    /// so collecting a big table never takes more than a tenth of a core.
+    next_collection: std::sync::Mutex<Option<Instant>>,
     _lock: DirLock,
 }
+
+/// A collection is not repeated before this many times its own duration has passed.
+const COLLECT_PACE: u32 = 10;
 
 /// `wal.<seq>.log`: the log segment `seq`.
 pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -132,6 +138,7 @@ fn apply(store: &Store, record: &Record) -> u64 {
             store.flush(marker);
             0
         }
+        Record::Forget(horizon) => store.forget_below(Version(horizon)).total(),
         Record::Put { .. } | Record::Tombstone { .. } | Record::End(_) => 0,
     }
 }
@@ -218,6 +225,7 @@ impl Data {
             moves: AtomicU64::new(0),
             snapshot_bytes: AtomicU64::new(snapshot_bytes),
             compact_min,
+            next_collection: std::sync::Mutex::new(None),
             _lock: lock,
         };
         data.remove_older_than(first);
@@ -426,6 +434,52 @@ impl Data {
         self.commit(&[Record::Flush(marker)]).map(|_| ())
     }
 
+    /// Collection (SLAVE_COLLECT): drops from memory every tombstone, and every expired
+    /// or flushed value, older than `horizon`. Nothing is logged, and that is safe: the
+    /// log still holds those records, so a restart replays them, but a replayed
+    /// tombstone is still a tombstone and a replayed expired value still invisible (and
+    /// every value a collected tombstone had replaced comes before it in the log, so it
+    /// is replaced again). They are collected again once the coordinator sends the
+    /// horizon, which it does in its REGISTER reply. A compaction that overlaps a
+    /// collection copies some of the dropped entries or none: either way the same.
+    ///
+    /// Paced: a call that comes sooner than ten times the last one's duration after it
+    /// collects nothing (the next one will).
+    pub fn collect(&self, horizon: Version) -> Collected {
+        let started = Instant::now();
+        if crate::sync::lock(&self.next_collection).is_some_and(|next| started < next) {
+            log::debug!("collection skipped: the last one was recent and slow");
+            return Collected::default();
+        }
+        let collected = self.store.collect(horizon);
+        *crate::sync::lock(&self.next_collection) =
+            Some(Instant::now() + started.elapsed() * COLLECT_PACE);
+        collected
+    }
+
+    /// Forget (SLAVE_COLLECT with the forget flag): logs, then applies, the drop of every
+    /// entry of both tables whose version is below `horizon`, values too. The
+    /// coordinator sends it to a slave that is about to be joined: what it held from
+    /// before its absence may include values whose deletes it missed and whose
+    /// tombstones are collected everywhere else, and what is older than `horizon` and
+    /// still live is on the current owners and comes back with the join's transfers.
+    /// Logged, so a restart cannot bring back what was forgotten before the transfers
+    /// that follow it in the log.
+    ///
+    /// # Errors
+    /// As [`Data::write`].
+    pub fn forget(&self, horizon: Version) -> Result<Collected, WalError> {
+        let mut bytes = Vec::new();
+        Record::Forget(horizon.0).encode_into(&mut bytes);
+        // A table operation: a compaction that overlaps it is thrown away.
+        self.moves.fetch_add(1, Ordering::SeqCst);
+        let (forgotten, lsn) = self
+            .wal
+            .append(&bytes, || self.store.forget_below(horizon))?;
+        self.wal.sync_to(lsn)?;
+        Ok(forgotten)
+    }
+
     /// Applies many entries; returns how many were newer.
     pub fn apply_all(&self, table: Table, entries: &[(Vec<u8>, Entry)]) -> Result<u64, WalError> {
         let records: Vec<Record> = entries
@@ -489,5 +543,105 @@ impl Data {
                     }
                 }
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("piazza-data-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn value(data: &Data, table: Table, key: &[u8]) -> Option<Vec<u8>> {
+        data.store.get(table, key).and_then(|e| e.value)
+    }
+
+    #[test]
+    fn a_collection_is_not_logged_and_a_restart_replays_nothing_it_must_not() {
+        let dir = temp_dir("collect");
+        {
+            let data = Data::open(&dir, Fsync::Never, false, u64::MAX).unwrap();
+            data.write(
+                Table::Own,
+                b"k",
+                Entry::value(Version(5), 0, b"old".to_vec()),
+            )
+            .unwrap();
+            data.write(Table::Own, b"k", Entry::tombstone(Version(6)))
+                .unwrap();
+            data.write(
+                Table::Own,
+                b"kept",
+                Entry::value(Version(7), 0, b"v".to_vec()),
+            )
+            .unwrap();
+            let collected = data.collect(Version(100));
+            assert_eq!((collected.tombstones, collected.values), (1, 0));
+            assert_eq!(data.store.get(Table::Own, b"k"), None);
+        }
+        // The log still has both records of `k`: the restart brings back its tombstone,
+        // never its value.
+        let data = Data::open(&dir, Fsync::Never, false, u64::MAX).unwrap();
+        assert_eq!(
+            data.store.get(Table::Own, b"k"),
+            Some(Entry::tombstone(Version(6)))
+        );
+        assert_eq!(value(&data, Table::Own, b"kept"), Some(b"v".to_vec()));
+        assert_eq!(data.collect(Version(100)).tombstones, 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_forget_is_logged_and_replayed_in_order() {
+        let dir = temp_dir("forget");
+        {
+            let data = Data::open(&dir, Fsync::Never, false, u64::MAX).unwrap();
+            data.write(
+                Table::Own,
+                b"stale",
+                Entry::value(Version(5), 0, b"s".to_vec()),
+            )
+            .unwrap();
+            data.write(
+                Table::Previous,
+                b"stale-too",
+                Entry::value(Version(6), 0, b"s".to_vec()),
+            )
+            .unwrap();
+            data.write(
+                Table::Own,
+                b"new",
+                Entry::value(Version(60), 0, b"n".to_vec()),
+            )
+            .unwrap();
+            let forgotten = data.forget(Version(50)).unwrap();
+            assert_eq!((forgotten.tombstones, forgotten.values), (0, 2));
+            // What a join's transfer brings after the forget stays.
+            data.apply_all(
+                Table::Own,
+                &[(
+                    b"moved".to_vec(),
+                    Entry::value(Version(8), 0, b"m".to_vec()),
+                )],
+            )
+            .unwrap();
+        }
+        let data = Data::open(&dir, Fsync::Never, false, u64::MAX).unwrap();
+        assert_eq!(data.store.get(Table::Own, b"stale"), None);
+        assert_eq!(data.store.get(Table::Previous, b"stale-too"), None);
+        assert_eq!(value(&data, Table::Own, b"new"), Some(b"n".to_vec()));
+        assert_eq!(value(&data, Table::Own, b"moved"), Some(b"m".to_vec()));
+        // And a compaction keeps it so.
+        assert!(data.compact().unwrap());
+        drop(data);
+        let data = Data::open(&dir, Fsync::Never, false, u64::MAX).unwrap();
+        assert_eq!(data.store.get(Table::Own, b"stale"), None);
+        assert_eq!(value(&data, Table::Own, b"moved"), Some(b"m".to_vec()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -74,6 +74,9 @@ pub struct Registration {
     pub heartbeat: String,
     /// The `flush_all` markers in force.
     pub flushes: Vec<FlushMarker>,
+    /// The collection horizon: tombstones and expired values older than this version
+    /// may be dropped (0: none yet, or a coordinator that does not collect).
+    pub horizon: u64,
 }
 
 /// What a slave's threads share.
@@ -121,6 +124,18 @@ impl Node {
                         "cannot log the coordinator's flush_all: {e}"
                     )));
                 }
+            }
+        }
+        if let Some(registration) = registration.as_ref().filter(|r| r.horizon > 0) {
+            // A restart replayed what the last collections had dropped from memory.
+            let collected = self
+                .data
+                .collect(crate::store::Version(registration.horizon));
+            if collected.total() > 0 {
+                info!(
+                    "collected {} tombstones and {} expired values older than the coordinator's horizon",
+                    collected.tombstones, collected.values
+                );
             }
         }
         *crate::sync::lock(&self.registration) = registration.clone();
@@ -382,11 +397,18 @@ fn try_register(
         });
         rest = after;
     }
+    // The collection horizon rides in the reply's key (8 bytes; none from a coordinator
+    // that does not collect), where a slave that does not know it never looks.
+    let horizon = reply
+        .key
+        .first_chunk::<8>()
+        .map_or(0, |h| u64::from_be_bytes(*h));
     Ok(Registration {
         id: reply.flags,
         session: u64::from_be_bytes(*session),
         heartbeat: String::from_utf8_lossy(rest).into_owned(),
         flushes,
+        horizon,
     })
 }
 

@@ -51,6 +51,7 @@ pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Fram
             Err(e) => storage_error(&frame, &e),
         },
         Opcode::SlaveFlush => flush(node, &frame),
+        Opcode::SlaveCollect => collect(node, &frame),
         Opcode::SlaveMultiGet => multi_get(node, &frame),
         Opcode::SlaveGet if frame.table == TableSel::None && !frame.key.is_empty() => {
             entry_reply(&frame, node.data.store.read(None, &frame.key))
@@ -111,6 +112,44 @@ fn flush(node: &Node, frame: &Frame) -> Frame {
         Ok(()) => frame.reply(Status::Ok),
         Err(e) => storage_error(frame, &e),
     }
+}
+
+/// SLAVE_COLLECT: drop what is older than the horizon (arg): tombstones and expired
+/// values, in memory; with the forget flag, every entry, logged.
+fn collect(node: &Node, frame: &Frame) -> Frame {
+    let horizon = Version(frame.arg);
+    let started = std::time::Instant::now();
+    let collected = if frame.flags & wire::COLLECT_FORGET != 0 {
+        match node.data.forget(horizon) {
+            Ok(forgotten) => {
+                log::info!(
+                    "forgot {} values and {} tombstones older than version {} before joining",
+                    forgotten.values,
+                    forgotten.tombstones,
+                    horizon.0
+                );
+                forgotten
+            }
+            Err(e) => return storage_error(frame, &e),
+        }
+    } else {
+        let collected = node.data.collect(horizon);
+        log::debug!(
+            "collected {} tombstones and {} expired values older than version {} in {} ms",
+            collected.tombstones,
+            collected.values,
+            horizon.0,
+            started.elapsed().as_millis()
+        );
+        collected
+    };
+    let mut reply = frame.reply(Status::Ok);
+    reply.arg = collected.total();
+    let mut value = [0u8; 16];
+    NetworkEndian::write_u64(&mut value[0..], collected.tombstones);
+    NetworkEndian::write_u64(&mut value[8..], collected.values);
+    reply.value = value.to_vec();
+    reply
 }
 
 /// SLAVE_MULTI_GET: many keys of a table (or the newer of both), read under one lock.
