@@ -318,26 +318,25 @@ impl KeyMap {
         mut remove: impl FnMut(&Item) -> bool,
         mut removed: impl FnMut(Item),
     ) {
-        let mut at = 0;
-        while at < self.tags.len() {
-            if self.items[at].as_ref().is_some_and(&mut remove) {
-                // The shift may bring an unvisited entry into `at` from further on (or,
-                // around the end, a kept one from the start: `remove` may see it twice).
-                removed(self.remove_at(at));
-            } else {
-                at += 1;
+        let before = self.len;
+        for (tag, slot) in self.tags.iter_mut().zip(&mut self.items) {
+            if let Some(item) = slot.take_if(|item| remove(item)) {
+                *tag = 0;
+                self.len -= 1;
+                removed(item);
             }
         }
-        self.shrink_if_sparse();
-    }
-
-    /// Gives memory back when at most a fifth of the slots are used.
-    fn shrink_if_sparse(&mut self) {
-        if self.len == 0 {
-            self.tags = Vec::new();
-            self.items = Vec::new();
-        } else if self.len * 5 < self.tags.len() && self.tags.len() > MIN_SLOTS {
-            let slots = (self.len * MAX_LOAD_DEN / MAX_LOAD_NUM * 3 / 2).max(MIN_SLOTS);
+        if self.len < before {
+            // Emptied slots may sit between entries and their homes: place every entry
+            // again (from its tag alone, without touching the items), into fewer slots
+            // if most are now free.
+            let slots = if self.len == 0 {
+                0
+            } else if self.len * 5 < self.tags.len() && self.tags.len() > MIN_SLOTS {
+                (self.len * MAX_LOAD_DEN / MAX_LOAD_NUM * 3 / 2).max(MIN_SLOTS)
+            } else {
+                self.tags.len()
+            };
             self.resize(slots);
         }
     }
