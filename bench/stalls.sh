@@ -10,7 +10,8 @@
 #   join        a third slave starts 3 s into the run: the two slaves transfer their own
 #               tables (or the part inside its arc) to it, then split and drop the arc
 # and prints, per scenario, the run's figures (max and p99.9 are what a stall moves) and
-# what the slaves and the coordinator logged about the compaction or the join.
+# what the slaves and the coordinator logged about the compaction or the join (and, for
+# idle, each slave's resident memory holding its N entries).
 # Usage: bench/stalls.sh [keys] [seconds] [rounds]
 # STALLS_BIN=DIR takes the binaries from DIR (e.g. an older build) instead of building.
 set -euo pipefail
@@ -44,7 +45,9 @@ preload_log_bytes() {
 start_slave() {
   "$bin/piazza-slave" --listen 127.0.0.1:0 --coordinator "$addr" --data-dir "$dir/$1" \
     --compact-min-bytes "$2" --log-level info 2>"$dir/$1.err" &
+  slave_pids+=($!)
 }
+rss_mib() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 
 alive() { "$bin/piazza-client" --coordinator "$addr" status 2>/dev/null | grep -c ' alive ' || true; }
 settled() { ! "$bin/piazza-client" --coordinator "$addr" status 2>/dev/null | grep -q '^moving'; }
@@ -52,6 +55,7 @@ settled() { ! "$bin/piazza-client" --coordinator "$addr" status 2>/dev/null | gr
 # start_cluster_of COMPACT_MIN: coordinator and two slaves in a fresh $dir, preloaded.
 start_cluster_of() {
   dir=$(mktemp -d -p "$work")
+  slave_pids=()
   "$bin/piazza-coordinator" --listen 127.0.0.1:0 --heartbeat 127.0.0.1:0 --data-dir "$dir/c" \
     --log-level info 2>"$dir/c.err" &
   for _ in $(seq 100); do grep -q '^listening on' "$dir/c.err" 2>/dev/null && break; sleep 0.05; done
@@ -84,7 +88,8 @@ echo "| scenario | keys | SET ops/s | p50 us | p99 us | p99.9 us | max us | duri
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 for _ in $(seq "$rounds"); do
   start_cluster_of "$huge"
-  row idle "$(run_sets)" "-"
+  rss="slaves' RSS after the preload: $(rss_mib "${slave_pids[0]}") MiB, $(rss_mib "${slave_pids[1]}") MiB"
+  row idle "$(run_sets)" "$rss"
   stop_cluster
 
   start_cluster_of "$threshold"

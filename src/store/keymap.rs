@@ -341,6 +341,51 @@ impl KeyMap {
         }
     }
 
+    /// One step of a walk that removes: the entries whose tags lie in the step's range
+    /// (as [`KeyMap::scan`]) and for which `remove` holds are removed and handed to
+    /// `removed`. Returns where the next step starts. The table does not shrink here: call
+    /// [`KeyMap::shrink_if_sparse`] when the walk is over.
+    pub fn remove_step(
+        &mut self,
+        from: u64,
+        homes: usize,
+        mut remove: impl FnMut(&Item) -> bool,
+        mut removed: impl FnMut(Item),
+    ) -> u64 {
+        let slots = self.tags.len();
+        if slots == 0 || from >= TAG_END {
+            return TAG_END;
+        }
+        let (to, first, last) = self.bounds(from, homes);
+        let mut index = first;
+        while index < first + slots {
+            let at = index % slots;
+            let tag = u64::from(self.tags[at]);
+            if tag == 0 {
+                if index >= last {
+                    break;
+                }
+            } else if (from..to).contains(&tag) && self.items[at].as_ref().is_some_and(&mut remove)
+            {
+                // The shift back fills `at` from later slots only (entries not looked at
+                // yet): look at it again. The stop rule holds again after the shift.
+                removed(self.remove_at(at));
+                continue;
+            }
+            index += 1;
+        }
+        to
+    }
+
+    /// Gives memory back when at most a fifth of the slots are used.
+    pub fn shrink_if_sparse(&mut self) {
+        if self.len == 0 {
+            self.clear();
+        } else if self.len * 5 < self.tags.len() && self.tags.len() > MIN_SLOTS {
+            self.resize((self.len * MAX_LOAD_DEN / MAX_LOAD_NUM * 3 / 2).max(MIN_SLOTS));
+        }
+    }
+
     /// Removes every entry and frees the slots.
     pub fn clear(&mut self) {
         self.tags = Vec::new();
@@ -393,12 +438,7 @@ impl KeyMap {
         if slots == 0 || from >= TAG_END {
             return (TAG_END, Vec::new());
         }
-        let span = ((homes.max(1) as u64) << 32).div_ceil(slots as u64);
-        let to = (from + span).min(TAG_END);
-        // Entries with tags in from..to have homes in first..=last, and sit at or after
-        // their home with no empty slot in between (going around the end). So from
-        // `first` on, they are all met before the first empty slot at or past `last`.
-        let (first, last) = (KeyMap::home(from, slots), KeyMap::home(to - 1, slots));
+        let (to, first, last) = self.bounds(from, homes);
         let mut occupied = Vec::new();
         // Each slot once: an entry sits in one slot, whatever its distance from home.
         for index in first..first + slots {
@@ -410,6 +450,19 @@ impl KeyMap {
             }
         }
         (to, occupied)
+    }
+
+    /// For a step from `from` over about `homes` home slots of a non-empty table: the end
+    /// of its tag range, and the first and last home slot of the tags in the range.
+    ///
+    /// Entries with tags in from..to have homes in first..=last, and sit at or after their
+    /// home with no empty slot in between (going around the end). So from `first` on,
+    /// they are all met before the first empty slot at or past `last`.
+    fn bounds(&self, from: u64, homes: usize) -> (u64, usize, usize) {
+        let slots = self.tags.len();
+        let span = ((homes.max(1) as u64) << 32).div_ceil(slots as u64);
+        let to = (from + span).min(TAG_END);
+        (to, KeyMap::home(from, slots), KeyMap::home(to - 1, slots))
     }
 }
 
@@ -571,6 +624,29 @@ mod tests {
             assert_eq!(seen.get(format!("stay{i}").as_bytes()), Some(&1), "stay{i}");
         }
         assert!(seen.values().all(|&n| n == 1));
+    }
+
+    #[test]
+    fn a_removing_walk_removes_what_it_should_and_keeps_the_rest_findable() {
+        let mut map = KeyMap::new();
+        for i in 0..20_000u32 {
+            map.insert_new(item(&i.to_be_bytes(), u64::from(i % 3)));
+        }
+        let mut removed = 0;
+        let mut at = 0;
+        while at < TAG_END {
+            at = map.remove_step(at, 37, |item| item.version() == 0, |_| removed += 1);
+            // Writes between steps.
+            map.insert_new(item(format!("new{at}").as_bytes(), 5));
+        }
+        assert_eq!(removed, (0..20_000).filter(|i| i % 3 == 0).count());
+        for i in 0..20_000u32 {
+            let found = map.get(&i.to_be_bytes()).map(Item::version);
+            assert_eq!(found, (i % 3 != 0).then_some(u64::from(i % 3)), "{i}");
+        }
+        map.retain(|item| item.version() != 0);
+        map.shrink_if_sparse();
+        assert_eq!(map.len(), map.iter().count());
     }
 
     #[test]
