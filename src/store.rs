@@ -1,5 +1,6 @@
 //! A slave's data: the `own` table (keys it is primary for) and the `previous` table (a
-//! copy of its predecessor's `own`), each a `HashMap` from key to versioned [`Entry`].
+//! copy of its predecessor's `own`), each a hash table from key to versioned [`Entry`]
+//! (`keymap`: one heap block per key, holding key, value and version together).
 //!
 //! Invariants:
 //! - an older version never overwrites a newer one, in either table, whatever order writes
@@ -11,9 +12,17 @@
 //!   has not expired (`expires`, absolute Unix seconds, 0 never) and is not older than a
 //!   flush marker in effect ([`FlushMarker`]: `flush_all`). An invisible entry keeps its
 //!   version, exactly like a tombstone, so nothing older can come back through it.
+//!
+//! Walks over a whole table (compaction's snapshot, transfers, purging, counting) go in
+//! short steps ([`Store::scan`]), each under its own hold of the lock, so writes are never
+//! held up for more than one step; see [`Cursor`] for what a walk sees of concurrent
+//! writes.
 
-use std::collections::HashMap;
+pub mod keymap;
+
 use std::sync::{Mutex, MutexGuard};
+
+use keymap::{Item, KeyMap, TAG_END};
 
 /// A write's version: assigned by the coordinator, strictly increasing across the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -158,44 +167,46 @@ impl Collected {
     }
 }
 
-/// Entries a collection looks at per hold of the store's lock, at least (a table goes in
-/// eight slices, or in slices of this many entries if it is small).
-const COLLECT_SLICE: usize = 64 * 1024;
-
-/// An entry as the tables keep it: the same as [`Entry`] with the value in a boxed
-/// slice (no spare capacity, 8 bytes smaller) and the expiry in 32 bits (Unix seconds
-/// until 2106), so a stored copy costs 32 bytes plus key and value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stored {
-    version: Version,
-    flags: u32,
-    expires: u32,
-    value: Option<Box<[u8]>>,
-}
-
-impl From<Entry> for Stored {
-    fn from(entry: Entry) -> Stored {
-        Stored {
-            version: entry.version,
-            flags: entry.flags,
-            expires: u32::try_from(entry.expires).unwrap_or(u32::MAX),
-            value: entry.value.map(Vec::into_boxed_slice),
-        }
+/// A table's entry as an owned [`Entry`].
+fn entry_of(item: &Item) -> Entry {
+    Entry {
+        version: Version(item.version()),
+        flags: item.flags(),
+        expires: u64::from(item.expires()),
+        value: item.value().map(<[u8]>::to_vec),
     }
 }
 
-impl From<&Stored> for Entry {
-    fn from(stored: &Stored) -> Entry {
-        Entry {
-            version: stored.version,
-            flags: stored.flags,
-            expires: u64::from(stored.expires),
-            value: stored.value.as_ref().map(|v| v.to_vec()),
-        }
+/// Expiry as the tables keep it: 32-bit Unix seconds (until 2106; later saturates).
+fn expires_u32(expires: u64) -> u32 {
+    u32::try_from(expires).unwrap_or(u32::MAX)
+}
+
+/// Where a walk over a table stands: a position in the table's hash order (0 at the
+/// start), which means the same whatever the table does between two steps (inserts,
+/// removals, growing). A walk that goes to the end visits every entry present for the
+/// whole walk exactly once, in the state it has at that step; an entry written or
+/// removed while the walk goes on may or may not be seen. Callers rely on the write
+/// itself reaching the walk's destination some other way (see `slave::data::compact`
+/// and `slave::ops::transfer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Cursor(pub u64);
+
+impl Cursor {
+    /// The start of a walk.
+    pub const START: Cursor = Cursor(0);
+
+    /// The cursor past `position`, or `None` at the end of the table.
+    fn after(position: u64) -> Option<Cursor> {
+        (position < TAG_END).then_some(Cursor(position))
     }
 }
 
-type Map = HashMap<Box<[u8]>, Stored>;
+/// Home slots one step of a walk covers: about 870 entries at most load (the table is at
+/// most 85% full), so one hold of the lock stays in the tens to hundreds of microseconds.
+pub const SCAN_STEP: usize = 1024;
+
+type Map = KeyMap;
 
 /// The two tables, unlocked. [`Store`] wraps them in a `Mutex`.
 #[derive(Debug, Default)]
@@ -208,10 +219,30 @@ pub struct Tables {
 
 /// Whether a stored entry is served at `now` (Unix microseconds) under `floor` (the
 /// highest flush threshold in effect).
-fn visible(stored: &Stored, now: u64, floor: u64) -> bool {
-    stored.value.is_some()
-        && (stored.expires == 0 || u64::from(stored.expires) * 1_000_000 > now)
-        && stored.version.0 >= floor
+fn visible(item: &Item, now: u64, floor: u64) -> bool {
+    !item.is_tombstone()
+        && (item.expires() == 0 || u64::from(item.expires()) * 1_000_000 > now)
+        && item.version() >= floor
+}
+
+/// The newer of a key's entries in `own` and `previous`.
+fn newer<'a>(own: Option<&'a Item>, previous: Option<&'a Item>) -> Option<&'a Item> {
+    match (own, previous) {
+        (Some(own), Some(previous)) if previous.version() > own.version() => Some(previous),
+        (Some(own), _) => Some(own),
+        (None, previous) => previous,
+    }
+}
+
+/// How a write arrives: as the parts of an [`Entry`], or as a whole item moving from the
+/// other table.
+enum Incoming<'a> {
+    Parts {
+        flags: u32,
+        expires: u32,
+        value: Option<&'a [u8]>,
+    },
+    Whole(Item),
 }
 
 impl Tables {
@@ -231,7 +262,7 @@ impl Tables {
 
     /// The entry for `key`, tombstones included (a copy).
     pub fn get(&self, table: Table, key: &[u8]) -> Option<Entry> {
-        self.table(table).get(key).map(Entry::from)
+        self.table(table).get(key).map(entry_of)
     }
 
     /// The highest flush threshold in effect at `now` (Unix microseconds): entries below
@@ -260,76 +291,109 @@ impl Tables {
     /// newer of both tables; an expired or flushed value reads as a tombstone of its
     /// version.
     pub fn read(&self, table: Option<Table>, key: &[u8], now: u64) -> Option<Entry> {
-        let stored = match table {
+        let item = match table {
             Some(table) => self.table(table).get(key),
-            None => match (self.own.get(key), self.previous.get(key)) {
-                (Some(own), Some(previous)) if previous.version > own.version => Some(previous),
-                (Some(own), _) => Some(own),
-                (None, previous) => previous,
-            },
+            None => newer(self.own.get(key), self.previous.get(key)),
         }?;
-        if visible(stored, now, self.flush_floor(now)) {
-            Some(Entry::from(stored))
+        if visible(item, now, self.flush_floor(now)) {
+            Some(entry_of(item))
         } else {
-            Some(Entry {
-                version: stored.version,
-                flags: 0,
-                expires: 0,
-                value: None,
-            })
+            Some(Entry::tombstone(Version(item.version())))
         }
     }
 
     /// Drops the values of expired and flushed entries, keeping their versions as
     /// tombstones (so nothing older can come back); returns how many.
     pub fn purge_invisible(&mut self, now: u64) -> usize {
-        let floor = self.flush_floor(now);
         let mut purged = 0;
-        for map in [&mut self.own, &mut self.previous] {
-            for stored in map.values_mut() {
-                if stored.value.is_some() && !visible(stored, now, floor) {
-                    stored.value = None;
-                    stored.flags = 0;
-                    stored.expires = 0;
-                    purged += 1;
-                }
+        for table in [Table::Own, Table::Previous] {
+            let mut cursor = Some(Cursor::START);
+            while let Some(at) = cursor {
+                let (n, next) = self.purge_step(table, at, now);
+                purged += n;
+                cursor = next;
             }
         }
         purged
     }
 
-    /// Applies `entry` to `key` if it is newer than what the table holds.
-    pub fn apply(&mut self, table: Table, key: &[u8], entry: Entry) -> Applied {
-        self.apply_stored(table, key, Stored::from(entry))
+    /// One step of [`Tables::purge_invisible`] over `table` from `cursor`: returns how
+    /// many values it dropped and where the next step starts.
+    pub fn purge_step(
+        &mut self,
+        table: Table,
+        cursor: Cursor,
+        now: u64,
+    ) -> (usize, Option<Cursor>) {
+        let floor = self.flush_floor(now);
+        let mut purged = 0;
+        let next = self.table_mut(table).scan_mut(cursor.0, SCAN_STEP, |item| {
+            if !item.is_tombstone() && !visible(item, now, floor) {
+                item.replace(item.version(), 0, 0, None);
+                purged += 1;
+            }
+        });
+        (purged, Cursor::after(next))
     }
 
-    fn apply_stored(&mut self, table: Table, key: &[u8], entry: Stored) -> Applied {
+    /// Applies `entry` to `key` if it is newer than what the table holds.
+    pub fn apply(&mut self, table: Table, key: &[u8], entry: Entry) -> Applied {
+        let incoming = Incoming::Parts {
+            flags: entry.flags,
+            expires: expires_u32(entry.expires),
+            value: entry.value.as_deref(),
+        };
+        self.apply_incoming(table, key, entry.version, incoming)
+    }
+
+    fn apply_incoming(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        version: Version,
+        incoming: Incoming<'_>,
+    ) -> Applied {
         let now = now_micros();
         let floor = self.flush_floor(now);
         // For `own`, what the key held is the newer of both tables: while a range moves
         // into `own` (absorb), its keys may still sit in `previous`.
         let newer_in_previous = match table {
-            Table::Own => self
-                .previous
-                .get(key)
-                .filter(|p| self.own.get(key).is_none_or(|own| p.version > own.version)),
+            Table::Own => self.previous.get(key).filter(|p| {
+                self.own
+                    .get(key)
+                    .is_none_or(|own| p.version() > own.version())
+            }),
             Table::Previous => None,
         };
         let previous_live = newer_in_previous
-            .filter(|p| p.version < entry.version)
+            .filter(|p| p.version() < version.0)
             .map(|p| visible(p, now, floor));
         let map = self.table_mut(table);
         match map.get_mut(key) {
-            Some(current) if current.version >= entry.version => Applied::Stale {
-                current: current.version,
+            Some(current) if current.version() >= version.0 => Applied::Stale {
+                current: Version(current.version()),
             },
             Some(current) => {
                 let was_live = previous_live.unwrap_or_else(|| visible(current, now, floor));
-                *current = entry;
+                match incoming {
+                    Incoming::Parts {
+                        flags,
+                        expires,
+                        value,
+                    } => current.replace(version.0, flags, expires, value),
+                    Incoming::Whole(item) => *current = item,
+                }
                 Applied::Applied { was_live }
             }
             None => {
-                map.insert(key.into(), entry);
+                map.insert_new(match incoming {
+                    Incoming::Parts {
+                        flags,
+                        expires,
+                        value,
+                    } => Item::new(key, version.0, flags, expires, value),
+                    Incoming::Whole(item) => item,
+                });
                 Applied::Applied {
                     was_live: previous_live.unwrap_or(false),
                 }
@@ -337,111 +401,152 @@ impl Tables {
         }
     }
 
+    /// Moves `item` into `table`, by version (as [`Tables::apply`]).
+    fn apply_item(&mut self, table: Table, item: Item) -> Applied {
+        let (key, version) = (item.key().to_vec(), Version(item.version()));
+        self.apply_incoming(table, &key, version, Incoming::Whole(item))
+    }
+
     /// Counts live (visible) keys and the rest (tombstones, expired, flushed) of a table.
     pub fn counts(&self, table: Table) -> TableCounts {
         let now = now_micros();
-        let floor = self.flush_floor(now);
-        let map = self.table(table);
-        let live = map.values().filter(|e| visible(e, now, floor)).count() as u64;
-        TableCounts {
-            live,
-            tombstones: map.len() as u64 - live,
+        let mut counts = TableCounts::default();
+        let mut cursor = Some(Cursor::START);
+        while let Some(at) = cursor {
+            cursor = self.count_step(table, at, now, &mut counts);
         }
+        counts
     }
 
-    /// Entries of a table in an unspecified but stable order, starting at position
-    /// `cursor`, until `max_bytes` of keys and values are gathered (at least one entry).
-    /// Returns the entries and the next cursor, `None` when the table is done.
-    ///
-    /// The cursor is a position in the table's iteration order, which stays the same while
-    /// the table is not changed; transfers that must see a changing table take a snapshot.
+    /// One step of [`Tables::counts`]: adds the entries from `cursor` on to `counts`;
+    /// returns where the next step starts.
+    pub fn count_step(
+        &self,
+        table: Table,
+        cursor: Cursor,
+        now: u64,
+        counts: &mut TableCounts,
+    ) -> Option<Cursor> {
+        let floor = self.flush_floor(now);
+        let next = self.table(table).scan(cursor.0, SCAN_STEP, |_, item| {
+            if visible(item, now, floor) {
+                counts.live += 1;
+            } else {
+                counts.tombstones += 1;
+            }
+        });
+        Cursor::after(next)
+    }
+
+    /// One step of a walk over `table` from `cursor`: copies of the entries (tombstones
+    /// included) whose keys pass `keep`, and where the next step starts (`None`: the
+    /// walk is over). See [`Cursor`] for what a walk sees.
+    pub fn scan(
+        &self,
+        table: Table,
+        cursor: Cursor,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> (Vec<(Vec<u8>, Entry)>, Option<Cursor>) {
+        let mut out = Vec::new();
+        let next = self.table(table).scan(cursor.0, SCAN_STEP, |_, item| {
+            if keep(item.key()) {
+                out.push((item.key().to_vec(), entry_of(item)));
+            }
+        });
+        (out, Cursor::after(next))
+    }
+
+    /// Entries of a table from `cursor`, until `max_bytes` of keys and values are
+    /// gathered (at least one entry, when any is left). Returns the entries and the next
+    /// cursor, `None` when the table is done. A cursor stays valid while the table
+    /// changes (see [`Cursor`]).
     pub fn chunk(
         &self,
         table: Table,
-        cursor: usize,
+        cursor: Cursor,
         max_bytes: usize,
-    ) -> (Vec<(Vec<u8>, Entry)>, Option<usize>) {
+    ) -> (Vec<(Vec<u8>, Entry)>, Option<Cursor>) {
         let map = self.table(table);
         let mut out = Vec::new();
         let mut bytes = 0;
-        for (position, (key, entry)) in (cursor..).zip(map.iter().skip(cursor)) {
-            if !out.is_empty() && bytes + key.len() + entry_len(entry) > max_bytes {
-                return (out, Some(position));
+        let mut at = cursor.0;
+        while at < TAG_END {
+            let mut step = Vec::new();
+            let next = map.scan(at, SCAN_STEP, |tag, item| step.push((tag, item)));
+            // A chunk may end inside a step only where the tag changes: the next chunk
+            // starts at a tag, and must find there every entry not yet sent.
+            step.sort_by_key(|(tag, _)| *tag);
+            let mut last_tag = None;
+            for (tag, item) in step {
+                let len = item.payload_len() + ENTRY_OVERHEAD;
+                if !out.is_empty() && bytes + len > max_bytes && last_tag != Some(tag) {
+                    return (out, Some(Cursor(u64::from(tag))));
+                }
+                bytes += len;
+                last_tag = Some(tag);
+                out.push((item.key().to_vec(), entry_of(item)));
             }
-            bytes += key.len() + entry_len(entry);
-            out.push((key.to_vec(), Entry::from(entry)));
+            at = next;
         }
         (out, None)
     }
 }
 
 impl Tables {
-    /// Collection, one slice: among the entries of `table` at positions `cursor` to
-    /// `cursor + max` of its iteration order, drops every tombstone, and every value
-    /// invisible at `now` (expired, flushed), whose version is below `horizon`. Returns
-    /// what it dropped and the next cursor (`None`: the table is done).
-    ///
-    /// Removing entries leaves the others where they are in the order, so the next slice
-    /// starts `dropped` positions earlier. A write between slices may grow the table and
-    /// reorder it: then some entries are looked at twice or not at all, which only
-    /// matters to this round (the next round finds them).
-    fn collect_slice(
+    /// Collection, one step over `table` from `cursor`: drops every tombstone, and every
+    /// value invisible at `now` (expired, flushed), whose version is below `horizon`.
+    /// Returns what it dropped and where the next step starts (`None`: the table is done;
+    /// the caller then lets the table shrink).
+    fn collect_step(
         &mut self,
         table: Table,
         horizon: Version,
-        cursor: usize,
-        max: usize,
+        cursor: Cursor,
         now: u64,
-    ) -> (Collected, Option<usize>) {
+    ) -> (Collected, Option<Cursor>) {
         let floor = self.flush_floor(now);
-        let map = self.table_mut(table);
-        let (len, end) = (map.len(), cursor.saturating_add(max));
-        let mut position = 0;
         let mut collected = Collected::default();
-        // Removed in place; the walk outside the window only counts.
-        map.retain(|_, stored| {
-            let at = position;
-            position += 1;
-            if at < cursor || at >= end || stored.version >= horizon || visible(stored, now, floor)
-            {
-                return true;
-            }
-            if stored.value.is_none() {
-                collected.tombstones += 1;
-            } else {
-                collected.values += 1;
-            }
-            false
-        });
-        let next = (len > end).then(|| end - collected.total() as usize);
-        (collected, next)
+        let next = self.table_mut(table).remove_step(
+            cursor.0,
+            SCAN_STEP,
+            |item| item.version() < horizon.0 && !visible(item, now, floor),
+            |item| {
+                if item.is_tombstone() {
+                    collected.tombstones += 1;
+                } else {
+                    collected.values += 1;
+                }
+            },
+        );
+        (collected, Cursor::after(next))
     }
 
     /// Forget: drops every entry of both tables whose version is below `horizon`, values
     /// too (see [`Store::forget_below`]).
     pub fn forget_below(&mut self, horizon: Version) -> Collected {
         let mut forgotten = Collected::default();
-        for map in [&mut self.own, &mut self.previous] {
-            map.retain(|_, stored| {
-                let keep = stored.version >= horizon;
-                if !keep && stored.value.is_none() {
-                    forgotten.tombstones += 1;
-                } else if !keep {
-                    forgotten.values += 1;
-                }
-                keep
-            });
+        for table in [Table::Own, Table::Previous] {
+            self.table_mut(table).remove_where(
+                |item| item.version() < horizon.0,
+                |item| {
+                    if item.is_tombstone() {
+                        forgotten.tombstones += 1;
+                    } else {
+                        forgotten.values += 1;
+                    }
+                },
+            );
         }
         forgotten
     }
 }
 
-fn entry_len(entry: &Stored) -> usize {
-    entry.value.as_ref().map_or(0, |v| v.len()) + 29
-}
+/// Bytes a chunk counts per entry beyond key and value (version, flags, expiry, lengths).
+const ENTRY_OVERHEAD: usize = 29;
 
 /// Both tables behind one lock. Every method locks, delegates to [`Tables`], and unlocks;
-/// none does I/O.
+/// none does I/O. Methods that walk a whole table ([`Store::counts`],
+/// [`Store::purge_invisible`]) take the lock once per step of the walk.
 #[derive(Debug, Default)]
 pub struct Store {
     tables: Mutex<Tables>,
@@ -470,15 +575,11 @@ impl Store {
         let tables = self.lock();
         let now = now_micros();
         let floor = tables.flush_floor(now);
-        let stored = match table {
-            Table::Own => match (tables.own.get(key), tables.previous.get(key)) {
-                (Some(own), Some(previous)) if previous.version > own.version => Some(previous),
-                (Some(own), _) => Some(own),
-                (None, previous) => previous,
-            },
+        let item = match table {
+            Table::Own => newer(tables.own.get(key), tables.previous.get(key)),
             Table::Previous => tables.previous.get(key),
         };
-        stored.is_some_and(|stored| visible(stored, now, floor))
+        item.is_some_and(|item| visible(item, now, floor))
     }
 
     /// The version `table` holds for `key` (live or tombstone), without copying the value.
@@ -486,7 +587,7 @@ impl Store {
         self.lock()
             .table(table)
             .get(key)
-            .map(|stored| stored.version)
+            .map(|item| Version(item.version()))
     }
 
     /// The newer of the key's entries in `own` and `previous`, read under one lock (so a
@@ -494,14 +595,7 @@ impl Store {
     /// see [`Store::read`].
     pub fn get_newest(&self, key: &[u8]) -> Option<Entry> {
         let tables = self.lock();
-        match (
-            tables.get(Table::Own, key),
-            tables.get(Table::Previous, key),
-        ) {
-            (Some(own), Some(previous)) if previous.version > own.version => Some(previous),
-            (Some(own), _) => Some(own),
-            (None, previous) => previous,
-        }
+        newer(tables.own.get(key), tables.previous.get(key)).map(entry_of)
     }
 
     /// The key's entry as a read sees it now; see [`Tables::read`].
@@ -531,9 +625,18 @@ impl Store {
     }
 
     /// Drops the values of expired and flushed entries (they stay as tombstones); returns
-    /// how many.
+    /// how many. Walks the tables in steps, locking once per step.
     pub fn purge_invisible(&self) -> usize {
-        self.lock().purge_invisible(now_micros())
+        let mut purged = 0;
+        for table in [Table::Own, Table::Previous] {
+            let mut cursor = Some(Cursor::START);
+            while let Some(at) = cursor {
+                let (n, next) = self.lock().purge_step(table, at, now_micros());
+                purged += n;
+                cursor = next;
+            }
+        }
+        purged
     }
 
     /// Applies `entry` to `key` if it is newer than what the table holds.
@@ -542,25 +645,20 @@ impl Store {
     }
 
     /// Collection, in memory only: drops from both tables every tombstone, and every
-    /// expired or flushed value, whose version is below `horizon`, a slice at a time (the
-    /// lock is let go between slices). The coordinator sends a horizon only once every
+    /// expired or flushed value, whose version is below `horizon`, a step at a time (the
+    /// lock is let go between steps: see [`Cursor`] for what a walk sees). The coordinator sends a horizon only once every
     /// write older than it has landed everywhere it must (protocol.md, "Collection"), so
     /// nothing older can arrive that such a tombstone would have to stop.
     pub fn collect(&self, horizon: Version) -> Collected {
         let mut collected = Collected::default();
         for table in [Table::Own, Table::Previous] {
-            let mut cursor = Some(0);
+            let mut cursor = Some(Cursor::START);
             while let Some(at) = cursor {
-                let mut tables = self.lock();
-                // Every slice walks the whole table again (a few ns per entry, touching
-                // only those in its window), so a big table goes in eight slices:
-                // each hold walks it once but does the work of an eighth.
-                let max = COLLECT_SLICE.max(tables.table(table).len() / 8);
-                let (dropped, next) = tables.collect_slice(table, horizon, at, max, now_micros());
-                drop(tables);
+                let (dropped, next) = self.lock().collect_step(table, horizon, at, now_micros());
                 collected.add(dropped);
                 cursor = next;
             }
+            self.lock().table_mut(table).shrink_if_sparse();
         }
         collected
     }
@@ -594,40 +692,40 @@ impl Store {
         let mut tables = self.lock();
         entries
             .into_iter()
-            .filter(|(key, entry)| {
-                matches!(
-                    tables.apply(table, key, entry.clone()),
-                    Applied::Applied { .. }
-                )
-            })
+            .map(|(key, entry)| tables.apply(table, &key, entry))
+            .filter(|applied| matches!(applied, Applied::Applied { .. }))
             .count()
     }
 
-    /// Counts of both tables: (own, previous).
+    /// Counts of both tables: (own, previous). Walks the tables in steps, locking once
+    /// per step: with writes going on, the counts are those of no single moment.
     pub fn counts(&self) -> (TableCounts, TableCounts) {
-        let tables = self.lock();
-        (tables.counts(Table::Own), tables.counts(Table::Previous))
+        let mut both = [TableCounts::default(); 2];
+        for (table, counts) in [Table::Own, Table::Previous].into_iter().zip(&mut both) {
+            let mut cursor = Some(Cursor::START);
+            while let Some(at) = cursor {
+                cursor = self.lock().count_step(table, at, now_micros(), counts);
+            }
+        }
+        (both[0], both[1])
     }
 
     /// Merges every `previous` entry for which `moves` holds into `own` (by version) and
     /// removes it from `previous`, under one lock. Returns how many entries moved.
     ///
-    /// When a predecessor dies, its successor absorbs the dead slave's range: `moves`
-    /// is "outside the new predecessor's arc".
+    /// When a replica becomes the primary of slots (their primary died or left), it
+    /// absorbs them: `moves` is "inside those slots".
     pub fn absorb(&self, moves: impl Fn(&[u8]) -> bool) -> usize {
         let mut tables = self.lock();
-        let keys: Vec<Box<[u8]>> = tables
+        let mut moving = Vec::new();
+        tables
             .previous
-            .keys()
-            .filter(|key| moves(key))
-            .cloned()
-            .collect();
-        for key in &keys {
-            if let Some(entry) = tables.previous.remove(key) {
-                tables.apply_stored(Table::Own, key, entry);
-            }
+            .remove_where(|item| moves(item.key()), |item| moving.push(item));
+        let moved = moving.len();
+        for item in moving {
+            tables.apply_item(Table::Own, item);
         }
-        keys.len()
+        moved
     }
 
     /// Merges every `own` entry for which `moves` holds into `previous` (by version) and
@@ -635,18 +733,15 @@ impl Store {
     /// Returns how many entries moved.
     pub fn demote(&self, moves: impl Fn(&[u8]) -> bool) -> usize {
         let mut tables = self.lock();
-        let keys: Vec<Box<[u8]>> = tables
+        let mut moving = Vec::new();
+        tables
             .own
-            .keys()
-            .filter(|key| moves(key))
-            .cloned()
-            .collect();
-        for key in &keys {
-            if let Some(entry) = tables.own.remove(key) {
-                tables.apply_stored(Table::Previous, key, entry);
-            }
+            .remove_where(|item| moves(item.key()), |item| moving.push(item));
+        let moved = moving.len();
+        for item in moving {
+            tables.apply_item(Table::Previous, item);
         }
-        keys.len()
+        moved
     }
 
     /// Hands an arc over to a new predecessor: every `own` entry for which `inside` holds
@@ -655,20 +750,17 @@ impl Store {
     pub fn split(&self, inside: impl Fn(&[u8]) -> bool) -> (usize, usize) {
         let mut tables = self.lock();
         let before = tables.previous.len();
-        tables.previous.retain(|key, _| inside(key));
+        tables.previous.retain(|item| inside(item.key()));
         let dropped = before - tables.previous.len();
-        let keys: Vec<Box<[u8]>> = tables
+        let mut moving = Vec::new();
+        tables
             .own
-            .keys()
-            .filter(|key| inside(key))
-            .cloned()
-            .collect();
-        for key in &keys {
-            if let Some(entry) = tables.own.remove(key) {
-                tables.apply_stored(Table::Previous, key, entry);
-            }
+            .remove_where(|item| inside(item.key()), |item| moving.push(item));
+        let moved = moving.len();
+        for item in moving {
+            tables.apply_item(Table::Previous, item);
         }
-        (keys.len(), dropped)
+        (moved, dropped)
     }
 
     /// Removes every entry of `table` for which `drop` holds; returns how many.
@@ -676,7 +768,7 @@ impl Store {
         let mut tables = self.lock();
         let map = tables.table_mut(table);
         let before = map.len();
-        map.retain(|key, _| !drop(key));
+        map.retain(|item| !drop(item.key()));
         before - map.len()
     }
 
@@ -687,13 +779,15 @@ impl Store {
         tables.previous.clear();
     }
 
-    /// The keys of `table` for which `keep` holds, as they are now.
+    /// The keys of `table` for which `keep` holds, as they are now (all copied under one
+    /// hold of the lock: for a whole large table, walk it with [`Store::scan`]).
     pub fn keys_where(&self, table: Table, keep: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
         self.lock()
             .table(table)
-            .keys()
+            .iter()
+            .map(Item::key)
             .filter(|key| keep(key))
-            .map(|key| key.to_vec())
+            .map(<[u8]>::to_vec)
             .collect()
     }
 
@@ -702,20 +796,27 @@ impl Store {
         let tables = self.lock();
         let map = tables.table(table);
         keys.iter()
-            .filter_map(|key| {
-                map.get(key.as_slice())
-                    .map(|entry| (key.clone(), Entry::from(entry)))
-            })
+            .filter_map(|key| map.get(key).map(|item| (key.clone(), entry_of(item))))
             .collect()
+    }
+
+    /// One step of a walk over `table`, under one hold of the lock; see [`Tables::scan`].
+    pub fn scan(
+        &self,
+        table: Table,
+        cursor: Cursor,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> (Vec<(Vec<u8>, Entry)>, Option<Cursor>) {
+        self.lock().scan(table, cursor, keep)
     }
 
     /// One chunk of a table; see [`Tables::chunk`].
     pub fn chunk(
         &self,
         table: Table,
-        cursor: usize,
+        cursor: Cursor,
         max_bytes: usize,
-    ) -> (Vec<(Vec<u8>, Entry)>, Option<usize>) {
+    ) -> (Vec<(Vec<u8>, Entry)>, Option<Cursor>) {
         self.lock().chunk(table, cursor, max_bytes)
     }
 }
@@ -806,7 +907,7 @@ mod tests {
     }
 
     #[test]
-    fn chunks_cover_the_table_once() {
+    fn chunks_cover_the_table_once_within_their_size() {
         let store = Store::new();
         for i in 0..1000u32 {
             store.put(
@@ -818,16 +919,66 @@ mod tests {
             );
         }
         let mut seen = std::collections::HashSet::new();
-        let mut cursor = Some(0);
+        let mut cursor = Some(Cursor::START);
         while let Some(at) = cursor {
             let (entries, next) = store.chunk(Table::Own, at, 4096);
             assert!(!entries.is_empty());
+            let bytes: usize = entries.iter().map(|(k, _)| k.len() + 50 + 29).sum();
+            assert!(bytes <= 4096 || entries.len() == 1, "{bytes} bytes");
             for (key, _) in entries {
                 assert!(seen.insert(key));
             }
             cursor = next;
         }
         assert_eq!(seen.len(), 1000);
+    }
+
+    #[test]
+    fn a_walk_sends_every_entry_present_throughout_while_writes_go_on() {
+        let store = Store::new();
+        for i in 0..10_000u32 {
+            store.put(
+                Table::Own,
+                format!("old{i}").as_bytes(),
+                vec![1; 10],
+                0,
+                Version(1),
+            );
+        }
+        let mut seen = std::collections::HashMap::new();
+        let mut cursor = Some(Cursor::START);
+        let mut written = 0u32;
+        while let Some(at) = cursor {
+            let (entries, next) = store.scan(Table::Own, at, |key| !key.ends_with(b"7"));
+            for (key, entry) in entries {
+                *seen.entry(key).or_insert(0) += 1;
+                assert!(entry.value.is_some());
+            }
+            cursor = next;
+            // Writes between steps: new keys (enough to grow the table several times)
+            // and new versions of old ones.
+            for _ in 0..2000 {
+                store.put(
+                    Table::Own,
+                    format!("new{written}").as_bytes(),
+                    vec![2; 10],
+                    0,
+                    Version(2),
+                );
+                let old = format!("old{}", written % 10_000);
+                store.put(Table::Own, old.as_bytes(), vec![3; 10], 0, Version(2));
+                written += 1;
+            }
+        }
+        assert!(written > 20_000, "the walk took {written} writes");
+        for i in (0..10_000u32).filter(|i| i % 10 != 7) {
+            assert_eq!(seen.get(format!("old{i}").as_bytes()), Some(&1), "old{i}");
+        }
+        assert!(
+            seen.keys().all(|key| !key.ends_with(b"7")),
+            "the filter holds"
+        );
+        assert!(seen.values().all(|&n| n == 1));
     }
 
     #[test]
@@ -917,7 +1068,7 @@ mod tests {
         let store = Store::new();
         let now_secs = now_micros() / 1_000_000;
         // Enough entries for several slices in `own`.
-        let n = 3 * COLLECT_SLICE as u64 + 17;
+        let n = 3 * 64 * 1024_u64 + 17;
         for i in 0..n {
             let key = i.to_be_bytes();
             match i % 4 {

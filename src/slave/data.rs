@@ -20,7 +20,7 @@ use log::{info, warn};
 use crate::config::Fsync;
 use crate::ring::{RangeSet, Token, in_arc, key_hash};
 use crate::shutdown::Shutdown;
-use crate::store::{Applied, Collected, Entry, FlushMarker, Store, Table, Version};
+use crate::store::{Applied, Collected, Cursor, Entry, FlushMarker, Store, Table, Version};
 use crate::update::{self, Decision, Update};
 use crate::wal::{self, DirLock, RangeOp, Record, Wal, WalError};
 
@@ -262,12 +262,24 @@ impl Data {
 
     /// Writes a snapshot of the tables and drops the log before it:
     /// 1. a new segment starts (under the log's lock, for one sync);
-    /// 2. the tables are copied into `snapshot.N.tmp` in batches, without blocking writes
-    ///    for long: writes that land meanwhile are also in the new segment, and replaying
-    ///    them over the copy merges by version, so a copy that already has them is fine;
-    /// 3. if a table operation (absorb, split...) was logged meanwhile, the copy may not
+    /// 2. the tables are walked in steps ([`Store::scan`], one short hold of the store's
+    ///    lock each) into `snapshot.N.tmp`, so writes go on meanwhile;
+    /// 3. if a table operation (absorb, demote, drop, forget...) was logged meanwhile, the copy may not
     ///    compose with the segment: it is thrown away (the log stays complete);
     /// 4. otherwise it is synced and renamed to `snapshot.N`, and older files removed.
+    ///
+    /// Why the walk may run while puts and tombstones land: start-up replays segment N
+    /// over the snapshot, merging by version. Every entry that was in the tables when
+    /// segment N started and is still there at its step is copied (a walk sees each entry
+    /// present throughout exactly once, see [`crate::store::Cursor`]), as it is then or
+    /// newer; every write after the start is in segment N. Replaying segment N over the
+    /// copy therefore ends in the same state as the live tables, whether the walk saw a
+    /// write (its record then changes nothing) or not (its record brings it). Entries
+    /// leave a table through table operations, which step 3 guards against, and through
+    /// collection, which is not logged: a collected tombstone or expired value may or may
+    /// not be in the copy, and older segments (with the writes it covered) are removed
+    /// either way; that is safe because nothing older than the collection horizon can
+    /// arrive any more (protocol.md, section 6.4).
     ///
     /// # Errors
     /// When a file cannot be written.
@@ -280,8 +292,7 @@ impl Data {
         let moves = self.moves.load(Ordering::SeqCst);
         let path = snapshot_path(&self.dir, seq);
         let mut tables = [Table::Own, Table::Previous].into_iter();
-        let mut pending: Vec<Vec<u8>> = Vec::new();
-        let mut table = None;
+        let mut walk: Option<(Table, Cursor)> = None;
         let mut markers = Some(self.store.flush_markers());
         let size = wal::write_snapshot(&path, |buf| {
             if let Some(markers) = markers.take() {
@@ -290,23 +301,16 @@ impl Data {
                 }
                 return Some(markers.len() as u64);
             }
-            loop {
-                if pending.is_empty() {
-                    let next = tables.next()?;
-                    table = Some(next);
-                    pending = self.store.keys_where(next, |_| true);
-                    pending.reverse();
-                    continue;
-                }
-                let table = table?;
-                let at = pending.len().saturating_sub(4096);
-                let batch = pending.split_off(at);
-                let entries = self.store.entries(table, &batch);
-                for (key, entry) in &entries {
-                    Record::from_entry(table, key, entry).encode_into(buf);
-                }
-                return Some(entries.len() as u64);
+            let (table, cursor) = match walk {
+                Some(at) => at,
+                None => (tables.next()?, Cursor::START),
+            };
+            let (entries, next) = self.store.scan(table, cursor, |_| true);
+            walk = next.map(|next| (table, next));
+            for (key, entry) in &entries {
+                Record::from_entry(table, key, entry).encode_into(buf);
             }
+            Some(entries.len() as u64)
         })?;
         if self.moves.load(Ordering::SeqCst) != moves {
             let _ = std::fs::remove_file(&path);

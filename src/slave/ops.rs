@@ -11,7 +11,7 @@ use super::data::{Data, Updated};
 use super::direct::Forwarder;
 use super::{Node, connect_with};
 use crate::ring::RangeSet;
-use crate::store::{Applied, Entry, Store, Table, Version};
+use crate::store::{Applied, Cursor, Entry, Store, Table, Version};
 use crate::update::{Decision, Update};
 use crate::wal::{RangeOp, WalError};
 use crate::wire::{self, BulkEntry, Frame, Opcode, Status, TableSel};
@@ -274,8 +274,7 @@ fn bulk(node: &Node, frame: Frame, table: Table) -> Frame {
             Err(e) => frame.error_reply(Status::Invalid, &e.to_string()),
         },
         Opcode::BulkGet => {
-            let cursor = usize::try_from(frame.arg).unwrap_or(usize::MAX);
-            let (entries, next) = store.chunk(table, cursor, BULK_CHUNK_BYTES);
+            let (entries, next) = store.chunk(table, Cursor(frame.arg), BULK_CHUNK_BYTES);
             let mut reply = frame.reply(Status::Ok);
             for (key, entry) in entries {
                 BulkEntry {
@@ -287,7 +286,7 @@ fn bulk(node: &Node, frame: Frame, table: Table) -> Frame {
                 }
                 .pack_into(&mut reply.value);
             }
-            reply.arg = next.map_or(0, |n| n as u64);
+            reply.arg = next.map_or(0, |n| n.0);
             reply
         }
         _ => frame.error_reply(Status::UnknownOpcode, "not a bulk operation"),
@@ -523,13 +522,18 @@ pub(super) fn entry_reply(frame: &Frame, entry: Option<Entry>) -> Frame {
 /// `SlaveGet` request flag: put the expiry in front of the value in the reply.
 pub const WITH_EXPIRY: u32 = 1;
 
-/// Entries per `BulkPut` chunk at most, and bytes.
-const TRANSFER_CHUNK_KEYS: usize = 4096;
-
 /// Sends the entries of `table` that pass `filter` to another slave (the frame's key is
-/// its address; its flags, the table there), in `BulkPut` chunks. The keys are listed
-/// first, then read in batches, so the table is never locked for long and no key present
-/// at the start is missed; writes that arrive meanwhile reach the target directly.
+/// its address; its flags, the table there), in `BulkPut` chunks of at most
+/// [`BULK_CHUNK_BYTES`]. The table is walked in steps ([`Store::scan`]), each a short hold
+/// of the store's lock, so writes to this slave go on while the transfer runs.
+///
+/// Why nothing is missed: a walk visits every entry present for its whole length exactly
+/// once (see [`crate::store::Cursor`]), in its state at that step. A write that lands
+/// during the walk may be behind the cursor and not sent; but the coordinator starts
+/// sending writes for the moving range to the target before it asks for the transfer
+/// (`coordinator::recovery`: "writes start going to both the old and the new places"),
+/// so the target receives that write itself. The target merges by version, so an entry
+/// it gets both ways (or an older copy after a newer one) changes nothing.
 fn transfer(
     store: &Store,
     table: Table,
@@ -547,7 +551,6 @@ fn transfer(
     client
         .set_timeout(Duration::from_secs(120))
         .map_err(|e| e.to_string())?;
-    let keys = store.keys_where(table, filter);
     let (mut sent, mut bytes) = (0u64, 0u64);
     let mut chunk = Vec::new();
     let mut send = |chunk: &mut Vec<u8>| -> Result<(), String> {
@@ -566,8 +569,11 @@ fn transfer(
         }
         Ok(())
     };
-    for batch in keys.chunks(TRANSFER_CHUNK_KEYS) {
-        for (key, entry) in store.entries(table, batch) {
+    let mut cursor = Some(Cursor::START);
+    while let Some(at) = cursor {
+        let (entries, next) = store.scan(table, at, &filter);
+        cursor = next;
+        for (key, entry) in entries {
             let entry = BulkEntry {
                 key,
                 version: entry.version.0,
