@@ -16,8 +16,6 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use byteorder::{ByteOrder, NetworkEndian};
-
 use crate::update::{Op, Update};
 use crate::wire::{self, Frame, Opcode, Status, TableSel, WireError, WireLimits};
 
@@ -56,6 +54,15 @@ pub struct SlaveStatus {
     pub own: Option<u64>,
     /// Live keys in its `previous` table (`None` when it did not answer).
     pub previous: Option<u64>,
+    /// Tombstones in both tables (`None` when unknown).
+    pub tombstones: Option<u64>,
+    /// Expired or flushed values it turned into tombstones since it started.
+    pub purged: Option<u64>,
+    /// Tombstones and expired values it dropped by collection since it started.
+    pub collected: Option<u64>,
+    /// When it last compacted its log (Unix seconds; `None`: not since it started, or
+    /// unknown).
+    pub compacted: Option<u64>,
 }
 
 /// The ring as the coordinator describes it.
@@ -73,18 +80,7 @@ pub struct ClusterStatus {
     pub raw: String,
 }
 
-/// Counts from one slave (`SlaveStats`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SlaveCounts {
-    /// Live keys in `own`.
-    pub own_live: u64,
-    /// Tombstones in `own`.
-    pub own_tombstones: u64,
-    /// Live keys in `previous`.
-    pub previous_live: u64,
-    /// Tombstones in `previous`.
-    pub previous_tombstones: u64,
-}
+pub use crate::wire::SlaveCounts;
 
 /// A connection to a Piazza server.
 pub struct Client {
@@ -481,15 +477,7 @@ impl Client {
 
 /// Decodes the value of a `SlaveStats` reply: four big-endian u64.
 pub fn parse_slave_counts(value: &[u8]) -> Option<SlaveCounts> {
-    if value.len() != 32 {
-        return None;
-    }
-    Some(SlaveCounts {
-        own_live: NetworkEndian::read_u64(&value[0..]),
-        own_tombstones: NetworkEndian::read_u64(&value[8..]),
-        previous_live: NetworkEndian::read_u64(&value[16..]),
-        previous_tombstones: NetworkEndian::read_u64(&value[24..]),
-    })
+    SlaveCounts::decode(value)
 }
 
 /// Parses the coordinator's status text (see protocol.md, "Status").
@@ -512,15 +500,24 @@ pub fn parse_status(text: &str) -> Result<ClusterStatus, ClientError> {
             ["epoch", n] => status.epoch = n.parse().map_err(|_| bad(line))?,
             ["moving", what] => status.moving = Some(what.to_string()),
             ["id", ..] => {}
-            [id, addr, token, share, state, own, previous] => status.slaves.push(SlaveStatus {
-                id: id.parse().map_err(|_| bad(line))?,
-                addr: addr.to_string(),
-                token: token.to_string(),
-                share: share.to_string(),
-                state: state.to_string(),
-                own: own.parse().ok(),
-                previous: previous.parse().ok(),
-            }),
+            [id, addr, token, share, state, own, previous, rest @ ..]
+                if rest.is_empty() || rest.len() == 4 =>
+            {
+                let extra = |i: usize| rest.get(i).and_then(|v| v.parse().ok());
+                status.slaves.push(SlaveStatus {
+                    id: id.parse().map_err(|_| bad(line))?,
+                    addr: addr.to_string(),
+                    token: token.to_string(),
+                    share: share.to_string(),
+                    state: state.to_string(),
+                    own: own.parse().ok(),
+                    previous: previous.parse().ok(),
+                    tombstones: extra(0),
+                    purged: extra(1),
+                    collected: extra(2),
+                    compacted: extra(3),
+                })
+            }
             _ if line.is_empty() => {}
             _ => return Err(bad(line)),
         }
@@ -713,7 +710,7 @@ mod tests {
     #[test]
     fn status_text_parses() {
         let text = "copies\t2\nepoch\t3\nmoving\tjoining slave 4\nid\taddr\ttoken\tshare\tstate\town\tprevious\n\
-                    1\t127.0.0.1:7410\t0x003fffffffffffff\t50.0%\talive\t10\t12\n\
+                    1\t127.0.0.1:7410\t0x003fffffffffffff\t50.0%\talive\t10\t12\t3\t1\t7\t-\n\
                     2\t127.0.0.1:7411\t0x007fffffffffffff\t50.0%\tunreachable\t-\t-\n";
         let status = parse_status(text).unwrap();
         assert_eq!(status.copies, 2);
@@ -722,6 +719,10 @@ mod tests {
         assert_eq!(status.slaves.len(), 2);
         assert_eq!(status.slaves[0].own, Some(10));
         assert_eq!(status.slaves[0].share, "50.0%");
+        assert_eq!(status.slaves[0].tombstones, Some(3));
+        assert_eq!(status.slaves[0].collected, Some(7));
+        assert_eq!(status.slaves[0].compacted, None);
+        assert_eq!(status.slaves[1].purged, None);
         assert_eq!(status.slaves[1].previous, None);
         assert!(parse_status("what\n").is_err());
     }

@@ -348,6 +348,17 @@ impl Ring {
         future
     }
 
+    /// Puts in place the slots and members of `future` (a ring planned from this one by
+    /// [`Ring::with`] or [`Ring::rebalanced`]), keeping what this ring learnt since: the
+    /// addresses and ids assigned meanwhile.
+    pub fn adopt(&mut self, future: &Ring) {
+        self.owners = future.owners.clone();
+        self.live = future.live.clone();
+        let live = &self.live;
+        self.saved.retain(|id, _| !live.contains(id));
+        self.epoch = self.epoch.max(future.epoch) + 1;
+    }
+
     /// Puts a restored slave back on the ring with the slots it had (a coordinator that
     /// restarted waits for its slaves). Returns false if it is live or has no saved slots.
     pub fn insert_saved(&mut self, id: SlaveId) -> bool {
@@ -817,6 +828,22 @@ mod tests {
         let (fresh, returning) = restored.assign("127.0.0.1:9");
         assert!(!returning);
         assert_eq!(fresh, SlaveId(4));
+    }
+
+    #[test]
+    fn a_slave_assigned_while_another_joins_is_kept_when_the_join_ends() {
+        let mut ring = ring_of(1);
+        let (b, _) = ring.assign("127.0.0.1:2");
+        let future = ring.with(b);
+        // A third slave registers while b receives its data.
+        let (c, _) = ring.assign("127.0.0.1:3");
+        ring.adopt(&future);
+        assert!(ring.is_live(b));
+        assert_eq!(ring.addr_of(c), Some("127.0.0.1:3"));
+        let with_c = ring.with(c);
+        assert_eq!(with_c.len(), 3);
+        assert_balanced(&with_c, "after the third join");
+        assert_eq!(ring.assign("127.0.0.1:9").0, SlaveId(4), "ids go on");
     }
 
     #[test]

@@ -367,7 +367,7 @@ fn store(
 
 /// The ring as an aligned table a person reads at a glance.
 pub fn format_status(status: &ClusterStatus) -> String {
-    let mut rows: Vec<[String; 7]> = vec![[
+    let mut rows: Vec<[String; 11]> = vec![[
         "ID".into(),
         "ADDRESS".into(),
         "TOKEN".into(),
@@ -375,7 +375,12 @@ pub fn format_status(status: &ClusterStatus) -> String {
         "STATE".into(),
         "OWN".into(),
         "PREVIOUS".into(),
+        "TOMBSTONES".into(),
+        "PURGED".into(),
+        "COLLECTED".into(),
+        "COMPACTED".into(),
     ]];
+    let now = crate::request::unix_now();
     for s in &status.slaves {
         let count = |c: Option<u64>| c.map_or("-".into(), |n| n.to_string());
         rows.push([
@@ -386,9 +391,14 @@ pub fn format_status(status: &ClusterStatus) -> String {
             s.state.clone(),
             count(s.own),
             count(s.previous),
+            count(s.tombstones),
+            count(s.purged),
+            count(s.collected),
+            s.compacted
+                .map_or("-".into(), |at| format!("{}s ago", now.saturating_sub(at))),
         ]);
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 11];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());

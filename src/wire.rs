@@ -977,6 +977,69 @@ pub fn decode_arcs(value: &[u8]) -> Option<Option<Vec<(u64, u64)>>> {
     Some(Some(arcs))
 }
 
+/// What SLAVE_STATS answers: key counts and what the slave's housekeeping did. The reply
+/// value is the fields in this order, each a u64 (64 bytes; an older slave sends only
+/// the first four).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlaveCounts {
+    /// Live keys in `own`.
+    pub own_live: u64,
+    /// Tombstones (and invisible values) in `own`.
+    pub own_tombstones: u64,
+    /// Live keys in `previous`.
+    pub previous_live: u64,
+    /// Tombstones (and invisible values) in `previous`.
+    pub previous_tombstones: u64,
+    /// Expired or flushed values turned into tombstones since the slave started.
+    pub purged: u64,
+    /// Tombstones dropped by collection since the slave started.
+    pub collected_tombstones: u64,
+    /// Expired or flushed values dropped by collection since the slave started.
+    pub collected_values: u64,
+    /// When the log was last compacted (Unix seconds; 0: not since the slave started).
+    pub last_compaction: u64,
+}
+
+impl SlaveCounts {
+    /// The reply value.
+    pub fn encode(&self) -> Vec<u8> {
+        let fields = [
+            self.own_live,
+            self.own_tombstones,
+            self.previous_live,
+            self.previous_tombstones,
+            self.purged,
+            self.collected_tombstones,
+            self.collected_values,
+            self.last_compaction,
+        ];
+        fields.iter().flat_map(|f| f.to_be_bytes()).collect()
+    }
+
+    /// Reads a reply value: 64 bytes, or the first 32 (the rest then 0); `None` for any
+    /// other length.
+    pub fn decode(value: &[u8]) -> Option<SlaveCounts> {
+        if value.len() != 32 && value.len() != 64 {
+            return None;
+        }
+        let field = |i: usize| {
+            value
+                .get(i * 8..i * 8 + 8)
+                .map_or(0, NetworkEndian::read_u64)
+        };
+        Some(SlaveCounts {
+            own_live: field(0),
+            own_tombstones: field(1),
+            previous_live: field(2),
+            previous_tombstones: field(3),
+            purged: field(4),
+            collected_tombstones: field(5),
+            collected_values: field(6),
+            last_compaction: field(7),
+        })
+    }
+}
+
 /// One entry of a bulk chunk (the value of `BulkPut` requests and `BulkGet` replies).
 ///
 /// Packed as: key_len u32, value_len u32, flags u32, version u64, expires u64 (Unix

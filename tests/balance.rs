@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Cluster, DEADLINE, Expected, Rng, wait_ok};
+use common::{Cluster, DEADLINE, Expected, Proc, Rng, SlaveProc, bin, wait_ok};
 
 /// Every live slave's share (status, in per cent) within ±10 % of 100/N.
 fn shares_even(cluster: &Cluster, n: usize) -> Result<(), String> {
@@ -134,4 +134,28 @@ fn shares_stay_even_and_keys_keep_two_places_through_joins_deaths_and_leaves() {
         }
     }
     assert!(reached_16);
+}
+
+#[test]
+fn slaves_that_register_at_once_get_even_shares() {
+    let mut cluster = Cluster::start(1);
+    let mut client = cluster.client();
+    let mut expected: Expected = HashMap::new();
+    for i in 0..500 {
+        let key = format!("once{i}").into_bytes();
+        client.put(&key, b"v").unwrap();
+        expected.insert(key, Some(b"v".to_vec()));
+    }
+    // Four more start together: they register while each other's joins are planned.
+    let mut started = Vec::new();
+    for index in 1..5 {
+        let args = cluster.slave_flags(index, "127.0.0.1:0", &[]);
+        started.push((Proc::start(bin("slave"), &args), args));
+    }
+    for (mut proc, args) in started {
+        let addr = proc.wait_line("listening on ");
+        cluster.slaves.push(SlaveProc { proc, addr, args });
+    }
+    wait_ok(DEADLINE, "five even shares", || shares_even(&cluster, 5));
+    wait_ok(DEADLINE, "two copies", || cluster.two_copies(&expected));
 }

@@ -106,6 +106,51 @@ fn tombstones_of_many_deletes_are_collected_and_the_keys_stay_deleted() {
         cluster.coordinator.stderr_text().contains("tombstones and"),
         "the coordinator logs what it collected"
     );
+    // Visible: `status` shows per slave what was collected and the tombstones left, and
+    // memcached's `stats` the same per slave.
+    let status = cluster.status();
+    let collected: u64 = status.slaves.iter().filter_map(|s| s.collected).sum();
+    assert!(
+        collected >= 2 * 3000,
+        "collected {collected}:\n{}",
+        status.raw
+    );
+    assert!(
+        status.slaves.iter().all(|s| s.tombstones == Some(0)),
+        "{}",
+        status.raw
+    );
+    let stats = memcached_stats(&cluster);
+    for slave in status.slaves.iter().filter(|s| s.state == "alive") {
+        let share = stats.get(&format!("slave_{}_share", slave.id));
+        assert_eq!(
+            share.map(String::as_str),
+            Some(slave.share.trim_end_matches('%'))
+        );
+        let stat = |name: &str| stats.get(&format!("slave_{}_{name}", slave.id)).cloned();
+        assert_eq!(stat("collected"), slave.collected.map(|c| c.to_string()));
+        assert_eq!(stat("tombstones"), Some("0".to_string()));
+    }
+}
+
+/// `stats` over memcached's text protocol, as name → value.
+fn memcached_stats(cluster: &Cluster) -> std::collections::HashMap<String, String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(&cluster.addr).unwrap();
+    stream.write_all(b"stats\r\n").unwrap();
+    let mut stats = std::collections::HashMap::new();
+    for line in BufReader::new(stream).lines() {
+        let line = line.unwrap();
+        if line == "END" {
+            break;
+        }
+        let mut parts = line.splitn(3, ' ');
+        if let (Some("STAT"), Some(name), Some(value)) = (parts.next(), parts.next(), parts.next())
+        {
+            stats.insert(name.to_string(), value.to_string());
+        }
+    }
+    stats
 }
 
 #[test]
@@ -188,6 +233,11 @@ fn a_join_and_compactions_after_a_collection_bring_nothing_back() {
             })
         });
     }
+    // `status` shows when each slave last compacted.
+    wait_until(DEADLINE, "status shows the compactions", || {
+        let status = cluster.status();
+        status.slaves.iter().all(|s| s.compacted.is_some())
+    });
     // A new slave joins, and a compacted one restarts from its snapshot.
     cluster.add_slave();
     cluster.restart_slave(1);
@@ -220,6 +270,16 @@ fn expired_values_are_collected_and_never_come_back() {
     wait_until(DEADLINE, "every expired value collected", || {
         entries(&cluster) == (2 * 100, 0)
     });
+    let purged_or_collected: u64 = cluster
+        .status()
+        .slaves
+        .iter()
+        .map(|s| s.purged.unwrap_or(0) + s.collected.unwrap_or(0))
+        .sum();
+    assert!(
+        purged_or_collected >= 2 * 600,
+        "status counts the expired values dropped"
+    );
     assert_reads(&cluster, &expected);
     // A restart replays the expired values from the log: still invisible, collected again.
     cluster.restart_slave(2);

@@ -906,7 +906,7 @@ impl Membership {
             let mut state = self.lock();
             let switched = match state.future.take() {
                 Some((future, epoch)) if epoch == state.ring.epoch() => {
-                    state.ring = future;
+                    state.ring.adopt(&future);
                     true
                 }
                 _ => false,
@@ -993,7 +993,7 @@ impl Membership {
                 state.set_joining(None);
             }
             if let Some(future) = future.filter(|_| current) {
-                state.ring = future;
+                state.ring.adopt(&future);
                 if let Some(info) = state.slaves.get_mut(&id) {
                     info.state = SlaveState::Alive;
                 }
@@ -1307,6 +1307,32 @@ mod tests {
         assert!(membership.finish_join(registered.id, registered.session));
         membership.end_move();
         registered.id
+    }
+
+    #[test]
+    fn a_slave_that_registers_while_another_joins_gets_its_share_at_its_own_join() {
+        let (membership, _events) = membership();
+        join(&membership, "127.0.0.1:1");
+        let b = membership.register("127.0.0.1:2");
+        assert!(membership.begin_join(b.id, b.session).is_some());
+        // C registers while B receives its data.
+        let c = membership.register("127.0.0.1:3");
+        assert!(membership.finish_join(b.id, b.session));
+        membership.end_move();
+        let (_, future) = membership.begin_join(c.id, c.session).expect("C joins");
+        assert!(future.slot_count(c.id) >= crate::ring::SLOTS / 3 - 1);
+        assert!(membership.finish_join(c.id, c.session));
+        let shares: Vec<usize> = membership
+            .ring()
+            .members()
+            .iter()
+            .map(|m| m.slots)
+            .collect();
+        assert_eq!(shares.len(), 3);
+        assert!(
+            shares.iter().all(|&n| (341..=342).contains(&n)),
+            "{shares:?}"
+        );
     }
 
     #[test]

@@ -48,11 +48,11 @@ use std::time::Instant;
 
 use log::{debug, info};
 
-use crate::client::parse_slave_counts;
 use crate::config::CoordinatorConfig;
 use crate::server;
 use crate::shutdown::{Shutdown, StartGuard};
 use crate::wal::DirLock;
+use crate::wire::SlaveCounts;
 use crate::wire::{self, Frame, Opcode, WireLimits};
 use membership::Membership;
 use router::Router;
@@ -298,9 +298,37 @@ impl Coordinator {
         }
     }
 
+    /// Asks every slave in `rows` that is not dead for its counts, all at once (no lock
+    /// held), and waits for the answers; `None` for a slave that did not answer.
+    fn slave_counts(&self, rows: &[membership::StatusRow]) -> Vec<Option<SlaveCounts>> {
+        let pending: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                row.handle.as_ref().map(|handle| {
+                    (
+                        handle.send(Frame::request(
+                            Opcode::SlaveStats,
+                            0,
+                            Vec::new(),
+                            Vec::new(),
+                        )),
+                        handle.timeout(),
+                    )
+                })
+            })
+            .collect();
+        pending
+            .into_iter()
+            .map(|pending| {
+                let (pending, timeout) = pending?;
+                let reply = pending.and_then(|p| p.wait(timeout)).ok()?;
+                SlaveCounts::decode(&reply.value)
+            })
+            .collect()
+    }
+
     /// The ring as TSV (protocol.md, "Status"): `copies`, `epoch`, `moving` (what data is
-    /// being moved, if any), a header row, then one row per slave. Asks each slave for its
-    /// counts (in parallel, without any lock held).
+    /// being moved, if any), a header row, then one row per slave with its counts.
     fn status_text(&self) -> String {
         let membership::StatusReport {
             rows,
@@ -308,73 +336,90 @@ impl Coordinator {
             copies,
             progress,
         } = self.membership.status();
-        let pending: Vec<_> = rows
-            .iter()
-            .map(|row| {
-                row.handle.as_ref().map(|handle| {
-                    handle.send(Frame::request(
-                        Opcode::SlaveStats,
-                        0,
-                        Vec::new(),
-                        Vec::new(),
-                    ))
-                })
-            })
-            .collect();
+        let counts = self.slave_counts(&rows);
         let mut text = String::new();
         let _ = writeln!(text, "copies\t{copies}");
         let _ = writeln!(text, "epoch\t{epoch}");
         if !progress.is_empty() {
             let _ = writeln!(text, "moving\t{progress}");
         }
-        let _ = writeln!(text, "id\taddr\ttoken\tshare\tstate\town\tprevious");
-        for (row, pending) in rows.iter().zip(pending) {
-            let counts = match (pending, &row.handle) {
-                (Some(pending), Some(handle)) => pending
-                    .and_then(|p| p.wait(handle.timeout()))
-                    .ok()
-                    .and_then(|reply| parse_slave_counts(&reply.value)),
-                _ => None,
-            };
+        let _ = writeln!(
+            text,
+            "id\taddr\ttoken\tshare\tstate\town\tprevious\ttombstones\tpurged\tcollected\tcompacted"
+        );
+        for (row, counts) in rows.iter().zip(counts) {
             let state = match (&counts, row.state) {
                 (None, membership::SlaveState::Alive) => "unreachable".to_string(),
                 (_, state) => state.to_string(),
             };
-            let (own, previous) = match counts {
-                Some(c) => (c.own_live.to_string(), c.previous_live.to_string()),
-                None => ("-".into(), "-".into()),
+            let numbers = match counts {
+                Some(c) => [
+                    c.own_live.to_string(),
+                    c.previous_live.to_string(),
+                    (c.own_tombstones + c.previous_tombstones).to_string(),
+                    c.purged.to_string(),
+                    (c.collected_tombstones + c.collected_values).to_string(),
+                    match c.last_compaction {
+                        0 => "-".to_string(),
+                        at => at.to_string(),
+                    },
+                ]
+                .join("\t"),
+                None => ["-"; 6].join("\t"),
             };
             let _ = writeln!(
                 text,
-                "{}\t{}\t{}\t{:.1}%\t{state}\t{own}\t{previous}",
+                "{}\t{}\t{}\t{:.1}%\t{state}\t{numbers}",
                 row.member.id,
                 row.member.addr,
                 row.token.map_or_else(|| "-".to_string(), |t| t.to_string()),
-                row.member.slots as f64 * 100.0 / crate::ring::SLOTS as f64
+                share(row.member.slots)
             );
         }
         text
     }
 
-    /// Live keys across the cluster (sum of every slave's `own`), for `stats`.
-    fn curr_items(&self) -> u64 {
-        self.membership
-            .live_handles()
-            .iter()
-            .filter_map(|handle| {
-                handle
-                    .call(Frame::request(
-                        Opcode::SlaveStats,
-                        0,
-                        Vec::new(),
-                        Vec::new(),
-                    ))
-                    .ok()
-            })
-            .filter_map(|reply| parse_slave_counts(&reply.value))
-            .map(|c| c.own_live)
-            .sum()
+    /// Live keys across the cluster (sum of every slave's `own`), and per slave on the
+    /// ring its share and counts, for `stats`.
+    fn slave_stats(&self) -> (u64, Vec<(String, String)>) {
+        let rows: Vec<membership::StatusRow> = self
+            .membership
+            .status()
+            .rows
+            .into_iter()
+            .filter(|row| row.member.slots > 0)
+            .collect();
+        let counts = self.slave_counts(&rows);
+        let mut items = 0;
+        let mut lines = Vec::new();
+        for (row, counts) in rows.iter().zip(counts) {
+            let id = row.member.id;
+            lines.push((
+                format!("slave_{id}_share"),
+                format!("{:.1}", share(row.member.slots)),
+            ));
+            let Some(c) = counts else {
+                continue;
+            };
+            items += c.own_live;
+            let values = [
+                ("live", c.own_live + c.previous_live),
+                ("tombstones", c.own_tombstones + c.previous_tombstones),
+                ("expired_purged", c.purged),
+                ("collected", c.collected_tombstones + c.collected_values),
+                ("last_compaction", c.last_compaction),
+            ];
+            for (name, value) in values {
+                lines.push((format!("slave_{id}_{name}"), value.to_string()));
+            }
+        }
+        (items, lines)
     }
+}
+
+/// A slave's share of the ring, in per cent, from its slot count.
+fn share(slots: usize) -> f64 {
+    slots as f64 * 100.0 / crate::ring::SLOTS as f64
 }
 
 #[cfg(test)]

@@ -55,7 +55,8 @@ impl Coordinator {
     fn general_stats(&self) -> Vec<(String, String)> {
         let counters = &self.router.counters;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        vec![
+        let (items, per_slave) = self.slave_stats();
+        let mut lines = vec![
             pair("pid", std::process::id()),
             pair("uptime", self.started.elapsed().as_secs()),
             pair("time", unix_now()),
@@ -85,8 +86,13 @@ impl Coordinator {
             pair("touch_misses", load(&counters.touch_misses)),
             pair("cmd_delete", load(&counters.cmd_delete)),
             pair("threads", self.server_limits.max_connections),
-            pair("curr_items", self.curr_items()),
+            pair("curr_items", items),
             pair("slaves", self.membership.len()),
-        ]
+        ];
+        // Per slave on the ring: its share (per cent), live keys and tombstones in both
+        // tables, expired values purged and entries collected since it started, and its
+        // last compaction (Unix seconds, 0 none yet).
+        lines.extend(per_slave);
+        lines
     }
 }

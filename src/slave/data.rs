@@ -54,7 +54,22 @@ pub struct Data {
     /// No collection before this time: a collection that took T waits 10 T for the next,
     /// so collecting a big table never takes more than a tenth of a core.
     next_collection: std::sync::Mutex<Option<Instant>>,
+    /// What housekeeping did since the start (SLAVE_STATS, `status`, `stats`).
+    pub activity: Activity,
     _lock: DirLock,
+}
+
+/// What a slave's housekeeping did since it started.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Expired or flushed values turned into tombstones.
+    pub purged: AtomicU64,
+    /// Tombstones dropped by collection.
+    pub collected_tombstones: AtomicU64,
+    /// Expired or flushed values dropped by collection.
+    pub collected_values: AtomicU64,
+    /// When the log was last compacted (Unix seconds; 0 not yet).
+    pub last_compaction: AtomicU64,
 }
 
 /// A collection is not repeated before this many times its own duration has passed.
@@ -226,6 +241,7 @@ impl Data {
             snapshot_bytes: AtomicU64::new(snapshot_bytes),
             compact_min,
             next_collection: std::sync::Mutex::new(None),
+            activity: Activity::default(),
             _lock: lock,
         };
         data.remove_older_than(first);
@@ -318,6 +334,9 @@ impl Data {
             return Ok(false);
         }
         self.snapshot_bytes.store(size, Ordering::Relaxed);
+        self.activity
+            .last_compaction
+            .store(crate::request::unix_now(), Ordering::Relaxed);
         self.remove_older_than(seq);
         info!(
             "compacted the log: {before} bytes -> snapshot of {size} bytes in {} ms",
@@ -456,6 +475,12 @@ impl Data {
             return Collected::default();
         }
         let collected = self.store.collect(horizon);
+        self.activity
+            .collected_tombstones
+            .fetch_add(collected.tombstones, Ordering::Relaxed);
+        self.activity
+            .collected_values
+            .fetch_add(collected.values, Ordering::Relaxed);
         *crate::sync::lock(&self.next_collection) =
             Some(Instant::now() + started.elapsed() * COLLECT_PACE);
         collected
@@ -540,6 +565,9 @@ impl Data {
                         0
                     };
                     if purged > 0 {
+                        data.activity
+                            .purged
+                            .fetch_add(purged as u64, Ordering::Relaxed);
                         log::debug!("purged {purged} expired or flushed values");
                     }
                     if let Err(e) = data.maybe_compact() {

@@ -32,7 +32,7 @@ fn table_of(frame: &Frame) -> Option<Table> {
 pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Frame {
     match frame.opcode {
         Opcode::Ping => frame.reply(Status::Ok),
-        Opcode::SlaveStats => counts(&node.data.store, &frame),
+        Opcode::SlaveStats => counts(&node.data, &frame),
         Opcode::Get | Opcode::Put | Opcode::Delete => node.direct.serve(node, frame, forwarder),
         Opcode::Forward => node.direct.serve_forward(node, frame),
         Opcode::SetView => node.direct.set_view(node, &frame),
@@ -81,15 +81,23 @@ fn with_table(frame: Frame, serve: impl FnOnce(Frame, Table) -> Frame) -> Frame 
 }
 
 /// SLAVE_STATS: live keys and tombstones of both tables.
-fn counts(store: &Store, frame: &Frame) -> Frame {
-    let (own, previous) = store.counts();
+fn counts(data: &Data, frame: &Frame) -> Frame {
+    let (own, previous) = data.store.counts();
+    let activity = &data.activity;
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let counts = wire::SlaveCounts {
+        own_live: own.live,
+        own_tombstones: own.tombstones,
+        previous_live: previous.live,
+        previous_tombstones: previous.tombstones,
+        purged: load(&activity.purged),
+        collected_tombstones: load(&activity.collected_tombstones),
+        collected_values: load(&activity.collected_values),
+        last_compaction: load(&activity.last_compaction),
+    };
     let mut reply = frame.reply(Status::Ok);
-    let mut value = [0u8; 32];
-    NetworkEndian::write_u64(&mut value[0..], own.live);
-    NetworkEndian::write_u64(&mut value[8..], own.tombstones);
-    NetworkEndian::write_u64(&mut value[16..], previous.live);
-    NetworkEndian::write_u64(&mut value[24..], previous.tombstones);
-    reply.value = value.to_vec();
+    reply.value = counts.encode();
     reply
 }
 
