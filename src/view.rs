@@ -28,6 +28,50 @@ const MAX_MEMBERS: usize = 4096;
 /// Most tokens a view may carry.
 const MAX_TOKENS: usize = 1 << 16;
 
+/// What is wrong with a view's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewError {
+    /// The bytes end early.
+    Truncated,
+    /// More members than a view may carry.
+    TooManyMembers(usize),
+    /// More tokens than a view may carry.
+    TooManyTokens(usize),
+    /// A member's address is not UTF-8.
+    BadAddress,
+    /// Tokens are not in increasing order.
+    Unordered,
+    /// A token's owner is not a member.
+    UnknownOwner(Token, SlaveId),
+    /// Bytes after the last token.
+    TrailingBytes,
+}
+
+impl std::fmt::Display for ViewError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ViewError::Truncated => f.write_str("ring view truncated"),
+            ViewError::TooManyMembers(n) => {
+                write!(f, "ring view has {n} members (at most {MAX_MEMBERS})")
+            }
+            ViewError::TooManyTokens(n) => {
+                write!(f, "ring view has {n} tokens (at most {MAX_TOKENS})")
+            }
+            ViewError::BadAddress => f.write_str("ring view address is not UTF-8"),
+            ViewError::Unordered => f.write_str("ring view tokens are not in increasing order"),
+            ViewError::UnknownOwner(token, owner) => {
+                write!(
+                    f,
+                    "ring view token {token} is owned by unknown slave {owner}"
+                )
+            }
+            ViewError::TrailingBytes => f.write_str("ring view has trailing bytes"),
+        }
+    }
+}
+
+impl std::error::Error for ViewError {}
+
 /// A ring with its epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct View {
@@ -88,53 +132,45 @@ impl View {
     /// # Errors
     /// A message saying what is wrong with the bytes: truncated, too many members or
     /// tokens, tokens out of order or owned by no member, an address that is not UTF-8.
-    pub fn decode(epoch: u64, flags: u32, value: &[u8]) -> Result<View, String> {
+    pub fn decode(epoch: u64, flags: u32, value: &[u8]) -> Result<View, ViewError> {
         let mut at = 0usize;
-        let mut take = |n: usize| -> Result<&[u8], String> {
-            let bytes = value
-                .get(at..at + n)
-                .ok_or_else(|| "ring view truncated".to_string())?;
+        let mut take = |n: usize| -> Result<&[u8], ViewError> {
+            let bytes = value.get(at..at + n).ok_or(ViewError::Truncated)?;
             at += n;
             Ok(bytes)
         };
         let count = NetworkEndian::read_u32(take(4)?) as usize;
         if count > MAX_MEMBERS {
-            return Err(format!(
-                "ring view has {count} members (at most {MAX_MEMBERS})"
-            ));
+            return Err(ViewError::TooManyMembers(count));
         }
         let mut members: Vec<Member> = Vec::with_capacity(count);
         for _ in 0..count {
             let id = SlaveId(NetworkEndian::read_u32(take(4)?));
             let len = NetworkEndian::read_u16(take(2)?) as usize;
             let addr = std::str::from_utf8(take(len)?)
-                .map_err(|_| "ring view address is not UTF-8".to_string())?
+                .map_err(|_| ViewError::BadAddress)?
                 .to_string();
             members.push(Member { id, addr, slots: 0 });
         }
         let count = NetworkEndian::read_u32(take(4)?) as usize;
         if count > MAX_TOKENS {
-            return Err(format!(
-                "ring view has {count} tokens (at most {MAX_TOKENS})"
-            ));
+            return Err(ViewError::TooManyTokens(count));
         }
         let mut tokens: Vec<(Token, SlaveId)> = Vec::with_capacity(count);
         for _ in 0..count {
             let token = Token(NetworkEndian::read_u64(take(8)?));
             let owner = SlaveId(NetworkEndian::read_u32(take(4)?));
             if tokens.last().is_some_and(|&(last, _)| last >= token) {
-                return Err("ring view tokens are not in increasing order".into());
+                return Err(ViewError::Unordered);
             }
             let Some(member) = members.iter_mut().find(|m| m.id == owner) else {
-                return Err(format!(
-                    "ring view token {token} is owned by unknown slave {owner}"
-                ));
+                return Err(ViewError::UnknownOwner(token, owner));
             };
             member.slots += 1;
             tokens.push((token, owner));
         }
         if at != value.len() {
-            return Err("ring view has trailing bytes".into());
+            return Err(ViewError::TrailingBytes);
         }
         Ok(View::new(epoch, flags & STABLE != 0, members, &tokens))
     }

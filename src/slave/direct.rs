@@ -145,7 +145,7 @@ impl Direct {
     pub fn set_view(&self, node: &Node, frame: &Frame) -> Frame {
         let view = match View::decode(frame.arg, frame.flags, &frame.value) {
             Ok(view) => view,
-            Err(e) => return frame.error_reply(Status::Invalid, &e),
+            Err(e) => return frame.error_reply(Status::Invalid, &e.to_string()),
         };
         let Some(me) = node.registration().map(|r| SlaveId(r.id)) else {
             // Not registered yet: refuse, so the coordinator sends the view again.
