@@ -2,7 +2,10 @@
 # Failure and join timings: a coordinator and 4 slaves as separate processes on loopback
 # (default heartbeat 1000 ms, failure timeout 3000 ms), N keys of 100 bytes; SIGKILL one
 # slave and time "declared dead" and "two copies again"; then start a new slave and time
-# its join. Usage: bench/failover.sh [N ...]   (default: 10000 100000 1000000)
+# its join. Also counts the entries each move copied (from the coordinator's log): the
+# re-replication after the death (only the dead slave's data), the rebalancing that
+# evens the shares out after it, and the join. Usage: bench/failover.sh [N ...]
+# (default: 10000 100000 1000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
@@ -11,12 +14,12 @@ sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(10000 100000 1000000)
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 
-echo "| keys | SIGKILL → declared dead (ms) | SIGKILL → two copies again (ms) | join: start → alive, data moved (ms) |"
-echo "| --- | --- | --- | --- |"
+echo "| keys | SIGKILL → declared dead (ms) | SIGKILL → two copies again (ms) | join: start → alive, data moved (ms) | entries copied: re-replication / rebalance / join |"
+echo "| --- | --- | --- | --- | --- |"
 for n in "${sizes[@]}"; do
   work=$(mktemp -d)
   "$bin/piazza-coordinator" --listen 127.0.0.1:0 --heartbeat 127.0.0.1:0 --data-dir "$work/c" \
-    --log-level warn 2>"$work/c.err" &
+    --log-level info 2>"$work/c.err" &
   coord_pid=$!
   for _ in $(seq 100); do grep -q '^listening on' "$work/c.err" && break; sleep 0.05; done
   addr=$(sed -n 's/^listening on //p' "$work/c.err")
@@ -42,7 +45,9 @@ for n in "${sizes[@]}"; do
   t3=$(now)
   until [ "$(status | grep -c ' alive ')" -eq 4 ] && ! status | grep -q '^moving'; do sleep 0.05; done
   t4=$(now)
-  echo "| $n | $(ms "$t0" "$t1") | $(ms "$t0" "$t2") | $(ms "$t3" "$t4") |"
+  copied() { grep "$1" "$work/c.err" | sed -n 's/.*: \([0-9]*\) keys, .*/\1/p' | tail -1; }
+  moved="$(copied 're-replication after slave') / $(copied 'rebalanced the ring') / $(copied 'slave 5 joined')"
+  echo "| $n | $(ms "$t0" "$t1") | $(ms "$t0" "$t2") | $(ms "$t3" "$t4") | $moved |"
   kill -9 "${pids[@]}" "$coord_pid" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"

@@ -116,13 +116,15 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                 if membership.len() == 1 {
                     warn!("one slave left: every key has ONE copy until another slave joins");
                 }
+                // The dead slave's slots went to their replicas: even the shares out
+                // before data counts as settled (the extra move keeps it "moving").
+                membership.begin_move();
+                membership.finish_replicate(id);
                 if let Some(done) = done {
                     let _ = done.try_send(());
                 }
-                // The dead slave's slots went to their replicas: even the shares out
-                // before the move counts as over.
                 rebalance(membership, &mut tidy);
-                membership.finish_replicate(id);
+                membership.end_move();
             }
             Event::Join { id, session } => {
                 let started = Instant::now();
