@@ -511,9 +511,8 @@ impl DirectClient {
             }
         }
         for &index in indexes {
-            if !replies.contains_key(&index) {
-                let reply = self.coordinator.call(frames[index].clone());
-                replies.insert(index, reply);
+            if let std::collections::hash_map::Entry::Vacant(vacant) = replies.entry(index) {
+                vacant.insert(self.coordinator.call(frames[index].clone()));
             }
         }
         replies
