@@ -193,13 +193,32 @@ impl Client {
     /// # Errors
     /// I/O failures.
     pub fn send(&mut self, request: &mut Frame) -> Result<u32, ClientError> {
+        let id = self.queue(request)?;
+        self.flush()?;
+        Ok(id)
+    }
+
+    /// Like [`Client::send`], but the request may stay in the connection's buffer until
+    /// [`Client::flush`] (or a full buffer) sends it: for pipelines, whose requests go out
+    /// together.
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub fn queue(&mut self, request: &mut Frame) -> Result<u32, ClientError> {
         request.request_id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         request
             .write_to(&mut self.writer)
             .map_err(ClientError::Io)?;
-        self.writer.flush().map_err(ClientError::Io)?;
         Ok(request.request_id)
+    }
+
+    /// Sends the requests [`Client::queue`] left in the buffer.
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.writer.flush().map_err(ClientError::Io)
     }
 
     /// Reads the reply to the request [`Client::send`] sent as `id` (replies come in

@@ -7,14 +7,24 @@
 //! reached, the request goes through the coordinator instead, and the view is fetched
 //! again (at most every [`REFRESH_EVERY`] while it stays unstable).
 //!
+//! Many requests can be in flight at once ([`DirectClient::execute`], `get_many`,
+//! `put_many`): a batch goes out as one write per slave, and the replies are read in
+//! order. Each request of a batch that a slave redirects or cannot serve goes through the
+//! coordinator after the direct ones, in batch order; so does every later request of the
+//! batch on the same key, even one a slave answered, so that each key sees the batch's
+//! requests in order and every reply is the one a sequential run would give. (Requests
+//! on different keys are not ordered with each other.)
+//!
 //! ```no_run
 //! let mut client = piazza::direct::DirectClient::connect("127.0.0.1:7400")?;
 //! client.put(b"greeting", b"hello")?;
 //! assert_eq!(client.get(b"greeting")?.map(|v| v.value), Some(b"hello".to_vec()));
+//! let versions = client.put_many(&[(b"a", b"1"), (b"b", b"2")]);
+//! assert!(versions.iter().all(Result::is_ok));
 //! # Ok::<(), piazza::client::ClientError>(())
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientError, Value, ops};
@@ -24,6 +34,80 @@ use crate::wire::{Frame, Opcode, Status};
 
 /// How often an unstable view is fetched again.
 pub const REFRESH_EVERY: Duration = Duration::from_millis(100);
+
+/// Requests of a batch sent before their replies are read, at most (a longer batch is
+/// served window by window, in order).
+pub const BATCH_WINDOW: usize = 256;
+
+/// Bytes of keys and values of a batch sent before their replies are read, at most:
+/// neither side's socket buffers can fill up with replies nobody reads yet.
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// One request of a batch ([`DirectClient::execute`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectOp<'a> {
+    /// Read a key.
+    Get(&'a [u8]),
+    /// Store a value with memcached flags.
+    Put {
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+        /// memcached flags.
+        flags: u32,
+    },
+    /// Delete a key.
+    Delete(&'a [u8]),
+}
+
+impl DirectOp<'_> {
+    fn key(&self) -> &[u8] {
+        match self {
+            DirectOp::Get(key) | DirectOp::Delete(key) | DirectOp::Put { key, .. } => key,
+        }
+    }
+
+    fn frame(&self) -> Frame {
+        match *self {
+            DirectOp::Get(key) => ops::get(key),
+            DirectOp::Put { key, value, flags } => ops::put(key, value, flags),
+            DirectOp::Delete(key) => ops::delete(key),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            DirectOp::Put { key, value, .. } => key.len() + value.len(),
+            other => other.key().len(),
+        }
+    }
+
+    /// What `reply` (from a slave or the coordinator) says about this request.
+    fn outcome(&self, reply: Frame) -> Result<DirectReply, ClientError> {
+        match self {
+            DirectOp::Get(_) => {
+                ops::checked(reply, true).map(|reply| DirectReply::Value(ops::value_of(reply)))
+            }
+            DirectOp::Put { .. } => {
+                ops::checked(reply, false).map(|reply| DirectReply::Stored(reply.arg))
+            }
+            DirectOp::Delete(_) => ops::checked(reply, true)
+                .map(|reply| DirectReply::Deleted(reply.status == Status::Ok)),
+        }
+    }
+}
+
+/// What a request of a batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectReply {
+    /// A get: the value, if the key is there.
+    Value(Option<Value>),
+    /// A put: the version written.
+    Stored(u64),
+    /// A delete: whether the key was there.
+    Deleted(bool),
+}
 
 /// Where requests went.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +132,8 @@ pub struct DirectClient {
     secret: Option<Vec<u8>>,
     timeout: Option<Duration>,
     stats: DirectStats,
+    /// A slave redirected a request of the last batch: fetch the view before the next.
+    redirected: bool,
 }
 
 impl DirectClient {
@@ -65,6 +151,7 @@ impl DirectClient {
             secret: None,
             timeout: None,
             stats: DirectStats::default(),
+            redirected: false,
         })
     }
 
@@ -226,6 +313,224 @@ impl DirectClient {
         Ok(ops::checked(reply, true)?.status == Status::Ok)
     }
 
+    /// Serves a batch of requests with many in flight at once, and returns their
+    /// outcomes in order: each as the same request alone would have had it (see the
+    /// module doc for how redirects and failures fall back to the coordinator). Batches
+    /// longer than [`BATCH_WINDOW`] requests or [`BATCH_BYTES`] bytes are served window
+    /// by window.
+    pub fn execute(&mut self, batch: &[DirectOp<'_>]) -> Vec<Result<DirectReply, ClientError>> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        while start < batch.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < batch.len()
+                && end - start < BATCH_WINDOW
+                && (end == start || bytes < BATCH_BYTES)
+            {
+                bytes += batch[end].bytes();
+                end += 1;
+            }
+            self.execute_window(&batch[start..end], &mut outcomes);
+            start = end;
+        }
+        outcomes
+    }
+
+    /// Reads many keys at once (see [`DirectClient::execute`]); `Ok(None)` for a key
+    /// that is not there.
+    pub fn get_many<K: AsRef<[u8]>>(
+        &mut self,
+        keys: &[K],
+    ) -> Vec<Result<Option<Value>, ClientError>> {
+        let batch: Vec<DirectOp<'_>> = keys.iter().map(|key| DirectOp::Get(key.as_ref())).collect();
+        self.execute(&batch)
+            .into_iter()
+            .map(|outcome| match outcome? {
+                DirectReply::Value(value) => Ok(value),
+                other => Err(unexpected(&other)),
+            })
+            .collect()
+    }
+
+    /// Stores many values (flags 0) at once (see [`DirectClient::execute`]); the version
+    /// of each write.
+    pub fn put_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &mut self,
+        items: &[(K, V)],
+    ) -> Vec<Result<u64, ClientError>> {
+        let batch: Vec<DirectOp<'_>> = items
+            .iter()
+            .map(|(key, value)| DirectOp::Put {
+                key: key.as_ref(),
+                value: value.as_ref(),
+                flags: 0,
+            })
+            .collect();
+        self.execute(&batch)
+            .into_iter()
+            .map(|outcome| match outcome? {
+                DirectReply::Stored(version) => Ok(version),
+                other => Err(unexpected(&other)),
+            })
+            .collect()
+    }
+
+    /// One window of [`DirectClient::execute`]: every request that the view lets go
+    /// straight to a slave is written (one flush per slave), the replies are read in
+    /// order, and then what must go through the coordinator goes, pipelined, in order.
+    fn execute_window(
+        &mut self,
+        batch: &[DirectOp<'_>],
+        outcomes: &mut Vec<Result<DirectReply, ClientError>>,
+    ) {
+        let force = std::mem::take(&mut self.redirected);
+        self.refresh_if_due(force);
+        let mut frames: Vec<Frame> = batch.iter().map(DirectOp::frame).collect();
+        // Each request's slave and request id there, if it went directly.
+        let mut sent: Vec<Option<(SlaveId, u32)>> = vec![None; batch.len()];
+        if self.view.stable {
+            let mut used: Vec<SlaveId> = Vec::new();
+            for (frame, sent) in frames.iter_mut().zip(sent.iter_mut()) {
+                let Some((primary, _)) = self.view.placement(&frame.key) else {
+                    continue;
+                };
+                let (id, addr) = (primary.id, primary.addr.clone());
+                frame.arg = self.view.epoch;
+                match self.slave(id, &addr).and_then(|client| client.queue(frame)) {
+                    Ok(request_id) => {
+                        *sent = Some((id, request_id));
+                        if !used.contains(&id) {
+                            used.push(id);
+                        }
+                    }
+                    Err(_) => {
+                        // Dead or unreachable: the coordinator will find out; ask it.
+                        self.slaves.remove(&id);
+                        self.fetched = None;
+                    }
+                }
+                frame.arg = 0;
+            }
+            for id in used {
+                let flushed = self.slaves.get_mut(&id).map(|(_, client)| client.flush());
+                if !matches!(flushed, Some(Ok(()))) {
+                    self.slaves.remove(&id);
+                    self.fetched = None;
+                }
+            }
+        }
+        // The direct replies, in order; `None` where the request must go through the
+        // coordinator.
+        let mut replies: Vec<Option<Frame>> = Vec::with_capacity(batch.len());
+        for sent in &sent {
+            let Some((id, request_id)) = *sent else {
+                replies.push(None);
+                continue;
+            };
+            let received = match self.slaves.get_mut(&id) {
+                Some((_, client)) => client.receive(request_id),
+                None => Err(ClientError::Closed),
+            };
+            let reply = match received {
+                Ok(reply) => reply,
+                Err(_) => {
+                    // The rest of this slave's replies are lost with the connection.
+                    self.slaves.remove(&id);
+                    self.fetched = None;
+                    replies.push(None);
+                    continue;
+                }
+            };
+            replies.push(match reply.status {
+                Status::Redirect => {
+                    self.stats.redirects += 1;
+                    self.redirected = true;
+                    None
+                }
+                // The replica failed: the coordinator handles that (and retries).
+                Status::Unavailable => {
+                    self.fetched = None;
+                    None
+                }
+                _ => Some(reply),
+            });
+        }
+        // From the first request on a key that must go through the coordinator, every
+        // later one on that key does too, in order.
+        let mut tainted: HashSet<&[u8]> = HashSet::new();
+        let mut via_coordinator = Vec::new();
+        for (index, (op, reply)) in batch.iter().zip(replies.iter_mut()).enumerate() {
+            if reply.is_none() || tainted.contains(op.key()) {
+                *reply = None;
+                tainted.insert(op.key());
+                via_coordinator.push(index);
+            }
+        }
+        self.stats.direct += (batch.len() - via_coordinator.len()) as u64;
+        self.stats.via_coordinator += via_coordinator.len() as u64;
+        let mut from_coordinator = self.through_coordinator(&mut frames, &via_coordinator);
+        for (index, (op, reply)) in batch.iter().zip(replies).enumerate() {
+            let reply = match reply {
+                Some(reply) => Ok(reply),
+                None => from_coordinator
+                    .remove(&index)
+                    .unwrap_or(Err(ClientError::Closed)),
+            };
+            outcomes.push(reply.and_then(|reply| op.outcome(reply)));
+        }
+    }
+
+    /// Sends the frames at `indexes` (in that order) through the coordinator, pipelined;
+    /// if the connection breaks, the ones not answered are sent again one by one
+    /// ([`Client::call`] connects again once), as a single request would be.
+    fn through_coordinator(
+        &mut self,
+        frames: &mut [Frame],
+        indexes: &[usize],
+    ) -> HashMap<usize, Result<Frame, ClientError>> {
+        let mut replies = HashMap::with_capacity(indexes.len());
+        if indexes.is_empty() {
+            return replies;
+        }
+        let mut queued = Vec::with_capacity(indexes.len());
+        for &index in indexes {
+            match self.coordinator.queue(&mut frames[index]) {
+                Ok(id) => queued.push((index, id)),
+                Err(_) => break,
+            }
+        }
+        if queued.len() == indexes.len() && self.coordinator.flush().is_ok() {
+            for &(index, id) in &queued {
+                match self.coordinator.receive(id) {
+                    Ok(reply) => {
+                        replies.insert(index, Ok(reply));
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        for &index in indexes {
+            if let std::collections::hash_map::Entry::Vacant(vacant) = replies.entry(index) {
+                vacant.insert(self.coordinator.call(frames[index].clone()));
+            }
+        }
+        replies
+    }
+
+    /// The connection to slave `id` at `addr`, connecting (and authenticating) first if
+    /// there is none.
+    fn slave(&mut self, id: SlaveId, addr: &str) -> Result<&mut Client, ClientError> {
+        if self.slaves.get(&id).is_none_or(|(to, _)| to != addr) {
+            let client = open_slave(addr, self.secret.as_deref(), self.timeout)?;
+            self.slaves.insert(id, (addr.to_string(), client));
+        }
+        match self.slaves.get_mut(&id) {
+            Some((_, client)) => Ok(client),
+            None => Err(ClientError::Closed),
+        }
+    }
+
     /// The coordinator connection: read-modify-writes (`add`, `cas`, `incr`...) and
     /// `flush_all` always go through it, because the coordinator is their one sequencer
     /// per key (slaves answer them with "send this to the coordinator").
@@ -245,13 +550,7 @@ fn call_slave(
     request: &mut Frame,
 ) -> Result<Frame, ClientError> {
     if slaves.get(&id).is_none_or(|(to, _)| to != addr) {
-        let mut client = Client::connect(addr)?;
-        if let Some(secret) = secret {
-            client.auth(secret)?;
-        }
-        if let Some(timeout) = timeout {
-            client.set_timeout(timeout)?;
-        }
+        let client = open_slave(addr, secret, timeout)?;
         slaves.insert(id, (addr.to_string(), client));
     }
     let Some((_, client)) = slaves.get_mut(&id) else {
@@ -262,4 +561,26 @@ fn call_slave(
         slaves.remove(&id);
     }
     result
+}
+
+/// A connection to a slave, with the secret presented and the timeout set.
+fn open_slave(
+    addr: &str,
+    secret: Option<&[u8]>,
+    timeout: Option<Duration>,
+) -> Result<Client, ClientError> {
+    let mut client = Client::connect(addr)?;
+    if let Some(secret) = secret {
+        client.auth(secret)?;
+    }
+    if let Some(timeout) = timeout {
+        client.set_timeout(timeout)?;
+    }
+    Ok(client)
+}
+
+/// A batch reply of another kind than the request's (cannot happen: each request's
+/// outcome is made from its own kind).
+fn unexpected(reply: &DirectReply) -> ClientError {
+    ClientError::BadStatus(format!("a reply of another kind: {reply:?}"))
 }

@@ -409,21 +409,21 @@ impl Frame {
 
     /// The header bytes of this frame, CRC included.
     pub fn header(&self) -> [u8; HEADER_LEN] {
-        let mut header = [0u8; HEADER_LEN];
-        header[OFF_MAGIC] = MAGIC;
-        header[OFF_VERSION] = VERSION;
-        header[OFF_OPCODE] = self.opcode as u8;
-        header[OFF_STATUS] = self.status as u8;
-        NetworkEndian::write_u32(&mut header[OFF_REQUEST_ID..], self.request_id);
-        NetworkEndian::write_u64(&mut header[OFF_ARG..], self.arg);
-        NetworkEndian::write_u32(&mut header[OFF_FLAGS..], self.flags);
-        header[OFF_TABLE] = self.table as u8;
-        // Lengths over u32 cannot be framed; encoders are only handed checked sizes.
-        NetworkEndian::write_u32(&mut header[OFF_KEY_LEN..], self.key.len() as u32);
-        NetworkEndian::write_u32(&mut header[OFF_VALUE_LEN..], self.value.len() as u32);
-        let crc = frame_crc(&header, &self.key, &self.value);
-        NetworkEndian::write_u32(&mut header[OFF_CRC..], crc);
-        header
+        self.header_as(self.request_id, self.table)
+    }
+
+    /// The header bytes this frame would have with another request id and table, CRC
+    /// included: what [`Frame::write_as`] writes.
+    pub fn header_as(&self, request_id: u32, table: TableSel) -> [u8; HEADER_LEN] {
+        FrameHead {
+            opcode: self.opcode,
+            status: self.status,
+            request_id,
+            arg: self.arg,
+            flags: self.flags,
+            table,
+        }
+        .header(&self.key, &[&self.value])
     }
 
     /// Appends the encoded frame to `out`.
@@ -451,9 +451,86 @@ impl Frame {
         w.write_all(&self.value)
     }
 
+    /// Writes the frame as if its request id and table were `request_id` and `table`,
+    /// from where its key and value are: one frame sent on many connections, each with
+    /// its own header, is never copied (the coordinator sends a write's one frame to
+    /// both replicas this way, and again on a retry). The caller flushes.
+    ///
+    /// # Errors
+    /// Whatever the writer returns.
+    pub fn write_as<W: Write>(
+        &self,
+        request_id: u32,
+        table: TableSel,
+        w: &mut W,
+    ) -> io::Result<()> {
+        w.write_all(&self.header_as(request_id, table))?;
+        w.write_all(&self.key)?;
+        w.write_all(&self.value)
+    }
+
     /// The value as text, for error messages (lossy).
     pub fn value_text(&self) -> String {
         String::from_utf8_lossy(&self.value).into_owned()
+    }
+}
+
+/// The fixed fields of a frame's header, for writing a frame whose value is in parts
+/// (a prefix, then a value that lives elsewhere) without putting them together first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    /// What is asked.
+    pub opcode: Opcode,
+    /// The outcome (requests: `Ok`).
+    pub status: Status,
+    /// The request id.
+    pub request_id: u32,
+    /// The 64-bit argument.
+    pub arg: u64,
+    /// The flags.
+    pub flags: u32,
+    /// Which table of a slave.
+    pub table: TableSel,
+}
+
+impl FrameHead {
+    /// The header of a frame with these fields, `key`, and a value that is `value`'s
+    /// parts one after the other; CRC included.
+    pub fn header(&self, key: &[u8], value: &[&[u8]]) -> [u8; HEADER_LEN] {
+        let mut header = [0u8; HEADER_LEN];
+        header[OFF_MAGIC] = MAGIC;
+        header[OFF_VERSION] = VERSION;
+        header[OFF_OPCODE] = self.opcode as u8;
+        header[OFF_STATUS] = self.status as u8;
+        NetworkEndian::write_u32(&mut header[OFF_REQUEST_ID..], self.request_id);
+        NetworkEndian::write_u64(&mut header[OFF_ARG..], self.arg);
+        NetworkEndian::write_u32(&mut header[OFF_FLAGS..], self.flags);
+        header[OFF_TABLE] = self.table as u8;
+        let value_len: usize = value.iter().map(|part| part.len()).sum();
+        // Lengths over u32 cannot be framed; encoders are only handed checked sizes.
+        NetworkEndian::write_u32(&mut header[OFF_KEY_LEN..], key.len() as u32);
+        NetworkEndian::write_u32(&mut header[OFF_VALUE_LEN..], value_len as u32);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[..OFF_CRC]);
+        hasher.update(key);
+        for part in value {
+            hasher.update(part);
+        }
+        NetworkEndian::write_u32(&mut header[OFF_CRC..], hasher.finalize());
+        header
+    }
+
+    /// Writes the frame: header, key, then the value's parts. The caller flushes.
+    ///
+    /// # Errors
+    /// Whatever the writer returns.
+    pub fn write_to<W: Write>(&self, key: &[u8], value: &[&[u8]], w: &mut W) -> io::Result<()> {
+        w.write_all(&self.header(key, value))?;
+        w.write_all(key)?;
+        for part in value {
+            w.write_all(part)?;
+        }
+        Ok(())
     }
 }
 
@@ -1295,6 +1372,48 @@ mod tests {
                 assert_eq!(read, frame);
             }
         }
+    }
+
+    #[test]
+    fn a_frame_written_as_another_id_and_table_is_that_frame() {
+        let frame = sample();
+        let mut written = Vec::new();
+        frame
+            .write_as(99, TableSel::Previous, &mut written)
+            .unwrap();
+        let mut expected = frame.clone();
+        expected.request_id = 99;
+        expected.table = TableSel::Previous;
+        assert_eq!(written, expected.encode());
+        assert_eq!(
+            decode(&written, &WireLimits::default()).unwrap().0,
+            expected
+        );
+    }
+
+    #[test]
+    fn a_value_in_parts_is_the_value_put_together() {
+        let head = FrameHead {
+            opcode: Opcode::Forward,
+            status: Status::Ok,
+            request_id: 5,
+            arg: 9,
+            flags: 2,
+            table: TableSel::Previous,
+        };
+        let mut written = Vec::new();
+        head.write_to(b"key", &[b"pre", b"", b"fix-and-value"], &mut written)
+            .unwrap();
+        let mut expected = Frame::request(
+            Opcode::Forward,
+            5,
+            b"key".to_vec(),
+            b"prefix-and-value".to_vec(),
+        );
+        expected.arg = 9;
+        expected.flags = 2;
+        expected.table = TableSel::Previous;
+        assert_eq!(written, expected.encode());
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 
 use common::{Cluster, DEADLINE, Expected, Writers, direct_client, wait_direct_ready};
 use piazza::Client;
+use piazza::client::ClientError;
+use piazza::direct::{DirectOp, DirectReply};
 use piazza::view::View;
 use piazza::wire::{Frame, Opcode, Status, TableSel};
 
@@ -225,18 +227,211 @@ fn piazza_bench_direct_verifies_every_read() {
     assert!(line.contains("\"wrong\":0"), "{line}");
     assert!(line.contains("\"errors\":0"), "{line}");
     assert!(line.contains("\"misses\":0"), "{line}");
-    // --direct is for the binary protocol, one request at a time.
+    // Pipelined: batches of 16 in flight per connection, every read still checked.
     let output = std::process::Command::new(common::bin("bench"))
-        .args([
-            "--coordinator",
-            &cluster.addr,
-            "--direct",
-            "--pipeline",
-            "4",
-        ])
-        .args(["--ops", "10"])
+        .args(["--coordinator", &cluster.addr, "--direct"])
+        .args(["--connections", "4", "--pipeline", "16"])
+        .args(["--ops", "4000", "--keys", "200", "--verify"])
+        .args(["--get-ratio", "0.5", "--json"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(line.contains("\"pipeline\":16"), "{line}");
+    assert!(line.contains("\"wrong\":0"), "{line}");
+    assert!(line.contains("\"errors\":0"), "{line}");
+    // --direct is for the binary protocol.
+    let output = std::process::Command::new(common::bin("bench"))
+        .args(["--coordinator", &cluster.addr, "--direct"])
+        .args(["--protocol", "memcache", "--ops", "10"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--direct"));
+}
+
+/// A sequential model of a few keys: what each request of a batch must answer.
+#[derive(Default)]
+struct Model {
+    values: HashMap<Vec<u8>, Vec<u8>>,
+    versions: HashMap<Vec<u8>, u64>,
+}
+
+impl Model {
+    /// Checks the outcome of `op` (the `index`th of its batch) and applies it.
+    fn check(
+        &mut self,
+        index: usize,
+        op: &DirectOp<'_>,
+        outcome: Result<DirectReply, ClientError>,
+    ) {
+        let outcome = outcome.unwrap_or_else(|e| panic!("request {index} ({op:?}) failed: {e}"));
+        match (*op, outcome) {
+            (DirectOp::Get(key), DirectReply::Value(found)) => assert_eq!(
+                found.map(|v| v.value),
+                self.values.get(key).cloned(),
+                "request {index}: get {}",
+                String::from_utf8_lossy(key)
+            ),
+            (DirectOp::Put { key, value, .. }, DirectReply::Stored(version)) => {
+                let last = self.versions.insert(key.to_vec(), version).unwrap_or(0);
+                assert!(version > last, "request {index}: versions of a key grow");
+                self.values.insert(key.to_vec(), value.to_vec());
+            }
+            (DirectOp::Delete(key), DirectReply::Deleted(was)) => {
+                assert_eq!(
+                    was,
+                    self.values.remove(key).is_some(),
+                    "request {index}: delete {}",
+                    String::from_utf8_lossy(key)
+                );
+            }
+            (op, outcome) => panic!("request {index}: {op:?} answered {outcome:?}"),
+        }
+    }
+}
+
+/// Keys and values of a batch of `n` requests over `n_keys` keys: about half gets, 40%
+/// puts and (with `deletes`) 10% deletes, from `seed`.
+fn random_batch(seed: u64, n: usize, n_keys: u64, deletes: bool) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
+    let mut rng = piazza::rng::Rng::new(seed, 1);
+    (0..n)
+        .map(|i| {
+            let key = format!("pipe:{}", rng.below(n_keys)).into_bytes();
+            let kind = match rng.below(10) {
+                0..=4 => b'g',
+                9 if deletes => b'd',
+                _ => b'p',
+            };
+            (kind, key, format!("value {seed}/{i}").into_bytes())
+        })
+        .collect()
+}
+
+fn ops_of(batch: &[(u8, Vec<u8>, Vec<u8>)]) -> Vec<DirectOp<'_>> {
+    batch
+        .iter()
+        .map(|(kind, key, value)| match kind {
+            b'g' => DirectOp::Get(key),
+            b'd' => DirectOp::Delete(key),
+            _ => DirectOp::Put {
+                key,
+                value,
+                flags: 0,
+            },
+        })
+        .collect()
+}
+
+#[test]
+fn a_pipelined_batch_answers_as_a_sequential_run_would() {
+    let cluster = Cluster::start(3);
+    let mut client = direct_client(&cluster);
+    wait_direct_ready(&mut client);
+    let start = client.stats();
+    let mut model = Model::default();
+    // 1,000 requests over 40 keys: the same key many times in one batch, and longer
+    // than one window of requests in flight.
+    for seed in 1..=3 {
+        let batch = random_batch(seed, 1000, 40, true);
+        let ops = ops_of(&batch);
+        let outcomes = client.execute(&ops);
+        assert_eq!(outcomes.len(), ops.len());
+        for (index, (op, outcome)) in ops.iter().zip(outcomes).enumerate() {
+            model.check(index, op, outcome);
+        }
+    }
+    let stats = client.stats();
+    assert_eq!(
+        stats.via_coordinator, start.via_coordinator,
+        "a stable cluster serves every request directly: {stats:?}"
+    );
+    assert_eq!(stats.direct, start.direct + 3000);
+    // get_many and put_many, and the coordinator's view of the same keys.
+    let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("pipe:{i}").into_bytes()).collect();
+    let found = client.get_many(&keys);
+    let mut plain = cluster.client();
+    for (key, found) in keys.iter().zip(found) {
+        let expected = model.values.get(key).cloned();
+        assert_eq!(found.unwrap().map(|v| v.value), expected);
+        assert_eq!(plain.get(key).unwrap().map(|v| v.value), expected);
+    }
+    let items: Vec<(Vec<u8>, Vec<u8>)> =
+        keys.iter().map(|k| (k.clone(), b"last".to_vec())).collect();
+    for version in client.put_many(&items) {
+        assert!(version.unwrap() > 0);
+    }
+    let expected: Expected = keys
+        .iter()
+        .map(|k| (k.clone(), Some(b"last".to_vec())))
+        .collect();
+    cluster.assert_two_copies(&expected);
+}
+
+#[test]
+fn pipelined_batches_stay_in_order_while_a_slave_joins() {
+    let mut cluster = Cluster::start(3);
+    let mut client = direct_client(&cluster);
+    wait_direct_ready(&mut client);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_batches = std::sync::Arc::clone(&stop);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done_batches = std::sync::Arc::clone(&done);
+    // Batches of gets and puts (deletes answer "was it there" from the key's primary,
+    // which a write redirected by its replica has already changed) until told to stop;
+    // each batch checked against the model. Returns the model and how many batches had
+    // both direct replies and redirected ones.
+    let batches = std::thread::spawn(move || {
+        let mut model = Model::default();
+        let (mut mixed, mut seed) = (0, 0);
+        while !stop_batches.load(std::sync::atomic::Ordering::SeqCst) || seed < 3 {
+            seed += 1;
+            let batch = random_batch(seed, 2000, 100, false);
+            let ops = ops_of(&batch);
+            let before = client.stats();
+            let outcomes = client.execute(&ops);
+            let after = client.stats();
+            for (index, (op, outcome)) in ops.iter().zip(outcomes).enumerate() {
+                model.check(index, op, outcome);
+            }
+            if after.direct > before.direct && after.redirects > before.redirects {
+                mixed += 1;
+            }
+            done_batches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        (model, mixed, client.stats())
+    });
+    // The join: fence views, data moving, then a stable view with four slaves.
+    common::wait_until(DEADLINE, "two batches before the join", || {
+        done.load(std::sync::atomic::Ordering::SeqCst) >= 2
+    });
+    cluster.add_slave();
+    cluster.wait_settled();
+    common::wait_until(DEADLINE, "a stable view with four slaves", || {
+        cluster
+            .view()
+            .is_ok_and(|view| view.stable && view.members.len() == 4)
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (model, mixed, stats) = batches.join().expect("the batch thread");
+    eprintln!("{mixed} batches with a redirect among direct replies; {stats:?}");
+    assert!(
+        stats.redirects > 0,
+        "the join redirected requests: {stats:?}"
+    );
+    assert!(
+        mixed > 0,
+        "a redirect came in the middle of a batch: {stats:?}"
+    );
+    let expected: Expected = model
+        .values
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    cluster.wait_settled();
+    cluster.assert_two_copies(&expected);
 }

@@ -2,7 +2,6 @@
 //! ([`Done`]) or how they failed ([`OpError`]), and [`Conn`], one connection of any
 //! protocol with one queue/flush/recv interface.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -159,7 +158,7 @@ pub(super) enum Conn {
     Memcache(TextConn),
     /// Redis; `true`: `WAIT 1 0` after every batch that holds a SET.
     Resp(TextConn, bool),
-    /// Direct routing: requests run one by one when their reply is asked for.
+    /// Direct routing: a flush serves the batch, many requests in flight per slave.
     Direct(Box<DirectConn>),
 }
 
@@ -171,10 +170,7 @@ impl Conn {
             client
                 .set_timeout(REQUEST_TIMEOUT)
                 .map_err(|e| format!("cannot set up the connection to {addr}: {e}"))?;
-            return Ok(Conn::Direct(Box::new(DirectConn {
-                client,
-                queued: VecDeque::new(),
-            })));
+            return Ok(Conn::Direct(Box::new(DirectConn::new(client))));
         }
         let server = match protocol {
             Protocol::Binary | Protocol::Direct => "coordinator",
@@ -273,7 +269,7 @@ impl Conn {
                 conn.sets_queued = false;
                 conn.writer.flush()?;
             }
-            Conn::Direct(_) => {}
+            Conn::Direct(conn) => conn.flush(),
         }
         Ok(wait)
     }

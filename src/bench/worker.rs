@@ -471,7 +471,7 @@ mod tests {
         assert!(usage(&["--workload", "incr", "--multiget", "4"]).contains("--multiget"));
         assert!(usage(&["--multiget", "4", "--verify"]).contains("--verify"));
         assert!(usage(&["--workload", "cas", "--verify"]).contains("--verify"));
-        assert!(usage(&["--direct", "--pipeline", "2"]).contains("--direct"));
+        assert!(usage(&["--direct", "--protocol", "memcache"]).contains("--direct"));
         assert!(
             usage(&["--multiget-op", "--multiget", "4", "--protocol", "memcache"])
                 .contains("--multiget-op")

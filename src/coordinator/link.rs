@@ -27,7 +27,7 @@ use std::time::Duration;
 use log::debug;
 
 use crate::ring::SlaveId;
-use crate::wire::{self, Frame, WireLimits};
+use crate::wire::{self, Frame, TableSel, WireLimits};
 
 /// Why a request to a slave failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,16 +178,21 @@ impl SlaveLink {
         self.shared.broken.load(Ordering::SeqCst)
     }
 
-    /// Sends a request (its request id is replaced by the link's own) and returns a
-    /// handle to wait for the reply with. With `deferred`, the frame may stay in the
-    /// writer's buffer until someone waits on the link (or another send flushes it), so
-    /// that a connection's pipelined requests go out together.
+    /// Sends a request with the link's own request id and table `table` (the frame is
+    /// written from where it is, not copied) and returns a handle to wait for the reply
+    /// with. With `deferred`, the frame may stay in the writer's buffer until someone
+    /// waits on the link (or another send flushes it), so that a connection's pipelined
+    /// requests go out together.
     ///
     /// # Errors
     /// `Broken` when the connection has failed or the write fails.
-    pub fn send(&self, frame: &mut Frame, deferred: bool) -> Result<PendingReply, LinkError> {
+    pub fn send(
+        &self,
+        frame: &Frame,
+        table: TableSel,
+        deferred: bool,
+    ) -> Result<PendingReply, LinkError> {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        frame.request_id = request_id;
         let (tx, rx) = mpsc::sync_channel(1);
         lock(&self.shared.pending).insert(request_id, tx);
         // The reader marks the link broken before failing the pending map, so either it
@@ -201,16 +206,18 @@ impl SlaveLink {
             shared.queued.fetch_add(1, Ordering::SeqCst);
             let mut writer = lock(&shared.writer);
             shared.queued.fetch_sub(1, Ordering::SeqCst);
-            frame.write_to(&mut *writer).and_then(|()| {
-                // The last of the senders queued together flushes for all of them.
-                if deferred || shared.queued.load(Ordering::SeqCst) > 0 {
-                    shared.unflushed.store(true, Ordering::SeqCst);
-                    Ok(())
-                } else {
-                    shared.unflushed.store(false, Ordering::SeqCst);
-                    writer.flush()
-                }
-            })
+            frame
+                .write_as(request_id, table, &mut *writer)
+                .and_then(|()| {
+                    // The last of the senders queued together flushes for all of them.
+                    if deferred || shared.queued.load(Ordering::SeqCst) > 0 {
+                        shared.unflushed.store(true, Ordering::SeqCst);
+                        Ok(())
+                    } else {
+                        shared.unflushed.store(false, Ordering::SeqCst);
+                        writer.flush()
+                    }
+                })
         };
         if let Err(e) = written {
             lock(&self.shared.pending).remove(&request_id);
@@ -365,7 +372,7 @@ impl SlaveHandle {
     /// # Errors
     /// See [`SlaveLink::send`] and [`SlaveLink::connect`].
     pub fn send(&self, frame: Frame) -> Result<PendingReply, LinkError> {
-        self.send_with(frame, false)
+        self.send_as(&frame, frame.table, false)
     }
 
     /// Like [`SlaveHandle::send`], but the frame may wait in the link's buffer until a
@@ -374,14 +381,25 @@ impl SlaveHandle {
     /// # Errors
     /// See [`SlaveHandle::send`].
     pub fn send_deferred(&self, frame: Frame) -> Result<PendingReply, LinkError> {
-        self.send_with(frame, true)
+        self.send_as(&frame, frame.table, true)
     }
 
-    fn send_with(&self, mut frame: Frame, deferred: bool) -> Result<PendingReply, LinkError> {
+    /// Sends `frame` as a request to table `table` (`deferred` as in
+    /// [`SlaveHandle::send_deferred`]), writing it from where it is: the one frame of a
+    /// write goes to each of its slaves, and again on a retry, without a copy.
+    ///
+    /// # Errors
+    /// See [`SlaveHandle::send`].
+    pub fn send_as(
+        &self,
+        frame: &Frame,
+        table: TableSel,
+        deferred: bool,
+    ) -> Result<PendingReply, LinkError> {
         let link = self.link()?;
-        match link.send(&mut frame, deferred) {
+        match link.send(frame, table, deferred) {
             // A link that broke while idle (the slave restarted) is replaced once.
-            Err(LinkError::Broken(_)) => self.link()?.send(&mut frame, deferred),
+            Err(LinkError::Broken(_)) => self.link()?.send(frame, table, deferred),
             other => other,
         }
     }
@@ -407,9 +425,8 @@ impl SlaveHandle {
             self.timeout,
             self.secret.as_deref().map(Vec::as_slice),
         )?;
-        let mut frame = frame;
         let result = link
-            .send(&mut frame, false)
+            .send(&frame, frame.table, false)
             .and_then(|pending| pending.wait(timeout));
         link.close();
         result

@@ -739,7 +739,7 @@ impl Router {
             .membership
             .reachable_handles()
             .into_iter()
-            .map(|(id, slave)| (id, slave.send(request.clone()), slave))
+            .map(|(id, slave)| (id, slave.send_as(&request, request.table, false), slave))
             .collect();
         for (id, pending, slave) in sent {
             match pending.and_then(|p| p.wait(slave.timeout())) {
@@ -764,20 +764,20 @@ impl Router {
         let _sequencer = crate::sync::lock(&self.stripes[stripe]);
         let deadline = Instant::now() + self.write_timeout;
         let mut version = self.next_version()?;
-        let payload = update.encode();
+        // One frame for every attempt: sent as it is, with the attempt's table and version.
+        let mut request = Frame::request(Opcode::SlaveUpdate, 0, key, update.encode());
+        let key = &request.key;
         loop {
             let (targets, ticket) = self
                 .membership
-                .write_targets(&key)
+                .write_targets(key)
                 .map_err(|why| Outcome::Failed(Failure::Unavailable(why)))?;
             let Some(((primary, table), others)) = targets.split_first() else {
                 return Err(Outcome::Failed(Failure::Unavailable(NO_SLAVES.into())));
             };
-            let mut request = Frame::request(Opcode::SlaveUpdate, 0, key.clone(), payload.clone());
-            request.table = *table;
             request.arg = version;
             let failure = match primary
-                .send(request)
+                .send_as(&request, *table, false)
                 .and_then(|p| p.wait(primary.timeout()))
             {
                 Ok(reply) => match reply.status {
@@ -960,7 +960,9 @@ pub enum Pending<'a> {
 }
 
 /// Sends `frame` to every target (with the target's table), without waiting; `deferred`
-/// as in [`SlaveHandle::send_deferred`].
+/// as in [`SlaveHandle::send_deferred`]. The frame is written from where it is on each
+/// link (each with its own header): a write's value is not copied per replica, nor
+/// again when the caller keeps the frame for a retry.
 fn send_all(
     targets: &[(Arc<SlaveHandle>, TableSel)],
     frame: &Frame,
@@ -968,15 +970,7 @@ fn send_all(
 ) -> Vec<Result<PendingReply, LinkError>> {
     targets
         .iter()
-        .map(|(slave, table)| {
-            let mut copy = frame.clone();
-            copy.table = *table;
-            if deferred {
-                slave.send_deferred(copy)
-            } else {
-                slave.send(copy)
-            }
-        })
+        .map(|(slave, table)| slave.send_as(frame, *table, deferred))
         .collect()
 }
 

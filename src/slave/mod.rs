@@ -38,7 +38,7 @@ use crate::shutdown::{Shutdown, StartGuard};
 use crate::store::FlushMarker;
 use crate::wire::{Frame, Opcode, Status, WireLimits};
 use data::Data;
-use direct::{Direct, Forwarder};
+use direct::Direct;
 
 /// Why a slave could not start or run.
 #[derive(Debug)]
@@ -271,7 +271,6 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
                 Arc::new(AtomicUsize::new(0)),
                 move |stream, peer| {
                     let limits = serve_node.limits;
-                    let mut forwarder = Forwarder::default();
                     let guard = server::Guard {
                         secret: serve_node.secret.as_deref(),
                         needs_auth: |opcode| opcode != Opcode::Ping,
@@ -284,8 +283,8 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
                         &server_limits,
                         limits,
                         guard,
-                        |frame| batch.borrow_mut().begin(&serve_node, frame, &mut forwarder),
-                        |slot| batch.borrow_mut().finish(&serve_node.data, slot),
+                        |frame| batch.borrow_mut().begin(&serve_node, frame),
+                        |slot| batch.borrow_mut().finish(&serve_node, slot),
                     )
                 },
             )

@@ -387,19 +387,24 @@ fn write_reply(
 
 /// Writes that arrived together on one connection, logged with one append (and, with
 /// `--fsync always`, one sync) when the first of them is answered, or before any other
-/// request of the connection is served.
+/// request of the connection is served; and the connection's direct writes waiting for
+/// their replicas (in its [`Forwarder`]).
 #[derive(Default)]
 pub(super) struct Batch {
     /// Writes not yet logged: the frame (for the reply), table and entry.
     waiting: Vec<(Frame, Table, Entry)>,
     /// Replies of the writes logged, in order, not yet taken.
     replies: std::collections::VecDeque<Frame>,
+    /// The connection's links to replicas, and its direct writes forwarded on them.
+    forwarder: Forwarder,
 }
 
-/// A request of a slave connection: answered, or a write in the connection's [`Batch`].
+/// A request of a slave connection: answered, a write in the connection's [`Batch`], or
+/// a direct write waiting for its replica.
 pub(super) enum SlaveSlot {
     Answered(Frame),
     Batched,
+    Forwarded,
 }
 
 impl Batch {
@@ -434,12 +439,7 @@ impl Batch {
 
     /// Starts serving a request: a plain write joins the batch; anything else first logs
     /// the batch (so it sees those writes), then is served.
-    pub(super) fn begin(
-        &mut self,
-        node: &Node,
-        frame: Frame,
-        forwarder: &mut Forwarder,
-    ) -> SlaveSlot {
+    pub(super) fn begin(&mut self, node: &Node, frame: Frame) -> SlaveSlot {
         let table = table_of(&frame);
         if matches!(
             frame.opcode,
@@ -459,13 +459,29 @@ impl Batch {
             };
         }
         self.commit(&node.data);
-        SlaveSlot::Answered(serve_frame(node, frame, forwarder))
+        match frame.opcode {
+            // Direct writes are pipelined: forwarded and applied now, answered later.
+            Opcode::Put | Opcode::Delete => {
+                return match node.direct.begin_write(node, frame, &mut self.forwarder) {
+                    Some(reply) => SlaveSlot::Answered(reply),
+                    None => SlaveSlot::Forwarded,
+                };
+            }
+            // A direct read sees the writes applied here before it.
+            Opcode::Get => {}
+            _ => self.forwarder.settle(node),
+        }
+        SlaveSlot::Answered(serve_frame(node, frame, &mut self.forwarder))
     }
 
-    /// The reply of a request begun with [`Batch::begin`], in order.
-    pub(super) fn finish(&mut self, data: &Data, slot: SlaveSlot) -> Frame {
+    /// The reply of a request begun with [`Batch::begin`], in order. Direct writes under
+    /// way are settled first, so no reply is written while one holds its view.
+    pub(super) fn finish(&mut self, node: &Node, slot: SlaveSlot) -> Frame {
+        let data = &*node.data;
+        self.forwarder.settle(node);
         match slot {
             SlaveSlot::Answered(reply) => reply,
+            SlaveSlot::Forwarded => self.forwarder.take_reply(),
             SlaveSlot::Batched => {
                 if self.replies.is_empty() {
                     self.commit(data);
