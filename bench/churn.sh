@@ -58,7 +58,7 @@ for c in $(seq "$clients"); do
   churners+=($!)
 done
 
-live() { status | awk '$4 == "alive" { sum += $5 } END { print sum + 0 }'; }
+live() { status | awk '$5 == "alive" { sum += $6 } END { print sum + 0 }'; }
 header="| t (s) |"; rule="| --- |"
 for i in 1 2 3; do header+=" slave $i RSS (MiB) |"; rule+=" --- |"; done
 echo "$header live keys |"

@@ -480,11 +480,19 @@ impl Ring {
             if most <= fewest + 1 {
                 break;
             }
-            let Some(slot) = order
-                .by_ref()
-                .take(SLOTS)
-                .find(|&slot| slots[slot] == Some(from))
-            else {
+            // Best a slot `to` already holds as its replica (it folds it into `own`
+            // instead of receiving a copy), else the busiest's next spread slot.
+            let held = (0..SLOTS).find(|&slot| {
+                slots[slot] == Some(from)
+                    && self.slot_placement(slot).and_then(|p| p.replica) == Some(to)
+                    && self.slot_placement(slot).map(|p| p.primary) == Some(from)
+            });
+            let Some(slot) = held.or_else(|| {
+                order
+                    .by_ref()
+                    .take(SLOTS)
+                    .find(|&slot| slots[slot] == Some(from))
+            }) else {
                 break;
             };
             slots[slot] = Some(to);

@@ -446,7 +446,7 @@ fn through_future(
             mover.what
         );
     }
-    let plan = Plan::new(membership, &membership.applied(), future, false);
+    let plan = Plan::new(membership, &membership.applied(), future, tidy.unfinished);
     let moved = match prepare().and_then(|()| plan.copy(mover)) {
         Ok(moved) => moved,
         Err(e) => {
@@ -485,8 +485,11 @@ type SlotsBy<K> = BTreeMap<K, Vec<usize>>;
 /// The steps that put the data where `target` places it, from where it is.
 #[derive(Default)]
 struct Plan {
-    /// (source, destination, destination table) → slots; the source sends both tables.
-    copies: SlotsBy<(SlaveId, SlaveId, TableSel)>,
+    /// (source, its table, destination, destination table) → slots.
+    copies: SlotsBy<(SlaveId, TableSel, SlaveId, TableSel)>,
+    /// The sources send both their tables (a move was cut short: a holder's table may
+    /// not match its role yet).
+    both_tables: bool,
     /// Slaves that become the primary of slots they held as the replica.
     absorbs: SlotsBy<SlaveId>,
     /// Slaves that become the replica of slots they held as the primary.
@@ -499,7 +502,10 @@ struct Plan {
 
 impl Plan {
     fn new(membership: &Membership, applied: &[Holders], target: &Ring, tidy_all: bool) -> Plan {
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            both_tables: tidy_all,
+            ..Plan::default()
+        };
         let mut sources: BTreeMap<(SlaveId, u64), bool> = BTreeMap::new();
         let mut alive = |holder: Option<(SlaveId, u64)>| {
             holder.filter(|&h| *sources.entry(h).or_insert_with(|| membership.is_source(h)))
@@ -511,12 +517,14 @@ impl Plan {
             let held = applied.get(slot).copied().unwrap_or_default();
             let primary = alive(held.primary).map(|h| h.0);
             let replica = alive(held.replica).map(|h| h.0);
-            let source = primary.or(replica);
+            let source = primary
+                .map(|p| (p, TableSel::Own))
+                .or(replica.map(|r| (r, TableSel::Previous)));
             let holds = |id: SlaveId| primary == Some(id) || replica == Some(id);
             let need = |id: SlaveId, table: TableSel, plan: &mut Plan| match source {
-                Some(source) => plan
+                Some((source, from)) => plan
                     .copies
-                    .entry((source, id, table))
+                    .entry((source, from, id, table))
                     .or_default()
                     .push(slot),
                 None if held.primary.is_some() => plan.lost += 1,
@@ -550,12 +558,18 @@ impl Plan {
     /// Step 1: every slave that lacks a slot gets it from a holder.
     fn copy(&self, mover: &Mover<'_>) -> Result<Moved, MoveError> {
         let mut moved = Moved::default();
-        for (&(from, to, table), slots) in &self.copies {
+        for (&(from, from_table, to, table), slots) in &self.copies {
             let arcs = ring::arcs_of_slots(slots);
-            // The holder may keep the slot in either table (a move cut short may have
-            // left it unsorted): both are sent, merging by version.
-            moved.add(mover.transfer(from, TableSel::Own, &arcs, to, table)?);
-            moved.add(mover.transfer(from, TableSel::Previous, &arcs, to, table)?);
+            moved.add(mover.transfer(from, from_table, &arcs, to, table)?);
+            if self.both_tables {
+                // A move cut short may have left the holder's tables unsorted: the other
+                // table too, merging by version.
+                let other = match from_table {
+                    TableSel::Own => TableSel::Previous,
+                    _ => TableSel::Own,
+                };
+                moved.add(mover.transfer(from, other, &arcs, to, table)?);
+            }
         }
         Ok(moved)
     }
