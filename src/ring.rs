@@ -8,7 +8,7 @@
 //! its replica is the owner of the next token owned by a *different* slave.
 //!
 //! Balance: a slave that joins takes `SLOTS / (N + 1)` slots, one at a time from the
-//! slave that has the most, spread round the ring; a slave that leaves or dies hands each
+//! slave that has the most, scattered in a fixed pseudo-random order; a slave that leaves or dies hands each
 //! of its slots to that slot's replica (which already holds the data, so only the dead
 //! slave's data is copied again); then [`Ring::rebalanced`] moves single slots from the
 //! busiest slave to the idlest until the shares differ by at most one slot. So every
@@ -250,10 +250,14 @@ pub fn placement_in(placements: &[(Token, Placement)], hash: u64) -> Option<Plac
         .map(|&(_, p)| p)
 }
 
-/// Slot indexes in an order that spreads consecutive picks round the ring (bit-reversed).
+/// Slot indexes in a fixed pseudo-random order: the slots a joining slave takes are
+/// scattered, so the slots that follow any slave's slots (whose owners are its replicas)
+/// belong to every other slave about evenly, and a slave that leaves hands its slots to
+/// all the others about evenly.
 fn spread_order() -> impl Iterator<Item = usize> + Clone {
-    let bits = SLOTS.trailing_zeros();
-    (0..SLOTS).map(move |k| k.reverse_bits() >> (usize::BITS - bits))
+    let mut order: Vec<usize> = (0..SLOTS).collect();
+    order.sort_by_key(|&slot| fmix64(slot as u64 ^ 0x9e37_79b9_7f4a_7c15));
+    order.into_iter()
 }
 
 /// The ring of live slaves plus a memory of every address that ever registered.
@@ -305,7 +309,7 @@ impl Ring {
 
     /// The ring as it will be once `id` (assigned, not live) has joined: it owns
     /// `SLOTS / (N + 1)` slots (all of them if it is the first), taken one at a time from
-    /// the slave with the most, at spread positions. The same ring for the same input.
+    /// the slave with the most, scattered (a fixed pseudo-random order). The same ring for the same input.
     pub fn with(&self, id: SlaveId) -> Ring {
         let mut future = self.clone();
         if self.is_live(id) || !self.by_id.contains_key(&id) {
@@ -455,7 +459,7 @@ impl Ring {
     }
 
     /// The ring with even shares: slots move one at a time from the slave with the most
-    /// to the slave with the fewest (at spread positions) until they differ by at most
+    /// to the slave with the fewest (scattered) until they differ by at most
     /// one. Only the slots that move change owner.
     pub fn rebalanced(&self) -> Ring {
         let mut future = self.clone();
@@ -852,6 +856,29 @@ mod tests {
         assert_eq!(with_c.len(), 3);
         assert_balanced(&with_c, "after the third join");
         assert_eq!(ring.assign("127.0.0.1:9").0, SlaveId(4), "ids go on");
+    }
+
+    #[test]
+    fn a_removal_leaves_little_to_rebalance() {
+        for n in [3, 4, 5, 8, 16] {
+            let mut worst = 0;
+            for gone in 0..n {
+                let mut ring = ring_of(n);
+                let before = ring.slot_owners();
+                let id = ring.members()[gone].id;
+                ring.remove(id);
+                let after = ring.slot_owners();
+                let balanced = ring.rebalanced().slot_owners();
+                let moved = (0..SLOTS).filter(|&s| after[s] != balanced[s]).count();
+                assert!((0..SLOTS).all(|s| before[s] == after[s] || before[s] == Some(id)));
+                worst = worst.max(moved);
+            }
+            // The dead slave had SLOTS / n slots; evening out moves a small part of that.
+            assert!(
+                worst <= SLOTS / n / 4,
+                "{n} slaves: rebalancing moved {worst} slots"
+            );
+        }
     }
 
     #[test]
