@@ -199,6 +199,19 @@ pub struct Member {
     pub slots: usize,
 }
 
+/// A slave the ring has ever assigned (see [`Ring::assigned`], [`Ring::restore`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// Its id.
+    pub id: SlaveId,
+    /// The address it registered from.
+    pub addr: String,
+    /// The slots it owns, or, restored and not back yet, the slots it will get back.
+    pub slots: Vec<usize>,
+    /// True when it is on the ring.
+    pub live: bool,
+}
+
 /// Owners of a ring's tokens, with each token's replica, as a client or a slave gets them
 /// in a view: `(token, owner)` in token order. The replica of a token is the owner of the
 /// next token (wrapping) owned by another slave.
@@ -383,11 +396,11 @@ impl Ring {
         true
     }
 
-    /// Every slave ever assigned: id, address, slots (or, for a restored slave not back
-    /// yet, the slots it will get back), and whether it is on the ring.
-    pub fn assigned(&self) -> Vec<(SlaveId, String, Vec<usize>, bool)> {
+    /// Every slave ever assigned, in id order, with its slots (or, for a restored slave
+    /// not back yet, the slots it will get back) and whether it is on the ring.
+    pub fn assigned(&self) -> Vec<Assignment> {
         let owners = self.slot_owners();
-        let mut all: Vec<_> = self
+        let mut all: Vec<Assignment> = self
             .by_id
             .iter()
             .map(|(&id, addr)| {
@@ -397,10 +410,15 @@ impl Ring {
                 } else {
                     self.saved.get(&id).cloned().unwrap_or_default()
                 };
-                (id, addr.clone(), slots, live)
+                Assignment {
+                    id,
+                    addr: addr.clone(),
+                    slots,
+                    live,
+                }
             })
             .collect();
-        all.sort_by_key(|entry| entry.0);
+        all.sort_by_key(|assignment| assignment.id);
         all
     }
 
@@ -409,12 +427,15 @@ impl Ring {
         self.next_id + 1
     }
 
-    /// A ring that remembers `assigned` slaves (none on the ring yet: each gets its
-    /// slots back with [`Ring::insert_saved`]) and continues ids from `next_id`. Used
-    /// when a coordinator restarts.
-    pub fn restore(assigned: &[(SlaveId, String, Vec<usize>)], next_id: u32) -> Ring {
+    /// A ring that remembers `assigned` slaves (none on the ring yet, whatever their
+    /// `live` says: each gets its slots back with [`Ring::insert_saved`]) and continues
+    /// ids from `next_id`. Used when a coordinator restarts.
+    pub fn restore(assigned: &[Assignment], next_id: u32) -> Ring {
         let mut ring = Ring::new();
-        for (id, addr, slots) in assigned {
+        for Assignment {
+            id, addr, slots, ..
+        } in assigned
+        {
             ring.known.insert(addr.clone(), *id);
             ring.by_id.insert(*id, addr.clone());
             if !slots.is_empty() {
@@ -823,12 +844,7 @@ mod tests {
     #[test]
     fn a_restored_ring_gives_old_slaves_their_ids_and_slots() {
         let ring = ring_of(3);
-        let assigned: Vec<_> = ring
-            .assigned()
-            .into_iter()
-            .map(|(id, addr, slots, _)| (id, addr, slots))
-            .collect();
-        let mut restored = Ring::restore(&assigned, ring.next_id());
+        let mut restored = Ring::restore(&ring.assigned(), ring.next_id());
         assert!(restored.is_empty());
         assert_eq!(restored.assign("127.0.0.1:7411"), (SlaveId(2), true));
         for id in [SlaveId(2), SlaveId(1), SlaveId(3)] {

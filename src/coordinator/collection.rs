@@ -26,13 +26,14 @@
 //! What it never does: collect while a slave is joining, moving data, suspected or
 //! leaving, or while a restarted coordinator waits for its slaves.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use byteorder::{ByteOrder, NetworkEndian};
 use log::{info, warn};
 
 use crate::clock::SOURCE_BITS;
-use crate::coordinator::link::SlaveHandle;
+use crate::coordinator::link::{LinkError, SlaveHandle};
 use crate::coordinator::membership::Membership;
 use crate::ring::SlaveId;
 use crate::wire::{COLLECT_FORGET, Frame, Opcode, Status};
@@ -148,6 +149,60 @@ fn collect_on(id: SlaveId, handle: &SlaveHandle, horizon: u64) -> Option<(u64, u
     }
 }
 
+/// Why a joining slave did not forget what is older than the collection horizon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForgetError {
+    /// The slave is no longer known.
+    Gone(SlaveId),
+    /// It answered with an error.
+    Refused {
+        /// The slave.
+        slave: SlaveId,
+        /// Its status.
+        status: Status,
+        /// Its message.
+        message: String,
+    },
+    /// It could not be reached or did not answer in time (it is then declared dead).
+    Failed {
+        /// The slave.
+        slave: SlaveId,
+        /// Its address.
+        addr: String,
+        /// What failed.
+        error: LinkError,
+    },
+}
+
+impl fmt::Display for ForgetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForgetError::Gone(slave) => write!(f, "slave {slave} is gone"),
+            ForgetError::Refused {
+                slave,
+                status,
+                message,
+            } => write!(
+                f,
+                "forget: slave {slave} answered {}: {message}",
+                status.name()
+            ),
+            ForgetError::Failed { slave, addr, error } => {
+                write!(f, "forget: slave {slave} at {addr}: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ForgetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ForgetError::Failed { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// The first step of a join: slave `n` forgets every entry older than the highest
 /// horizon ever sent, as a logged record, before it receives its transfers (see the
 /// module doc). Skipped when nothing was ever collected, and when the ring is empty: a
@@ -155,7 +210,7 @@ fn collect_on(id: SlaveId, handle: &SlaveHandle, horizon: u64) -> Option<(u64, u
 ///
 /// # Errors
 /// When `n` does not do it: the join must not go on (if `n` failed, it is declared dead).
-pub fn forget_before_join(membership: &Membership, n: SlaveId) -> Result<(), String> {
+pub fn forget_before_join(membership: &Membership, n: SlaveId) -> Result<(), ForgetError> {
     let horizon = membership.collection_horizon();
     if horizon == 0 {
         return Ok(());
@@ -164,9 +219,7 @@ pub fn forget_before_join(membership: &Membership, n: SlaveId) -> Result<(), Str
         info!("joining slave {n}: the ring is empty, so it keeps all it holds (the only copy)");
         return Ok(());
     }
-    let handle = membership
-        .handle(n)
-        .ok_or_else(|| format!("slave {n} is gone"))?;
+    let handle = membership.handle(n).ok_or(ForgetError::Gone(n))?;
     membership.set_progress(format!(
         "joining slave {n}: forget what is older than the collection horizon"
     ));
@@ -181,14 +234,18 @@ pub fn forget_before_join(membership: &Membership, n: SlaveId) -> Result<(), Str
             );
             Ok(())
         }
-        Ok(reply) => Err(format!(
-            "forget: slave {n} answered {}: {}",
-            reply.status.name(),
-            reply.value_text()
-        )),
-        Err(e) => {
-            membership.suspect(n, &format!("it failed to forget before joining: {e}"));
-            Err(format!("forget: slave {n} at {}: {e}", handle.addr))
+        Ok(reply) => Err(ForgetError::Refused {
+            slave: n,
+            status: reply.status,
+            message: reply.value_text(),
+        }),
+        Err(error) => {
+            membership.suspect(n, &format!("it failed to forget before joining: {error}"));
+            Err(ForgetError::Failed {
+                slave: n,
+                addr: handle.addr.clone(),
+                error,
+            })
         }
     }
 }
@@ -213,5 +270,32 @@ mod tests {
             Duration::from_secs(1),
         );
         assert!(version < later);
+    }
+
+    #[test]
+    fn forget_errors_say_which_slave_and_what_failed() {
+        assert_eq!(ForgetError::Gone(SlaveId(3)).to_string(), "slave 3 is gone");
+        let refused = ForgetError::Refused {
+            slave: SlaveId(3),
+            status: Status::Unavailable,
+            message: "busy".into(),
+        };
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "forget: slave 3 answered {}: busy",
+                Status::Unavailable.name()
+            )
+        );
+        let failed = ForgetError::Failed {
+            slave: SlaveId(3),
+            addr: "127.0.0.1:7410".into(),
+            error: LinkError::Timeout,
+        };
+        assert_eq!(
+            failed.to_string(),
+            "forget: slave 3 at 127.0.0.1:7410: no reply in time"
+        );
+        assert!(std::error::Error::source(&failed).is_some());
     }
 }

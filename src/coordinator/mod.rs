@@ -174,7 +174,7 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
             config.failure_timeout,
             config.security.secret.clone(),
         )
-        .map_err(CoordinatorError::DataDir)?
+        .map_err(|e| CoordinatorError::DataDir(e.to_string()))?
         .with_tombstone_grace(config.tombstone_grace),
     );
     if config.tombstone_grace < config.slave_timeout * 2 {

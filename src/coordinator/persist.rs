@@ -29,17 +29,128 @@
 //! while a save is under way are served together by the next one, which writes the state
 //! as it is when it starts.
 
+use std::fmt;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use log::error;
 
 use crate::ring::SlaveId;
 use crate::store::FlushMarker;
-use crate::wal::sync_dir;
+use crate::wal::{WalError, sync_dir};
+
+/// Why the `ring` file could not be read or saved. Cloned to every thread that waited
+/// for a failed save, hence the `Arc`s around the I/O errors.
+#[derive(Debug, Clone)]
+pub enum PersistError {
+    /// The file exists but could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Arc<io::Error>,
+    },
+    /// A line of the file is not in its format.
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// The line that could not be read.
+        line: String,
+    },
+    /// A version 1 file, from before slots (one token per slave): refused.
+    BeforeSlots {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Writing, syncing or renaming the new file failed.
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Arc<io::Error>,
+    },
+    /// Syncing the directory after the rename failed.
+    SyncDir(Arc<WalError>),
+    /// The save a thread waited for was not on disk in time.
+    NotSaved {
+        /// The file.
+        path: PathBuf,
+        /// How long it waited.
+        timeout: Duration,
+    },
+    /// A version was wanted above the version floor on disk, and the save that was to
+    /// raise the floor did not raise it far enough.
+    AboveFloor {
+        /// The version wanted.
+        version: u64,
+        /// The floor on disk.
+        floor: u64,
+    },
+}
+
+impl fmt::Display for PersistError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PersistError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            PersistError::Damaged { path, line } => write!(
+                f,
+                "{} is damaged at line '{line}': fix or remove it (the coordinator then forgets the ring)",
+                path.display()
+            ),
+            PersistError::BeforeSlots { path } => write!(
+                f,
+                "{} is a ring file from before slots ('piazza-ring 1', one token per slave): \
+                 this version cannot place keys that way; start the coordinator with an empty \
+                 --data-dir and the slaves with empty data dirs",
+                path.display()
+            ),
+            PersistError::Write { path, source } => {
+                write!(f, "cannot write {}: {source}", path.display())
+            }
+            PersistError::SyncDir(e) => write!(f, "{e}"),
+            PersistError::NotSaved { path, timeout } => write!(
+                f,
+                "{} was not saved within {} ms (is the disk stalled?)",
+                path.display(),
+                timeout.as_millis()
+            ),
+            PersistError::AboveFloor { version, floor } => {
+                write!(f, "version {version} is above the saved floor {floor}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PersistError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PersistError::Read { source, .. } | PersistError::Write { source, .. } => {
+                Some(source.as_ref())
+            }
+            PersistError::SyncDir(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// One slave as the file keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedSlave {
+    /// Its id.
+    pub id: SlaveId,
+    /// The address it registered from.
+    pub addr: String,
+    /// The slots it owned.
+    pub slots: Vec<usize>,
+    /// True when it was on the ring (or awaited after a restart): a restarted
+    /// coordinator waits for it before serving.
+    pub on_ring: bool,
+}
 
 /// What is kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,8 +159,8 @@ pub struct Saved {
     pub next_id: u32,
     /// No version at or below this one may be issued again.
     pub version_floor: u64,
-    /// Every slave ever registered: id, address, slots, on the ring.
-    pub slaves: Vec<(SlaveId, String, Vec<usize>, bool)>,
+    /// Every slave ever registered.
+    pub slaves: Vec<SavedSlave>,
     /// `flush_all` markers still in force: threshold version, from when (Unix µs).
     pub flushes: Vec<FlushMarker>,
     /// The highest collection horizon ever sent to a slave (0: none; the line is then
@@ -73,38 +184,39 @@ impl RingFile {
     /// Reads the saved state; `Ok(None)` when there is none yet.
     ///
     /// # Errors
-    /// A message naming the file and the line that could not be read.
-    pub fn load(&self) -> Result<Option<Saved>, String> {
+    /// When it cannot be read, or a line of it is not in its format (naming the line).
+    pub fn load(&self) -> Result<Option<Saved>, PersistError> {
         let text = match fs::read_to_string(&self.path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", self.path.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(PersistError::Read {
+                    path: self.path.clone(),
+                    source: Arc::new(e),
+                });
+            }
         };
-        parse(&text)
-            .map(Some)
-            .map_err(|line| {
-                format!(
-                    "{} is damaged at line '{line}': fix or remove it (the coordinator then forgets the ring)",
-                    self.path.display()
-                )
-            })
+        parse(&text, &self.path).map(Some)
     }
 
     /// Writes the state atomically.
     ///
     /// # Errors
-    /// A message naming the file and what failed.
-    pub fn save(&self, saved: &Saved) -> Result<(), String> {
+    /// When the new file cannot be written, synced or renamed, or the directory synced.
+    pub fn save(&self, saved: &Saved) -> Result<(), PersistError> {
         let tmp = self.path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
+        let write = || -> io::Result<()> {
             let mut file = File::create(&tmp)?;
             file.write_all(render(saved).as_bytes())?;
             file.sync_all()?;
             fs::rename(&tmp, &self.path)
         };
-        write().map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        write().map_err(|e| PersistError::Write {
+            path: self.path.clone(),
+            source: Arc::new(e),
+        })?;
         match self.path.parent() {
-            Some(dir) => sync_dir(dir).map_err(|e| e.to_string()),
+            Some(dir) => sync_dir(dir).map_err(|e| PersistError::SyncDir(Arc::new(e))),
             None => Ok(()),
         }
     }
@@ -128,7 +240,7 @@ struct SaverState {
     /// Every save up to this number is on disk.
     saved: u64,
     /// The last save that failed (its number, and why): waits up to it fail.
-    failed: Option<(u64, String)>,
+    failed: Option<(u64, PersistError)>,
     /// Set by [`Saver::stop`]: the saver makes the saves asked for, then returns.
     stopping: bool,
 }
@@ -155,7 +267,7 @@ impl Saver {
     ///
     /// # Errors
     /// When that save failed, or is not done within `timeout`.
-    pub fn wait(&self, number: u64, timeout: Duration) -> Result<(), String> {
+    pub fn wait(&self, number: u64, timeout: Duration) -> Result<(), PersistError> {
         let deadline = Instant::now() + timeout;
         let mut state = crate::sync::lock(&self.state);
         loop {
@@ -169,11 +281,10 @@ impl Saver {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(format!(
-                    "{} was not saved within {} ms (is the disk stalled?)",
-                    self.file.path.display(),
-                    timeout.as_millis()
-                ));
+                return Err(PersistError::NotSaved {
+                    path: self.file.path.clone(),
+                    timeout,
+                });
             }
             state = self
                 .changed
@@ -185,7 +296,7 @@ impl Saver {
 
     /// The `ring-save` thread's loop: for every batch of asks, writes `snapshot()` and then
     /// tells `saved` what is on disk (before any waiter is woken). A failed save is logged,
-    /// fails the waits it was for, and is tried again after [`RETRY`] or at the next ask.
+    /// fails the waits it was for, and is tried again after `RETRY` or at the next ask.
     /// Returns after [`Saver::stop`], once every save asked for before it was tried.
     pub fn run(&self, snapshot: impl Fn() -> Saved, saved: impl Fn(&Saved)) {
         loop {
@@ -254,11 +365,13 @@ pub fn render(saved: &Saved) -> String {
     if saved.collected > 0 {
         text.push_str(&format!("collected {}\n", saved.collected));
     }
-    for (id, addr, slots, on) in &saved.slaves {
+    for slave in &saved.slaves {
         text.push_str(&format!(
-            "slave {id} {addr} {} {}\n",
-            if *on { "on" } else { "off" },
-            render_slots(slots)
+            "slave {} {} {} {}\n",
+            slave.id,
+            slave.addr,
+            if slave.on_ring { "on" } else { "off" },
+            render_slots(&slave.slots)
         ));
     }
     text
@@ -311,25 +424,26 @@ fn parse_slots(text: &str) -> Option<Vec<usize>> {
     Some(slots)
 }
 
-/// Parses the file's text; `Err` carries the line that could not be read.
-pub fn parse(text: &str) -> Result<Saved, String> {
+/// Parses the text of the file at `path` (named in errors).
+fn parse(text: &str, path: &Path) -> Result<Saved, PersistError> {
+    let damaged = |line: &str| PersistError::Damaged {
+        path: path.to_path_buf(),
+        line: line.to_string(),
+    };
     let mut saved = Saved::default();
     let mut lines = text.lines();
     match lines.next() {
         Some("piazza-ring 2") => {}
         Some("piazza-ring 1") => {
-            return Err(
-                "piazza-ring 1' (a ring file from before slots, one token per slave: this \
-                 version cannot place keys that way; start the coordinator with an empty \
-                 --data-dir and the slaves with empty data dirs"
-                    .to_string(),
-            );
+            return Err(PersistError::BeforeSlots {
+                path: path.to_path_buf(),
+            });
         }
-        first => return Err(first.unwrap_or("").to_string()),
+        first => return Err(damaged(first.unwrap_or(""))),
     }
     for line in lines {
         let fields: Vec<&str> = line.split(' ').collect();
-        let bad = || line.to_string();
+        let bad = || damaged(line);
         match fields.as_slice() {
             ["next_id", n] => saved.next_id = n.parse().map_err(|_| bad())?,
             ["version_floor", n] => saved.version_floor = n.parse().map_err(|_| bad())?,
@@ -345,12 +459,12 @@ pub fn parse(text: &str) -> Result<Saved, String> {
                     "off" => false,
                     _ => return Err(bad()),
                 };
-                saved.slaves.push((
-                    SlaveId(id.parse().map_err(|_| bad())?),
-                    addr.to_string(),
+                saved.slaves.push(SavedSlave {
+                    id: SlaveId(id.parse().map_err(|_| bad())?),
+                    addr: addr.to_string(),
                     slots,
-                    on,
-                ));
+                    on_ring: on,
+                });
             }
             [""] => {}
             _ => return Err(bad()),
@@ -373,13 +487,18 @@ mod tests {
             next_id: 3,
             version_floor: 42,
             slaves: vec![
-                (
-                    SlaveId(1),
-                    "127.0.0.1:7410".into(),
-                    vec![0, 1, 2, 7, 1023],
-                    true,
-                ),
-                (SlaveId(2), "127.0.0.1:7411".into(), vec![], false),
+                SavedSlave {
+                    id: SlaveId(1),
+                    addr: "127.0.0.1:7410".into(),
+                    slots: vec![0, 1, 2, 7, 1023],
+                    on_ring: true,
+                },
+                SavedSlave {
+                    id: SlaveId(2),
+                    addr: "127.0.0.1:7411".into(),
+                    slots: vec![],
+                    on_ring: false,
+                },
             ],
             flushes: vec![FlushMarker {
                 threshold: 99,
@@ -391,11 +510,26 @@ mod tests {
         file.save(&saved).unwrap();
         assert_eq!(file.load().unwrap(), Some(saved));
         fs::write(dir.join("ring"), "piazza-ring 2\nslave x\n").unwrap();
-        assert!(file.load().unwrap_err().contains("slave x"));
+        assert!(matches!(
+            file.load(),
+            Err(PersistError::Damaged { line, .. }) if line == "slave x"
+        ));
+        assert!(file.load().unwrap_err().to_string().ends_with(
+            "is damaged at line 'slave x': fix or remove it (the coordinator then forgets the ring)"
+        ));
         fs::write(dir.join("ring"), "piazza-ring 2\nslave 1 a on 5-2\n").unwrap();
-        assert!(file.load().is_err(), "a backwards range is refused");
+        assert!(
+            matches!(file.load(), Err(PersistError::Damaged { .. })),
+            "a backwards range is refused"
+        );
+        fs::write(dir.join("ring"), "piazza-ring 3\n").unwrap();
+        assert!(
+            matches!(file.load(), Err(PersistError::Damaged { line, .. }) if line == "piazza-ring 3")
+        );
         fs::write(dir.join("ring"), "piazza-ring 1\nslave 1 a 0x5 on\n").unwrap();
-        assert!(file.load().unwrap_err().contains("before slots"));
+        let old = file.load().unwrap_err();
+        assert!(matches!(old, PersistError::BeforeSlots { .. }));
+        assert!(old.to_string().contains("from before slots"), "{old}");
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -442,13 +576,15 @@ mod tests {
         // No saver thread: a wait ends at its deadline with a message.
         let number = saver.ask();
         let err = saver.wait(number, Duration::from_millis(50)).unwrap_err();
-        assert!(err.contains("not saved within 50 ms"), "{err}");
+        assert!(matches!(err, PersistError::NotSaved { .. }));
+        assert!(err.to_string().contains("not saved within 50 ms"), "{err}");
         // The directory is gone: the save fails, and so does the wait for it.
         fs::remove_dir_all(&dir).unwrap();
         std::thread::scope(|scope| {
             let thread = scope.spawn(|| saver.run(Saved::default, |_| {}));
             let err = saver.wait(number, Duration::from_secs(10)).unwrap_err();
-            assert!(err.contains("cannot write"), "{err}");
+            assert!(matches!(err, PersistError::Write { .. }), "{err}");
+            assert!(err.to_string().starts_with("cannot write "), "{err}");
             // Once the directory is back, the retry (or the next ask) succeeds.
             fs::create_dir_all(&dir).unwrap();
             let next = saver.ask();

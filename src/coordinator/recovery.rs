@@ -212,7 +212,7 @@ pub enum MoveError {
     /// The ring changed between the plan and the switch: the move is planned again.
     RingChanged,
     /// A joining slave did not forget what is older than the collection horizon.
-    Forget(String),
+    Forget(crate::coordinator::collection::ForgetError),
     /// The coordinator is still waiting for its slaves after a restart.
     Warming,
 }
@@ -238,7 +238,7 @@ impl std::fmt::Display for MoveError {
                 status.name()
             ),
             MoveError::RingChanged => f.write_str("a slave died or left meanwhile; planned again"),
-            MoveError::Forget(e) => f.write_str(e),
+            MoveError::Forget(e) => write!(f, "{e}"),
             MoveError::Warming => {
                 f.write_str("waiting for the slaves of the restored ring to register first")
             }

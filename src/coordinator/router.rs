@@ -297,7 +297,11 @@ impl Router {
 
     fn next_version_above(&self, stored: u64) -> Result<u64, Outcome> {
         self.clock
-            .next_above(stored, |floor| self.membership.reserve_versions(floor))
+            .next_above(stored, |floor| {
+                self.membership
+                    .reserve_versions(floor)
+                    .map_err(|e| e.to_string())
+            })
             .map_err(|e| {
                 Outcome::Failed(Failure::Unavailable(format!(
                     "cannot save the version floor: {e}"
@@ -309,7 +313,7 @@ impl Router {
         check_key(key)?;
         self.membership
             .route(key)
-            .map_err(|why| Outcome::Failed(Failure::Unavailable(why)))
+            .map_err(|why| Outcome::Failed(Failure::Unavailable(why.to_string())))
     }
 
     fn begin_get(&self, key: Vec<u8>) -> Result<Pending<'_>, Outcome> {
@@ -564,7 +568,7 @@ impl Router {
         let (targets, ticket) = self
             .membership
             .write_targets(&frame.key)
-            .map_err(|why| Outcome::Failed(Failure::Unavailable(why)))?;
+            .map_err(|why| Outcome::Failed(Failure::Unavailable(why.to_string())))?;
         let sent = send_all(&targets, &frame, true);
         Ok(Pending::Write {
             frame,
@@ -771,7 +775,7 @@ impl Router {
             let (targets, ticket) = self
                 .membership
                 .write_targets(key)
-                .map_err(|why| Outcome::Failed(Failure::Unavailable(why)))?;
+                .map_err(|why| Outcome::Failed(Failure::Unavailable(why.to_string())))?;
             let Some(((primary, table), others)) = targets.split_first() else {
                 return Err(Outcome::Failed(Failure::Unavailable(NO_SLAVES.into())));
             };
@@ -842,7 +846,7 @@ impl Router {
             let (targets, ticket) = self
                 .membership
                 .write_targets(&frame.key)
-                .map_err(|why| Outcome::Failed(Failure::Unavailable(why)))?;
+                .map_err(|why| Outcome::Failed(Failure::Unavailable(why.to_string())))?;
             let failure = match self.send_to(&targets, &frame) {
                 Ok(replies) => {
                     let held = replies.first().map_or(0, |r| r.arg);
