@@ -4,7 +4,7 @@
 use super::tables::visible;
 use super::{Cursor, SCAN_STEP, Table, Tables, Version};
 
-/// What a collection dropped (see [`Store::collect`]).
+/// What a collection dropped (see [`Store::collect`](super::Store::collect)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Collected {
     /// Tombstones dropped.
@@ -55,7 +55,7 @@ impl Tables {
     }
 
     /// Forget: drops every entry of both tables whose version is below `horizon`, values
-    /// too (see [`Store::forget_below`]).
+    /// too (see [`Store::forget_below`](super::Store::forget_below)).
     pub fn forget_below(&mut self, horizon: Version) -> Collected {
         let mut forgotten = Collected::default();
         for table in [Table::Own, Table::Previous] {

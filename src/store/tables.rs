@@ -21,7 +21,7 @@ fn expires_u32(expires: u64) -> u32 {
 
 type Map = KeyMap;
 
-/// The two tables, unlocked. [`Store`] wraps them in a `Mutex`.
+/// The two tables, unlocked. [`Store`](super::Store) wraps them in a `Mutex`.
 #[derive(Debug, Default)]
 pub struct Tables {
     pub(super) own: Map,

@@ -21,10 +21,11 @@
 //! last record is corruption: start-up stops with an error naming the offset, unless the
 //! caller asked to salvage (then the log is cut there, and what followed is lost).
 //!
-//! Sync modes ([`Fsync`]): `always` acknowledges a write only after `fdatasync`, with
-//! group commit (one writer syncs for everyone waiting); `everysec` syncs from the
-//! `wal-sync` thread once a second; `never` leaves it to the OS. In every mode a record
-//! is handed to the kernel (`write`) before the reply, so a process crash loses nothing.
+//! Sync modes ([`Fsync`](crate::config::Fsync)): `always` acknowledges a write only after
+//! `fdatasync`, with group commit (one writer syncs for everyone waiting); `everysec`
+//! syncs from the `wal-sync` thread once a second; `never` leaves it to the OS. In every
+//! mode a record is handed to the kernel (`write`) before the reply, so a process crash
+//! loses nothing.
 //!
 //! This module knows records and files; it never looks inside the tables (`store` does
 //! that) and never holds its lock across an fsync.

@@ -39,7 +39,7 @@ pub struct Wal {
 pub struct Lsn(u64);
 
 impl Wal {
-    /// Opens (or creates) the log at `path` for appending, after [`replay`].
+    /// Opens (or creates) the log at `path` for appending, after [`replay`](super::replay).
     ///
     /// # Errors
     /// `Io` when the file cannot be opened or created.
