@@ -613,13 +613,19 @@ impl Plan {
 }
 
 /// Sorts tables and drops old copies after the copies are in and the ring is `target`.
+///
+/// The old holders drop what moved even when sorting stopped (a slave died): every slot
+/// is complete at its new places by then, and the recorded holders are the new ones, so
+/// no later move would drop those copies. The sorting is finished on the next tick.
 fn finish(mover: &Mover<'_>, plan: &Plan, target: &Ring, tidy: &mut Tidy) -> Result<(), MoveError> {
     mover.membership.set_applied(target);
     tidy.unfinished = true;
-    plan.sort(mover)?;
-    tidy.unfinished = false;
+    let sorted = plan.sort(mover);
+    if sorted.is_ok() {
+        tidy.unfinished = false;
+    }
     plan.drop_old(mover);
-    Ok(())
+    sorted
 }
 
 /// Puts the data where the current ring places it (after a death or a leave, or to

@@ -215,30 +215,27 @@ impl Store {
     /// When a replica becomes the primary of slots (their primary died or left), it
     /// absorbs them: `moves` is "inside those slots".
     pub fn absorb(&self, moves: impl Fn(&[u8]) -> bool) -> usize {
-        let mut tables = self.lock();
-        let mut moving = Vec::new();
-        tables
-            .previous
-            .remove_where(|item| moves(item.key()), |item| moving.push(item));
-        let moved = moving.len();
-        for item in moving {
-            tables.apply_item(Table::Own, item);
-        }
-        moved
+        self.move_between(Table::Previous, Table::Own, moves)
     }
 
     /// Merges every `own` entry for which `moves` holds into `previous` (by version) and
     /// removes it from `own`, under one lock: the slave became the replica of those keys.
     /// Returns how many entries moved.
     pub fn demote(&self, moves: impl Fn(&[u8]) -> bool) -> usize {
+        self.move_between(Table::Own, Table::Previous, moves)
+    }
+
+    /// Merges every entry of `from` for which `moves` holds into `to` (by version) and
+    /// removes it from `from`, under one lock; returns how many moved.
+    fn move_between(&self, from: Table, to: Table, moves: impl Fn(&[u8]) -> bool) -> usize {
         let mut tables = self.lock();
         let mut moving = Vec::new();
         tables
-            .own
+            .table_mut(from)
             .remove_where(|item| moves(item.key()), |item| moving.push(item));
         let moved = moving.len();
         for item in moving {
-            tables.apply_item(Table::Previous, item);
+            tables.apply_item(to, item);
         }
         moved
     }
