@@ -200,50 +200,65 @@ fn direct_writes_survive_a_killed_slave_a_join_and_a_leave() {
     cluster.assert_two_copies(&expected);
 }
 
+/// Runs `piazza-bench --direct --json` against `cluster` with `args`, asserts it
+/// succeeded with no wrong reads and no errors, and returns its JSON line.
+fn bench_json(cluster: &Cluster, args: &[&str]) -> String {
+    let output = std::process::Command::new(common::bin("bench"))
+        .args(["--coordinator", &cluster.addr, "--direct", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(line.contains("\"wrong\":0"), "{line}");
+    assert!(line.contains("\"errors\":0"), "{line}");
+    line
+}
+
 #[test]
 fn piazza_bench_direct_verifies_every_read() {
     let cluster = Cluster::start(3);
     let mut client = direct_client(&cluster);
     wait_direct_ready(&mut client);
-    let output = std::process::Command::new(common::bin("bench"))
-        .args([
-            "--coordinator",
-            &cluster.addr,
-            "--direct",
+    let line = bench_json(
+        &cluster,
+        &[
             "--connections",
             "4",
-        ])
-        .args(["--ops", "2000", "--keys", "200", "--preload", "--verify"])
-        .args(["--get-ratio", "0.5", "--json"])
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+            "--ops",
+            "2000",
+            "--keys",
+            "200",
+            "--preload",
+            "--verify",
+            "--get-ratio",
+            "0.5",
+        ],
     );
     assert!(line.contains("\"protocol\":\"direct\""), "{line}");
-    assert!(line.contains("\"wrong\":0"), "{line}");
-    assert!(line.contains("\"errors\":0"), "{line}");
     assert!(line.contains("\"misses\":0"), "{line}");
     // Pipelined: batches of 16 in flight per connection, every read still checked.
-    let output = std::process::Command::new(common::bin("bench"))
-        .args(["--coordinator", &cluster.addr, "--direct"])
-        .args(["--connections", "4", "--pipeline", "16"])
-        .args(["--ops", "4000", "--keys", "200", "--verify"])
-        .args(["--get-ratio", "0.5", "--json"])
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let line = bench_json(
+        &cluster,
+        &[
+            "--connections",
+            "4",
+            "--pipeline",
+            "16",
+            "--ops",
+            "4000",
+            "--keys",
+            "200",
+            "--verify",
+            "--get-ratio",
+            "0.5",
+        ],
     );
     assert!(line.contains("\"pipeline\":16"), "{line}");
-    assert!(line.contains("\"wrong\":0"), "{line}");
-    assert!(line.contains("\"errors\":0"), "{line}");
     // --direct is for the binary protocol.
     let output = std::process::Command::new(common::bin("bench"))
         .args(["--coordinator", &cluster.addr, "--direct"])
