@@ -1,6 +1,6 @@
 //! A frame's header (offsets, magic, version), the size limits, [`Frame`], the CRC rule,
 //! and the codec: [`decode`] from a buffer, [`read_frame`] from a stream, and the
-//! encoders on [`Frame`].
+//! encoders on [`Frame`] and [`FrameHead`] (a frame whose value is in parts).
 
 use std::io::{self, Read, Write};
 

@@ -14,10 +14,10 @@
 //!   only turns bytes into frames and back;
 //! - "need more bytes" is [`WireError::Incomplete`], control flow rather than failure.
 //!
-//! Files: `frame` (the header's offsets, [`WireLimits`], [`Frame`], the CRC, the codec),
-//! `error` ([`WireError`]), `opcode` ([`Opcode`], [`Status`], [`TableSel`]), `bulk` (bulk
-//! chunks, multi-get packing, arcs, [`SlaveCounts`]), `heartbeat` (the UDP datagram);
-//! unit tests in `tests.rs`.
+//! Files: `frame` (the header's offsets, [`WireLimits`], [`Frame`] and [`FrameHead`], the
+//! CRC, the codec), `error` ([`WireError`]), `opcode` ([`Opcode`], [`Status`],
+//! [`TableSel`]), `bulk` (bulk chunks, multi-get packing, arcs, [`SlaveCounts`]),
+//! `heartbeat` (the UDP datagram); unit tests in `tests.rs`.
 
 mod bulk;
 mod error;
