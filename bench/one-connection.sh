@@ -4,7 +4,8 @@
 # the coordinator; binary and memcached text protocols) next to memcached -t 2, in one
 # run on loopback: sets and gets pipelined 100 deep, and gets of 100 keys at once (text
 # `get k1 ... k100`; binary: 100 GET frames, or one MULTI_GET frame). 100-byte values,
-# 10,000 keys. Prints the machine and its load, then one Markdown table.
+# 10,000 keys; pipelined rows also with direct routing (`--direct`). Prints the machine
+# and its load, then one Markdown table.
 # Usage: bench/one-connection.sh [seconds-per-run]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,11 @@ for o in "${ops[@]}"; do
     # shellcheck disable=SC2086 # flags are words
     row "$op" "$name" "$protocol" "$addr" $flags
   done
+  if [ "$op" != "get of 100 keys" ]; then
+    # Direct routing: the client pipelines to each key's primary (DirectClient::execute).
+    # shellcheck disable=SC2086
+    row "$op" "piazza-direct" binary "$piazza" $flags --direct
+  fi
   if [ "$op" = "get of 100 keys" ]; then
     # shellcheck disable=SC2086
     row "$op" "piazza-binary MULTI_GET" binary "$piazza" $flags --multiget-op
