@@ -223,6 +223,13 @@ impl State {
         self.ring.epoch() + self.join_changes
     }
 
+    /// Takes the planned future ring (a join's or a rebalance's), if the ring has not
+    /// changed since it was planned; it is dropped either way.
+    fn take_future(&mut self) -> Option<Ring> {
+        let (future, planned_at) = self.future.take()?;
+        (planned_at == self.ring.epoch()).then_some(future)
+    }
+
     fn set_joining(&mut self, joining: Option<SlaveId>) {
         if self.joining != joining {
             self.joining = joining;

@@ -266,13 +266,11 @@ impl Membership {
     pub fn finish_rebalance(&self) -> bool {
         let switched = {
             let mut state = self.lock();
-            let switched = match state.future.take() {
-                Some((future, epoch)) if epoch == state.ring.epoch() => {
-                    state.ring.adopt(&future);
-                    true
-                }
-                _ => false,
-            };
+            let future = state.take_future();
+            if let Some(future) = &future {
+                state.ring.adopt(future);
+            }
+            let switched = future.is_some();
             state.join_changes += 1;
             if !switched {
                 state.moving = state.moving.saturating_sub(1);
@@ -333,11 +331,7 @@ impl Membership {
                 .slaves
                 .get(&id)
                 .is_some_and(|info| info.session == session && info.state == SlaveState::Joining);
-            let future = state
-                .future
-                .take()
-                .filter(|(_, epoch)| *epoch == state.ring.epoch())
-                .map(|(ring, _)| ring);
+            let future = state.take_future();
             if joining && future.is_none() {
                 // A slave died or left while this one was receiving its data: plan again.
                 drop(state);

@@ -487,15 +487,27 @@ impl Router {
                 Err(Missed::Failed(failure)) => failure,
             };
             may_reissue = false;
-            let epoch = ticket.epoch();
-            drop(ticket);
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(failure);
-            }
-            // Wait for the failed slave to be taken off the ring, then write again.
-            self.membership.wait_epoch(epoch, deadline - now);
+            self.await_new_placement(ticket, deadline, failure)?;
         }
+    }
+
+    /// After a slave failed a write: lets the write's ticket go and waits for the ring to
+    /// change (the failed slave taken off), so the write can be sent again to the new
+    /// placement; `failure` once `deadline` has passed.
+    fn await_new_placement(
+        &self,
+        ticket: WriteTicket<'_>,
+        deadline: Instant,
+        failure: Outcome,
+    ) -> Result<(), Outcome> {
+        let epoch = ticket.epoch();
+        drop(ticket);
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(failure);
+        }
+        self.membership.wait_epoch(epoch, deadline - now);
+        Ok(())
     }
 
     /// Sends `frame` to `targets` at once and waits for every reply (in target order).

@@ -241,13 +241,7 @@ impl Router {
                     unavailable(primary, &e)
                 }
             };
-            let epoch = ticket.epoch();
-            drop(ticket);
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(failure);
-            }
-            self.membership.wait_epoch(epoch, deadline - now);
+            self.await_new_placement(ticket, deadline, failure)?;
         }
     }
 }
