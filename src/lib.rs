@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod direct;
+pub mod link;
 pub mod mcbin;
 pub mod meta;
 pub mod request;

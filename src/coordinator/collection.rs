@@ -33,7 +33,7 @@ use byteorder::{ByteOrder, NetworkEndian};
 use log::{info, warn};
 
 use crate::clock::SOURCE_BITS;
-use crate::coordinator::link::{LinkError, SlaveHandle};
+use crate::link::{LinkError, SlaveHandle};
 use crate::coordinator::membership::Membership;
 use crate::ring::SlaveId;
 use crate::wire::{COLLECT_FORGET, Frame, Opcode, Status};

@@ -27,7 +27,6 @@
 mod binary_session;
 pub mod collection;
 mod failures;
-pub mod link;
 mod mcbin_session;
 pub mod membership;
 mod meta_exec;

@@ -41,7 +41,7 @@ use byteorder::{ByteOrder, NetworkEndian};
 use log::{info, warn};
 
 use crate::coordinator::collection;
-use crate::coordinator::link::SlaveHandle;
+use crate::link::SlaveHandle;
 use crate::coordinator::membership::{Event, Holders, Membership};
 use crate::coordinator::views::{self, Publisher};
 use std::collections::BTreeMap;

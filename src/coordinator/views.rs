@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use log::{debug, warn};
 
-use crate::coordinator::link::SlaveHandle;
+use crate::link::SlaveHandle;
 use crate::coordinator::membership::Membership;
 use crate::ring::SlaveId;
 use crate::view::View;

@@ -22,7 +22,9 @@
 //! - a connection's direct writes are pipelined: each is checked, forwarded and applied
 //!   when it is read, and the replicas' answers are collected (one flush per replica
 //!   link) before the connection writes any reply, so no admission is held while a
-//!   client is slow to read. A [`Forwarder`] keeps one link per replica address.
+//!   client is slow to read. A [`Forwarder`] holds a connection's forwards under way;
+//!   the links they travel on are the slave's, shared by all its serving threads
+//!   (`Replicas`, like the coordinator's links to slaves).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,8 +35,8 @@ use byteorder::{ByteOrder, NetworkEndian};
 use log::{debug, info};
 
 use super::ops::{entry_reply, live_after, storage_error};
-use super::{Node, connect_with};
-use crate::client::{Client, ClientError};
+use super::Node;
+use crate::link::{LinkError, PendingReply, SlaveHandle};
 use crate::clock::{self, VersionClock};
 use crate::ring::SlaveId;
 use crate::store::{Applied, Entry, Table, Version};
@@ -44,6 +46,10 @@ use crate::wire::{FORWARD_PREFIX, Frame, Opcode, Status, TableSel};
 
 /// How long a primary waits for its replica to apply a forwarded write.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connections from a slave to each replica of its direct writes, shared by all its
+/// serving threads.
+const FORWARD_LINKS: usize = 2;
 
 /// How long after the last heartbeat answer direct requests are still served.
 pub fn lease_for(heartbeat_interval: Duration) -> Duration {
@@ -63,6 +69,10 @@ pub struct Direct {
     /// write is admitted under.
     generation: AtomicU64,
     in_flight: Arc<InFlight>,
+    /// The links to our direct writes' replicas.
+    replicas: Replicas,
+    /// The cluster secret, presented on those links.
+    secret: Option<Arc<Vec<u8>>>,
 }
 
 /// Direct writes admitted and not yet answered by their replica, counted by the view
@@ -106,14 +116,57 @@ impl Drop for Admission {
     }
 }
 
-/// One serving thread's links to the replicas of its direct writes (one per address),
-/// and the writes forwarded on them whose replica has not answered yet, in order.
+/// The links to the replicas of this slave's direct writes, shared by every serving
+/// thread: by replica address, a [`SlaveHandle`] with [`FORWARD_LINKS`] multiplexed
+/// connections (reader threads `fwd-<replica id>-<n>`). A replica thus serves one
+/// connection per link per primary, however many clients write to the primary.
+#[derive(Default)]
+struct Replicas {
+    handles: Mutex<HashMap<String, Arc<SlaveHandle>>>,
+}
+
+impl Replicas {
+    /// The handle for the replica `id` at `addr` (made on first use; it connects lazily).
+    fn handle(&self, id: SlaveId, addr: &str, secret: Option<&Arc<Vec<u8>>>) -> Arc<SlaveHandle> {
+        let mut handles = crate::sync::lock(&self.handles);
+        let handle = handles.entry(addr.to_string()).or_insert_with(|| {
+            Arc::new(
+                SlaveHandle::new(id, addr.to_string(), FORWARD_LINKS, FORWARD_TIMEOUT, secret.cloned())
+                    .named("fwd"),
+            )
+        });
+        Arc::clone(handle)
+    }
+
+    /// Closes the links to addresses that are not in `members` any more.
+    fn keep_only(&self, members: &[String]) {
+        let gone: Vec<Arc<SlaveHandle>> = {
+            let mut handles = crate::sync::lock(&self.handles);
+            let addrs: Vec<String> = handles
+                .keys()
+                .filter(|addr| !members.contains(addr))
+                .cloned()
+                .collect();
+            addrs.iter().filter_map(|addr| handles.remove(addr)).collect()
+        };
+        for handle in gone {
+            handle.close();
+        }
+    }
+
+    /// Closes every link and joins their reader threads.
+    fn close(&self) {
+        let all: Vec<Arc<SlaveHandle>> = crate::sync::lock(&self.handles).drain().map(|(_, h)| h).collect();
+        for handle in all {
+            handle.close();
+        }
+    }
+}
+
+/// One serving thread's direct writes forwarded to their replicas and not yet answered,
+/// in order, and the replies of those settled.
 #[derive(Default)]
 pub struct Forwarder {
-    /// By replica address: the link's serial, the link, and whether it holds unflushed
-    /// forwards.
-    links: HashMap<String, (u64, Client, bool)>,
-    serial: u64,
     /// Writes applied here and forwarded, waiting for their replica, in arrival order.
     forwarded: VecDeque<Forwarded>,
     /// Replies of forwarded writes whose replica answered, in order, not yet taken.
@@ -129,79 +182,27 @@ struct Forwarded {
     local: Result<Applied, WalError>,
     replica: SlaveId,
     addr: String,
-    /// The link's serial and the forward's request id on it.
-    link: u64,
-    request_id: u32,
+    /// The replica's answer on its way.
+    pending: PendingReply,
     _admission: Admission,
 }
 
 impl Forwarder {
-    /// Writes `forward` on the link to `addr` (connecting first if there is none), and
-    /// flushes it if nothing else of this connection waits for a replica (a lone write
-    /// overlaps with the replica's); returns the link's serial and the request id.
-    fn send(
-        &mut self,
-        addr: &str,
-        secret: Option<&[u8]>,
-        mut forward: Frame,
-    ) -> Result<(u64, u32), String> {
-        if !self.links.contains_key(addr) {
-            let mut client = connect_with(addr, secret).map_err(|e| e.to_string())?;
-            client
-                .set_timeout(FORWARD_TIMEOUT)
-                .map_err(|e| e.to_string())?;
-            self.serial += 1;
-            self.links
-                .insert(addr.to_string(), (self.serial, client, false));
-        }
-        let alone = self.forwarded.is_empty();
-        let Some((serial, client, unflushed)) = self.links.get_mut(addr) else {
-            return Err("no link".into());
-        };
-        let sent = client.queue(&mut forward).and_then(|id| {
-            if alone {
-                client.flush()?;
-            } else {
-                *unflushed = true;
-            }
-            Ok((*serial, id))
-        });
-        if sent.is_err() {
-            self.links.remove(addr);
-        }
-        sent.map_err(|e| e.to_string())
-    }
-
-    /// Reads the replica's answer to forward `request_id` sent on link `serial` to
-    /// `addr` (a link that failed since fails every forward it carried).
-    fn receive(&mut self, addr: &str, serial: u64, request_id: u32) -> Result<Frame, ClientError> {
-        let received = match self.links.get_mut(addr) {
-            Some((current, client, _)) if *current == serial => client.receive(request_id),
-            _ => Err(ClientError::Closed),
-        };
-        if received.is_err() && self.links.get(addr).is_some_and(|(s, _, _)| *s == serial) {
-            self.links.remove(addr);
-        }
-        received
-    }
-
     /// Collects the replicas' answers to every forwarded write and makes their replies
-    /// (taken in order with [`Forwarder::take_reply`]); their admissions end here.
+    /// (taken in order with [`Forwarder::take_reply`]); their admissions end here. All
+    /// forwards still in a link's buffer go out before the first wait, and the waits
+    /// share one deadline.
     pub fn settle(&mut self, node: &Node) {
         if self.forwarded.is_empty() {
             return;
         }
-        let mut failed = Vec::new();
-        for (addr, (_, client, unflushed)) in &mut self.links {
-            if std::mem::take(unflushed) && client.flush().is_err() {
-                failed.push(addr.clone());
-            }
+        for write in &self.forwarded {
+            write.pending.flush();
         }
-        for addr in failed {
-            self.links.remove(&addr);
-        }
+        let deadline = Instant::now() + FORWARD_TIMEOUT;
         while let Some(write) = self.forwarded.pop_front() {
-            let answer = self.receive(&write.addr, write.link, write.request_id);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = write.pending.wait(left.max(Duration::from_millis(1)));
             let reply = write.reply(node, answer);
             self.answered.push_back(reply);
         }
@@ -218,7 +219,7 @@ impl Forwarder {
 
 impl Forwarded {
     /// The reply to the client, once the replica answered (or failed).
-    fn reply(self, node: &Node, answer: Result<Frame, ClientError>) -> Frame {
+    fn reply(self, node: &Node, answer: Result<Frame, LinkError>) -> Frame {
         let frame = &self.frame;
         let mut live = false;
         match answer {
@@ -293,7 +294,8 @@ type Admitted<'a> = RwLockReadGuard<'a, Option<(View, SlaveId)>>;
 
 impl Direct {
     /// No view yet; direct requests are redirected until the coordinator sends one.
-    pub fn new(heartbeat_interval: Duration) -> Direct {
+    /// Forwards to replicas present `secret`, if there is one.
+    pub fn new(heartbeat_interval: Duration, secret: Option<Vec<u8>>) -> Direct {
         Direct {
             view: RwLock::new(None),
             clock: VersionClock::new(0, 1),
@@ -302,7 +304,15 @@ impl Direct {
             lease: lease_for(heartbeat_interval),
             generation: AtomicU64::new(0),
             in_flight: Arc::new(InFlight::default()),
+            replicas: Replicas::default(),
+            secret: secret.map(Arc::new),
         }
+    }
+
+    /// Closes the links to replicas and joins their threads (at shutdown, once no
+    /// connection is served any more).
+    pub fn close(&self) {
+        self.replicas.close();
     }
 
     /// The coordinator answered a heartbeat.
@@ -357,10 +367,14 @@ impl Direct {
                 view.members.len()
             );
         }
+        let members: Vec<String> = view.members.iter().map(|m| m.addr.clone()).collect();
         *held = Some((view, me));
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         drop(held);
         self.in_flight.wait_below(generation);
+        // No write of an older view waits on a replica now: links to slaves that left
+        // can go.
+        self.replicas.keep_only(&members);
         frame.reply(Status::Ok)
     }
 
@@ -506,8 +520,14 @@ impl Direct {
                 forward.table = TableSel::Previous;
                 forward.arg = version;
                 forward.flags = frame.flags;
-                match forwarder.send(&replica.addr, node.secret.as_deref(), forward) {
-                    Ok(sent) => Some((sent, replica.id, replica.addr.clone())),
+                // A lone write goes out now (it overlaps with the replica's); one of a
+                // pipeline waits in the link's buffer for the rest, until settled.
+                let deferred = !forwarder.forwarded.is_empty();
+                let handle = self.replicas.handle(replica.id, &replica.addr, self.secret.as_ref());
+                // One key's forwards share a link, so the replica applies them in order.
+                let pin = crate::ring::key_hash(&frame.key);
+                match handle.send_pinned(pin, &forward, TableSel::Previous, deferred) {
+                    Ok(pending) => Some((pending, replica.id, replica.addr.clone())),
                     Err(e) => {
                         return Some(frame.error_reply(
                             Status::Unavailable,
@@ -525,7 +545,7 @@ impl Direct {
             value: put.then(|| std::mem::take(&mut frame.value)),
         };
         let local = node.data.write(Table::Own, &frame.key, entry);
-        let Some(((link, request_id), replica, addr)) = forwarded else {
+        let Some((pending, replica, addr)) = forwarded else {
             // No replica to wait for.
             drop(held);
             return Some(local_reply(node, &frame, put, version, local, false));
@@ -539,8 +559,7 @@ impl Direct {
             local,
             replica,
             addr,
-            link,
-            request_id,
+            pending,
             _admission: admission,
         });
         None

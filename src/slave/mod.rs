@@ -165,6 +165,7 @@ impl Running {
         if let Some(syncer) = self.syncer {
             let _ = syncer.join();
         }
+        self.node.direct.close();
         match self.node.data.sync() {
             Ok(()) => info!("slave on {} stopped; log synced", self.addr),
             Err(e) => log::error!("slave on {} stopped, but {e}", self.addr),
@@ -252,7 +253,7 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
         registration: Mutex::new(None),
         register_timeout: config.register_timeout,
         secret: config.security.secret.clone(),
-        direct: Direct::new(config.heartbeat_interval),
+        direct: Direct::new(config.heartbeat_interval, config.security.secret.clone()),
     });
 
     // From here on, a failure stops and joins the threads started so far.

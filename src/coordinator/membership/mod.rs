@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::info;
 
 use crate::clock::VersionFloor;
-use crate::coordinator::link::SlaveHandle;
+use crate::link::SlaveHandle;
 use crate::coordinator::persist::Saver;
 use crate::ring::{Member, Placement, Ring, SLOTS, SlaveId};
 use crate::store::FlushMarker;

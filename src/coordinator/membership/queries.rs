@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Membership, Route, SlaveState, StatusReport, StatusRow, WriteTicket};
-use crate::coordinator::link::SlaveHandle;
+use crate::link::SlaveHandle;
 use crate::ring::{Member, Placement, Ring, SlaveId, key_hash};
 use crate::view::View;
 use crate::wire::TableSel;

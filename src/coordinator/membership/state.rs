@@ -14,7 +14,7 @@ use std::time::Instant;
 use log::{info, warn};
 
 use super::{Event, Heard, Holders, Membership, Registered, RouteError, SlaveInfo, SlaveState};
-use crate::coordinator::link::SlaveHandle;
+use crate::link::SlaveHandle;
 use crate::ring::{Ring, SlaveId};
 
 impl Membership {

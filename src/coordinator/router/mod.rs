@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use crate::clock::{self, VersionClock};
-use crate::coordinator::link::{LinkError, PendingReply, SlaveHandle};
+use crate::link::{LinkError, PendingReply, SlaveHandle};
 use crate::coordinator::membership::NO_SLAVES;
 use crate::coordinator::membership::{Membership, Route, WriteTicket};
 use crate::request::{Create, Failure, Found, Outcome, Request, StoreMode, expires_at, unix_now};

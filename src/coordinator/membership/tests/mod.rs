@@ -2,7 +2,7 @@
 //! deaths, leaves, rebalancing), `restart` (the warm-up after a restart and what is saved),
 //! `writes` (write targets, tickets and drains, route errors). Nothing here does I/O: the
 //! membership has no ring file, and a
-//! [`SlaveHandle`](crate::coordinator::link::SlaveHandle) connects only when it is used,
+//! [`SlaveHandle`](crate::link::SlaveHandle) connects only when it is used,
 //! which these tests never do.
 
 use std::collections::HashSet;

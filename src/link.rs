@@ -1,4 +1,5 @@
-//! Persistent, multiplexed connections from the coordinator to one slave.
+//! Persistent, multiplexed connections to one slave: the coordinator's to every slave,
+//! and a slave's to the replicas of its direct writes (`Forward`).
 //!
 //! A [`SlaveLink`] is one TCP connection that carries many requests at once: callers write
 //! a frame with a fresh request id (under the writer lock) and wait on their own channel.
@@ -6,7 +7,8 @@
 //! writer leaves the flush to the last of them, and a *deferred* send (a pipelined request)
 //! leaves it to the first wait on the link; the link's reader thread (`link-<id>-<n>`) matches each reply to its
 //! caller by request id. A [`SlaveHandle`] keeps a few links to one slave and reconnects a
-//! broken one on next use.
+//! broken one on next use; its links' reader threads are named `<prefix>-<slave id>-<n>`
+//! (`link` on the coordinator, `fwd` on a slave).
 //!
 //! Threads: each link owns its reader thread and joins it in [`SlaveLink::close`] (also
 //! called on drop). Locks: `writer` and `pending` are never held together, and neither is
@@ -107,11 +109,17 @@ pub struct PendingReply {
 }
 
 impl PendingReply {
+    /// Sends what is left in the link's buffer (this request, if it was deferred), so
+    /// that a caller about to wait on several links has them all under way first.
+    pub fn flush(&self) {
+        self.shared.flush_pending();
+    }
+
     /// Waits for the reply.
     ///
     /// # Errors
     /// `Timeout` after `timeout`; `Broken` if the connection fails first.
-    pub fn wait(self, timeout: Duration) -> Result<Frame, LinkError> {
+    pub fn wait(&self, timeout: Duration) -> Result<Frame, LinkError> {
         // A deferred request (or one behind it) may still sit in the writer's buffer.
         self.shared.flush_pending();
         match self.rx.recv_timeout(timeout) {
@@ -147,8 +155,13 @@ impl SlaveLink {
         let mut stream = TcpStream::connect_timeout(&target, timeout).map_err(connect)?;
         stream.set_nodelay(true).map_err(connect)?;
         if let Some(secret) = secret {
-            authenticate(&mut stream, secret, timeout)
-                .map_err(|why| LinkError::Connect(format!("{addr}: {why}")))?;
+            authenticate(&mut stream, secret, timeout).map_err(|why| match why {
+                Refused::Io(e) => connect(e),
+                Refused::Status(status) => LinkError::Connect(format!(
+                    "{addr}: the slave refused the cluster secret ({}): check --secret-file on both",
+                    status.name()
+                )),
+            })?;
         }
         let read_half = stream.try_clone().map_err(connect)?;
         let write_half = stream.try_clone().map_err(connect)?;
@@ -248,23 +261,28 @@ impl Drop for SlaveLink {
     }
 }
 
+/// Why a slave did not take the cluster secret.
+enum Refused {
+    /// The connection failed (or the reply was not a frame).
+    Io(io::Error),
+    /// The slave answered with this status.
+    Status(crate::wire::Status),
+}
+
 /// Presents the cluster secret as the connection's first frame and waits for OK.
-fn authenticate(stream: &mut TcpStream, secret: &[u8], timeout: Duration) -> Result<(), String> {
-    use std::io::Write as _;
+fn authenticate(stream: &mut TcpStream, secret: &[u8], timeout: Duration) -> Result<(), Refused> {
     let frame = Frame::request(crate::wire::Opcode::Auth, 0, Vec::new(), secret.to_vec());
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| frame.write_to(stream))
         .and_then(|()| stream.flush())
-        .map_err(|e| e.to_string())?;
-    let reply = wire::read_frame(stream, &WireLimits::default()).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+        .map_err(Refused::Io)?;
+    let reply = wire::read_frame(stream, &WireLimits::default())
+        .map_err(|e| Refused::Io(io::Error::other(e.to_string())))?;
+    stream.set_read_timeout(None).map_err(Refused::Io)?;
     match reply.status {
         crate::wire::Status::Ok => Ok(()),
-        status => Err(format!(
-            "the slave refused the cluster secret ({}): check --secret-file on both",
-            status.name()
-        )),
+        status => Err(Refused::Status(status)),
     }
 }
 
@@ -307,6 +325,8 @@ pub struct SlaveHandle {
     serial: AtomicUsize,
     timeout: Duration,
     secret: Option<Arc<Vec<u8>>>,
+    /// The first part of the reader threads' names.
+    prefix: &'static str,
 }
 
 impl SlaveHandle {
@@ -327,7 +347,15 @@ impl SlaveHandle {
             serial: AtomicUsize::new(0),
             timeout,
             secret,
+            prefix: "link",
         }
+    }
+
+    /// The same handle, its reader threads named `<prefix>-<id>-<n>`.
+    #[must_use]
+    pub fn named(mut self, prefix: &'static str) -> SlaveHandle {
+        self.prefix = prefix;
+        self
     }
 
     /// The reply timeout for this slave.
@@ -337,8 +365,10 @@ impl SlaveHandle {
 
     /// A working link, connecting one if its slot is empty or broken. The connection is
     /// made without holding the slot's lock.
-    fn link(&self) -> Result<Arc<SlaveLink>, LinkError> {
-        let index = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+    /// `pin` picks the slot; `None`, the next in turn.
+    fn link(&self, pin: Option<u64>) -> Result<Arc<SlaveLink>, LinkError> {
+        let turn = || self.next_slot.fetch_add(1, Ordering::Relaxed) as u64;
+        let index = (pin.unwrap_or_else(turn) % self.slots.len() as u64) as usize;
         let slot = &self.slots[index];
         if let Some(link) = lock(slot).as_ref()
             && !link.is_broken()
@@ -346,7 +376,7 @@ impl SlaveHandle {
             return Ok(Arc::clone(link));
         }
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
-        let name = format!("link-{}-{serial}", self.id);
+        let name = format!("{}-{}-{serial}", self.prefix, self.id);
         let fresh = Arc::new(SlaveLink::connect(
             &self.addr,
             name,
@@ -396,10 +426,36 @@ impl SlaveHandle {
         table: TableSel,
         deferred: bool,
     ) -> Result<PendingReply, LinkError> {
-        let link = self.link()?;
+        self.send_on(None, frame, table, deferred)
+    }
+
+    /// Like [`SlaveHandle::send_as`], on the link that `pin` picks: requests with the same
+    /// `pin` travel one connection, so the slave serves them in the order sent (a
+    /// primary's forwards of one key, for example).
+    ///
+    /// # Errors
+    /// See [`SlaveHandle::send`].
+    pub fn send_pinned(
+        &self,
+        pin: u64,
+        frame: &Frame,
+        table: TableSel,
+        deferred: bool,
+    ) -> Result<PendingReply, LinkError> {
+        self.send_on(Some(pin), frame, table, deferred)
+    }
+
+    fn send_on(
+        &self,
+        pin: Option<u64>,
+        frame: &Frame,
+        table: TableSel,
+        deferred: bool,
+    ) -> Result<PendingReply, LinkError> {
+        let link = self.link(pin)?;
         match link.send(frame, table, deferred) {
             // A link that broke while idle (the slave restarted) is replaced once.
-            Err(LinkError::Broken(_)) => self.link()?.send(frame, table, deferred),
+            Err(LinkError::Broken(_)) => self.link(pin)?.send(frame, table, deferred),
             other => other,
         }
     }
