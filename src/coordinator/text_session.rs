@@ -218,15 +218,13 @@ impl Session<'_> {
         self.coordinator.router.serve(request)
     }
 
-    /// Begins `request` and leaves it in flight; answers the oldest when the window is
-    /// full.
+    /// Begins `request` and leaves it in flight; answers all in flight when the window
+    /// is full (so the next window's requests go out to the slaves together too).
     fn begin(&mut self, request: Request, answer: Answer) {
         let pending = self.coordinator.router.begin(request);
         self.window.push_back((pending, answer));
-        if self.window.len() >= self.coordinator.server_limits.pipeline_window.max(1)
-            && let Some((pending, answer)) = self.window.pop_front()
-        {
-            self.answer(pending, answer);
+        if self.window.len() >= self.coordinator.server_limits.pipeline_window.max(1) {
+            self.settle();
         }
     }
 
@@ -244,7 +242,11 @@ impl Session<'_> {
     }
 
     /// Collects every command in flight, in order, appending their replies to `out`.
+    /// What is still in the links' buffers goes out first, to every slave at once.
     fn settle(&mut self) {
+        for (pending, _) in &self.window {
+            pending.flush();
+        }
         while let Some((pending, answer)) = self.window.pop_front() {
             self.answer(pending, answer);
         }

@@ -601,6 +601,22 @@ pub enum Pending<'a> {
     },
 }
 
+impl Pending<'_> {
+    /// Sends what this request left in its links' buffers (a pipelined request is
+    /// deferred): a connection about to wait flushes all it has in flight first, so that
+    /// every slave works on its share at once.
+    pub fn flush(&self) {
+        let sent: &[Result<PendingReply, LinkError>] = match self {
+            Pending::Done(_) => &[],
+            Pending::Get { sent, .. } => std::slice::from_ref(sent),
+            Pending::Write { sent, .. } => sent,
+        };
+        for pending in sent.iter().flatten() {
+            pending.flush();
+        }
+    }
+}
+
 /// Sends `frame` to every target (with the target's table), without waiting; `deferred`
 /// as in [`SlaveHandle::send_deferred`]. The frame is written from where it is on each
 /// link (each with its own header): a write's value is not copied per replica, nor
