@@ -208,6 +208,12 @@ impl fmt::Display for Failure {
     }
 }
 
+impl From<Failure> for Outcome {
+    fn from(failure: Failure) -> Outcome {
+        Outcome::Failed(failure)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
