@@ -264,10 +264,7 @@ impl Router {
 
     /// Every slave that must hold `key` now, with the ticket that counts a write to them
     /// as under way.
-    fn write_targets(
-        &self,
-        key: &[u8],
-    ) -> Result<(Vec<(Arc<SlaveHandle>, TableSel)>, WriteTicket<'_>), Failure> {
+    fn write_targets(&self, key: &[u8]) -> Result<(Vec<Target>, WriteTicket<'_>), Failure> {
         self.membership
             .write_targets(key)
             .map_err(|why| Failure::Unavailable(why.to_string()))
@@ -457,11 +454,7 @@ impl Router {
 
     /// Sends `frame` to `targets` at once and waits for every reply (in target order).
     /// A slave that does not answer is declared dead; the error says why.
-    fn send_to(
-        &self,
-        targets: &[(Arc<SlaveHandle>, TableSel)],
-        frame: &Frame,
-    ) -> Result<Vec<Frame>, Missed> {
+    fn send_to(&self, targets: &[Target], frame: &Frame) -> Result<Vec<Frame>, Missed> {
         let sent = send_all(targets, frame, false);
         self.collect(targets, sent)
     }
@@ -471,7 +464,7 @@ impl Router {
     /// is declared dead.
     fn collect_each(
         &self,
-        targets: &[(Arc<SlaveHandle>, TableSel)],
+        targets: &[Target],
         sent: Vec<Result<PendingReply, LinkError>>,
     ) -> (Vec<Option<Frame>>, Option<Missed>) {
         let mut replies = Vec::with_capacity(sent.len());
@@ -502,7 +495,7 @@ impl Router {
     /// of them is the error.
     fn collect(
         &self,
-        targets: &[(Arc<SlaveHandle>, TableSel)],
+        targets: &[Target],
         sent: Vec<Result<PendingReply, LinkError>>,
     ) -> Result<Vec<Frame>, Missed> {
         match self.collect_each(targets, sent) {
@@ -511,6 +504,9 @@ impl Router {
         }
     }
 }
+
+/// A slave a write goes to, and the table it goes to there.
+pub type Target = (Arc<SlaveHandle>, TableSel);
 
 /// Why a write did not reach every slave it must.
 enum Missed {
@@ -538,7 +534,7 @@ pub enum Pending<'a> {
         /// The slave frame (its version in `arg`).
         frame: Frame,
         /// Where it went.
-        targets: Vec<(Arc<SlaveHandle>, TableSel)>,
+        targets: Vec<Target>,
         /// Counts the write as under way for data moves.
         ticket: WriteTicket<'a>,
         /// One send per target.
@@ -551,7 +547,7 @@ pub enum Pending<'a> {
 /// link (each with its own header): a write's value is not copied per replica, nor
 /// again when the caller keeps the frame for a retry.
 fn send_all(
-    targets: &[(Arc<SlaveHandle>, TableSel)],
+    targets: &[Target],
     frame: &Frame,
     deferred: bool,
 ) -> Vec<Result<PendingReply, LinkError>> {
