@@ -208,6 +208,25 @@ impl fmt::Display for Failure {
     }
 }
 
+impl Outcome {
+    /// What to report for an outcome a command does not expect: its failure if it is one,
+    /// else (a bug) [`Failure::Unavailable`] naming the outcome.
+    pub fn into_failure(self) -> Failure {
+        let name = match self {
+            Outcome::Failed(failure) => return failure,
+            Outcome::Found(_) => "Found",
+            Outcome::NotFound => "NotFound",
+            Outcome::Stored { .. } => "Stored",
+            Outcome::NotStored => "NotStored",
+            Outcome::Exists => "Exists",
+            Outcome::Deleted => "Deleted",
+            Outcome::Number { .. } => "Number",
+            Outcome::Flushed => "Flushed",
+        };
+        Failure::Unavailable(format!("unexpected outcome {name}"))
+    }
+}
+
 impl From<Failure> for Outcome {
     fn from(failure: Failure) -> Outcome {
         Outcome::Failed(failure)

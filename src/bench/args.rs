@@ -366,22 +366,34 @@ impl fmt::Display for Protocol {
 
 /// What every thread needs, shared read-only.
 pub(super) struct Plan {
+    /// The protocol spoken (`Direct` with `--direct`).
     pub(super) protocol: Protocol,
+    /// The address loaded (`--coordinator`).
     pub(super) addr: String,
+    /// Keys `key:0` to `key:<n_keys - 1>` (`--keys`).
     pub(super) n_keys: u64,
+    /// Share of operations that are gets (`--get-ratio`).
     pub(super) get_ratio: f64,
+    /// Seed of every thread's random choices (`--seed`).
     pub(super) seed: u64,
     /// `None` when the run is bounded by an operation count instead.
     pub(super) duration: Option<Duration>,
+    /// The value every set writes (`--value-size` bytes).
     pub(super) value: Vec<u8>,
     /// Cumulative probabilities of key ranks, for `--zipf`; `None`: uniform.
     pub(super) zipf: Option<Vec<f64>>,
+    /// Check each get against what was last stored (`--verify`).
     pub(super) verify: bool,
+    /// Every key is written before the timed part (`--preload`, or a workload that
+    /// needs the keys there).
     pub(super) preloaded: bool,
+    /// Connections, one thread each (`--connections`).
     pub(super) connections: u64,
+    /// Redis: `WAIT 1 0` after every batch holding a SET (`--redis-wait`).
     pub(super) redis_wait: bool,
     /// Requests in flight per connection (`--pipeline`).
     pub(super) pipeline: usize,
+    /// What each operation is (`--workload`).
     pub(super) workload: Workload,
     /// Exptime of a set, `--workload set-ttl`.
     pub(super) ttl: u32,

@@ -24,9 +24,9 @@
 //! table's lock is a leaf, held for one map operation.
 
 use super::Coordinator;
+use super::text_session::write_failure;
 use crate::meta::{self, MetaCommand, MetaFlags, ReplyFlag};
 use crate::request::{Create, Failure, Found, Outcome, Request, StoreMode, expires_at, unix_now};
-use crate::text::{self, TextError};
 
 #[cfg(test)]
 mod tests;
@@ -66,16 +66,7 @@ fn found(outcome: Outcome) -> Result<Option<Found>, Failure> {
     match outcome {
         Outcome::Found(found) => Ok(Some(found)),
         Outcome::NotFound => Ok(None),
-        other => Err(failure(other)),
-    }
-}
-
-/// What to report for an outcome a command does not expect: its failure, or (a bug) a
-/// server error naming the outcome.
-fn failure(outcome: Outcome) -> Failure {
-    match outcome {
-        Outcome::Failed(failure) => failure,
-        other => Failure::Unavailable(format!("unexpected outcome {other:?}")),
+        other => Err(other.into_failure()),
     }
 }
 
@@ -184,7 +175,7 @@ fn get(serve: &impl Fn(Request) -> Outcome, key: Vec<u8>, flags: &MetaFlags, out
                     Ok(None) => return write_miss(flags, &key, out),
                     Err(failure) => return write_failure(failure, out),
                 },
-                other => return write_failure(failure(other), out),
+                other => return write_failure(other.into_failure(), out),
             }
         }
         Err(failure) => return write_failure(failure, out),
@@ -324,7 +315,7 @@ fn set(
         Outcome::NotFound if appending => write_set_reply(b"NS", flags, &key, 0, out),
         Outcome::NotFound => write_set_reply(b"NF", flags, &key, 0, out),
         Outcome::Exists => write_set_reply(b"EX", flags, &key, 0, out),
-        other => write_failure(failure(other), out),
+        other => write_failure(other.into_failure(), out),
     }
 }
 
@@ -355,7 +346,7 @@ fn delete(serve: &impl Fn(Request) -> Outcome, key: Vec<u8>, flags: &MetaFlags, 
                 match outcome {
                     Outcome::Stored { .. } => b"HD",
                     Outcome::Exists | Outcome::NotFound | Outcome::NotStored => b"NS",
-                    other => return write_failure(failure(other), out),
+                    other => return write_failure(other.into_failure(), out),
                 }
             }
             Err(failure) => return write_failure(failure, out),
@@ -374,7 +365,7 @@ fn delete(serve: &impl Fn(Request) -> Outcome, key: Vec<u8>, flags: &MetaFlags, 
             Outcome::Deleted => b"HD",
             Outcome::NotFound => b"NF",
             Outcome::Exists => b"EX",
-            other => return write_failure(failure(other), out),
+            other => return write_failure(other.into_failure(), out),
         }
     };
     if !(code == b"HD" && flags.quiet) {
@@ -417,7 +408,7 @@ fn arith(
         Outcome::NotFound => return write_arith_status(b"NF", flags, &key, out),
         Outcome::Exists => return write_arith_status(b"EX", flags, &key, out),
         Outcome::NotStored => return write_arith_status(b"NS", flags, &key, out),
-        other => return write_failure(failure(other), out),
+        other => return write_failure(other.into_failure(), out),
     };
     if flags.opaque_too_long {
         return out.extend_from_slice(OPAQUE_TOO_LONG);
@@ -459,15 +450,4 @@ fn write_arith_status(code: &[u8], flags: &MetaFlags, key: &[u8], out: &mut Vec<
         return out.extend_from_slice(OPAQUE_TOO_LONG);
     }
     write_status(code, flags, key, out);
-}
-
-/// A request that failed: memcached's error line (errors are sent even with `q`).
-fn write_failure(failure: Failure, out: &mut Vec<u8>) {
-    match failure {
-        Failure::Invalid(why) => out.extend_from_slice(&TextError::Client(why).reply()),
-        Failure::TooLarge => out.extend_from_slice(&TextError::TooLarge.reply()),
-        Failure::NonNumeric => out
-            .extend_from_slice(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
-        Failure::Unavailable(why) => text::write_server_error(out, &why),
-    }
 }

@@ -2,7 +2,7 @@
 //! `incr decr`, `delete` with a cas, `flush_all`, and `Router::update`, the one sequencer
 //! per key.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
 
@@ -133,19 +133,12 @@ impl Router {
             cas,
             ..Update::new(Op::Delete)
         };
-        match self.update(key, &update) {
-            Ok(Updated::Written(_)) => {
-                self.counters.delete_hits.fetch_add(1, Ordering::Relaxed);
-                Outcome::Deleted
-            }
-            Ok(Updated::Declined(declined)) => {
-                if declined == Declined::NotFound {
-                    self.counters.delete_misses.fetch_add(1, Ordering::Relaxed);
-                }
-                declined.into()
-            }
-            Err(failure) => failure.into(),
-        }
+        let counters = &self.counters;
+        answer(
+            self.update(key, &update),
+            (&counters.delete_hits, &counters.delete_misses),
+            |_| Outcome::Deleted,
+        )
     }
 
     /// `touch`/`gat`: a new expiry (absolute), the value returned.
@@ -155,53 +148,38 @@ impl Router {
             expires,
             ..Update::new(Op::Touch)
         };
-        match self.update(key, &update) {
-            Ok(Updated::Written(entry)) => {
-                self.counters.touch_hits.fetch_add(1, Ordering::Relaxed);
+        let counters = &self.counters;
+        answer(
+            self.update(key, &update),
+            (&counters.touch_hits, &counters.touch_misses),
+            |entry| {
                 Outcome::Found(Found {
                     value: entry.value.unwrap_or_default(),
                     flags: entry.flags,
                     version: entry.version.0,
                     expires: entry.expires,
                 })
-            }
-            Ok(Updated::Declined(declined)) => {
-                if declined == Declined::NotFound {
-                    self.counters.touch_misses.fetch_add(1, Ordering::Relaxed);
-                }
-                declined.into()
-            }
-            Err(failure) => failure.into(),
-        }
+            },
+        )
     }
 
     /// `incr`/`decr` (`update.op` says which).
     fn arith(&self, key: Vec<u8>, update: &Update) -> Outcome {
-        let (hits, misses) = if update.op == Op::Decr {
-            (&self.counters.decr_hits, &self.counters.decr_misses)
+        let counters = &self.counters;
+        let counted = if update.op == Op::Decr {
+            (&counters.decr_hits, &counters.decr_misses)
         } else {
-            (&self.counters.incr_hits, &self.counters.incr_misses)
+            (&counters.incr_hits, &counters.incr_misses)
         };
-        match self.update(key, update) {
-            Ok(Updated::Written(entry)) => {
-                hits.fetch_add(1, Ordering::Relaxed);
-                let number = entry.value.as_deref().and_then(update::parse_number);
-                match number {
-                    Some(value) => Outcome::Number {
-                        value,
-                        version: entry.version.0,
-                    },
-                    None => Failure::NonNumeric.into(),
-                }
+        answer(self.update(key, update), counted, |entry| {
+            match entry.value.as_deref().and_then(update::parse_number) {
+                Some(value) => Outcome::Number {
+                    value,
+                    version: entry.version.0,
+                },
+                None => Failure::NonNumeric.into(),
             }
-            Ok(Updated::Declined(declined)) => {
-                if declined == Declined::NotFound {
-                    misses.fetch_add(1, Ordering::Relaxed);
-                }
-                declined.into()
-            }
-            Err(failure) => failure.into(),
-        }
+        })
     }
 
     /// `flush_all [delay]`: a marker (threshold version, time) saved by the coordinator
@@ -312,6 +290,29 @@ impl Router {
             };
             self.await_new_placement(ticket, deadline, failure)?;
         }
+    }
+}
+
+/// The outcome of a read-modify-write: `written` makes it of the entry written. A hit
+/// (something written) counts in `counted.0`, a missing key in `counted.1`.
+fn answer(
+    result: Result<Updated, Failure>,
+    counted: (&AtomicU64, &AtomicU64),
+    written: impl FnOnce(Entry) -> Outcome,
+) -> Outcome {
+    let (hits, misses) = counted;
+    match result {
+        Ok(Updated::Written(entry)) => {
+            hits.fetch_add(1, Ordering::Relaxed);
+            written(entry)
+        }
+        Ok(Updated::Declined(declined)) => {
+            if declined == Declined::NotFound {
+                misses.fetch_add(1, Ordering::Relaxed);
+            }
+            declined.into()
+        }
+        Err(failure) => failure.into(),
     }
 }
 
