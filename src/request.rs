@@ -253,4 +253,20 @@ mod tests {
         );
         assert_eq!(expires_at(1_900_000_000, now), 1_900_000_000);
     }
+
+    #[test]
+    fn an_unexpected_outcome_is_reported_as_a_failure_naming_it() {
+        assert_eq!(
+            Outcome::Failed(Failure::TooLarge).into_failure(),
+            Failure::TooLarge
+        );
+        assert_eq!(
+            Outcome::Stored { version: 5 }.into_failure(),
+            Failure::Unavailable("unexpected outcome Stored".into())
+        );
+        assert_eq!(
+            Outcome::from(Failure::NonNumeric),
+            Outcome::Failed(Failure::NonNumeric)
+        );
+    }
 }

@@ -74,7 +74,7 @@ impl fmt::Display for ServerError {
         match self {
             ServerError::Resolve { what, addr, source } => write!(
                 f,
-                "cannot use {what} address '{addr}': {source} (expected HOST:PORT)"
+                "cannot use {what} '{addr}': {source} (expected HOST:PORT)"
             ),
             ServerError::Bind {
                 what,
@@ -603,5 +603,33 @@ impl BufferedReader {
         let dropped = more.min(len - start);
         self.skip = more - dropped;
         start + dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_address_or_directory_and_what_to_do() {
+        let err = resolve("nohost", "coordinator address").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot use coordinator address 'nohost': "),
+            "{err}"
+        );
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let err = bind(&addr, "slave address", "--listen").unwrap_err();
+        assert!(matches!(err, ServerError::Bind { .. }), "{err}");
+        assert!(err.to_string().contains("address in use"), "{err}");
+        assert!(err.to_string().contains("--listen"), "{err}");
+        // A directory under a file cannot be created.
+        let file = std::env::temp_dir().join(format!("piazza-server-{}", std::process::id()));
+        fs::write(&file, b"").unwrap();
+        let err = prepare_data_dir(&file.join("data")).unwrap_err();
+        let _ = fs::remove_file(&file);
+        assert!(matches!(err, ServerError::CreateDataDir { .. }), "{err}");
+        assert!(err.to_string().contains("--data-dir"), "{err}");
     }
 }
