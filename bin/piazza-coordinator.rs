@@ -4,24 +4,10 @@ use std::process::ExitCode;
 
 use piazza::cli;
 use piazza::config::CoordinatorArgs;
-use piazza::shutdown::Shutdown;
 
 fn main() -> ExitCode {
-    let args: CoordinatorArgs = match cli::parse_args() {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
-    cli::init_logging(args.log_level);
-    let shutdown = Shutdown::new();
-    if let Err(e) = cli::stop_on_ctrl_c(&shutdown) {
-        return cli::fail(e);
-    }
-    let config = match args.config() {
-        Ok(config) => config,
-        Err(e) => return cli::fail(e),
-    };
-    match piazza::coordinator::run(config, shutdown) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => cli::fail(e),
-    }
+    cli::run_server(
+        |args: &CoordinatorArgs| args.log_level,
+        |args, shutdown| Ok(piazza::coordinator::run(args.config()?, shutdown)?),
+    )
 }

@@ -63,8 +63,8 @@ pub fn init_logging(level: LevelFilter) {
 /// shutting down exits at once.
 ///
 /// # Errors
-/// If a handler is already installed.
-pub fn stop_on_ctrl_c(shutdown: &Shutdown) -> Result<(), String> {
+/// ctrlc's, if a handler is already installed or the signal cannot be caught.
+pub fn stop_on_ctrl_c(shutdown: &Shutdown) -> Result<(), ctrlc::Error> {
     let shutdown = shutdown.clone();
     ctrlc::set_handler(move || {
         if shutdown.is_triggered() {
@@ -74,7 +74,30 @@ pub fn stop_on_ctrl_c(shutdown: &Shutdown) -> Result<(), String> {
         log::info!("interrupt received: shutting down");
         shutdown.trigger();
     })
-    .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))
+}
+
+/// The whole `main` of a server binary: parses the flags of type `A`, sends log lines
+/// at `log_level(&args)` and above to stderr, installs the Ctrl-C / SIGTERM handler,
+/// then calls `run` with the flags and the [`Shutdown`] that handler triggers. Returns
+/// the exit code: 0 when `run` returns `Ok` (or for `--help`), 2 with one error line
+/// otherwise.
+pub fn run_server<A: FromArgs>(
+    log_level: impl FnOnce(&A) -> LevelFilter,
+    run: impl FnOnce(A, Shutdown) -> Result<(), Box<dyn std::error::Error>>,
+) -> ExitCode {
+    let args: A = match parse_args() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    init_logging(log_level(&args));
+    let shutdown = Shutdown::new();
+    if let Err(e) = stop_on_ctrl_c(&shutdown) {
+        return fail(format_args!("cannot install the Ctrl-C handler: {e}"));
+    }
+    match run(args, shutdown) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
 }
 
 /// Prints `error: <message>` to stderr and returns exit code 2.

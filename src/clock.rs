@@ -77,11 +77,12 @@ impl VersionClock {
 
     /// The next version. `reserve(floor)` is called with every version before it is
     /// handed out and returns once the saved floor is at least `floor` (the coordinator
-    /// asks its [`VersionFloor`]; a clock that saves nothing passes `|_| Ok(())`).
+    /// asks its [`VersionFloor`]; a clock that saves nothing calls
+    /// [`VersionClock::next_above_unsaved`]).
     ///
     /// # Errors
-    /// When `reserve` fails: then no version is handed out.
-    pub fn next(&self, reserve: impl FnOnce(u64) -> Result<(), String>) -> Result<u64, String> {
+    /// When `reserve` fails (its error, as it is): then no version is handed out.
+    pub fn next<E>(&self, reserve: impl FnOnce(u64) -> Result<(), E>) -> Result<u64, E> {
         self.next_above(0, reserve)
     }
 
@@ -89,11 +90,19 @@ impl VersionClock {
     ///
     /// # Errors
     /// As [`VersionClock::next`].
-    pub fn next_above(
+    pub fn next_above<E>(
         &self,
         stored: u64,
-        reserve: impl FnOnce(u64) -> Result<(), String>,
-    ) -> Result<u64, String> {
+        reserve: impl FnOnce(u64) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let version = self.next_above_unsaved(stored);
+        reserve(version)?;
+        Ok(version)
+    }
+
+    /// The next version, also above `stored`, from a clock whose versions need no saved
+    /// floor (a slave's, for direct writes).
+    pub fn next_above_unsaved(&self, stored: u64) -> u64 {
         let wall = wall_ticks();
         let above = (stored & !SOURCE_MASK).saturating_add(TICK);
         let mut tick = 0;
@@ -104,9 +113,7 @@ impl VersionClock {
                 tick = last.saturating_add(TICK).max(wall).max(above) & !SOURCE_MASK;
                 Some(tick)
             });
-        let version = tick | self.source.load(Ordering::Relaxed);
-        reserve(version)?;
-        Ok(version)
+        tick | self.source.load(Ordering::Relaxed)
     }
 }
 
@@ -192,7 +199,7 @@ impl VersionFloor {
 mod tests {
     use super::*;
 
-    fn free(_: u64) -> Result<(), String> {
+    fn free(_: u64) -> Result<(), std::convert::Infallible> {
         Ok(())
     }
 
@@ -244,12 +251,12 @@ mod tests {
         let v = clock
             .next(|floor| {
                 asked.set(floor);
-                Ok(())
+                free(floor)
             })
             .unwrap();
         assert_eq!(asked.get(), v, "reserve sees the version itself");
         let failing = VersionClock::new(0, COORDINATOR);
-        assert!(failing.next(|_| Err("disk full".into())).is_err());
+        assert_eq!(failing.next(|_| Err("disk full")), Err("disk full"));
     }
 
     #[test]
@@ -361,7 +368,7 @@ mod tests {
                             floor.record_saved(floor.to_save());
                         }
                     }
-                    Ok(())
+                    free(version)
                 })
                 .unwrap();
             assert!(v <= floor.saved());
@@ -383,7 +390,7 @@ mod tests {
         floor.record_saved(floor.to_save());
         let clock = VersionClock::new(0, COORDINATOR);
         let (mut asks, mut pending) = (0u64, None::<u64>);
-        let start = clock.next(|_| Ok(())).unwrap();
+        let start = clock.next_above_unsaved(0);
         let step = VERSION_BLOCK / 1_000;
         for i in 1..=20_000u64 {
             clock

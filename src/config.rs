@@ -4,6 +4,8 @@
 //! Flags are parsed in `bin/`; this module only turns them into configs and checks them.
 //! It does no I/O.
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,15 +56,66 @@ fn parse_positive(value: &str) -> Result<u64, String> {
     }
 }
 
+/// Why flags cannot be turned into a configuration, or a configuration cannot serve
+/// where it is asked to. Each message says what to do.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// `--secret-file` cannot be read.
+    SecretUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The secret, from the file or `PIAZZA_SECRET`, is empty.
+    SecretEmpty,
+    /// Protected mode: a non-loopback address without a secret or `--insecure`.
+    Unprotected {
+        /// The address refused.
+        addr: SocketAddr,
+        /// The flag that set it.
+        flag: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::SecretUnreadable { path, source } => {
+                write!(f, "cannot read --secret-file {}: {source}", path.display())
+            }
+            ConfigError::SecretEmpty => write!(
+                f,
+                "the cluster secret is empty (check --secret-file or PIAZZA_SECRET)"
+            ),
+            ConfigError::Unprotected { addr, flag } => write!(
+                f,
+                "refusing to serve on {addr} ({flag}) without a cluster secret: anyone who can reach it could join the ring or read and change data; set --secret-file (or PIAZZA_SECRET), or pass --insecure if the network is trusted"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::SecretUnreadable { source, .. } => Some(source),
+            ConfigError::SecretEmpty | ConfigError::Unprotected { .. } => None,
+        }
+    }
+}
+
 /// Reads the cluster secret: from `--secret-file` if given, else from the environment
 /// variable `PIAZZA_SECRET`, else none. Surrounding white space is dropped.
 ///
 /// # Errors
 /// When the file cannot be read or the secret is empty.
-pub fn load_secret(file: Option<&PathBuf>) -> Result<Option<Vec<u8>>, String> {
+pub fn load_secret(file: Option<&PathBuf>) -> Result<Option<Vec<u8>>, ConfigError> {
     let raw = match file {
-        Some(path) => std::fs::read(path)
-            .map_err(|e| format!("cannot read --secret-file {}: {e}", path.display()))?,
+        Some(path) => std::fs::read(path).map_err(|source| ConfigError::SecretUnreadable {
+            path: path.clone(),
+            source,
+        })?,
         None => match std::env::var_os("PIAZZA_SECRET") {
             Some(value) => value.into_encoded_bytes(),
             None => return Ok(None),
@@ -70,7 +123,7 @@ pub fn load_secret(file: Option<&PathBuf>) -> Result<Option<Vec<u8>>, String> {
     };
     let secret = raw.trim_ascii().to_vec();
     if secret.is_empty() {
-        return Err("the cluster secret is empty (check --secret-file or PIAZZA_SECRET)".into());
+        return Err(ConfigError::SecretEmpty);
     }
     Ok(Some(secret))
 }
@@ -91,14 +144,12 @@ impl Security {
     /// secret unless `insecure`.
     ///
     /// # Errors
-    /// A message saying why and what to do.
-    pub fn check_bind(&self, addr: std::net::SocketAddr, flag: &str) -> Result<(), String> {
+    /// [`ConfigError::Unprotected`], whose message says what to do.
+    pub fn check_bind(&self, addr: SocketAddr, flag: &'static str) -> Result<(), ConfigError> {
         if addr.ip().is_loopback() || self.secret.is_some() || self.insecure {
             return Ok(());
         }
-        Err(format!(
-            "refusing to serve on {addr} ({flag}) without a cluster secret: anyone who can reach it could join the ring or read and change data; set --secret-file (or PIAZZA_SECRET), or pass --insecure if the network is trusted"
-        ))
+        Err(ConfigError::Unprotected { addr, flag })
     }
 }
 
@@ -364,7 +415,7 @@ impl CoordinatorArgs {
     ///
     /// # Errors
     /// When the secret cannot be read.
-    pub fn config(&self) -> Result<CoordinatorConfig, String> {
+    pub fn config(&self) -> Result<CoordinatorConfig, ConfigError> {
         Ok(CoordinatorConfig {
             security: Security {
                 secret: load_secret(self.secret_file.as_ref())?,
@@ -441,7 +492,7 @@ impl SlaveArgs {
     ///
     /// # Errors
     /// When the secret cannot be read.
-    pub fn config(&self) -> Result<SlaveConfig, String> {
+    pub fn config(&self) -> Result<SlaveConfig, ConfigError> {
         Ok(SlaveConfig {
             security: Security {
                 secret: load_secret(self.secret_file.as_ref())?,
@@ -507,11 +558,11 @@ mod tests {
 
     #[test]
     fn protected_mode_refuses_open_addresses_without_a_secret() {
-        let open: std::net::SocketAddr = "0.0.0.0:7400".parse().unwrap();
-        let local: std::net::SocketAddr = "127.0.0.1:7400".parse().unwrap();
+        let open: SocketAddr = "0.0.0.0:7400".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:7400".parse().unwrap();
         let none = Security::default();
         assert!(none.check_bind(local, "--listen").is_ok());
-        let err = none.check_bind(open, "--listen").unwrap_err();
+        let err = none.check_bind(open, "--listen").unwrap_err().to_string();
         assert!(
             err.contains("--secret-file") && err.contains("--insecure"),
             "{err}"

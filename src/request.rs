@@ -208,6 +208,31 @@ impl fmt::Display for Failure {
     }
 }
 
+impl Outcome {
+    /// What to report for an outcome a command does not expect: its failure if it is one,
+    /// else (a bug) [`Failure::Unavailable`] naming the outcome.
+    pub fn into_failure(self) -> Failure {
+        let name = match self {
+            Outcome::Failed(failure) => return failure,
+            Outcome::Found(_) => "Found",
+            Outcome::NotFound => "NotFound",
+            Outcome::Stored { .. } => "Stored",
+            Outcome::NotStored => "NotStored",
+            Outcome::Exists => "Exists",
+            Outcome::Deleted => "Deleted",
+            Outcome::Number { .. } => "Number",
+            Outcome::Flushed => "Flushed",
+        };
+        Failure::Unavailable(format!("unexpected outcome {name}"))
+    }
+}
+
+impl From<Failure> for Outcome {
+    fn from(failure: Failure) -> Outcome {
+        Outcome::Failed(failure)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +252,21 @@ mod tests {
             RELATIVE_EXPTIME_MAX as u64 + 1
         );
         assert_eq!(expires_at(1_900_000_000, now), 1_900_000_000);
+    }
+
+    #[test]
+    fn an_unexpected_outcome_is_reported_as_a_failure_naming_it() {
+        assert_eq!(
+            Outcome::Failed(Failure::TooLarge).into_failure(),
+            Failure::TooLarge
+        );
+        assert_eq!(
+            Outcome::Stored { version: 5 }.into_failure(),
+            Failure::Unavailable("unexpected outcome Stored".into())
+        );
+        assert_eq!(
+            Outcome::from(Failure::NonNumeric),
+            Outcome::Failed(Failure::NonNumeric)
+        );
     }
 }

@@ -6,10 +6,11 @@
 //! and joins all of them before it returns. Blocked connection threads are woken by the
 //! [`Shutdown`] (it shuts their sockets down) or by their idle timeout.
 
+use std::fmt;
 use std::fs;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
@@ -28,57 +29,142 @@ pub const CONNECTION_STACK: usize = 256 * 1024;
 /// protocol is not known yet; binary clients report it as "server busy".
 pub const BUSY_REPLY: &[u8] = b"SERVER_ERROR too many connections\r\n";
 
-/// Binds a TCP listener, with an error message that says what to do.
+/// Why a server cannot take its address or its data directory. Each message names the
+/// address or directory and says what to do.
+#[derive(Debug)]
+pub enum ServerError {
+    /// An address names no socket address.
+    Resolve {
+        /// What the address is for (`coordinator address`, ...).
+        what: &'static str,
+        /// The address as given.
+        addr: String,
+        /// Why it names none.
+        source: io::Error,
+    },
+    /// An address cannot be bound (TCP or UDP).
+    Bind {
+        /// What the address is for.
+        what: &'static str,
+        /// The address as given.
+        addr: String,
+        /// The flag that sets it (`--listen`, ...).
+        flag: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+    /// The data directory cannot be created.
+    CreateDataDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The data directory is not writable.
+    DataDirNotWritable {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Resolve { what, addr, source } => write!(
+                f,
+                "cannot use {what} '{addr}': {source} (expected HOST:PORT)"
+            ),
+            ServerError::Bind {
+                what,
+                addr,
+                flag,
+                source,
+            } => match source.kind() {
+                io::ErrorKind::AddrInUse => write!(
+                    f,
+                    "cannot bind {what} {addr}: address in use (another piazza running? try {flag} with another port, or port 0)"
+                ),
+                io::ErrorKind::PermissionDenied => write!(
+                    f,
+                    "cannot bind {what} {addr}: permission denied (ports below 1024 need privileges; try {flag} with a higher port)"
+                ),
+                _ => write!(f, "cannot bind {what} {addr}: {source} (check {flag})"),
+            },
+            ServerError::CreateDataDir { dir, source } => write!(
+                f,
+                "data dir {} cannot be created: {source} (choose another with --data-dir)",
+                dir.display()
+            ),
+            ServerError::DataDirNotWritable { dir, source } => write!(
+                f,
+                "data dir {} is not writable: {source} (fix its permissions or choose another with --data-dir)",
+                dir.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerError::Resolve { source, .. }
+            | ServerError::Bind { source, .. }
+            | ServerError::CreateDataDir { source, .. }
+            | ServerError::DataDirNotWritable { source, .. } => Some(source),
+        }
+    }
+}
+
+/// Binds a TCP listener on `addr`, the `what` address set by `flag`.
 ///
 /// # Errors
-/// A one-line description naming the address and the likely cause.
-pub fn bind(addr: &str, what: &str, flag: &str) -> Result<TcpListener, String> {
+/// When `addr` names no address, or it cannot be bound: the message names the address
+/// and the likely cause.
+pub fn bind(
+    addr: &str,
+    what: &'static str,
+    flag: &'static str,
+) -> Result<TcpListener, ServerError> {
     let addrs = resolve(addr, what)?;
-    TcpListener::bind(&addrs[..]).map_err(|e| bind_message(addr, what, flag, &e))
+    TcpListener::bind(&addrs[..]).map_err(|source| ServerError::Bind {
+        what,
+        addr: addr.into(),
+        flag,
+        source,
+    })
 }
 
 /// The socket addresses `addr` (`HOST:PORT`) names.
 ///
 /// # Errors
-/// A one-line description when it names none.
-pub fn resolve(addr: &str, what: &str) -> Result<Vec<SocketAddr>, String> {
+/// When it names none.
+pub fn resolve(addr: &str, what: &'static str) -> Result<Vec<SocketAddr>, ServerError> {
     addr.to_socket_addrs()
         .map(Iterator::collect)
-        .map_err(|e| format!("cannot use {what} address '{addr}': {e} (expected HOST:PORT)"))
-}
-
-/// The message for a failed bind, TCP or UDP.
-pub fn bind_message(addr: &str, what: &str, flag: &str, e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::AddrInUse => format!(
-            "cannot bind {what} {addr}: address in use (another piazza running? try {flag} with another port, or port 0)"
-        ),
-        io::ErrorKind::PermissionDenied => format!(
-            "cannot bind {what} {addr}: permission denied (ports below 1024 need privileges; try {flag} with a higher port)"
-        ),
-        _ => format!("cannot bind {what} {addr}: {e} (check {flag})"),
-    }
+        .map_err(|source| ServerError::Resolve {
+            what,
+            addr: addr.into(),
+            source,
+        })
 }
 
 /// Creates `dir` if needed and checks that it is writable.
 ///
 /// # Errors
-/// A one-line description naming the directory and what failed.
-pub fn prepare_data_dir(dir: &Path) -> Result<(), String> {
-    fs::create_dir_all(dir).map_err(|e| {
-        format!(
-            "data dir {} cannot be created: {e} (choose another with --data-dir)",
-            dir.display()
-        )
+/// When it cannot be created or written to.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), ServerError> {
+    fs::create_dir_all(dir).map_err(|source| ServerError::CreateDataDir {
+        dir: dir.into(),
+        source,
     })?;
     let probe = dir.join(".piazza-write-test");
     fs::write(&probe, b"ok")
         .and_then(|()| fs::remove_file(&probe))
-        .map_err(|e| {
-            format!(
-                "data dir {} is not writable: {e} (fix its permissions or choose another with --data-dir)",
-                dir.display()
-            )
+        .map_err(|source| ServerError::DataDirNotWritable {
+            dir: dir.into(),
+            source,
         })
 }
 
@@ -517,5 +603,33 @@ impl BufferedReader {
         let dropped = more.min(len - start);
         self.skip = more - dropped;
         start + dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_address_or_directory_and_what_to_do() {
+        let err = resolve("nohost", "coordinator address").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot use coordinator address 'nohost': "),
+            "{err}"
+        );
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let err = bind(&addr, "slave address", "--listen").unwrap_err();
+        assert!(matches!(err, ServerError::Bind { .. }), "{err}");
+        assert!(err.to_string().contains("address in use"), "{err}");
+        assert!(err.to_string().contains("--listen"), "{err}");
+        // A directory under a file cannot be created.
+        let file = std::env::temp_dir().join(format!("piazza-server-{}", std::process::id()));
+        fs::write(&file, b"").unwrap();
+        let err = prepare_data_dir(&file.join("data")).unwrap_err();
+        let _ = fs::remove_file(&file);
+        assert!(matches!(err, ServerError::CreateDataDir { .. }), "{err}");
+        assert!(err.to_string().contains("--data-dir"), "{err}");
     }
 }

@@ -138,10 +138,10 @@ impl Drop for StreamGuard {
 ///
 /// ```no_run
 /// # use piazza::shutdown::{Shutdown, StartGuard};
-/// # fn bind_second() -> Result<(), String> { Ok(()) }
-/// # fn start(shutdown: Shutdown) -> Result<(), String> {
+/// # fn bind_second() -> std::io::Result<()> { Ok(()) }
+/// # fn start(shutdown: Shutdown) -> std::io::Result<()> {
 /// let mut guard = StartGuard::new(&shutdown);
-/// let first = guard.spawn("first", || {}).map_err(|e| e.to_string())?;
+/// let first = guard.spawn("first", || {})?;
 /// bind_second()?; // an error here triggers the shutdown and joins `first`
 /// let mut threads = guard.finish();
 /// let first = threads.take(first);
@@ -289,31 +289,30 @@ mod tests {
     fn a_failed_start_stops_and_joins_what_it_started() {
         let shutdown = Shutdown::new();
         let order = Arc::new(Mutex::new(Vec::new()));
-        let result: Result<(), String> = (|| {
+        let result: std::io::Result<()> = (|| {
             let mut guard = StartGuard::new(&shutdown);
             let (waiter, log) = (shutdown.clone(), Arc::clone(&order));
-            let _first = guard
-                .spawn("first", move || {
-                    while !waiter.wait_timeout(Duration::from_secs(30)) {}
-                    lock(&log).push("first");
-                })
-                .map_err(|e| e.to_string())?;
+            let _first = guard.spawn("first", move || {
+                while !waiter.wait_timeout(Duration::from_secs(30)) {}
+                lock(&log).push("first");
+            })?;
             // A thread the signal does not stop: it ends when its channel closes.
             let (events, events_rx) = std::sync::mpsc::channel::<()>();
             let log = Arc::clone(&order);
-            let _second = guard
-                .spawn_stopped_by(
-                    "second",
-                    move || drop(events),
-                    move || {
-                        while events_rx.recv().is_ok() {}
-                        lock(&log).push("second");
-                    },
-                )
-                .map_err(|e| e.to_string())?;
-            Err("the second listener's port is taken".into())
+            let _second = guard.spawn_stopped_by(
+                "second",
+                move || drop(events),
+                move || {
+                    while events_rx.recv().is_ok() {}
+                    lock(&log).push("second");
+                },
+            )?;
+            Err(std::io::Error::from(std::io::ErrorKind::AddrInUse))
         })();
-        assert_eq!(result.unwrap_err(), "the second listener's port is taken");
+        assert_eq!(
+            result.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::AddrInUse)
+        );
         assert!(shutdown.is_triggered());
         // Both have ended by the time the error is returned.
         let mut ended = lock(&order).clone();

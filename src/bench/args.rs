@@ -101,17 +101,18 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
-    /// Checks that the flags go together; the message says which do not.
-    pub(super) fn check(&self) -> Result<(), String> {
+    /// Checks that the flags go together.
+    ///
+    /// # Errors
+    /// The first pair of flags that does not; its message says how to fix it.
+    pub(super) fn check(&self) -> Result<(), UsageError> {
         let protocol = if self.direct {
             Protocol::Direct
         } else {
             self.protocol
         };
         if self.direct && self.protocol != Protocol::Binary {
-            return Err(
-                "--direct needs --protocol binary (direct routing speaks Piazza's frames)".into(),
-            );
+            return Err(UsageError::DirectNeedsBinary);
         }
         let spoken = match protocol {
             Protocol::Binary | Protocol::Memcache => true,
@@ -119,40 +120,92 @@ impl BenchArgs {
             Protocol::Direct => self.workload == Workload::GetSet,
         };
         if !spoken {
-            return Err(format!(
-                "--workload {} is not spoken by {} (binary and memcache speak every workload; resp: get-set, incr, set-ttl; --direct: get-set)",
-                self.workload,
-                if self.direct {
+            return Err(UsageError::NotSpoken {
+                workload: self.workload,
+                by: if self.direct {
                     "--direct"
                 } else {
                     protocol_flag(protocol)
                 },
-            ));
+            });
         }
         if self.multiget > 1 && !self.workload.has_gets() {
-            return Err(format!(
-                "--multiget needs gets: use it with --workload get-set or set-ttl, not {}",
-                self.workload
-            ));
+            return Err(UsageError::MultigetNeedsGets(self.workload));
         }
         if self.multiget > 1 && (self.verify || self.direct) {
-            return Err("--multiget does not go with --verify or --direct".into());
+            return Err(UsageError::MultigetWithVerifyOrDirect);
         }
         if self.verify && !self.workload.has_gets() {
-            return Err(format!(
-                "--verify checks gets against sets: use it with --workload get-set or set-ttl, not {}",
-                self.workload
-            ));
+            return Err(UsageError::VerifyNeedsGets(self.workload));
         }
         if self.multiget_op && (protocol != Protocol::Binary || self.multiget < 2) {
-            return Err("--multiget-op needs --protocol binary and --multiget 2 or more".into());
+            return Err(UsageError::MultigetOpNeedsBinaryMultiget);
         }
         if self.redis_wait && self.workload != Workload::GetSet {
-            return Err("--redis-wait goes with --workload get-set only".into());
+            return Err(UsageError::RedisWaitNeedsGetSet);
         }
         Ok(())
     }
 }
+
+/// Flags that do not go together. Each message says how to fix them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageError {
+    /// `--direct` with a protocol other than binary.
+    DirectNeedsBinary,
+    /// A workload the chosen protocol (`by`, its flag) does not speak.
+    NotSpoken {
+        /// The workload asked for.
+        workload: Workload,
+        /// The flag that chose the protocol.
+        by: &'static str,
+    },
+    /// `--multiget` with a workload that does no gets.
+    MultigetNeedsGets(Workload),
+    /// `--multiget` with `--verify` or `--direct`.
+    MultigetWithVerifyOrDirect,
+    /// `--verify` with a workload that does no gets.
+    VerifyNeedsGets(Workload),
+    /// `--multiget-op` without `--protocol binary` and `--multiget` of 2 or more.
+    MultigetOpNeedsBinaryMultiget,
+    /// `--redis-wait` with a workload other than get-set.
+    RedisWaitNeedsGetSet,
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsageError::DirectNeedsBinary => write!(
+                f,
+                "--direct needs --protocol binary (direct routing speaks Piazza's frames)"
+            ),
+            UsageError::NotSpoken { workload, by } => write!(
+                f,
+                "--workload {workload} is not spoken by {by} (binary and memcache speak every workload; resp: get-set, incr, set-ttl; --direct: get-set)"
+            ),
+            UsageError::MultigetNeedsGets(workload) => write!(
+                f,
+                "--multiget needs gets: use it with --workload get-set or set-ttl, not {workload}"
+            ),
+            UsageError::MultigetWithVerifyOrDirect => {
+                write!(f, "--multiget does not go with --verify or --direct")
+            }
+            UsageError::VerifyNeedsGets(workload) => write!(
+                f,
+                "--verify checks gets against sets: use it with --workload get-set or set-ttl, not {workload}"
+            ),
+            UsageError::MultigetOpNeedsBinaryMultiget => write!(
+                f,
+                "--multiget-op needs --protocol binary and --multiget 2 or more"
+            ),
+            UsageError::RedisWaitNeedsGetSet => {
+                write!(f, "--redis-wait goes with --workload get-set only")
+            }
+        }
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// The `--protocol` value naming `protocol`.
 fn protocol_flag(protocol: Protocol) -> &'static str {
@@ -313,22 +366,34 @@ impl fmt::Display for Protocol {
 
 /// What every thread needs, shared read-only.
 pub(super) struct Plan {
+    /// The protocol spoken (`Direct` with `--direct`).
     pub(super) protocol: Protocol,
+    /// The address loaded (`--coordinator`).
     pub(super) addr: String,
+    /// Keys `key:0` to `key:<n_keys - 1>` (`--keys`).
     pub(super) n_keys: u64,
+    /// Share of operations that are gets (`--get-ratio`).
     pub(super) get_ratio: f64,
+    /// Seed of every thread's random choices (`--seed`).
     pub(super) seed: u64,
     /// `None` when the run is bounded by an operation count instead.
     pub(super) duration: Option<Duration>,
+    /// The value every set writes (`--value-size` bytes).
     pub(super) value: Vec<u8>,
     /// Cumulative probabilities of key ranks, for `--zipf`; `None`: uniform.
     pub(super) zipf: Option<Vec<f64>>,
+    /// Check each get against what was last stored (`--verify`).
     pub(super) verify: bool,
+    /// Every key is written before the timed part (`--preload`, or a workload that
+    /// needs the keys there).
     pub(super) preloaded: bool,
+    /// Connections, one thread each (`--connections`).
     pub(super) connections: u64,
+    /// Redis: `WAIT 1 0` after every batch holding a SET (`--redis-wait`).
     pub(super) redis_wait: bool,
     /// Requests in flight per connection (`--pipeline`).
     pub(super) pipeline: usize,
+    /// What each operation is (`--workload`).
     pub(super) workload: Workload,
     /// Exptime of a set, `--workload set-ttl`.
     pub(super) ttl: u32,

@@ -51,6 +51,58 @@ impl From<io::Error> for OpError {
     }
 }
 
+/// Why a connection could not be opened ([`Conn::open`]). Each message names the
+/// address.
+#[derive(Debug)]
+pub(super) enum OpenError {
+    /// Nothing answered at the address.
+    Connect {
+        /// The address.
+        addr: String,
+        /// What should be running there (`coordinator`, `server`).
+        server: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+    /// Connected, but the connection could not be set up.
+    Setup {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The direct-routing client could not connect or fetch the cluster's view.
+    Direct(ClientError),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Connect {
+                addr,
+                server,
+                source,
+            } => write!(
+                f,
+                "cannot connect to {addr}: {source} (is the {server} running? try --coordinator)"
+            ),
+            OpenError::Setup { addr, source } => {
+                write!(f, "cannot set up the connection to {addr}: {source}")
+            }
+            OpenError::Direct(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Connect { source, .. } | OpenError::Setup { source, .. } => Some(source),
+            OpenError::Direct(e) => Some(e),
+        }
+    }
+}
+
 /// What an operation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -163,29 +215,41 @@ pub(super) enum Conn {
 }
 
 impl Conn {
-    /// Connects; the error is one line naming the address.
-    pub(super) fn open(protocol: Protocol, addr: &str) -> Result<Conn, String> {
-        if protocol == Protocol::Direct {
-            let mut client = DirectClient::connect(addr).map_err(|e| e.to_string())?;
-            client
-                .set_timeout(REQUEST_TIMEOUT)
-                .map_err(|e| format!("cannot set up the connection to {addr}: {e}"))?;
-            return Ok(Conn::Direct(Box::new(DirectConn::new(client))));
+    /// Connects.
+    ///
+    /// # Errors
+    /// When nothing answers at `addr` or the connection cannot be set up; the message
+    /// names the address.
+    pub(super) fn open(protocol: Protocol, addr: &str) -> Result<Conn, OpenError> {
+        let setup = |source| OpenError::Setup {
+            addr: addr.into(),
+            source,
+        };
+        let stream = || {
+            connect(addr).map_err(|source| OpenError::Connect {
+                addr: addr.into(),
+                server: if protocol == Protocol::Binary {
+                    "coordinator"
+                } else {
+                    "server"
+                },
+                source,
+            })
+        };
+        match protocol {
+            Protocol::Direct => {
+                let mut client = DirectClient::connect(addr).map_err(OpenError::Direct)?;
+                client
+                    .set_timeout(REQUEST_TIMEOUT)
+                    .map_err(|e| setup(io::Error::other(e)))?;
+                Ok(Conn::Direct(Box::new(DirectConn::new(client))))
+            }
+            Protocol::Binary => FrameConn::new(stream()?).map(Conn::Binary).map_err(setup),
+            Protocol::Memcache => TextConn::new(stream()?).map(Conn::Memcache).map_err(setup),
+            Protocol::Resp => TextConn::new(stream()?)
+                .map(|conn| Conn::Resp(conn, false))
+                .map_err(setup),
         }
-        let server = match protocol {
-            Protocol::Binary | Protocol::Direct => "coordinator",
-            Protocol::Memcache | Protocol::Resp => "server",
-        };
-        let stream = connect(addr).map_err(|e| {
-            format!("cannot connect to {addr}: {e} (is the {server} running? try --coordinator)")
-        })?;
-        let opened = match protocol {
-            Protocol::Binary => FrameConn::new(stream).map(Conn::Binary),
-            Protocol::Memcache => TextConn::new(stream).map(Conn::Memcache),
-            Protocol::Resp => TextConn::new(stream).map(|conn| Conn::Resp(conn, false)),
-            Protocol::Direct => return Err("direct connections are opened above".into()),
-        };
-        opened.map_err(|e| format!("cannot set up the connection to {addr}: {e}"))
     }
 
     /// The connection as `plan` wants it: Redis's `WAIT` (`--redis-wait`), the binary

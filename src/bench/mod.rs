@@ -83,7 +83,7 @@ pub use crate::rng;
 mod testkit;
 mod worker;
 
-pub use args::{BenchArgs, Protocol, Workload};
+pub use args::{BenchArgs, Protocol, UsageError, Workload};
 pub use histogram::Histogram;
 pub use report::Report;
 
@@ -106,7 +106,7 @@ pub const MAX_VALUE_SIZE: usize = 64 << 20;
 #[derive(Debug)]
 pub enum BenchError {
     /// The flags do not go together; the message says how to fix them.
-    Usage(String),
+    Usage(UsageError),
     /// The target could not be reached, or did not answer, at the start. The message
     /// names the address.
     Unreachable(String),
@@ -121,7 +121,8 @@ pub enum BenchError {
 impl fmt::Display for BenchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BenchError::Usage(why) | BenchError::Unreachable(why) => f.write_str(why),
+            BenchError::Usage(e) => write!(f, "{e}"),
+            BenchError::Unreachable(why) => f.write_str(why),
             BenchError::Preload(why) => write!(f, "preload failed: {why}"),
             BenchError::Thread(e) => write!(f, "cannot start a load thread: {e}"),
             BenchError::NothingDone(why) => {
@@ -134,6 +135,7 @@ impl fmt::Display for BenchError {
 impl std::error::Error for BenchError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            BenchError::Usage(e) => Some(e),
             BenchError::Thread(e) => Some(e),
             _ => None,
         }
@@ -154,7 +156,8 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     args.check().map_err(BenchError::Usage)?;
     let plan = Arc::new(Plan::from_args(args));
     // Fail fast, naming the address, if nothing answers there.
-    let mut probe = Conn::open(plan.protocol, &plan.addr).map_err(BenchError::Unreachable)?;
+    let mut probe = Conn::open(plan.protocol, &plan.addr)
+        .map_err(|e| BenchError::Unreachable(e.to_string()))?;
     probe.check().map_err(|e| {
         BenchError::Unreachable(format!(
             "{} does not answer the {} protocol: {e}",
@@ -270,7 +273,7 @@ fn preload(plan: &Arc<Plan>, connections: u64) -> Result<(), BenchError> {
         let spawned = thread::Builder::new()
             .name(format!("preload-{index}"))
             .spawn(move || -> Result<(), String> {
-                let mut conn = Conn::open(plan.protocol, &plan.addr)?;
+                let mut conn = Conn::open(plan.protocol, &plan.addr).map_err(|e| e.to_string())?;
                 let mut key = Vec::with_capacity(24);
                 let mut n = index;
                 while n < plan.n_keys {

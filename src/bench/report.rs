@@ -100,27 +100,29 @@ impl Report {
     /// keys, with `--workload cas` one more for the outcomes; then one naming the
     /// connections that gave up, if any.
     pub fn human(&self) -> String {
+        let Report {
+            protocol,
+            target,
+            connections,
+            pipeline,
+            seconds,
+            keys,
+            value_size,
+            ops,
+            errors,
+            misses,
+            wrong,
+            p50_us,
+            p99_us,
+            p999_us,
+            max_us,
+            ..
+        } = self;
+        let (mix, ops_per_sec) = (self.mix(), self.ops_per_sec());
         let mut text = format!(
-            "piazza-bench: {} protocol, {}, {} connections, pipeline {}, {:.1} s, {} keys, {}-byte values, {}\n\
-             ops: {} ({:.0} ops/s)  errors: {}  misses: {}  wrong: {}\n\
-             latency us: p50 {}  p99 {}  p99.9 {}  max {}\n",
-            self.protocol,
-            self.target,
-            self.connections,
-            self.pipeline,
-            self.seconds,
-            self.keys,
-            self.value_size,
-            self.mix(),
-            self.ops,
-            self.ops_per_sec(),
-            self.errors,
-            self.misses,
-            self.wrong,
-            self.p50_us,
-            self.p99_us,
-            self.p999_us,
-            self.max_us
+            "piazza-bench: {protocol} protocol, {target}, {connections} connections, pipeline {pipeline}, {seconds:.1} s, {keys} keys, {value_size}-byte values, {mix}\n\
+             ops: {ops} ({ops_per_sec:.0} ops/s)  errors: {errors}  misses: {misses}  wrong: {wrong}\n\
+             latency us: p50 {p50_us}  p99 {p99_us}  p99.9 {p999_us}  max {max_us}\n"
         );
         if self.multiget > 1 {
             text.push_str(&format!(

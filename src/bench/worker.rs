@@ -297,7 +297,7 @@ pub(super) fn load(plan: &Plan, index: u64, budget: Option<u64>, barrier: &Barri
         Ok(conn) => conn,
         Err(why) => {
             return Outcome {
-                stopped: Some(why),
+                stopped: Some(why.to_string()),
                 ..Outcome::default()
             };
         }
@@ -462,7 +462,7 @@ mod tests {
         let usage = |extra: &[&str]| {
             let args = BenchArgs::from_args(&["piazza-bench"], extra).unwrap();
             match run(&args) {
-                Err(crate::bench::BenchError::Usage(why)) => why,
+                Err(crate::bench::BenchError::Usage(why)) => why.to_string(),
                 other => panic!("{extra:?}: {other:?}"),
             }
         };

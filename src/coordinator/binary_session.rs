@@ -180,10 +180,7 @@ impl Coordinator {
                 ),
                 Outcome::NotFound => wire::pack_result(&mut reply.value, None),
                 other => {
-                    let why = match other {
-                        Outcome::Failed(failure) => failure.to_string(),
-                        other => format!("unexpected outcome {other:?}"),
-                    };
+                    let why = other.into_failure().to_string();
                     return frame.error_reply(Status::Unavailable, &why);
                 }
             }

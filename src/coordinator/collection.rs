@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(horizon_at(5, Duration::from_secs(1)), 0);
         // Every version a clock issued before the horizon's time is below it.
         let clock = crate::clock::VersionClock::new(0, 7);
-        let version = clock.next(|_| Ok(())).unwrap();
+        let version = clock.next_above_unsaved(0);
         let later = horizon_at(
             crate::store::now_micros() + 1_000_001,
             Duration::from_secs(1),

@@ -47,22 +47,28 @@ use std::time::Instant;
 
 use log::{debug, info};
 
-use crate::config::CoordinatorConfig;
-use crate::server;
+use crate::config::{ConfigError, CoordinatorConfig};
+use crate::server::{self, ServerError};
 use crate::shutdown::{Shutdown, StartGuard};
-use crate::wal::DirLock;
+use crate::wal::{DirLock, WalError};
 use crate::wire::SlaveCounts;
 use crate::wire::{self, Frame, Opcode, WireLimits};
 use membership::Membership;
+use persist::PersistError;
 use router::Router;
 
 /// Why the coordinator could not start or run.
 #[derive(Debug)]
 pub enum CoordinatorError {
-    /// The data directory cannot be used.
-    DataDir(String),
-    /// A listening address cannot be bound.
-    Bind(String),
+    /// The data directory cannot be created or written, or an address cannot be resolved
+    /// or bound.
+    Server(ServerError),
+    /// Protected mode refuses the listening address.
+    Unprotected(ConfigError),
+    /// The data directory's lock is held (another coordinator uses it) or cannot be taken.
+    Locked(WalError),
+    /// The saved ring cannot be read.
+    Ring(PersistError),
     /// A thread could not be started.
     Thread(std::io::Error),
 }
@@ -70,13 +76,26 @@ pub enum CoordinatorError {
 impl fmt::Display for CoordinatorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CoordinatorError::DataDir(why) | CoordinatorError::Bind(why) => write!(f, "{why}"),
+            CoordinatorError::Server(e) => write!(f, "{e}"),
+            CoordinatorError::Unprotected(e) => write!(f, "{e}"),
+            CoordinatorError::Locked(e) => write!(f, "{e}"),
+            CoordinatorError::Ring(e) => write!(f, "{e}"),
             CoordinatorError::Thread(e) => write!(f, "cannot start a thread: {e}"),
         }
     }
 }
 
-impl std::error::Error for CoordinatorError {}
+impl std::error::Error for CoordinatorError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CoordinatorError::Server(e) => Some(e),
+            CoordinatorError::Unprotected(e) => Some(e),
+            CoordinatorError::Locked(e) => Some(e),
+            CoordinatorError::Ring(e) => Some(e),
+            CoordinatorError::Thread(e) => Some(e),
+        }
+    }
+}
 
 /// Everything the coordinator's threads share.
 pub struct Coordinator {
@@ -139,32 +158,31 @@ pub fn run(config: CoordinatorConfig, shutdown: Shutdown) -> Result<(), Coordina
 /// # Errors
 /// When the data dir is unusable, an address cannot be bound, or a thread cannot start.
 pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, CoordinatorError> {
-    server::prepare_data_dir(&config.data_dir).map_err(CoordinatorError::DataDir)?;
+    server::prepare_data_dir(&config.data_dir).map_err(CoordinatorError::Server)?;
     // Protected mode is checked before anything is bound.
     for addr in
-        server::resolve(&config.listen, "coordinator address").map_err(CoordinatorError::Bind)?
+        server::resolve(&config.listen, "coordinator address").map_err(CoordinatorError::Server)?
     {
         config
             .security
             .check_bind(addr, "--listen")
-            .map_err(CoordinatorError::Bind)?;
+            .map_err(CoordinatorError::Unprotected)?;
     }
     let listener = server::bind(&config.listen, "coordinator address", "--listen")
-        .map_err(CoordinatorError::Bind)?;
-    let heartbeat = UdpSocket::bind(&config.heartbeat).map_err(|e| {
-        CoordinatorError::Bind(server::bind_message(
-            &config.heartbeat,
-            "heartbeat address",
-            "--heartbeat",
-            &e,
-        ))
+        .map_err(CoordinatorError::Server)?;
+    let heartbeat = UdpSocket::bind(&config.heartbeat).map_err(|source| {
+        CoordinatorError::Server(ServerError::Bind {
+            what: "heartbeat address",
+            addr: config.heartbeat.clone(),
+            flag: "--heartbeat",
+            source,
+        })
     })?;
     let addr = listener.local_addr().map_err(CoordinatorError::Thread)?;
     let heartbeat_addr = heartbeat.local_addr().map_err(CoordinatorError::Thread)?;
     shutdown.register_listener(addr);
 
-    let lock =
-        DirLock::acquire(&config.data_dir).map_err(|e| CoordinatorError::DataDir(e.to_string()))?;
+    let lock = DirLock::acquire(&config.data_dir).map_err(CoordinatorError::Locked)?;
     let membership = Arc::new(
         Membership::persistent(
             &config.data_dir,
@@ -173,7 +191,7 @@ pub fn start(config: CoordinatorConfig, shutdown: Shutdown) -> Result<Running, C
             config.failure_timeout,
             config.security.secret.clone(),
         )
-        .map_err(|e| CoordinatorError::DataDir(e.to_string()))?
+        .map_err(CoordinatorError::Ring)?
         .with_tombstone_grace(config.tombstone_grace),
     );
     if config.tombstone_grace < config.slave_timeout * 2 {
@@ -457,7 +475,10 @@ mod tests {
             Ok(_) => panic!("started on a heartbeat port that is taken"),
             Err(e) => e,
         };
-        assert!(matches!(err, CoordinatorError::Bind(_)), "{err}");
+        assert!(
+            matches!(err, CoordinatorError::Server(ServerError::Bind { .. })),
+            "{err}"
+        );
         assert!(err.to_string().contains("--heartbeat"), "{err}");
         TcpListener::bind(&listen).expect("the client port is free again");
         let _ = std::fs::remove_dir_all(&dir);
@@ -479,7 +500,7 @@ mod tests {
             Ok(_) => panic!("started on a locked data dir"),
             Err(e) => e,
         };
-        assert!(matches!(err, CoordinatorError::DataDir(_)), "{err}");
+        assert!(matches!(err, CoordinatorError::Locked(_)), "{err}");
         TcpListener::bind(&listen).expect("the client port is free again");
         UdpSocket::bind(heartbeat).expect("the heartbeat port is free again");
         // And a start that succeeds, stopped at once, joins every thread it started.

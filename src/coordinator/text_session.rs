@@ -258,12 +258,12 @@ impl Session<'_> {
             Answer::Stored { noreply: true } | Answer::Deleted { noreply: true } => {}
             Answer::Stored { noreply: false } => match outcome {
                 Outcome::Stored { .. } => self.out.extend_from_slice(text::STORED),
-                other => write_failure(other, &mut self.out),
+                other => write_failure(other.into_failure(), &mut self.out),
             },
             Answer::Deleted { noreply: false } => match outcome {
                 Outcome::Deleted => self.out.extend_from_slice(text::DELETED),
                 Outcome::NotFound => self.out.extend_from_slice(text::NOT_FOUND),
-                other => write_failure(other, &mut self.out),
+                other => write_failure(other.into_failure(), &mut self.out),
             },
             Answer::Value { key, cas } => match outcome {
                 Outcome::Found(found) => {
@@ -277,7 +277,7 @@ impl Session<'_> {
                     self.out.extend_from_slice(text::END);
                 }
                 Outcome::NotFound => self.out.extend_from_slice(text::END),
-                other => write_failure(other, &mut self.out),
+                other => write_failure(other.into_failure(), &mut self.out),
             },
         }
     }
@@ -366,7 +366,7 @@ impl Session<'_> {
                         Outcome::NotStored => self.out.extend_from_slice(text::NOT_STORED),
                         Outcome::Exists => self.out.extend_from_slice(text::EXISTS),
                         Outcome::NotFound => self.out.extend_from_slice(text::NOT_FOUND),
-                        other => write_failure(other, &mut self.out),
+                        other => write_failure(other.into_failure(), &mut self.out),
                     }
                 }
             }
@@ -377,7 +377,7 @@ impl Session<'_> {
                     match outcome {
                         Outcome::Deleted => self.out.extend_from_slice(text::DELETED),
                         Outcome::NotFound => self.out.extend_from_slice(text::NOT_FOUND),
-                        other => write_failure(other, &mut self.out),
+                        other => write_failure(other.into_failure(), &mut self.out),
                     }
                 }
             }
@@ -391,7 +391,7 @@ impl Session<'_> {
                     match outcome {
                         Outcome::Found(_) => self.out.extend_from_slice(text::TOUCHED),
                         Outcome::NotFound => self.out.extend_from_slice(text::NOT_FOUND),
-                        other => write_failure(other, &mut self.out),
+                        other => write_failure(other.into_failure(), &mut self.out),
                     }
                 }
             }
@@ -413,7 +413,7 @@ impl Session<'_> {
                     match outcome {
                         Outcome::Number { value, .. } => text::write_number(&mut self.out, value),
                         Outcome::NotFound => self.out.extend_from_slice(text::NOT_FOUND),
-                        other => write_failure(other, &mut self.out),
+                        other => write_failure(other.into_failure(), &mut self.out),
                     }
                 }
             }
@@ -423,7 +423,7 @@ impl Session<'_> {
                 if !noreply {
                     match outcome {
                         Outcome::Flushed => self.out.extend_from_slice(text::OK),
-                        other => write_failure(other, &mut self.out),
+                        other => write_failure(other.into_failure(), &mut self.out),
                     }
                 }
             }
@@ -483,7 +483,7 @@ impl Session<'_> {
                     Outcome::NotFound => {}
                     other => {
                         self.out.truncate(mark);
-                        write_failure(other, &mut self.out);
+                        write_failure(other.into_failure(), &mut self.out);
                         return Ok(());
                     }
                 }
@@ -536,32 +536,13 @@ fn flush_delay(delay: i64, now: u64) -> u32 {
     u32::try_from(seconds).unwrap_or(u32::MAX)
 }
 
-/// Appends the reply memcached gives for an outcome that is a failure (or one the command
-/// does not expect: a server error naming it).
-fn write_failure(outcome: Outcome, out: &mut Vec<u8>) {
-    match outcome {
-        Outcome::Failed(Failure::Invalid(why)) => text::write_client_error(out, &why),
-        Outcome::Failed(Failure::TooLarge) => {
-            out.extend_from_slice(&text::TextError::TooLarge.reply());
-        }
-        Outcome::Failed(Failure::NonNumeric) => {
-            text::write_client_error(out, &Failure::NonNumeric.to_string());
-        }
-        Outcome::Failed(Failure::Unavailable(why)) => text::write_server_error(out, &why),
-        other => {
-            let name = match other {
-                Outcome::Found(_) => "Found",
-                Outcome::NotFound => "NotFound",
-                Outcome::Stored { .. } => "Stored",
-                Outcome::NotStored => "NotStored",
-                Outcome::Exists => "Exists",
-                Outcome::Deleted => "Deleted",
-                Outcome::Number { .. } => "Number",
-                Outcome::Flushed => "Flushed",
-                Outcome::Failed(_) => "Failed",
-            };
-            text::write_server_error(out, &format!("unexpected outcome {name}"));
-        }
+/// Appends the reply memcached gives for a failure (text and meta commands alike).
+pub(super) fn write_failure(failure: Failure, out: &mut Vec<u8>) {
+    match failure {
+        Failure::Invalid(why) => text::write_client_error(out, &why),
+        Failure::TooLarge => out.extend_from_slice(&text::TextError::TooLarge.reply()),
+        Failure::NonNumeric => text::write_client_error(out, &Failure::NonNumeric.to_string()),
+        Failure::Unavailable(why) => text::write_server_error(out, &why),
     }
 }
 
@@ -589,7 +570,7 @@ mod tests {
     fn failures_get_memcached_replies() {
         let reply = |outcome| {
             let mut out = Vec::new();
-            write_failure(outcome, &mut out);
+            write_failure(Outcome::into_failure(outcome), &mut out);
             out
         };
         assert_eq!(

@@ -328,7 +328,7 @@ impl Direct {
 
     /// A `flush_all` at `version`: direct writes from now on get versions above it.
     pub fn observe(&self, version: u64) {
-        let _ = self.clock.next_above(version, |_| Ok(()));
+        self.clock.next_above_unsaved(version);
     }
 
     /// The epoch of the view we hold (0: none).
@@ -505,10 +505,7 @@ impl Direct {
         let store = &node.data.store;
         let put = frame.opcode == Opcode::Put;
         let stored = store.version_of(Table::Own, &frame.key).map_or(0, |v| v.0);
-        let version = match self.clock.next_above(stored, |_| Ok(())) {
-            Ok(version) => version,
-            Err(e) => return Some(frame.error_reply(Status::ServerError, &e)),
-        };
+        let version = self.clock.next_above_unsaved(stored);
         // To the replica first, so both apply at once.
         let forwarded = match replica {
             Some(replica) => {

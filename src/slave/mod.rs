@@ -215,14 +215,16 @@ pub fn run(config: SlaveConfig, stop: Shutdown) -> Result<(), SlaveError> {
 /// be reached within `register_timeout`.
 pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveError> {
     // Protected mode is checked before anything is bound.
-    for addr in server::resolve(&config.listen, "slave address").map_err(SlaveError::Bind)? {
+    for addr in server::resolve(&config.listen, "slave address")
+        .map_err(|e| SlaveError::Bind(e.to_string()))?
+    {
         config
             .security
             .check_bind(addr, "--listen")
-            .map_err(SlaveError::Bind)?;
+            .map_err(|e| SlaveError::Bind(e.to_string()))?;
     }
-    let listener =
-        server::bind(&config.listen, "slave address", "--listen").map_err(SlaveError::Bind)?;
+    let listener = server::bind(&config.listen, "slave address", "--listen")
+        .map_err(|e| SlaveError::Bind(e.to_string()))?;
     let bound = listener
         .local_addr()
         .map_err(|e| SlaveError::Bind(format!("cannot read the bound address: {e}")))?;
@@ -230,7 +232,7 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("./piazza-data/slave-{}", bound.port())));
-    server::prepare_data_dir(&data_dir).map_err(SlaveError::DataDir)?;
+    server::prepare_data_dir(&data_dir).map_err(|e| SlaveError::DataDir(e.to_string()))?;
     let data = Data::open(
         &data_dir,
         config.fsync,

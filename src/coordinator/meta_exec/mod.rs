@@ -24,9 +24,9 @@
 //! table's lock is a leaf, held for one map operation.
 
 use super::Coordinator;
+use super::text_session::write_failure;
 use crate::meta::{self, MetaCommand, MetaFlags, ReplyFlag};
 use crate::request::{Create, Failure, Found, Outcome, Request, StoreMode, expires_at, unix_now};
-use crate::text::{self, TextError};
 
 #[cfg(test)]
 mod tests;
@@ -58,23 +58,26 @@ fn run(serve: &impl Fn(Request) -> Outcome, command: MetaCommand, out: &mut Vec<
     }
 }
 
-/// What a read found: `Ok(None)` a miss, `Err` an outcome to report as a failure.
-fn found(outcome: Outcome) -> Result<Option<Found>, Outcome> {
+/// What a read found: `Ok(None)` a miss.
+///
+/// # Errors
+/// Why the read could not be served.
+fn found(outcome: Outcome) -> Result<Option<Found>, Failure> {
     match outcome {
         Outcome::Found(found) => Ok(Some(found)),
         Outcome::NotFound => Ok(None),
-        other => Err(other),
+        other => Err(other.into_failure()),
     }
 }
 
 /// The item at `key`, read through `serve`: as [`found`].
-fn read_item(serve: &impl Fn(Request) -> Outcome, key: &[u8]) -> Result<Option<Found>, Outcome> {
+fn read_item(serve: &impl Fn(Request) -> Outcome, key: &[u8]) -> Result<Option<Found>, Failure> {
     found(serve(Request::Get { key: key.to_vec() }))
 }
 
 /// `ms`/`md` with `C0`: no item has cas 0, so nothing is written; the code says whether
 /// the key holds a value (`EX`) or not (`NF`).
-fn compare_zero(serve: &impl Fn(Request) -> Outcome, key: &[u8]) -> Result<&'static [u8], Outcome> {
+fn compare_zero(serve: &impl Fn(Request) -> Outcome, key: &[u8]) -> Result<&'static [u8], Failure> {
     Ok(if read_item(serve, key)?.is_some() {
         b"EX"
     } else {
@@ -95,7 +98,7 @@ fn debug(serve: &impl Fn(Request) -> Outcome, key: Vec<u8>, base64: bool, out: &
     let found = match read_item(serve, &key) {
         Ok(Some(found)) => found,
         Ok(None) => return out.extend_from_slice(b"EN\r\n"),
-        Err(other) => return write_failure(other, out),
+        Err(failure) => return write_failure(failure, out),
     };
     let now = unix_now();
     // memcached 1.6.18 prints now - exptime (negative for an item still alive).
@@ -137,7 +140,7 @@ fn get(serve: &impl Fn(Request) -> Outcome, key: Vec<u8>, flags: &MetaFlags, out
     if flags.ttl.is_some() && (flags.ttl_read_before_update() || tokens::pending(&key)) {
         match read_item(serve, &key) {
             Ok(found) => before = found,
-            Err(other) => return write_failure(other, out),
+            Err(failure) => return write_failure(failure, out),
         }
     }
     let mut created = false;
@@ -170,12 +173,12 @@ fn get(serve: &impl Fn(Request) -> Outcome, key: Vec<u8>, flags: &MetaFlags, out
                 Outcome::NotStored => match found(read()) {
                     Ok(Some(item)) => item,
                     Ok(None) => return write_miss(flags, &key, out),
-                    Err(other) => return write_failure(other, out),
+                    Err(failure) => return write_failure(failure, out),
                 },
-                other => return write_failure(other, out),
+                other => return write_failure(other.into_failure(), out),
             }
         }
-        Err(other) => return write_failure(other, out),
+        Err(failure) => return write_failure(failure, out),
     };
     if flags.opaque_too_long {
         return out.extend_from_slice(OPAQUE_TOO_LONG);
@@ -273,7 +276,7 @@ fn set(
         (StoreMode::Set | StoreMode::Replace, Some(0)) => {
             return match compare_zero(serve, &key) {
                 Ok(code) => write_set_reply(code, flags, &key, 0, out),
-                Err(other) => write_failure(other, out),
+                Err(failure) => write_failure(failure, out),
             };
         }
         (StoreMode::Set | StoreMode::Replace, Some(cas)) => (StoreMode::Set, cas),
@@ -312,7 +315,7 @@ fn set(
         Outcome::NotFound if appending => write_set_reply(b"NS", flags, &key, 0, out),
         Outcome::NotFound => write_set_reply(b"NF", flags, &key, 0, out),
         Outcome::Exists => write_set_reply(b"EX", flags, &key, 0, out),
-        other => write_failure(other, out),
+        other => write_failure(other.into_failure(), out),
     }
 }
 
@@ -343,15 +346,15 @@ fn delete(serve: &impl Fn(Request) -> Outcome, key: Vec<u8>, flags: &MetaFlags, 
                 match outcome {
                     Outcome::Stored { .. } => b"HD",
                     Outcome::Exists | Outcome::NotFound | Outcome::NotStored => b"NS",
-                    other => return write_failure(other, out),
+                    other => return write_failure(other.into_failure(), out),
                 }
             }
-            Err(other) => return write_failure(other, out),
+            Err(failure) => return write_failure(failure, out),
         }
     } else if flags.compare_cas == Some(0) {
         match compare_zero(serve, &key) {
             Ok(code) => code,
-            Err(other) => return write_failure(other, out),
+            Err(failure) => return write_failure(failure, out),
         }
     } else {
         let outcome = serve(Request::Delete {
@@ -362,7 +365,7 @@ fn delete(serve: &impl Fn(Request) -> Outcome, key: Vec<u8>, flags: &MetaFlags, 
             Outcome::Deleted => b"HD",
             Outcome::NotFound => b"NF",
             Outcome::Exists => b"EX",
-            other => return write_failure(other, out),
+            other => return write_failure(other.into_failure(), out),
         }
     };
     if !(code == b"HD" && flags.quiet) {
@@ -384,7 +387,7 @@ fn arith(
     if flags.wants_ttl() {
         match read_item(serve, &key) {
             Ok(item) => before = Some(item.map(|f| f.expires)),
-            Err(other) => return write_failure(other, out),
+            Err(failure) => return write_failure(failure, out),
         }
     }
     let create = flags.vivify.map(|_| Create {
@@ -405,7 +408,7 @@ fn arith(
         Outcome::NotFound => return write_arith_status(b"NF", flags, &key, out),
         Outcome::Exists => return write_arith_status(b"EX", flags, &key, out),
         Outcome::NotStored => return write_arith_status(b"NS", flags, &key, out),
-        other => return write_failure(other, out),
+        other => return write_failure(other.into_failure(), out),
     };
     if flags.opaque_too_long {
         return out.extend_from_slice(OPAQUE_TOO_LONG);
@@ -447,18 +450,4 @@ fn write_arith_status(code: &[u8], flags: &MetaFlags, key: &[u8], out: &mut Vec<
         return out.extend_from_slice(OPAQUE_TOO_LONG);
     }
     write_status(code, flags, key, out);
-}
-
-/// A request that failed: memcached's error line (errors are sent even with `q`).
-fn write_failure(outcome: Outcome, out: &mut Vec<u8>) {
-    match outcome {
-        Outcome::Failed(Failure::Invalid(why)) => {
-            out.extend_from_slice(&TextError::Client(why).reply());
-        }
-        Outcome::Failed(Failure::TooLarge) => out.extend_from_slice(&TextError::TooLarge.reply()),
-        Outcome::Failed(Failure::NonNumeric) => out
-            .extend_from_slice(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
-        Outcome::Failed(failure) => text::write_server_error(out, &failure.to_string()),
-        other => text::write_server_error(out, &format!("unexpected outcome {other:?}")),
-    }
 }

@@ -27,7 +27,7 @@ use crate::clock::{self, VersionClock};
 use crate::link::{LinkError, PendingReply, SlaveHandle};
 use crate::coordinator::membership::NO_SLAVES;
 use crate::coordinator::membership::{Membership, Route, WriteTicket};
-use crate::request::{Create, Failure, Found, Outcome, Request, StoreMode, expires_at, unix_now};
+use crate::request::{Failure, Found, Outcome, Request, StoreMode, expires_at, unix_now};
 use crate::ring::SlaveId;
 use crate::ring::key_hash;
 use crate::slave::WITH_EXPIRY;
@@ -169,7 +169,7 @@ impl Router {
             Request::Delete { key, cas: 0 } => self.begin_delete(key),
             other => Ok(Pending::Done(self.serve_at_once(other))),
         };
-        started.unwrap_or_else(Pending::Done)
+        started.unwrap_or_else(|failure| Pending::Done(failure.into()))
     }
 
     /// Waits for a request begun with [`Router::begin`] and returns its outcome. A read
@@ -184,7 +184,7 @@ impl Router {
                     Ok(reply) => reply,
                     Err(e) => match self.read_replica(&route, &key, e) {
                         Ok(reply) => reply,
-                        Err(outcome) => return outcome,
+                        Err(failure) => return failure.into(),
                     },
                 };
                 self.found(reply)
@@ -215,7 +215,7 @@ impl Router {
                                 self.write_all(frame, true)
                                     .map(|(replies, version)| (replies.into_iter().next(), version))
                             }
-                            Err(outcome) => Err(outcome),
+                            Err(failure) => Err(failure),
                         }
                     }
                     (None, _) => Ok((first_answer, frame.arg)),
@@ -239,89 +239,38 @@ impl Router {
                         self.counters.delete_misses.fetch_add(1, Ordering::Relaxed);
                         Outcome::NotFound
                     }
-                    Err(outcome) => outcome,
+                    Err(failure) => failure.into(),
                 }
             }
         }
     }
 
-    /// Requests that are not left under way.
-    fn serve_at_once(&self, request: Request) -> Outcome {
-        match request {
-            Request::Get { .. }
-            | Request::Put { .. }
-            | Request::Store {
-                mode: StoreMode::Set,
-                cas: 0,
-                ..
-            }
-            | Request::Delete { cas: 0, .. } => self.serve(request),
-            Request::Store {
-                mode,
-                key,
-                value,
-                flags,
-                exptime,
-                cas,
-            } => self.store(mode, key, value, flags, exptime, cas),
-            Request::Delete { key, cas } => {
-                self.counters.cmd_delete.fetch_add(1, Ordering::Relaxed);
-                let update = Update {
-                    cas,
-                    ..Update::new(Op::Delete)
-                };
-                match self.update(key, &update) {
-                    Ok(_) => {
-                        self.counters.delete_hits.fetch_add(1, Ordering::Relaxed);
-                        Outcome::Deleted
-                    }
-                    Err(outcome) => {
-                        if outcome == Outcome::NotFound {
-                            self.counters.delete_misses.fetch_add(1, Ordering::Relaxed);
-                        }
-                        outcome
-                    }
-                }
-            }
-            Request::Touch { key, exptime } => self.touch(key, exptime),
-            Request::Arith {
-                key,
-                decr,
-                delta,
-                create,
-                exptime,
-                cas,
-            } => self.arith(key, decr, delta, create, exptime, cas),
-            Request::FlushAll { delay } => self.flush_all(delay),
-        }
-    }
-
-    fn next_version(&self) -> Result<u64, Outcome> {
+    fn next_version(&self) -> Result<u64, Failure> {
         self.next_version_above(0)
     }
 
-    fn next_version_above(&self, stored: u64) -> Result<u64, Outcome> {
+    fn next_version_above(&self, stored: u64) -> Result<u64, Failure> {
         self.clock
-            .next_above(stored, |floor| {
-                self.membership
-                    .reserve_versions(floor)
-                    .map_err(|e| e.to_string())
-            })
-            .map_err(|e| {
-                Outcome::Failed(Failure::Unavailable(format!(
-                    "cannot save the version floor: {e}"
-                )))
-            })
+            .next_above(stored, |floor| self.membership.reserve_versions(floor))
+            .map_err(|e| Failure::Unavailable(format!("cannot save the version floor: {e}")))
     }
 
-    fn route(&self, key: &[u8]) -> Result<Route, Outcome> {
+    fn route(&self, key: &[u8]) -> Result<Route, Failure> {
         check_key(key)?;
         self.membership
             .route(key)
-            .map_err(|why| Outcome::Failed(Failure::Unavailable(why.to_string())))
+            .map_err(|why| Failure::Unavailable(why.to_string()))
     }
 
-    fn begin_get(&self, key: Vec<u8>) -> Result<Pending<'_>, Outcome> {
+    /// Every slave that must hold `key` now, with the ticket that counts a write to them
+    /// as under way.
+    fn write_targets(&self, key: &[u8]) -> Result<(Vec<Target>, WriteTicket<'_>), Failure> {
+        self.membership
+            .write_targets(key)
+            .map_err(|why| Failure::Unavailable(why.to_string()))
+    }
+
+    fn begin_get(&self, key: Vec<u8>) -> Result<Pending<'_>, Failure> {
         self.counters.cmd_get.fetch_add(1, Ordering::Relaxed);
         let route = self.route(&key)?;
         let mut request = Frame::request(Opcode::SlaveGet, 0, key.clone(), Vec::new());
@@ -346,9 +295,8 @@ impl Router {
         match reply.status {
             Status::Ok => {
                 let Some((expires, _)) = reply.value.split_first_chunk::<8>() else {
-                    return Outcome::Failed(Failure::Unavailable(
-                        "a slave's read reply lacks the expiry".into(),
-                    ));
+                    return Failure::Unavailable("a slave's read reply lacks the expiry".into())
+                        .into();
                 };
                 let expires = u64::from_be_bytes(*expires);
                 let mut value = reply.value;
@@ -365,7 +313,7 @@ impl Router {
                 self.counters.get_misses.fetch_add(1, Ordering::Relaxed);
                 Outcome::NotFound
             }
-            status => slave_refused(status, &reply),
+            status => slave_refused(status, &reply).into(),
         }
     }
 
@@ -383,7 +331,7 @@ impl Router {
         route: &Route,
         key: &[u8],
         primary_error: LinkError,
-    ) -> Result<Frame, Outcome> {
+    ) -> Result<Frame, Failure> {
         self.membership
             .suspect(route.primary.id, &format!("a read failed: {primary_error}"));
         let Some(replica) = &route.replica else {
@@ -411,12 +359,12 @@ impl Router {
         value: Vec<u8>,
         flags: u32,
         expires: u64,
-    ) -> Result<Pending<'_>, Outcome> {
+    ) -> Result<Pending<'_>, Failure> {
         self.counters.cmd_set.fetch_add(1, Ordering::Relaxed);
         check_key(&key)?;
         if value.len() > self.max_value_bytes {
             let _ = self.delete(key);
-            return Err(Outcome::Failed(Failure::TooLarge));
+            return Err(Failure::TooLarge);
         }
         let version = self.next_version()?;
         let entry = Entry {
@@ -428,18 +376,15 @@ impl Router {
         self.begin_write(entry_frame(key, entry))
     }
 
-    fn begin_delete(&self, key: Vec<u8>) -> Result<Pending<'_>, Outcome> {
+    fn begin_delete(&self, key: Vec<u8>) -> Result<Pending<'_>, Failure> {
         self.counters.cmd_delete.fetch_add(1, Ordering::Relaxed);
         check_key(&key)?;
         let version = self.next_version()?;
         self.begin_write(entry_frame(key, Entry::tombstone(Version(version))))
     }
 
-    fn begin_write(&self, frame: Frame) -> Result<Pending<'_>, Outcome> {
-        let (targets, ticket) = self
-            .membership
-            .write_targets(&frame.key)
-            .map_err(|why| Outcome::Failed(Failure::Unavailable(why.to_string())))?;
+    fn begin_write(&self, frame: Frame) -> Result<Pending<'_>, Failure> {
+        let (targets, ticket) = self.write_targets(&frame.key)?;
         let sent = send_all(&targets, &frame, true);
         Ok(Pending::Write {
             frame,
@@ -466,13 +411,10 @@ impl Router {
         &self,
         mut frame: Frame,
         mut may_reissue: bool,
-    ) -> Result<(Vec<Frame>, u64), Outcome> {
+    ) -> Result<(Vec<Frame>, u64), Failure> {
         let deadline = Instant::now() + self.write_timeout;
         loop {
-            let (targets, ticket) = self
-                .membership
-                .write_targets(&frame.key)
-                .map_err(|why| Outcome::Failed(Failure::Unavailable(why.to_string())))?;
+            let (targets, ticket) = self.write_targets(&frame.key)?;
             let failure = match self.send_to(&targets, &frame) {
                 Ok(replies) => {
                     let held = replies.first().map_or(0, |r| r.arg);
@@ -498,8 +440,8 @@ impl Router {
         &self,
         ticket: WriteTicket<'_>,
         deadline: Instant,
-        failure: Outcome,
-    ) -> Result<(), Outcome> {
+        failure: Failure,
+    ) -> Result<(), Failure> {
         let epoch = ticket.epoch();
         drop(ticket);
         let now = Instant::now();
@@ -511,12 +453,8 @@ impl Router {
     }
 
     /// Sends `frame` to `targets` at once and waits for every reply (in target order).
-    /// A slave that does not answer is declared dead; the error is the outcome for it.
-    fn send_to(
-        &self,
-        targets: &[(Arc<SlaveHandle>, TableSel)],
-        frame: &Frame,
-    ) -> Result<Vec<Frame>, Missed> {
+    /// A slave that does not answer is declared dead; the error says why.
+    fn send_to(&self, targets: &[Target], frame: &Frame) -> Result<Vec<Frame>, Missed> {
         let sent = send_all(targets, frame, false);
         self.collect(targets, sent)
     }
@@ -526,7 +464,7 @@ impl Router {
     /// is declared dead.
     fn collect_each(
         &self,
-        targets: &[(Arc<SlaveHandle>, TableSel)],
+        targets: &[Target],
         sent: Vec<Result<PendingReply, LinkError>>,
     ) -> (Vec<Option<Frame>>, Option<Missed>) {
         let mut replies = Vec::with_capacity(sent.len());
@@ -554,10 +492,10 @@ impl Router {
     }
 
     /// Waits for the replies of frames [`send_all`] sent to `targets`; a failure of any
-    /// of them is the outcome.
+    /// of them is the error.
     fn collect(
         &self,
-        targets: &[(Arc<SlaveHandle>, TableSel)],
+        targets: &[Target],
         sent: Vec<Result<PendingReply, LinkError>>,
     ) -> Result<Vec<Frame>, Missed> {
         match self.collect_each(targets, sent) {
@@ -567,12 +505,15 @@ impl Router {
     }
 }
 
+/// A slave a write goes to, and the table it goes to there.
+pub type Target = (Arc<SlaveHandle>, TableSel);
+
 /// Why a write did not reach every slave it must.
 enum Missed {
     /// A slave answered, refusing it: trying again will not help.
-    Refused(Outcome),
+    Refused(Failure),
     /// A slave did not answer (it is declared dead): try again on the new placement.
-    Failed(Outcome),
+    Failed(Failure),
 }
 
 /// A request under way: see [`Router::begin`] and [`Router::finish`].
@@ -593,7 +534,7 @@ pub enum Pending<'a> {
         /// The slave frame (its version in `arg`).
         frame: Frame,
         /// Where it went.
-        targets: Vec<(Arc<SlaveHandle>, TableSel)>,
+        targets: Vec<Target>,
         /// Counts the write as under way for data moves.
         ticket: WriteTicket<'a>,
         /// One send per target.
@@ -622,7 +563,7 @@ impl Pending<'_> {
 /// link (each with its own header): a write's value is not copied per replica, nor
 /// again when the caller keeps the frame for a retry.
 fn send_all(
-    targets: &[(Arc<SlaveHandle>, TableSel)],
+    targets: &[Target],
     frame: &Frame,
     deferred: bool,
 ) -> Vec<Result<PendingReply, LinkError>> {
@@ -632,33 +573,33 @@ fn send_all(
         .collect()
 }
 
-fn check_key(key: &[u8]) -> Result<(), Outcome> {
+fn check_key(key: &[u8]) -> Result<(), Failure> {
     if key.is_empty() {
-        return Err(Outcome::Failed(Failure::Invalid("empty key".into())));
+        return Err(Failure::Invalid("empty key".into()));
     }
     Ok(())
 }
 
-fn unavailable(slave: &SlaveHandle, error: &LinkError) -> Outcome {
+fn unavailable(slave: &SlaveHandle, error: &LinkError) -> Failure {
     debug!("slave {} at {}: {error}", slave.id, slave.addr);
-    Outcome::Failed(Failure::Unavailable(format!(
+    Failure::Unavailable(format!(
         "slave {} at {} did not answer: {error}",
         slave.id, slave.addr
-    )))
+    ))
 }
 
-fn slave_refused(status: Status, reply: &Frame) -> Outcome {
+fn slave_refused(status: Status, reply: &Frame) -> Failure {
     warn!(
         "slave refused a request: {}: {}",
         status.name(),
         reply.value_text()
     );
     match status {
-        Status::TooLarge => Outcome::Failed(Failure::TooLarge),
-        _ => Outcome::Failed(Failure::Unavailable(format!(
+        Status::TooLarge => Failure::TooLarge,
+        _ => Failure::Unavailable(format!(
             "slave answered {}: {}",
             status.name(),
             reply.value_text()
-        ))),
+        )),
     }
 }

@@ -30,7 +30,7 @@ impl Router {
                     });
                     batch.items.push((index, route.replica));
                 }
-                Err(outcome) => outcomes[index] = outcome,
+                Err(failure) => outcomes[index] = failure.into(),
             }
         }
         let mut sent = Vec::new();
@@ -58,7 +58,7 @@ impl Router {
                 Ok(reply) => {
                     let refused = slave_refused(reply.status, &reply);
                     for &(index, _) in &items {
-                        outcomes[index] = refused.clone();
+                        outcomes[index] = refused.clone().into();
                     }
                 }
                 Err(e) => {
@@ -71,7 +71,7 @@ impl Router {
                                 .or_insert_with(|| (Arc::clone(&replica), Vec::new()))
                                 .1
                                 .push((index, None)),
-                            None => outcomes[index] = unavailable(&slave, &e),
+                            None => outcomes[index] = unavailable(&slave, &e).into(),
                         }
                     }
                 }
@@ -102,7 +102,7 @@ impl Router {
                     self.membership
                         .suspect(replica.id, &format!("a multi-get failed: {e}"));
                     for &(index, _) in &items {
-                        outcomes[index] = unavailable(&replica, &e);
+                        outcomes[index] = unavailable(&replica, &e).into();
                     }
                 }
             }

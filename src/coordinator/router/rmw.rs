@@ -1,50 +1,121 @@
 //! Read-modify-writes and their neighbours: `add replace append prepend cas`, `touch`,
-//! `incr decr`, `flush_all`, and `Router::update`, the one sequencer per key.
+//! `incr decr`, `delete` with a cas, `flush_all`, and `Router::update`, the one sequencer
+//! per key.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
 
+/// What the key's primary made of a read-modify-write ([`Router::update`]) that could be
+/// served: written, or declined because of what the key holds.
+pub(super) enum Updated {
+    /// Applied: the entry written, now on every slave that must hold it.
+    Written(Entry),
+    /// Served, and the answer is no.
+    Declined(Declined),
+}
+
+/// A read-modify-write the key's state does not allow: not a failure (nothing is wrong
+/// with the request or the cluster), the answer memcached gives for that state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Declined {
+    /// The key holds nothing.
+    NotFound,
+    /// The condition of `add replace append prepend` did not hold.
+    NotStored,
+    /// The cas given is not the key's.
+    Exists,
+}
+
+impl From<Declined> for Outcome {
+    fn from(declined: Declined) -> Outcome {
+        match declined {
+            Declined::NotFound => Outcome::NotFound,
+            Declined::NotStored => Outcome::NotStored,
+            Declined::Exists => Outcome::Exists,
+        }
+    }
+}
+
 impl Router {
+    /// Requests that are not left under way: read-modify-writes and `flush_all`.
+    pub(super) fn serve_at_once(&self, request: Request) -> Outcome {
+        let now = unix_now();
+        match request {
+            Request::Get { .. }
+            | Request::Put { .. }
+            | Request::Store {
+                mode: StoreMode::Set,
+                cas: 0,
+                ..
+            }
+            | Request::Delete { cas: 0, .. } => self.serve(request),
+            Request::Store {
+                mode,
+                key,
+                value,
+                flags,
+                exptime,
+                cas,
+            } => {
+                let update = Update {
+                    flags,
+                    expires: expires_at(exptime, now),
+                    cas,
+                    data: value,
+                    ..Update::new(store_op(mode))
+                };
+                self.store(key, update)
+            }
+            Request::Delete { key, cas } => self.delete_if(key, cas),
+            Request::Touch { key, exptime } => self.touch(key, expires_at(exptime, now)),
+            Request::Arith {
+                key,
+                decr,
+                delta,
+                create,
+                exptime,
+                cas,
+            } => {
+                let mut update = Update {
+                    delta,
+                    cas,
+                    ..Update::new(if decr { Op::Decr } else { Op::Incr })
+                };
+                if let Some(create) = create {
+                    update.create = true;
+                    update.initial = create.initial;
+                    update.flags = create.flags;
+                    update.expires = expires_at(create.exptime, now);
+                }
+                if let Some(exptime) = exptime {
+                    update.set_expires = true;
+                    update.expires = expires_at(exptime, now);
+                }
+                self.arith(key, &update)
+            }
+            Request::FlushAll { delay } => self.flush_all(delay),
+        }
+    }
+
     /// `add replace append prepend`, and `cas` (a `Set` with a cas).
-    pub(super) fn store(
-        &self,
-        mode: StoreMode,
-        key: Vec<u8>,
-        value: Vec<u8>,
-        flags: u32,
-        exptime: i64,
-        cas: u64,
-    ) -> Outcome {
+    fn store(&self, key: Vec<u8>, update: Update) -> Outcome {
         self.counters.cmd_set.fetch_add(1, Ordering::Relaxed);
-        if value.len() > self.max_value_bytes {
+        if update.data.len() > self.max_value_bytes {
             // memcached removes the old value only for a set (a cas is one).
-            if mode == StoreMode::Set {
+            if update.op == Op::Set {
                 let _ = self.delete(key);
             }
-            return Outcome::Failed(Failure::TooLarge);
+            return Failure::TooLarge.into();
         }
-        let op = match mode {
-            StoreMode::Set => Op::Set,
-            StoreMode::Add => Op::Add,
-            StoreMode::Replace => Op::Replace,
-            StoreMode::Append => Op::Append,
-            StoreMode::Prepend => Op::Prepend,
-        };
-        let update = Update {
-            flags,
-            expires: expires_at(exptime, unix_now()),
-            cas,
-            data: value,
-            ..Update::new(op)
-        };
         let outcome = match self.update(key, &update) {
-            Ok(entry) => Outcome::Stored {
+            Ok(Updated::Written(entry)) => Outcome::Stored {
                 version: entry.version.0,
             },
-            Err(outcome) => outcome,
+            Ok(Updated::Declined(declined)) => declined.into(),
+            Err(failure) => failure.into(),
         };
-        if cas != 0 {
+        if update.cas != 0 {
             let counter = match outcome {
                 Outcome::Stored { .. } => &self.counters.cas_hits,
                 Outcome::Exists => &self.counters.cas_badval,
@@ -55,81 +126,60 @@ impl Router {
         outcome
     }
 
-    /// `touch`/`gat`: a new expiry, the value returned.
-    pub(super) fn touch(&self, key: Vec<u8>, exptime: i64) -> Outcome {
+    /// `delete` with a cas: only if the key's cas unique is `cas`.
+    fn delete_if(&self, key: Vec<u8>, cas: u64) -> Outcome {
+        self.counters.cmd_delete.fetch_add(1, Ordering::Relaxed);
+        let update = Update {
+            cas,
+            ..Update::new(Op::Delete)
+        };
+        let counters = &self.counters;
+        answer(
+            self.update(key, &update),
+            (&counters.delete_hits, &counters.delete_misses),
+            |_| Outcome::Deleted,
+        )
+    }
+
+    /// `touch`/`gat`: a new expiry (absolute), the value returned.
+    fn touch(&self, key: Vec<u8>, expires: u64) -> Outcome {
         self.counters.cmd_touch.fetch_add(1, Ordering::Relaxed);
         let update = Update {
-            expires: expires_at(exptime, unix_now()),
+            expires,
             ..Update::new(Op::Touch)
         };
-        match self.update(key, &update) {
-            Ok(entry) => {
-                self.counters.touch_hits.fetch_add(1, Ordering::Relaxed);
+        let counters = &self.counters;
+        answer(
+            self.update(key, &update),
+            (&counters.touch_hits, &counters.touch_misses),
+            |entry| {
                 Outcome::Found(Found {
                     value: entry.value.unwrap_or_default(),
                     flags: entry.flags,
                     version: entry.version.0,
                     expires: entry.expires,
                 })
-            }
-            Err(outcome) => {
-                if outcome == Outcome::NotFound {
-                    self.counters.touch_misses.fetch_add(1, Ordering::Relaxed);
-                }
-                outcome
-            }
-        }
+            },
+        )
     }
 
-    pub(super) fn arith(
-        &self,
-        key: Vec<u8>,
-        decr: bool,
-        delta: u64,
-        create: Option<Create>,
-        exptime: Option<i64>,
-        cas: u64,
-    ) -> Outcome {
-        let now = unix_now();
-        let mut update = Update {
-            delta,
-            cas,
-            ..Update::new(if decr { Op::Decr } else { Op::Incr })
-        };
-        if let Some(create) = create {
-            update.create = true;
-            update.initial = create.initial;
-            update.flags = create.flags;
-            update.expires = expires_at(create.exptime, now);
-        }
-        if let Some(exptime) = exptime {
-            update.set_expires = true;
-            update.expires = expires_at(exptime, now);
-        }
-        let (hits, misses) = if decr {
-            (&self.counters.decr_hits, &self.counters.decr_misses)
+    /// `incr`/`decr` (`update.op` says which).
+    fn arith(&self, key: Vec<u8>, update: &Update) -> Outcome {
+        let counters = &self.counters;
+        let counted = if update.op == Op::Decr {
+            (&counters.decr_hits, &counters.decr_misses)
         } else {
-            (&self.counters.incr_hits, &self.counters.incr_misses)
+            (&counters.incr_hits, &counters.incr_misses)
         };
-        match self.update(key, &update) {
-            Ok(entry) => {
-                hits.fetch_add(1, Ordering::Relaxed);
-                let number = entry.value.as_deref().and_then(update::parse_number);
-                match number {
-                    Some(value) => Outcome::Number {
-                        value,
-                        version: entry.version.0,
-                    },
-                    None => Outcome::Failed(Failure::NonNumeric),
-                }
+        answer(self.update(key, update), counted, |entry| {
+            match entry.value.as_deref().and_then(update::parse_number) {
+                Some(value) => Outcome::Number {
+                    value,
+                    version: entry.version.0,
+                },
+                None => Failure::NonNumeric.into(),
             }
-            Err(outcome) => {
-                if outcome == Outcome::NotFound {
-                    misses.fetch_add(1, Ordering::Relaxed);
-                }
-                outcome
-            }
-        }
+        })
     }
 
     /// `flush_all [delay]`: a marker (threshold version, time) saved by the coordinator
@@ -139,7 +189,7 @@ impl Router {
         self.counters.cmd_flush.fetch_add(1, Ordering::Relaxed);
         let version = match self.next_version() {
             Ok(version) => version,
-            Err(outcome) => return outcome,
+            Err(failure) => return failure.into(),
         };
         let marker = if delay == 0 {
             FlushMarker {
@@ -154,7 +204,7 @@ impl Router {
             }
         };
         if let Err(e) = self.membership.add_flush(marker) {
-            return Outcome::Failed(Failure::Unavailable(format!("cannot save the flush: {e}")));
+            return Failure::Unavailable(format!("cannot save the flush: {e}")).into();
         }
         let mut request = Frame::request(
             Opcode::SlaveFlush,
@@ -172,7 +222,7 @@ impl Router {
         for (id, pending, slave) in sent {
             match pending.and_then(|p| p.wait(slave.timeout())) {
                 Ok(reply) if reply.status == Status::Ok => {}
-                Ok(reply) => return slave_refused(reply.status, &reply),
+                Ok(reply) => return slave_refused(reply.status, &reply).into(),
                 // A slave that missed it is declared dead; it gets the marker when it
                 // registers again, before it serves anything.
                 Err(e) => self.membership.suspect(id, &format!("a flush failed: {e}")),
@@ -185,8 +235,12 @@ impl Router {
     /// decides and applies it at a proposed version, then the entry it wrote goes to the
     /// key's other places. After a failure the same version is proposed again (a slave
     /// that has it answers with it), on the placement after the failed slave left.
-    /// Returns the entry written, or the outcome that refused it.
-    pub(super) fn update(&self, key: Vec<u8>, update: &Update) -> Result<Entry, Outcome> {
+    /// Returns the entry written, or why the key's state declined it.
+    ///
+    /// # Errors
+    /// When it could not be served: an empty key, a value the slaves refuse, no slave
+    /// answering within the write timeout.
+    pub(super) fn update(&self, key: Vec<u8>, update: &Update) -> Result<Updated, Failure> {
         check_key(&key)?;
         let stripe = (key_hash(&key) % STRIPES as u64) as usize;
         let _sequencer = crate::sync::lock(&self.stripes[stripe]);
@@ -196,12 +250,9 @@ impl Router {
         let mut request = Frame::request(Opcode::SlaveUpdate, 0, key, update.encode());
         let key = &request.key;
         loop {
-            let (targets, ticket) = self
-                .membership
-                .write_targets(key)
-                .map_err(|why| Outcome::Failed(Failure::Unavailable(why.to_string())))?;
+            let (targets, ticket) = self.write_targets(key)?;
             let Some(((primary, table), others)) = targets.split_first() else {
-                return Err(Outcome::Failed(Failure::Unavailable(NO_SLAVES.into())));
+                return Err(Failure::Unavailable(NO_SLAVES.into()));
             };
             request.arg = version;
             let failure = match primary
@@ -211,15 +262,11 @@ impl Router {
                 Ok(reply) => match reply.status {
                     Status::Ok => {
                         let entry = decode_entry(reply.arg, reply.flags, &reply.value).ok_or_else(
-                            || {
-                                Outcome::Failed(Failure::Unavailable(
-                                    "a slave's update reply is malformed".into(),
-                                ))
-                            },
+                            || Failure::Unavailable("a slave's update reply is malformed".into()),
                         )?;
                         let frame = entry_frame(key.clone(), entry.clone());
                         match self.send_to(others, &frame) {
-                            Ok(_) => return Ok(entry),
+                            Ok(_) => return Ok(Updated::Written(entry)),
                             Err(Missed::Refused(refused)) => return Err(refused),
                             Err(Missed::Failed(failure)) => failure,
                         }
@@ -229,10 +276,10 @@ impl Router {
                         version = self.next_version_above(reply.arg)?;
                         continue;
                     }
-                    Status::NotFound => return Err(Outcome::NotFound),
-                    Status::NotStored => return Err(Outcome::NotStored),
-                    Status::Exists => return Err(Outcome::Exists),
-                    Status::NonNumeric => return Err(Outcome::Failed(Failure::NonNumeric)),
+                    Status::NotFound => return Ok(Updated::Declined(Declined::NotFound)),
+                    Status::NotStored => return Ok(Updated::Declined(Declined::NotStored)),
+                    Status::Exists => return Ok(Updated::Declined(Declined::Exists)),
+                    Status::NonNumeric => return Err(Failure::NonNumeric),
                     status => return Err(slave_refused(status, &reply)),
                 },
                 Err(e) => {
@@ -243,6 +290,40 @@ impl Router {
             };
             self.await_new_placement(ticket, deadline, failure)?;
         }
+    }
+}
+
+/// The outcome of a read-modify-write: `written` makes it of the entry written. A hit
+/// (something written) counts in `counted.0`, a missing key in `counted.1`.
+fn answer(
+    result: Result<Updated, Failure>,
+    counted: (&AtomicU64, &AtomicU64),
+    written: impl FnOnce(Entry) -> Outcome,
+) -> Outcome {
+    let (hits, misses) = counted;
+    match result {
+        Ok(Updated::Written(entry)) => {
+            hits.fetch_add(1, Ordering::Relaxed);
+            written(entry)
+        }
+        Ok(Updated::Declined(declined)) => {
+            if declined == Declined::NotFound {
+                misses.fetch_add(1, Ordering::Relaxed);
+            }
+            declined.into()
+        }
+        Err(failure) => failure.into(),
+    }
+}
+
+/// The read-modify-write a storage mode is.
+fn store_op(mode: StoreMode) -> Op {
+    match mode {
+        StoreMode::Set => Op::Set,
+        StoreMode::Add => Op::Add,
+        StoreMode::Replace => Op::Replace,
+        StoreMode::Append => Op::Append,
+        StoreMode::Prepend => Op::Prepend,
     }
 }
 
