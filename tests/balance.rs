@@ -64,7 +64,7 @@ fn one_copy(cluster: &Cluster, expected: &Expected) -> Result<(), String> {
 #[test]
 fn shares_stay_even_and_keys_keep_two_places_through_joins_deaths_and_leaves() {
     let mut cluster = Cluster::start(1);
-    let mut rng = Rng(0x5eed_ba1a_11ce);
+    let mut rng = Rng::new(0x5eed_ba1a_11ce, 0);
     let mut expected: Expected = HashMap::new();
     let mut client = cluster.client();
     for i in 0..1500 {

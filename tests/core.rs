@@ -32,7 +32,7 @@ fn awkward_value(rng: &mut Rng) -> Vec<u8> {
 fn binary_client_stores_reads_and_deletes_with_two_copies() {
     let cluster = Cluster::start(3);
     let mut client = cluster.client();
-    let mut rng = Rng(0x5EED);
+    let mut rng = Rng::new(0x5EED, 0);
     let mut data = Vec::new();
     for i in 0..1000 {
         let mut key = format!("bin-{i}-").into_bytes();
@@ -146,7 +146,7 @@ impl Text {
 fn memcached_text_clients_store_read_and_delete_binary_values() {
     let cluster = Cluster::start(3);
     let mut text = Text::connect(&cluster.addr);
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77, 0);
     let mut data = Vec::new();
     for i in 0..1000 {
         let key = format!("txt:{i}:{}", rng.next());

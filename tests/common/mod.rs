@@ -287,25 +287,8 @@ pub fn coordinator_args(
     )
 }
 
-/// Deterministic xorshift64* for test data.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
+/// The crate's generator, for test data: `Rng::new(seed, 0)`.
+pub use piazza::rng::Rng;
 
 /// What a `piazza-client` run gave.
 #[derive(Debug)]
