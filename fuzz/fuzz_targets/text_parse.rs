@@ -15,51 +15,27 @@ enum Seen {
     Refused(text::TextError, bool, Option<Vec<u8>>),
 }
 
-/// Parses `data` fed in pieces ending at `cuts`, as a connection would.
-fn walk(data: &[u8], cuts: &[usize], limits: &TextLimits) -> Vec<Seen> {
-    let mut seen = Vec::new();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut skip = 0usize;
-    let mut searched = 0usize;
-    let mut from = 0;
-    for &cut in cuts.iter().chain(std::iter::once(&data.len())) {
-        let cut = cut.clamp(from, data.len());
-        let mut piece = &data[from..cut];
-        from = cut;
-        let dropped = skip.min(piece.len());
-        skip -= dropped;
-        piece = &piece[dropped..];
-        buf.extend_from_slice(piece);
-        loop {
-            match text::parse_resume(&buf, limits, &mut searched) {
-                Parsed::Incomplete => break,
-                Parsed::Command { command, consumed } => {
-                    assert!(consumed > 0 && consumed <= buf.len());
-                    seen.push(Seen::Command(command));
-                    buf.drain(..consumed);
-                }
-                Parsed::Error {
-                    error,
-                    consumed,
-                    skip: more,
-                    noreply,
-                    forget,
-                } => {
-                    assert!(consumed > 0 && consumed <= buf.len());
-                    let closes = error.closes_connection();
-                    seen.push(Seen::Refused(error, noreply, forget));
-                    buf.drain(..consumed);
-                    let dropped = more.min(buf.len());
-                    buf.drain(..dropped);
-                    skip = more - dropped;
-                    if closes {
-                        return seen;
-                    }
-                }
-            }
+impl From<Parsed> for Seen {
+    fn from(parsed: Parsed) -> Seen {
+        match parsed {
+            Parsed::Command { command, .. } => Seen::Command(command),
+            Parsed::Error {
+                error,
+                noreply,
+                forget,
+                ..
+            } => Seen::Refused(error, noreply, forget),
+            Parsed::Incomplete => unreachable!("parse_pieces returns whole parses only"),
         }
     }
-    seen
+}
+
+/// Parses `data` fed in pieces ending at `cuts`, as a connection would.
+fn walk(data: &[u8], cuts: &[usize], limits: &TextLimits) -> Vec<Seen> {
+    text::parse_pieces(data, cuts, limits)
+        .into_iter()
+        .map(Seen::from)
+        .collect()
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -52,7 +52,7 @@ mod reply;
 #[cfg(test)]
 mod tests;
 
-pub use parser::{parse, parse_resume};
+pub use parser::{parse, parse_pieces, parse_resume};
 pub use reply::{
     DELETED, END, ERROR, EXISTS, NOT_FOUND, NOT_STORED, OK, RESET, STORED, TOUCHED,
     write_client_error, write_number, write_server_error, write_stat, write_value, write_version,

@@ -118,6 +118,56 @@ pub fn parse_resume(buf: &[u8], limits: &TextLimits, searched: &mut usize) -> Pa
     }
 }
 
+/// Parses `input` fed in the pieces that end at `cuts` (clamped to the input, in order),
+/// as a connection reads it: the unfinished line's search resumed, each command dropped
+/// from the front of the buffer, a refused command's data block swallowed from the buffer
+/// and then from later pieces, never read as commands; up to an error that closes the
+/// connection. Every command and refusal, in order. Sessions keep the same rule with
+/// their reader (`BufferedReader::discard`); this is it whole, for tests and fuzzing.
+///
+/// # Panics
+///
+/// If the parser breaks its promise that `consumed` is in `1..=` the bytes it was given.
+#[must_use]
+pub fn parse_pieces(input: &[u8], cuts: &[usize], limits: &TextLimits) -> Vec<Parsed> {
+    let mut parsed = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut skip = 0usize;
+    let mut searched = 0usize;
+    let mut from = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+        let cut = cut.clamp(from, input.len());
+        let piece = &input[from..cut];
+        from = cut;
+        let dropped = skip.min(piece.len());
+        skip -= dropped;
+        buf.extend_from_slice(&piece[dropped..]);
+        loop {
+            let next = parse_resume(&buf, limits, &mut searched);
+            let (consumed, more, closes) = match &next {
+                Parsed::Incomplete => break,
+                Parsed::Command { consumed, .. } => (*consumed, 0, false),
+                Parsed::Error {
+                    error,
+                    consumed,
+                    skip,
+                    ..
+                } => (*consumed, *skip, error.closes_connection()),
+            };
+            assert!(consumed > 0 && consumed <= buf.len(), "consumed {consumed}");
+            buf.drain(..consumed);
+            let dropped = more.min(buf.len());
+            buf.drain(..dropped);
+            skip = more - dropped;
+            parsed.push(next);
+            if closes {
+                return parsed;
+            }
+        }
+    }
+    parsed
+}
+
 /// The line limit for the line at the front of `buf`: the long one if its first token
 /// (after any spaces) is a retrieval command followed by a space.
 fn line_cap(buf: &[u8], limits: &TextLimits) -> usize {

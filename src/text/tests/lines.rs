@@ -159,52 +159,28 @@ enum Seen {
     Refused(TextError, bool, Option<Vec<u8>>),
 }
 
-/// Feeds `input` in the pieces that `cuts` delimit, as a connection would (resuming
-/// searches, swallowing skips from the buffer then from later pieces), and returns
-/// everything parsed, stopping at an error that closes the connection.
-fn walk(input: &[u8], cuts: &[usize], limits: &TextLimits) -> Vec<Seen> {
-    let mut seen = Vec::new();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut skip = 0usize;
-    let mut searched = 0usize;
-    let mut from = 0;
-    for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
-        let mut piece = &input[from..cut.max(from)];
-        from = cut.max(from);
-        let dropped = skip.min(piece.len());
-        skip -= dropped;
-        piece = &piece[dropped..];
-        buf.extend_from_slice(piece);
-        loop {
-            match parse_resume(&buf, limits, &mut searched) {
-                Parsed::Incomplete => break,
-                Parsed::Command { command, consumed } => {
-                    assert!(consumed > 0 && consumed <= buf.len());
-                    seen.push(Seen::Command(command));
-                    buf.drain(..consumed);
-                }
-                Parsed::Error {
-                    error,
-                    consumed,
-                    skip: more,
-                    noreply,
-                    forget,
-                } => {
-                    assert!(consumed > 0 && consumed <= buf.len());
-                    let closes = error.closes_connection();
-                    seen.push(Seen::Refused(error, noreply, forget));
-                    buf.drain(..consumed);
-                    let dropped = more.min(buf.len());
-                    buf.drain(..dropped);
-                    skip = more - dropped;
-                    if closes {
-                        return seen;
-                    }
-                }
-            }
+impl From<Parsed> for Seen {
+    fn from(parsed: Parsed) -> Seen {
+        match parsed {
+            Parsed::Command { command, .. } => Seen::Command(command),
+            Parsed::Error {
+                error,
+                noreply,
+                forget,
+                ..
+            } => Seen::Refused(error, noreply, forget),
+            Parsed::Incomplete => unreachable!("parse_pieces returns whole parses only"),
         }
     }
-    seen
+}
+
+/// Feeds `input` in the pieces that `cuts` delimit, as a connection would
+/// ([`parse_pieces`]), and returns what came out, as a connection sees it.
+fn walk(input: &[u8], cuts: &[usize], limits: &TextLimits) -> Vec<Seen> {
+    parse_pieces(input, cuts, limits)
+        .into_iter()
+        .map(Seen::from)
+        .collect()
 }
 
 const PIPELINE: &[u8] = b"set a 1 0 3\r\nabc\r\nget a b\r\nappend other 0 0 15\r\n\
@@ -298,27 +274,7 @@ fn fuzzed_input_never_panics_and_consumes_sanely() {
     };
     let mut rng = crate::rng::Rng::new(0x9E37_79B9_7F4A_7C15, 0);
     for round in 0..300_000 {
-        let mut input: Vec<u8> = match rng.index(3) {
-            0 => (0..rng.index(64)).map(|_| rng.next() as u8).collect(),
-            1 => (0..rng.index(64))
-                .map(|_| alphabet[rng.index(alphabet.len())])
-                .collect(),
-            _ => seeds[rng.index(seeds.len())].to_vec(),
-        };
-        for _ in 0..rng.index(4) {
-            if input.is_empty() {
-                break;
-            }
-            let at = rng.index(input.len());
-            match rng.index(4) {
-                0 => input[at] = rng.next() as u8,
-                1 => input[at] = alphabet[rng.index(alphabet.len())],
-                2 => input.truncate(at),
-                _ => {
-                    input.remove(at);
-                }
-            }
-        }
+        let input = rng.parser_input(&seeds, b"", alphabet, 4);
         let lim = if round % 2 == 0 { small } else { limits() };
         // Walk the whole buffer as a connection would, then again split in two: the
         // same things must come out.
