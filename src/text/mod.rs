@@ -293,3 +293,15 @@ pub enum Parsed {
         forget: Option<Vec<u8>>,
     },
 }
+
+/// A refused command as [`parse_pieces`] reports it: what a connection does about it
+/// (its bytes and its data block already dropped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// What was wrong.
+    pub error: TextError,
+    /// Send no reply.
+    pub noreply: bool,
+    /// Delete this key's value (a `set` refused as too large).
+    pub forget: Option<Vec<u8>>,
+}

@@ -3,7 +3,7 @@
 //! [`crate::text`] for the rules and where Piazza differs).
 
 use super::number::{parse_signed, parse_unsigned};
-use super::{Parsed, StatsArgs, TextCommand, TextError, TextLimits};
+use super::{Parsed, Refused, StatsArgs, TextCommand, TextError, TextLimits};
 use crate::request::StoreMode;
 
 /// The generic reply to a malformed line of a known command.
@@ -129,7 +129,11 @@ pub fn parse_resume(buf: &[u8], limits: &TextLimits, searched: &mut usize) -> Pa
 ///
 /// If the parser breaks its promise that `consumed` is in `1..=` the bytes it was given.
 #[must_use]
-pub fn parse_pieces(input: &[u8], cuts: &[usize], limits: &TextLimits) -> Vec<Parsed> {
+pub fn parse_pieces(
+    input: &[u8],
+    cuts: &[usize],
+    limits: &TextLimits,
+) -> Vec<Result<TextCommand, Refused>> {
     let mut parsed = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut skip = 0usize;
@@ -143,22 +147,31 @@ pub fn parse_pieces(input: &[u8], cuts: &[usize], limits: &TextLimits) -> Vec<Pa
         skip -= dropped;
         buf.extend_from_slice(&piece[dropped..]);
         loop {
-            let next = parse_resume(&buf, limits, &mut searched);
-            let (consumed, more, closes) = match &next {
+            let (consumed, more, next) = match parse_resume(&buf, limits, &mut searched) {
                 Parsed::Incomplete => break,
-                Parsed::Command { consumed, .. } => (*consumed, 0, false),
+                Parsed::Command { command, consumed } => (consumed, 0, Ok(command)),
                 Parsed::Error {
                     error,
                     consumed,
                     skip,
-                    ..
-                } => (*consumed, *skip, error.closes_connection()),
+                    noreply,
+                    forget,
+                } => (
+                    consumed,
+                    skip,
+                    Err(Refused {
+                        error,
+                        noreply,
+                        forget,
+                    }),
+                ),
             };
             assert!(consumed > 0 && consumed <= buf.len(), "consumed {consumed}");
             buf.drain(..consumed);
             let dropped = more.min(buf.len());
             buf.drain(..dropped);
             skip = more - dropped;
+            let closes = matches!(&next, Err(refused) if refused.error.closes_connection());
             parsed.push(next);
             if closes {
                 return parsed;
