@@ -6,7 +6,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Cluster, DEADLINE, Expected, Proc, Rng, SlaveProc, bin, wait_ok};
+use common::{Cluster, DEADLINE, Expected, Proc, SlaveProc, bin, wait_ok};
+use piazza::rng::Rng;
 
 /// Every live slave's share (status, in per cent) within ±10 % of 100/N.
 fn shares_even(cluster: &Cluster, n: usize) -> Result<(), String> {

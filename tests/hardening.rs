@@ -7,7 +7,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Rng};
+use common::Cluster;
+use piazza::rng::Rng;
 use piazza::wire::{Frame, OFF_VALUE_LEN, Opcode, Status, WireLimits};
 
 /// Stores a marker, and later checks it and a fresh client.

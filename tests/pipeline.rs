@@ -9,7 +9,8 @@ use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Cluster, Rng};
+use common::Cluster;
+use piazza::rng::Rng;
 use piazza::update::{Op, Update};
 use piazza::wire::{self, Frame, Opcode, Status, WireLimits};
 

@@ -287,8 +287,33 @@ pub fn coordinator_args(
     )
 }
 
-/// The crate's generator, for test data: `Rng::new(seed, 0)`.
-pub use piazza::rng::Rng;
+/// Runs `command` to its end and checks that it failed as a start-up error must: exit
+/// code 2, no panic. Returns what it wrote to stderr.
+pub fn exits_with_2(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// Runs `piazza-bench --json` against the coordinator at `addr` with `args`, checks
+/// that it succeeded and counted no errors, and returns its JSON line.
+pub fn run_bench(addr: &str, args: &[&str]) -> String {
+    let output = Command::new(bin("bench"))
+        .args(["--coordinator", addr, "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(line.contains("\"errors\":0"), "{args:?}: {line}");
+    line
+}
 
 /// What a `piazza-client` run gave.
 #[derive(Debug)]

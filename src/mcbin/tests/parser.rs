@@ -211,28 +211,6 @@ fn every_opcode_parses_to_its_command() {
     }
 }
 
-/// A request packet, as a client would send it.
-fn encode_request(
-    op: u8,
-    extras: &[u8],
-    key: &[u8],
-    value: &[u8],
-    opaque: u32,
-    cas: u64,
-) -> Vec<u8> {
-    let mut out = vec![MAGIC_REQUEST, op];
-    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    out.push(extras.len() as u8);
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(&((extras.len() + key.len() + value.len()) as u32).to_be_bytes());
-    out.extend_from_slice(&opaque.to_be_bytes());
-    out.extend_from_slice(&cas.to_be_bytes());
-    out.extend_from_slice(extras);
-    out.extend_from_slice(key);
-    out.extend_from_slice(value);
-    out
-}
-
 /// Checks what `parse` says about `bytes` is consistent, and encodes an answer for
 /// any packet: nothing may panic.
 fn check_consistent(bytes: &[u8], limits: &TextLimits) {
