@@ -16,6 +16,10 @@
 #   need_memcached      exits with a message when memcached is not installed
 #   print_machine       prints the machine (cores, CPU) and its load average now
 #   print_load          prints the load average at the end of a run
+#   start_piazza_and_memcached  need_memcached, bench_setup, start_cluster, then
+#                       memcached -m 1024, print_machine and a blank line; sets
+#                       $targets: piazza-binary, piazza-text and memcached, each a
+#                       "name protocol address" line
 #   preload KEYS TARGET...  stores KEYS keys (0..KEYS-1) on each TARGET, a
 #                       "name protocol address" line, before the measured runs
 # Every variable set here is read by the scripts that source this file.
@@ -105,4 +109,14 @@ preload() {
     "$bin/piazza-bench" --coordinator "$addr" --protocol "$protocol" --keys "$keys" \
       --connections 8 --ops 1 --preload >/dev/null
   done
+}
+
+start_piazza_and_memcached() {
+  need_memcached
+  bench_setup
+  start_cluster "$work/piazza"
+  start_memcached -m 1024
+  print_machine
+  echo
+  targets=("piazza-binary binary $piazza" "piazza-text memcache $piazza" "memcached memcache $memcached")
 }

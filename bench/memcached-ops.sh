@@ -12,14 +12,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 secs=${1:-3}
-need_memcached
-bench_setup
-start_cluster "$work/piazza"
-start_memcached -m 1024
-
-print_machine
-echo
-targets=("piazza-binary binary $piazza" "piazza-text memcache $piazza" "memcached memcache $memcached")
+start_piazza_and_memcached
 # name|connections|flags
 ops=(
   "get|32|--keys 10000 --get-ratio 1"

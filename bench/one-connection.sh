@@ -12,14 +12,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 secs=${1:-5}
-need_memcached
-bench_setup
-start_cluster "$work/piazza"
-start_memcached -m 1024
-
-print_machine
-echo
-targets=("piazza-binary binary $piazza" "piazza-text memcache $piazza" "memcached memcache $memcached")
+start_piazza_and_memcached
 ops=(
   "set, pipelined 100 deep|--get-ratio 0 --pipeline 100"
   "get, pipelined 100 deep|--get-ratio 1 --pipeline 100"
