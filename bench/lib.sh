@@ -13,6 +13,15 @@
 #                       ARGS, e.g. -m 4096, are passed on); sets $memcached (address)
 #                       and $memcached_pid
 #   field NAME LINE     prints the number NAME holds in piazza-bench's JSON LINE
+#   need_memcached      exits with a message when memcached is not installed
+#   print_machine       prints the machine (cores, CPU) and its load average now
+#   print_load          prints the load average at the end of a run
+#   start_piazza_and_memcached  need_memcached, bench_setup, start_cluster, then
+#                       memcached -m 1024, print_machine and a blank line; sets
+#                       $targets: piazza-binary, piazza-text and memcached, each a
+#                       "name protocol address" line
+#   preload KEYS TARGET...  stores KEYS keys (0..KEYS-1) on each TARGET, a
+#                       "name protocol address" line, before the measured runs
 # Every variable set here is read by the scripts that source this file.
 # shellcheck disable=SC2034
 bin=target/release
@@ -79,3 +88,35 @@ start_memcached() {
 }
 
 field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$2"; }
+
+need_memcached() {
+  command -v memcached >/dev/null || { echo "memcached is not installed (apt-get install -y memcached)" >&2; exit 1; }
+}
+
+print_machine() {
+  echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+print_load() {
+  echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+preload() {
+  local keys=$1 target name protocol addr
+  shift
+  for target in "$@"; do
+    read -r name protocol addr <<<"$target"
+    "$bin/piazza-bench" --coordinator "$addr" --protocol "$protocol" --keys "$keys" \
+      --connections 8 --ops 1 --preload >/dev/null
+  done
+}
+
+start_piazza_and_memcached() {
+  need_memcached
+  bench_setup
+  start_cluster "$work/piazza"
+  start_memcached -m 1024
+  print_machine
+  echo
+  targets=("piazza-binary binary $piazza" "piazza-text memcache $piazza" "memcached memcache $memcached")
+}

@@ -12,14 +12,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 secs=${1:-3}
-command -v memcached >/dev/null || { echo "memcached is not installed (apt-get install -y memcached)" >&2; exit 1; }
-bench_setup
-start_cluster "$work/piazza"
-start_memcached -m 1024
-
-echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo
-targets=("piazza-binary binary $piazza" "piazza-text memcache $piazza" "memcached memcache $memcached")
+start_piazza_and_memcached
 # name|connections|flags
 ops=(
   "get|32|--keys 10000 --get-ratio 1"
@@ -52,11 +45,7 @@ row() { # row OPERATION TARGET CONNS PROTOCOL ADDR FLAGS...
     "$(get ops_per_sec)" "$(get keys_per_sec)" "$(get p50_us)" "$(get p99_us)" "$(get p999_us)" \
     "$(get errors)" "$notes"
 }
-for t in "${targets[@]}"; do
-  read -r name protocol addr <<<"$t"
-  "$bin/piazza-bench" --coordinator "$addr" --protocol "$protocol" --keys 10000 \
-    --connections 8 --ops 1 --preload >/dev/null
-done
+preload 10000 "${targets[@]}"
 for o in "${ops[@]}"; do
   IFS='|' read -r op conns flags <<<"$o"
   for t in "${targets[@]}"; do
@@ -70,4 +59,4 @@ for o in "${ops[@]}"; do
   fi
 done
 echo
-echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+print_load

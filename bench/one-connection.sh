@@ -12,14 +12,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 secs=${1:-5}
-command -v memcached >/dev/null || { echo "memcached is not installed (apt-get install -y memcached)" >&2; exit 1; }
-bench_setup
-start_cluster "$work/piazza"
-start_memcached -m 1024
-
-echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo
-targets=("piazza-binary binary $piazza" "piazza-text memcache $piazza" "memcached memcache $memcached")
+start_piazza_and_memcached
 ops=(
   "set, pipelined 100 deep|--get-ratio 0 --pipeline 100"
   "get, pipelined 100 deep|--get-ratio 1 --pipeline 100"
@@ -39,11 +32,7 @@ row() { # row WORKLOAD TARGET PROTOCOL ADDR FLAGS...
     "$(field ops_per_sec "$line")" "$(field keys_per_sec "$line")" "$(field p50_us "$line")" \
     "$(field p99_us "$line")" "$(field errors "$line")"
 }
-for t in "${targets[@]}"; do
-  read -r name protocol addr <<<"$t"
-  "$bin/piazza-bench" --coordinator "$addr" --protocol "$protocol" --keys 10000 \
-    --connections 8 --ops 1 --preload >/dev/null
-done
+preload 10000 "${targets[@]}"
 for o in "${ops[@]}"; do
   IFS='|' read -r op flags <<<"$o"
   for t in "${targets[@]}"; do
@@ -62,4 +51,4 @@ for o in "${ops[@]}"; do
   fi
 done
 echo
-echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+print_load

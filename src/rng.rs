@@ -44,6 +44,43 @@ impl Rng {
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.next() as u8).collect()
     }
+
+    /// Input for a parser's randomized test: random bytes, `prefix` then a run drawn from
+    /// `alphabet`, or one of `seeds`; then fewer than `edits` random edits (a byte made
+    /// random or drawn from `alphabet`, a cut, a byte removed).
+    #[cfg(test)]
+    pub(crate) fn parser_input(
+        &mut self,
+        seeds: &[&[u8]],
+        prefix: &[u8],
+        alphabet: &[u8],
+        edits: usize,
+    ) -> Vec<u8> {
+        let mut input: Vec<u8> = match self.index(3) {
+            0 => (0..self.index(64)).map(|_| self.next() as u8).collect(),
+            1 => {
+                let mut v = prefix.to_vec();
+                v.extend((0..self.index(64)).map(|_| alphabet[self.index(alphabet.len())]));
+                v
+            }
+            _ => seeds[self.index(seeds.len())].to_vec(),
+        };
+        for _ in 0..self.index(edits) {
+            if input.is_empty() {
+                break;
+            }
+            let at = self.index(input.len());
+            match self.index(4) {
+                0 => input[at] = self.next() as u8,
+                1 => input[at] = alphabet[self.index(alphabet.len())],
+                2 => input.truncate(at),
+                _ => {
+                    input.remove(at);
+                }
+            }
+        }
+        input
+    }
 }
 
 #[cfg(test)]

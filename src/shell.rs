@@ -88,7 +88,7 @@ macro_rules! store_args {
             /// the value
             #[argh(positional)]
             pub value: String,
-            /// expiry: seconds from now (up to 30 days), or a Unix time; 0 never
+            /// expiry: seconds from now (up to 30 days), or a Unix time; 0 never (the default)
             #[argh(option, default = "0")]
             pub ttl: i64,
         }
@@ -184,20 +184,7 @@ pub struct FlushArgs {
     pub delay: u32,
 }
 
-/// store VALUE under KEY
-#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
-#[argh(subcommand, name = "put")]
-pub struct PutArgs {
-    /// the key
-    #[argh(positional)]
-    pub key: String,
-    /// the value
-    #[argh(positional)]
-    pub value: String,
-    /// expiry: seconds from now (up to 30 days), or a Unix time; 0 never (the default)
-    #[argh(option, default = "0")]
-    pub ttl: i64,
-}
+store_args!(PutArgs, "put", "store VALUE under KEY");
 
 /// print the value of KEY (exit 1 if it is not there)
 #[derive(FromArgs, Debug, Clone, PartialEq, Eq)]

@@ -15,48 +15,33 @@ use byteorder::{ByteOrder, NetworkEndian};
 
 use crate::request::{Create, Request, StoreMode};
 use crate::store::{Entry, Version};
+use crate::wire::byte_enum;
 
 /// Bytes of the operation in front of the data in a `SlaveUpdate` frame's value.
 pub const UPDATE_PREFIX: usize = 40;
 
-/// Which operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Op {
-    /// Store only if the key holds nothing.
-    Add = 1,
-    /// Store only if the key holds a value.
-    Replace = 2,
-    /// Add the data after the value (flags and expiry kept).
-    Append = 3,
-    /// Add the data before the value (flags and expiry kept).
-    Prepend = 4,
-    /// Store whatever is there (used with a cas).
-    Set = 5,
-    /// Add `delta` to a decimal value (wrapping at 2^64).
-    Incr = 6,
-    /// Subtract `delta` from a decimal value (stopping at 0).
-    Decr = 7,
-    /// Set a new expiry, keep the value.
-    Touch = 8,
-    /// Leave a tombstone (used with a cas).
-    Delete = 9,
-}
-
-impl Op {
-    fn from_u8(byte: u8) -> Option<Op> {
-        Some(match byte {
-            1 => Op::Add,
-            2 => Op::Replace,
-            3 => Op::Append,
-            4 => Op::Prepend,
-            5 => Op::Set,
-            6 => Op::Incr,
-            7 => Op::Decr,
-            8 => Op::Touch,
-            9 => Op::Delete,
-            _ => return None,
-        })
+byte_enum! {
+    /// Which operation.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Op {
+        /// Store only if the key holds nothing.
+        Add = 1,
+        /// Store only if the key holds a value.
+        Replace = 2,
+        /// Add the data after the value (flags and expiry kept).
+        Append = 3,
+        /// Add the data before the value (flags and expiry kept).
+        Prepend = 4,
+        /// Store whatever is there (used with a cas).
+        Set = 5,
+        /// Add `delta` to a decimal value (wrapping at 2^64).
+        Incr = 6,
+        /// Subtract `delta` from a decimal value (stopping at 0).
+        Decr = 7,
+        /// Set a new expiry, keep the value.
+        Touch = 8,
+        /// Leave a tombstone (used with a cas).
+        Delete = 9,
     }
 }
 

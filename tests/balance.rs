@@ -6,7 +6,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Cluster, DEADLINE, Expected, Proc, Rng, SlaveProc, bin, wait_ok};
+use common::{Cluster, DEADLINE, Expected, Proc, SlaveProc, bin, wait_ok};
+use piazza::rng::Rng;
 
 /// Every live slave's share (status, in per cent) within ±10 % of 100/N.
 fn shares_even(cluster: &Cluster, n: usize) -> Result<(), String> {
@@ -64,7 +65,7 @@ fn one_copy(cluster: &Cluster, expected: &Expected) -> Result<(), String> {
 #[test]
 fn shares_stay_even_and_keys_keep_two_places_through_joins_deaths_and_leaves() {
     let mut cluster = Cluster::start(1);
-    let mut rng = Rng(0x5eed_ba1a_11ce);
+    let mut rng = Rng::new(0x5eed_ba1a_11ce, 0);
     let mut expected: Expected = HashMap::new();
     let mut client = cluster.client();
     for i in 0..1500 {

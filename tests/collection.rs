@@ -38,45 +38,13 @@ fn wait_collected(cluster: &Cluster) {
     });
 }
 
-/// Stores `n` keys.
-fn load(cluster: &Cluster, prefix: &str, n: usize) -> Expected {
-    let mut client = cluster.client();
-    let mut expected = Expected::new();
-    for i in 0..n {
-        let key = format!("{prefix}{i}").into_bytes();
-        client.put(&key, format!("first {i}").as_bytes()).unwrap();
-        expected.insert(key, Some(format!("first {i}").into_bytes()));
-    }
-    expected
-}
-
-/// Deletes every third key of `expected` and overwrites every third plus one.
-fn change(cluster: &Cluster, expected: &mut Expected) {
-    let mut client = cluster.client();
-    let mut keys: Vec<Vec<u8>> = expected.keys().cloned().collect();
-    keys.sort();
-    for (i, key) in keys.into_iter().enumerate() {
-        if i % 3 == 0 {
-            assert!(client.delete(&key).unwrap());
-            expected.insert(key, None);
-        } else if i % 3 == 1 {
-            let value = format!("second {i}").into_bytes();
-            client.put(&key, &value).unwrap();
-            expected.insert(key, Some(value));
-        }
-    }
-}
-
-fn assert_reads(cluster: &Cluster, expected: &Expected) {
-    let mut client = cluster.client();
-    for (key, value) in expected {
-        assert_eq!(
-            &client.get(key).unwrap().map(|v| v.value),
-            value,
-            "{}",
-            String::from_utf8_lossy(key)
-        );
-    }
+/// Waits until `serving` slaves serve and nothing is moving, then checks every key reads
+/// as `expected` and has its two copies.
+fn assert_settled_with(cluster: &Cluster, serving: usize, expected: &Expected) {
+    cluster.wait_serving(serving);
+    cluster.wait_settled();
+    cluster.assert_reads(expected);
+    cluster.assert_two_copies(expected);
 }
 
 #[test]
@@ -100,7 +68,7 @@ fn tombstones_of_many_deletes_are_collected_and_the_keys_stay_deleted() {
         "the latest deletes are younger than the grace"
     );
     wait_collected(&cluster);
-    assert_reads(&cluster, &expected);
+    cluster.assert_reads(&expected);
     cluster.assert_two_copies(&expected);
     assert!(
         cluster.coordinator.stderr_text().contains("tombstones and"),
@@ -156,15 +124,12 @@ fn memcached_stats(cluster: &Cluster) -> std::collections::HashMap<String, Strin
 #[test]
 fn a_slave_killed_and_restarted_after_a_collection_brings_no_deleted_key_back() {
     let mut cluster = Cluster::start_with(3, GRACE);
-    let mut expected = load(&cluster, "r", 900);
-    change(&cluster, &mut expected);
+    let mut expected = cluster.load("r", 900);
+    cluster.change_thirds(&mut expected);
     wait_collected(&cluster);
     // Its log still holds the deletes' records: they are replayed, and collected again.
     cluster.restart_slave(0);
-    cluster.wait_serving(3);
-    cluster.wait_settled();
-    assert_reads(&cluster, &expected);
-    cluster.assert_two_copies(&expected);
+    assert_settled_with(&cluster, 3, &expected);
     wait_collected(&cluster);
 }
 
@@ -173,7 +138,7 @@ fn a_slave_killed_and_restarted_after_a_collection_brings_no_deleted_key_back() 
 /// it still holds the deleted values, and none may come back.
 fn a_slave_that_missed_deletes_returns_after_their_collection(stop: bool) {
     let mut cluster = Cluster::start_with(3, GRACE);
-    let mut expected = load(&cluster, "m", 900);
+    let mut expected = cluster.load("m", 900);
     let away = cluster.slaves[0].addr.clone();
     if stop {
         cluster.slaves[0].proc.signal("STOP");
@@ -182,17 +147,14 @@ fn a_slave_that_missed_deletes_returns_after_their_collection(stop: bool) {
     }
     cluster.wait_state(&away, "dead");
     cluster.wait_settled();
-    change(&cluster, &mut expected);
+    cluster.change_thirds(&mut expected);
     wait_collected(&cluster);
     if stop {
         cluster.slaves[0].proc.signal("CONT");
     } else {
         cluster.restart_slave(0);
     }
-    cluster.wait_serving(3);
-    cluster.wait_settled();
-    assert_reads(&cluster, &expected);
-    cluster.assert_two_copies(&expected);
+    assert_settled_with(&cluster, 3, &expected);
     let log = cluster.slaves[0].proc.stderr_text();
     assert!(
         log.contains("forgot"),
@@ -213,8 +175,8 @@ fn a_slave_paused_while_keys_were_deleted_brings_none_back_after_their_collectio
 #[test]
 fn a_join_and_compactions_after_a_collection_bring_nothing_back() {
     let mut cluster = Cluster::start_flags(3, GRACE, &["--compact-min-bytes", "20000"]);
-    let mut expected = load(&cluster, "j", 1500);
-    change(&cluster, &mut expected);
+    let mut expected = cluster.load("j", 1500);
+    cluster.change_thirds(&mut expected);
     wait_collected(&cluster);
     // More writes, so every log grows past the threshold and is compacted.
     let mut client = cluster.client();
@@ -241,10 +203,7 @@ fn a_join_and_compactions_after_a_collection_bring_nothing_back() {
     // A new slave joins, and a compacted one restarts from its snapshot.
     cluster.add_slave();
     cluster.restart_slave(1);
-    cluster.wait_serving(4);
-    cluster.wait_settled();
-    assert_reads(&cluster, &expected);
-    cluster.assert_two_copies(&expected);
+    assert_settled_with(&cluster, 4, &expected);
 }
 
 #[test]
@@ -280,25 +239,22 @@ fn expired_values_are_collected_and_never_come_back() {
         purged_or_collected >= 2 * 600,
         "status counts the expired values dropped"
     );
-    assert_reads(&cluster, &expected);
+    cluster.assert_reads(&expected);
     // A restart replays the expired values from the log: still invisible, collected again.
     cluster.restart_slave(2);
-    cluster.wait_serving(3);
-    cluster.wait_settled();
-    assert_reads(&cluster, &expected);
-    cluster.assert_two_copies(&expected);
+    assert_settled_with(&cluster, 3, &expected);
     wait_collected(&cluster);
 }
 
 #[test]
 fn the_horizon_survives_a_coordinator_restart() {
     let mut cluster = Cluster::start_with(3, GRACE);
-    let mut expected = load(&cluster, "h", 900);
+    let mut expected = cluster.load("h", 900);
     let away = cluster.slaves[0].addr.clone();
     cluster.slaves[0].proc.kill();
     cluster.wait_state(&away, "dead");
     cluster.wait_settled();
-    change(&cluster, &mut expected);
+    cluster.change_thirds(&mut expected);
     wait_collected(&cluster);
     let ring = std::fs::read_to_string(cluster.dir.path().join("coordinator/ring")).unwrap();
     assert!(ring.contains("\ncollected "), "{ring}");
@@ -308,10 +264,7 @@ fn the_horizon_survives_a_coordinator_restart() {
     cluster.restart_coordinator();
     cluster.wait_serving(2);
     cluster.restart_slave(0);
-    cluster.wait_serving(3);
-    cluster.wait_settled();
-    assert_reads(&cluster, &expected);
-    cluster.assert_two_copies(&expected);
+    assert_settled_with(&cluster, 3, &expected);
 }
 
 #[test]
@@ -333,5 +286,5 @@ fn a_sole_slave_restarted_after_a_collection_keeps_all_its_data() {
     cluster.restart_slave(0);
     cluster.wait_serving(1);
     cluster.wait_settled();
-    assert_reads(&cluster, &expected);
+    cluster.assert_reads(&expected);
 }

@@ -88,48 +88,40 @@ fn a_bad_or_busy_data_dir_stops_the_start_with_one_line() {
     // A data dir under a regular file cannot be created.
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
-    let output = std::process::Command::new(bin("slave"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(file.join("sub"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{err}");
+    let err = common::exits_with_2(
+        std::process::Command::new(bin("slave"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(file.join("sub")),
+    );
     assert!(err.contains("data dir"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let output = std::process::Command::new(bin("coordinator"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--heartbeat",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(file.join("sub"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{err}");
+    let err = common::exits_with_2(
+        std::process::Command::new(bin("coordinator"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--heartbeat",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(file.join("sub")),
+    );
     assert!(err.contains("data dir"), "{err}");
 
     // A second process on a data dir in use.
     let cluster = Cluster::start(1);
     let addr = cluster.addr.clone();
-    let output = std::process::Command::new(bin("slave"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--coordinator",
-            &addr,
-            "--data-dir",
-        ])
-        .arg(cluster.slave_dir(0))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{err}");
+    let err = common::exits_with_2(
+        std::process::Command::new(bin("slave"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--coordinator",
+                &addr,
+                "--data-dir",
+            ])
+            .arg(cluster.slave_dir(0)),
+    );
     assert!(err.contains("in use by another process"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 fn dir_files(dir: &Path, prefix: &str) -> Vec<(String, u64)> {

@@ -3,39 +3,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Cluster, DEADLINE, Expected, FAILURE_MS, HEARTBEAT_MS, Writers, wait_until};
 use piazza::Client;
-
-fn load(cluster: &Cluster, prefix: &str, n: usize) -> Expected {
-    let mut client = cluster.client();
-    let mut expected = HashMap::new();
-    for i in 0..n {
-        let key = format!("{prefix}{i}").into_bytes();
-        let value = format!("value {i} of {prefix}").into_bytes();
-        client.put(&key, &value).unwrap();
-        expected.insert(key, Some(value));
-    }
-    expected
-}
-
-fn assert_readable(client: &mut Client, expected: &Expected) {
-    for (key, value) in expected {
-        let got = client
-            .get(key)
-            .unwrap_or_else(|e| panic!("get {key:?}: {e}"));
-        assert_eq!(
-            got.map(|v| v.value),
-            *value,
-            "{}",
-            String::from_utf8_lossy(key)
-        );
-    }
-}
 
 /// Reads every key in a loop on another thread until stopped; any miss or error fails.
 struct Reader {
@@ -77,7 +50,7 @@ impl Reader {
 #[test]
 fn killed_slave_is_declared_dead_and_every_key_gets_two_copies_again() {
     let mut cluster = Cluster::start(4);
-    let expected = load(&cluster, "k", 5000);
+    let expected = cluster.load("k", 5000);
     cluster.assert_two_copies(&expected);
 
     let reader = Reader::start(&cluster.addr, &expected);
@@ -113,14 +86,14 @@ fn killed_slave_is_declared_dead_and_every_key_gets_two_copies_again() {
     cluster.wait_state(&second, "dead");
     cluster.wait_settled();
     assert!(reader.finish() > 0);
-    assert_readable(&mut cluster.client(), &expected);
+    cluster.assert_reads(&expected);
     cluster.assert_two_copies(&expected);
 }
 
 #[test]
 fn acknowledged_writes_survive_a_kill_under_load() {
     let mut cluster = Cluster::start(4);
-    let mut expected = load(&cluster, "base", 1000);
+    let mut expected = cluster.load("base", 1000);
     let writers = Writers::start(&cluster, 4, 200);
     wait_until(DEADLINE, "writers get going", || {
         cluster
@@ -142,7 +115,7 @@ fn acknowledged_writes_survive_a_kill_under_load() {
         written.acked
     );
     cluster.wait_settled();
-    assert_readable(&mut cluster.client(), &expected);
+    cluster.assert_reads(&expected);
     expected.extend(written.finals);
     cluster.assert_two_copies(&expected);
 }
@@ -150,7 +123,7 @@ fn acknowledged_writes_survive_a_kill_under_load() {
 #[test]
 fn slaves_join_under_writes_and_take_their_ranges() {
     let mut cluster = Cluster::start(2);
-    let mut expected = load(&cluster, "j", 2000);
+    let mut expected = cluster.load("j", 2000);
     let writers = Writers::start(&cluster, 2, 100);
     for _ in 0..2 {
         let index = cluster.add_slave();
@@ -174,7 +147,7 @@ fn slaves_join_under_writes_and_take_their_ranges() {
     let written = writers.finish_and_check(&cluster);
     assert!(written.acked > 100, "{written:?}");
     assert_eq!(written.failed, 0, "joins make no write fail");
-    assert_readable(&mut cluster.client(), &expected);
+    cluster.assert_reads(&expected);
     expected.extend(written.finals);
     // Exactly two copies: the old slaves dropped what moved.
     cluster.assert_two_copies(&expected);
@@ -183,35 +156,24 @@ fn slaves_join_under_writes_and_take_their_ranges() {
 #[test]
 fn a_paused_slave_rejoins_without_serving_stale_or_deleted_data() {
     let cluster = Cluster::start(3);
-    let mut expected = load(&cluster, "p", 600);
+    let mut expected = cluster.load("p", 600);
     let paused = cluster.slaves[0].addr.clone();
     cluster.slaves[0].proc.signal("STOP");
     cluster.wait_state(&paused, "dead");
     cluster.wait_settled();
     // Change the data while it sleeps: delete some keys, overwrite others.
-    let mut client = cluster.client();
-    for i in 0..600 {
-        let key = format!("p{i}").into_bytes();
-        if i % 3 == 0 {
-            assert!(client.delete(&key).unwrap());
-            expected.insert(key, None);
-        } else if i % 3 == 1 {
-            let value = format!("new {i}").into_bytes();
-            client.put(&key, &value).unwrap();
-            expected.insert(key, Some(value));
-        }
-    }
+    cluster.change_thirds(&mut expected);
     cluster.slaves[0].proc.signal("CONT");
     cluster.wait_state(&paused, "alive");
     cluster.wait_settled();
-    assert_readable(&mut cluster.client(), &expected);
+    cluster.assert_reads(&expected);
     cluster.assert_two_copies(&expected);
 }
 
 #[test]
 fn graceful_leave_under_writes_loses_nothing() {
     let mut cluster = Cluster::start(4);
-    let mut expected = load(&cluster, "g", 2000);
+    let mut expected = cluster.load("g", 2000);
     let writers = Writers::start(&cluster, 2, 100);
     let leaving = cluster.slaves[3].addr.clone();
     cluster.slaves[3].proc.signal("INT");
@@ -232,7 +194,7 @@ fn graceful_leave_under_writes_loses_nothing() {
     let written = writers.finish_and_check(&cluster);
     assert!(written.acked > 50, "{written:?}");
     assert_eq!(written.failed, 0, "a graceful leave makes no write fail");
-    assert_readable(&mut cluster.client(), &expected);
+    cluster.assert_reads(&expected);
     expected.extend(written.finals);
     cluster.assert_two_copies(&expected);
 }
@@ -241,7 +203,7 @@ fn graceful_leave_under_writes_loses_nothing() {
 fn clusters_of_one_two_and_three_slaves_go_through_a_death() {
     for n in 1..=3 {
         let mut cluster = Cluster::start(n);
-        let expected = load(&cluster, "s", 300);
+        let expected = cluster.load("s", 300);
         cluster.slaves[0].proc.kill();
         let victim = cluster.slaves[0].addr.clone();
         cluster.wait_state(&victim, "dead");
@@ -254,7 +216,7 @@ fn clusters_of_one_two_and_three_slaves_go_through_a_death() {
             let err = client.get(b"s1").unwrap_err().to_string();
             assert!(err.contains("no slaves"), "{err}");
         } else {
-            assert_readable(&mut client, &expected);
+            cluster.assert_reads(&expected);
         }
         if n == 3 {
             cluster.assert_two_copies(&expected);

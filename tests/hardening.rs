@@ -7,7 +7,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Rng};
+use common::Cluster;
+use piazza::rng::Rng;
 use piazza::wire::{Frame, OFF_VALUE_LEN, Opcode, Status, WireLimits};
 
 /// Stores a marker, and later checks it and a fresh client.
@@ -51,7 +52,7 @@ fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
 #[test]
 fn binary_junk_and_garbage_lines_are_answered_or_cut_off() {
     let cluster = setup(&[]);
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99, 0);
     for _ in 0..20 {
         let mut stream = connect(&cluster.addr);
         let junk = rng.bytes(20_000);
@@ -238,7 +239,7 @@ fn junk_and_forged_heartbeats_are_ignored() {
     let mut cluster = setup(&[]);
     let hb = cluster.heartbeat_addr();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5, 0);
     for len in [0, 1, 15, 16, 17, 64, 1000] {
         socket.send_to(&rng.bytes(len), &hb).unwrap();
     }

@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{Cluster, DEADLINE, TempDir, wait_until};
+use piazza::mcbin::encode_request as packet;
 
 // Opcodes.
 const GET: u8 = 0x00;
@@ -51,21 +52,6 @@ const NOT_STORED: u16 = 0x0005;
 const NON_NUMERIC: u16 = 0x0006;
 const AUTH_ERROR: u16 = 0x0020;
 const UNKNOWN: u16 = 0x0081;
-
-/// A request packet.
-fn packet(op: u8, extras: &[u8], key: &[u8], value: &[u8], opaque: u32, cas: u64) -> Vec<u8> {
-    let mut out = vec![0x80, op];
-    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    out.push(extras.len() as u8);
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(&((extras.len() + key.len() + value.len()) as u32).to_be_bytes());
-    out.extend_from_slice(&opaque.to_be_bytes());
-    out.extend_from_slice(&cas.to_be_bytes());
-    out.extend_from_slice(extras);
-    out.extend_from_slice(key);
-    out.extend_from_slice(value);
-    out
-}
 
 /// A set/add/replace (and quiet forms) packet.
 fn store(op: u8, key: &[u8], value: &[u8], flags: u32, exptime: u32, cas: u64) -> Vec<u8> {

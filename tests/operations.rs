@@ -184,12 +184,7 @@ fn incr_counts_exactly_while_the_primary_is_killed() {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .is_some_and(|n| n >= 1000)
     });
-    let victim = cluster
-        .slaves
-        .iter()
-        .position(|s| s.addr == primary)
-        .unwrap();
-    cluster.slaves[victim].proc.kill();
+    cluster.kill_slave_at(&primary);
     for worker in workers {
         worker.join().unwrap();
     }
@@ -212,12 +207,7 @@ fn expiry_holds_on_both_copies_through_failover() {
     assert_eq!(client.get(b"short").unwrap().unwrap().flags, 3);
     // Kill the primary of the short key at once: its replica must expire it too.
     let (primary, _) = cluster.placement(b"short");
-    let victim = cluster
-        .slaves
-        .iter()
-        .position(|s| s.addr == primary)
-        .unwrap();
-    cluster.slaves[victim].proc.kill();
+    cluster.kill_slave_at(&primary);
     cluster.wait_settled();
     wait_until(DEADLINE, "the short key to expire", || {
         value_of(&mut client, b"short").is_none()
@@ -438,22 +428,10 @@ fn piazza_bench_counts_exactly_with_incr_and_runs_cas_and_ttl_workloads() {
     let mut client = cluster.client();
     for protocol in ["binary", "memcache"] {
         for workload in ["incr", "cas", "set-ttl"] {
-            let output = std::process::Command::new(common::bin("bench"))
-                .args(["--coordinator", &cluster.addr, "--protocol", protocol])
-                .args(["--workload", workload, "--keys", "1", "--connections", "4"])
-                .args(["--pipeline", "8", "--ops", "1000", "--json"])
-                .output()
-                .unwrap();
-            let line = String::from_utf8_lossy(&output.stdout);
-            assert!(
-                output.status.success(),
-                "{protocol} {workload}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            assert!(
-                line.contains("\"errors\":0"),
-                "{protocol} {workload}: {line}"
-            );
+            let flags = "--keys 1 --connections 4 --pipeline 8 --ops 1000";
+            let mut args = vec!["--protocol", protocol, "--workload", workload];
+            args.extend(flags.split(' '));
+            common::run_bench(&cluster.addr, &args);
             if workload == "incr" {
                 // 1,000 increments of the one key, from 0, on 4 pipelined connections.
                 assert_eq!(

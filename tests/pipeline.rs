@@ -9,7 +9,8 @@ use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Cluster, Rng};
+use common::Cluster;
+use piazza::rng::Rng;
 use piazza::update::{Op, Update};
 use piazza::wire::{self, Frame, Opcode, Status, WireLimits};
 
@@ -219,7 +220,7 @@ fn check(frames: &[Frame], replies: &[Frame], expected: &[Expect]) {
 #[test]
 fn a_random_pipeline_matches_a_sequential_model_exactly() {
     let cluster = Cluster::start(3);
-    let (frames, expected) = random_pipeline(&mut Rng(0x5eed_0001), 10_000);
+    let (frames, expected) = random_pipeline(&mut Rng::new(0x5eed_0001, 0), 10_000);
     let replies = pipeline(&cluster.addr, &frames, |_| {});
     check(&frames, &replies, &expected);
 }
@@ -227,7 +228,7 @@ fn a_random_pipeline_matches_a_sequential_model_exactly() {
 #[test]
 fn a_random_pipeline_matches_the_model_while_a_slave_is_killed() {
     let mut cluster = Cluster::start(3);
-    let (frames, expected) = random_pipeline(&mut Rng(0x5eed_0002), 10_000);
+    let (frames, expected) = random_pipeline(&mut Rng::new(0x5eed_0002, 0), 10_000);
     let mut victim = Some(cluster.slaves.remove(0));
     let replies = pipeline(&cluster.addr, &frames, |read| {
         if read == 2_000
@@ -366,7 +367,7 @@ fn text_pipeline(addr: &str, sent: Vec<u8>, want_len: usize, mut at: impl FnMut(
 #[test]
 fn a_random_text_pipeline_matches_a_sequential_model_byte_for_byte() {
     let cluster = Cluster::start(3);
-    let (sent, want) = random_text_pipeline(&mut Rng(0x5eed_0003), 10_000);
+    let (sent, want) = random_text_pipeline(&mut Rng::new(0x5eed_0003, 0), 10_000);
     let got = text_pipeline(&cluster.addr, sent, want.len(), |_| {});
     assert!(got == want, "the replies differ from the sequential model");
 }
@@ -374,7 +375,7 @@ fn a_random_text_pipeline_matches_a_sequential_model_byte_for_byte() {
 #[test]
 fn a_random_text_pipeline_matches_the_model_while_a_slave_is_killed() {
     let mut cluster = Cluster::start(3);
-    let (sent, want) = random_text_pipeline(&mut Rng(0x5eed_0004), 10_000);
+    let (sent, want) = random_text_pipeline(&mut Rng::new(0x5eed_0004, 0), 10_000);
     let mut victim = Some(cluster.slaves.remove(1));
     let got = text_pipeline(&cluster.addr, sent, want.len(), |read| {
         if read >= want.len() / 5

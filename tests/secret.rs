@@ -8,12 +8,26 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, TempDir, bin, wait_until};
 use piazza::Client;
+use piazza::client::ClientError;
 use piazza::wire::{Heartbeat, HeartbeatKind, Status, TableSel};
 
 fn secret_file(dir: &TempDir, name: &str, secret: &str) -> String {
     let path = dir.path().join(name);
     std::fs::write(&path, secret).unwrap();
     path.display().to_string()
+}
+
+fn assert_unauthorized(err: &ClientError) {
+    assert!(
+        matches!(
+            err,
+            ClientError::Server {
+                status: Status::Unauthorized,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -33,20 +47,17 @@ fn slaves_need_the_secret_and_forged_heartbeats_keep_no_one_alive() {
 
     // Without a secret, or with a wrong one, a slave cannot register.
     for flags in [vec![], vec!["--secret-file".to_string(), bad.clone()]] {
-        let output = Command::new(bin("slave"))
-            .args(["--listen", "127.0.0.1:0", "--coordinator", &cluster.addr])
-            .args(["--register-timeout-ms", "500", "--data-dir"])
-            .arg(dir.path().join(format!("intruder-{}", flags.len())))
-            .args(&flags)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{err}");
+        let err = common::exits_with_2(
+            Command::new(bin("slave"))
+                .args(["--listen", "127.0.0.1:0", "--coordinator", &cluster.addr])
+                .args(["--register-timeout-ms", "500", "--data-dir"])
+                .arg(dir.path().join(format!("intruder-{}", flags.len())))
+                .args(&flags),
+        );
         assert!(
             err.contains("secret") || err.contains("unauthorized"),
             "{err}"
         );
-        assert!(!err.contains("panicked"), "{err}");
     }
     assert_eq!(cluster.status().slaves.len(), 2);
 
@@ -56,16 +67,7 @@ fn slaves_need_the_secret_and_forged_heartbeats_keep_no_one_alive() {
         .unwrap()
         .slave_get(TableSel::Own, b"k")
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            piazza::client::ClientError::Server {
-                status: Status::Unauthorized,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_unauthorized(&err);
     let mut authed = Client::connect(&slave).unwrap();
     authed.auth(b"correct horse battery staple").unwrap();
     authed.slave_stats().unwrap();
@@ -124,16 +126,7 @@ fn require_auth_makes_clients_present_the_secret_in_both_protocols() {
         .unwrap()
         .get(b"x")
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            piazza::client::ClientError::Server {
-                status: Status::Unauthorized,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_unauthorized(&err);
     // Binary, with.
     let mut client = cluster.client_with(b"s3cret");
     client.put(b"x", b"1").unwrap();
@@ -182,31 +175,28 @@ fn require_auth_makes_clients_present_the_secret_in_both_protocols() {
 #[test]
 fn protected_mode_refuses_an_open_address_without_a_secret() {
     let dir = TempDir::new("protected");
-    let output = Command::new(bin("coordinator"))
-        .args([
-            "--listen",
-            "0.0.0.0:0",
-            "--heartbeat",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("c"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{err}");
+    let err = common::exits_with_2(
+        Command::new(bin("coordinator"))
+            .args([
+                "--listen",
+                "0.0.0.0:0",
+                "--heartbeat",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("c")),
+    );
     assert!(
         err.contains("without a cluster secret") && err.contains("--insecure"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    let output = Command::new(bin("slave"))
-        .args(["--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path().join("s"))
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("without a cluster secret"));
+    let err = common::exits_with_2(
+        Command::new(bin("slave"))
+            .args(["--listen", "0.0.0.0:0", "--data-dir"])
+            .arg(dir.path().join("s")),
+    );
+    assert!(err.contains("without a cluster secret"));
 }
 
 #[test]

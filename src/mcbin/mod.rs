@@ -213,6 +213,29 @@ impl Header {
     }
 }
 
+/// A whole request packet, as a client sends it (the server only decodes requests: this is
+/// for tests and tools). Extras, key and value must fit their length fields.
+pub fn encode_request(
+    opcode: u8,
+    extras: &[u8],
+    key: &[u8],
+    value: &[u8],
+    opaque: u32,
+    cas: u64,
+) -> Vec<u8> {
+    let mut out = vec![MAGIC_REQUEST, opcode];
+    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    out.push(extras.len() as u8);
+    out.extend_from_slice(&[0, 0, 0]); // data type, vbucket
+    out.extend_from_slice(&((extras.len() + key.len() + value.len()) as u32).to_be_bytes());
+    out.extend_from_slice(&opaque.to_be_bytes());
+    out.extend_from_slice(&cas.to_be_bytes());
+    out.extend_from_slice(extras);
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    out
+}
+
 /// A whole request, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {

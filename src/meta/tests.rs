@@ -524,29 +524,7 @@ fn fuzzed_input_never_panics_and_consumes_sanely() {
     };
     let mut rng = crate::rng::Rng::new(0x2545_F491_4F6C_DD1D, 0);
     for round in 0..60_000 {
-        let mut input: Vec<u8> = match rng.index(3) {
-            0 => (0..rng.index(64)).map(|_| rng.next() as u8).collect(),
-            1 => {
-                let mut v = b"m".to_vec();
-                v.extend((0..rng.index(64)).map(|_| alphabet[rng.index(alphabet.len())]));
-                v
-            }
-            _ => seeds[rng.index(seeds.len())].to_vec(),
-        };
-        for _ in 0..rng.index(5) {
-            if input.is_empty() {
-                break;
-            }
-            let at = rng.index(input.len());
-            match rng.index(4) {
-                0 => input[at] = rng.next() as u8,
-                1 => input[at] = alphabet[rng.index(alphabet.len())],
-                2 => input.truncate(at),
-                _ => {
-                    input.remove(at);
-                }
-            }
-        }
+        let input = rng.parser_input(&seeds, b"m", alphabet, 5);
         let lim = if round % 2 == 0 { small } else { limits() };
         let mut rest = &input[..];
         loop {

@@ -52,7 +52,7 @@ mod reply;
 #[cfg(test)]
 mod tests;
 
-pub use parser::{parse, parse_resume};
+pub use parser::{parse, parse_pieces, parse_resume};
 pub use reply::{
     DELETED, END, ERROR, EXISTS, NOT_FOUND, NOT_STORED, OK, RESET, STORED, TOUCHED,
     write_client_error, write_number, write_server_error, write_stat, write_value, write_version,
@@ -292,4 +292,16 @@ pub enum Parsed {
         /// stale one is not served; the caller does the same (ignoring the outcome).
         forget: Option<Vec<u8>>,
     },
+}
+
+/// A refused command as [`parse_pieces`] reports it: what a connection does about it
+/// (its bytes and its data block already dropped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// What was wrong.
+    pub error: TextError,
+    /// Send no reply.
+    pub noreply: bool,
+    /// Delete this key's value (a `set` refused as too large).
+    pub forget: Option<Vec<u8>>,
 }

@@ -3,7 +3,7 @@
 //! [`crate::text`] for the rules and where Piazza differs).
 
 use super::number::{parse_signed, parse_unsigned};
-use super::{Parsed, StatsArgs, TextCommand, TextError, TextLimits};
+use super::{Parsed, Refused, StatsArgs, TextCommand, TextError, TextLimits};
 use crate::request::StoreMode;
 
 /// The generic reply to a malformed line of a known command.
@@ -116,6 +116,69 @@ pub fn parse_resume(buf: &[u8], limits: &TextLimits, searched: &mut usize) -> Pa
         },
         Err((error, noreply)) => refused(error, line_len, noreply),
     }
+}
+
+/// Parses `input` fed in the pieces that end at `cuts` (clamped to the input, in order),
+/// as a connection reads it: the unfinished line's search resumed, each command dropped
+/// from the front of the buffer, a refused command's data block swallowed from the buffer
+/// and then from later pieces, never read as commands; up to an error that closes the
+/// connection. Every command and refusal, in order. Sessions keep the same rule with
+/// their reader (`BufferedReader::discard`); this is it whole, for tests and fuzzing.
+///
+/// # Panics
+///
+/// If the parser breaks its promise that `consumed` is in `1..=` the bytes it was given.
+#[must_use]
+pub fn parse_pieces(
+    input: &[u8],
+    cuts: &[usize],
+    limits: &TextLimits,
+) -> Vec<Result<TextCommand, Refused>> {
+    let mut parsed = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut skip = 0usize;
+    let mut searched = 0usize;
+    let mut from = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+        let cut = cut.clamp(from, input.len());
+        let piece = &input[from..cut];
+        from = cut;
+        let dropped = skip.min(piece.len());
+        skip -= dropped;
+        buf.extend_from_slice(&piece[dropped..]);
+        loop {
+            let (consumed, more, next) = match parse_resume(&buf, limits, &mut searched) {
+                Parsed::Incomplete => break,
+                Parsed::Command { command, consumed } => (consumed, 0, Ok(command)),
+                Parsed::Error {
+                    error,
+                    consumed,
+                    skip,
+                    noreply,
+                    forget,
+                } => (
+                    consumed,
+                    skip,
+                    Err(Refused {
+                        error,
+                        noreply,
+                        forget,
+                    }),
+                ),
+            };
+            assert!(consumed > 0 && consumed <= buf.len(), "consumed {consumed}");
+            buf.drain(..consumed);
+            let dropped = more.min(buf.len());
+            buf.drain(..dropped);
+            skip = more - dropped;
+            let closes = matches!(&next, Err(refused) if refused.error.closes_connection());
+            parsed.push(next);
+            if closes {
+                return parsed;
+            }
+        }
+    }
+    parsed
 }
 
 /// The line limit for the line at the front of `buf`: the long one if its first token

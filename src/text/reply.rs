@@ -86,21 +86,22 @@ pub fn write_stat(out: &mut Vec<u8>, name: &str, value: impl fmt::Display) {
 
 /// Appends the reply to `version`: `VERSION <version>\r\n`.
 pub fn write_version(out: &mut Vec<u8>, version: &str) {
-    out.extend_from_slice(b"VERSION ");
-    push_line_safe(out, version);
-    out.extend_from_slice(b"\r\n");
+    write_line(out, b"VERSION ", version);
 }
 
 /// Appends `CLIENT_ERROR <reason>\r\n`, with `reason` kept to one line.
 pub fn write_client_error(out: &mut Vec<u8>, reason: &str) {
-    out.extend_from_slice(b"CLIENT_ERROR ");
-    push_line_safe(out, reason);
-    out.extend_from_slice(b"\r\n");
+    write_line(out, b"CLIENT_ERROR ", reason);
 }
 
 /// Appends `SERVER_ERROR <reason>\r\n`, with `reason` kept to one line.
 pub fn write_server_error(out: &mut Vec<u8>, reason: &str) {
-    out.extend_from_slice(b"SERVER_ERROR ");
-    push_line_safe(out, reason);
+    write_line(out, b"SERVER_ERROR ", reason);
+}
+
+/// Appends `<prefix><text>\r\n`, with `text` kept to one line.
+fn write_line(out: &mut Vec<u8>, prefix: &[u8], text: &str) {
+    out.extend_from_slice(prefix);
+    push_line_safe(out, text);
     out.extend_from_slice(b"\r\n");
 }

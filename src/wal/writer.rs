@@ -27,6 +27,24 @@ struct Writer {
     poisoned: bool,
 }
 
+impl Writer {
+    /// Writes encoded records at the end of the log, in one `write`.
+    fn write(&mut self, bytes: &[u8]) -> Result<Lsn, WalError> {
+        if let Err(source) = self.file.write_all(bytes) {
+            // A partial write leaves a torn record: cut it so the next append starts clean.
+            let length = self.written - self.base;
+            let _ = self.file.set_len(length);
+            return Err(WalError::Io {
+                what: "append to the log",
+                path: self.path.clone(),
+                source,
+            });
+        }
+        self.written += bytes.len() as u64;
+        Ok(Lsn(self.written))
+    }
+}
+
 /// The open log, shared by a slave's connection threads.
 pub struct Wal {
     mode: Fsync,
@@ -139,18 +157,7 @@ impl Wal {
         if writer.poisoned {
             return Err(WalError::Poisoned);
         }
-        if let Err(source) = writer.file.write_all(bytes) {
-            // A partial write leaves a torn record: cut it so the next append starts clean.
-            let length = writer.written - writer.base;
-            let _ = writer.file.set_len(length);
-            return Err(WalError::Io {
-                what: "append to the log",
-                path: writer.path.clone(),
-                source,
-            });
-        }
-        writer.written += bytes.len() as u64;
-        let lsn = Lsn(writer.written);
+        let lsn = writer.write(bytes)?;
         Ok((apply(), lsn))
     }
 
@@ -174,18 +181,9 @@ impl Wal {
         if bytes.is_empty() {
             return Ok((decided, Lsn(writer.written)));
         }
-        if let Err(source) = writer.file.write_all(&bytes) {
-            let length = writer.written - writer.base;
-            let _ = writer.file.set_len(length);
-            return Err(WalError::Io {
-                what: "append to the log",
-                path: writer.path.clone(),
-                source,
-            });
-        }
-        writer.written += bytes.len() as u64;
+        let lsn = writer.write(&bytes)?;
         apply(&decided);
-        Ok((decided, Lsn(writer.written)))
+        Ok((decided, lsn))
     }
 
     /// Waits until the log is on disk up to `lsn` when the mode is `always` (group

@@ -40,4 +40,5 @@ pub use frame::{
     WireLimits, decode, frame_crc, holds_whole_frame, read_frame,
 };
 pub use heartbeat::{HEARTBEAT_LEN, Heartbeat, HeartbeatKind};
+pub(crate) use opcode::byte_enum;
 pub use opcode::{COLLECT_FORGET, Opcode, Status, TableSel};

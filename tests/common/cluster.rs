@@ -170,6 +170,12 @@ impl Cluster {
         self.coordinator = coordinator;
     }
 
+    /// SIGKILLs the slave that serves on `addr`.
+    pub fn kill_slave_at(&mut self, addr: &str) {
+        let slave = self.slaves.iter_mut().find(|s| s.addr == addr).unwrap();
+        slave.proc.kill();
+    }
+
     /// SIGKILLs every process at once (the coordinator first).
     pub fn kill_all(&mut self) {
         self.coordinator.kill();
@@ -298,6 +304,54 @@ impl Cluster {
             .filter(|s| s.state == "alive")
             .map(|s| s.addr.clone())
             .collect()
+    }
+
+    /// Stores `n` keys, `<prefix><i>`, through the coordinator; returns what they hold.
+    pub fn load(&self, prefix: &str, n: usize) -> Expected {
+        let mut client = self.client();
+        let mut expected = Expected::new();
+        for i in 0..n {
+            let key = format!("{prefix}{i}").into_bytes();
+            let value = format!("value {i} of {prefix}").into_bytes();
+            client.put(&key, &value).unwrap();
+            expected.insert(key, Some(value));
+        }
+        expected
+    }
+
+    /// Deletes every third key of `expected` (in key order) and overwrites every third
+    /// plus one, through the coordinator.
+    pub fn change_thirds(&self, expected: &mut Expected) {
+        let mut client = self.client();
+        let mut keys: Vec<Vec<u8>> = expected.keys().cloned().collect();
+        keys.sort();
+        for (i, key) in keys.into_iter().enumerate() {
+            if i % 3 == 0 {
+                assert!(client.delete(&key).unwrap());
+                expected.insert(key, None);
+            } else if i % 3 == 1 {
+                let value = format!("changed {i}").into_bytes();
+                client.put(&key, &value).unwrap();
+                expected.insert(key, Some(value));
+            }
+        }
+    }
+
+    /// Checks, through the coordinator, that every key of `expected` reads as expected
+    /// (None: not there).
+    pub fn assert_reads(&self, expected: &Expected) {
+        let mut client = self.client();
+        for (key, value) in expected {
+            let got = client
+                .get(key)
+                .unwrap_or_else(|e| panic!("get {key:?}: {e}"));
+            assert_eq!(
+                got.map(|v| v.value),
+                *value,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
     }
 
     /// Checks that every key in `expected` (None: deleted) is held exactly as expected by

@@ -287,24 +287,32 @@ pub fn coordinator_args(
     )
 }
 
-/// Deterministic xorshift64* for test data.
-pub struct Rng(pub u64);
+/// Runs `command` to its end and checks that it failed as a start-up error must: exit
+/// code 2, no panic. Returns what it wrote to stderr.
+pub fn exits_with_2(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
 
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
+/// Runs `piazza-bench --json` against the coordinator at `addr` with `args`, checks
+/// that it succeeded and counted no errors, and returns its JSON line.
+pub fn run_bench(addr: &str, args: &[&str]) -> String {
+    let output = Command::new(bin("bench"))
+        .args(["--coordinator", addr, "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(line.contains("\"errors\":0"), "{args:?}: {line}");
+    line
 }
 
 /// What a `piazza-client` run gave.

@@ -211,44 +211,6 @@ fn every_opcode_parses_to_its_command() {
     }
 }
 
-/// A request packet, as a client would send it.
-fn encode_request(
-    op: u8,
-    extras: &[u8],
-    key: &[u8],
-    value: &[u8],
-    opaque: u32,
-    cas: u64,
-) -> Vec<u8> {
-    let mut out = vec![MAGIC_REQUEST, op];
-    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    out.push(extras.len() as u8);
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(&((extras.len() + key.len() + value.len()) as u32).to_be_bytes());
-    out.extend_from_slice(&opaque.to_be_bytes());
-    out.extend_from_slice(&cas.to_be_bytes());
-    out.extend_from_slice(extras);
-    out.extend_from_slice(key);
-    out.extend_from_slice(value);
-    out
-}
-
-/// Deterministic xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Checks what `parse` says about `bytes` is consistent, and encodes an answer for
 /// any packet: nothing may panic.
 fn check_consistent(bytes: &[u8], limits: &TextLimits) {
@@ -288,7 +250,7 @@ fn random_and_mutated_input_never_panics() {
         max_value_bytes: 64,
         ..TextLimits::default()
     };
-    let mut rng = Rng(0x6d63_6269_6e21);
+    let mut rng = crate::rng::Rng::new(0x6d63_6269_6e21, 0);
     let seeds: Vec<Vec<u8>> = [
         "80010003080000000000000e112233440000000000000000deadbeef00000000666f6f626172",
         "8005000114000000000000150000000f00000000000000000000000000000001000000000000000a000000006e",

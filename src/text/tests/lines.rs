@@ -152,61 +152,6 @@ fn resuming_with_a_stale_hint_from_a_shorter_buffer_still_finds_the_line() {
 
 // ---- pipelines and splits ---------------------------------------------------------
 
-/// What one parse produced, as a connection sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
-    Command(TextCommand),
-    Refused(TextError, bool, Option<Vec<u8>>),
-}
-
-/// Feeds `input` in the pieces that `cuts` delimit, as a connection would (resuming
-/// searches, swallowing skips from the buffer then from later pieces), and returns
-/// everything parsed, stopping at an error that closes the connection.
-fn walk(input: &[u8], cuts: &[usize], limits: &TextLimits) -> Vec<Seen> {
-    let mut seen = Vec::new();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut skip = 0usize;
-    let mut searched = 0usize;
-    let mut from = 0;
-    for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
-        let mut piece = &input[from..cut.max(from)];
-        from = cut.max(from);
-        let dropped = skip.min(piece.len());
-        skip -= dropped;
-        piece = &piece[dropped..];
-        buf.extend_from_slice(piece);
-        loop {
-            match parse_resume(&buf, limits, &mut searched) {
-                Parsed::Incomplete => break,
-                Parsed::Command { command, consumed } => {
-                    assert!(consumed > 0 && consumed <= buf.len());
-                    seen.push(Seen::Command(command));
-                    buf.drain(..consumed);
-                }
-                Parsed::Error {
-                    error,
-                    consumed,
-                    skip: more,
-                    noreply,
-                    forget,
-                } => {
-                    assert!(consumed > 0 && consumed <= buf.len());
-                    let closes = error.closes_connection();
-                    seen.push(Seen::Refused(error, noreply, forget));
-                    buf.drain(..consumed);
-                    let dropped = more.min(buf.len());
-                    buf.drain(..dropped);
-                    skip = more - dropped;
-                    if closes {
-                        return seen;
-                    }
-                }
-            }
-        }
-    }
-    seen
-}
-
 const PIPELINE: &[u8] = b"set a 1 0 3\r\nabc\r\nget a b\r\nappend other 0 0 15\r\n\
 delete victim\r\n\r\nadd k 0 0 2 noreply\r\nhi\r\ncas k 0 0 1 9\r\nx\r\nincr n 5\r\n\
 decr n 1 noreply\r\ntouch k 10\r\ngats 5 a k\r\nset k x 0 4 noreply\r\nget k\r\n\
@@ -219,28 +164,36 @@ fn a_pipeline_parses_the_same_at_every_split_point() {
         max_value_bytes: 30,
         ..limits()
     };
-    let whole = walk(PIPELINE, &[], &small);
+    let whole = parse_pieces(PIPELINE, &[], &small);
     assert_eq!(whole.len(), 19, "{whole:#?}");
     // The data block of the append is data, never a delete.
     assert!(!whole.iter().any(|s| matches!(
         s,
-        Seen::Command(TextCommand::Delete { key, .. }) if key == b"victim"
+        Ok(TextCommand::Delete { key, .. }) if key == b"victim"
     )));
     // The bad set is silent and its block ("get k") swallowed; the too-large one is
     // refused, swallowed, and forgets its key.
-    assert!(whole.contains(&Seen::Refused(client(BAD_FORMAT), true, None)));
-    assert!(whole.contains(&Seen::Refused(
-        TextError::TooLarge,
-        false,
-        Some(b"big".to_vec())
-    )));
-    assert_eq!(whole.last(), Some(&Seen::Command(TextCommand::Quit)));
+    assert!(whole.contains(&Err(Refused {
+        error: client(BAD_FORMAT),
+        noreply: true,
+        forget: None
+    })));
+    assert!(whole.contains(&Err(Refused {
+        error: TextError::TooLarge,
+        noreply: false,
+        forget: Some(b"big".to_vec())
+    })));
+    assert_eq!(whole.last(), Some(&Ok(TextCommand::Quit)));
     for cut in 0..=PIPELINE.len() {
-        assert_eq!(walk(PIPELINE, &[cut], &small), whole, "split at {cut}");
+        assert_eq!(
+            parse_pieces(PIPELINE, &[cut], &small),
+            whole,
+            "split at {cut}"
+        );
     }
     // And one byte at a time.
     let every: Vec<usize> = (1..PIPELINE.len()).collect();
-    assert_eq!(walk(PIPELINE, &every, &small), whole);
+    assert_eq!(parse_pieces(PIPELINE, &every, &small), whole);
 }
 
 #[test]
@@ -298,34 +251,18 @@ fn fuzzed_input_never_panics_and_consumes_sanely() {
     };
     let mut rng = crate::rng::Rng::new(0x9E37_79B9_7F4A_7C15, 0);
     for round in 0..300_000 {
-        let mut input: Vec<u8> = match rng.index(3) {
-            0 => (0..rng.index(64)).map(|_| rng.next() as u8).collect(),
-            1 => (0..rng.index(64))
-                .map(|_| alphabet[rng.index(alphabet.len())])
-                .collect(),
-            _ => seeds[rng.index(seeds.len())].to_vec(),
-        };
-        for _ in 0..rng.index(4) {
-            if input.is_empty() {
-                break;
-            }
-            let at = rng.index(input.len());
-            match rng.index(4) {
-                0 => input[at] = rng.next() as u8,
-                1 => input[at] = alphabet[rng.index(alphabet.len())],
-                2 => input.truncate(at),
-                _ => {
-                    input.remove(at);
-                }
-            }
-        }
+        let input = rng.parser_input(&seeds, b"", alphabet, 4);
         let lim = if round % 2 == 0 { small } else { limits() };
         // Walk the whole buffer as a connection would, then again split in two: the
         // same things must come out.
-        let whole = walk(&input, &[], &lim);
+        let whole = parse_pieces(&input, &[], &lim);
         if round % 8 == 0 && !input.is_empty() {
             let cut = rng.index(input.len() + 1);
-            assert_eq!(walk(&input, &[cut], &lim), whole, "{input:?} cut at {cut}");
+            assert_eq!(
+                parse_pieces(&input, &[cut], &lim),
+                whole,
+                "{input:?} cut at {cut}"
+            );
         }
     }
 }

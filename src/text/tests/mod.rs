@@ -32,7 +32,11 @@ fn command(buf: &[u8]) -> TextCommand {
 type Refusal = (TextError, usize, usize, bool, Option<Vec<u8>>);
 
 fn refusal(buf: &[u8]) -> Refusal {
-    match parse_default(buf) {
+    refusal_with(buf, &limits())
+}
+
+fn refusal_with(buf: &[u8], limits: &TextLimits) -> Refusal {
+    match parse(buf, limits) {
         Parsed::Error {
             error,
             consumed,

@@ -237,19 +237,11 @@ fn too_large_swallows_without_waiting_and_forgets_only_for_set() {
         max_value_bytes: 10,
         ..limits()
     };
-    let too_large = |line: &[u8]| match parse(line, &small) {
-        Parsed::Error {
-            error,
-            consumed,
-            skip,
-            noreply,
-            forget,
-        } => {
-            assert_eq!(error, TextError::TooLarge);
-            assert_eq!((consumed, skip), (line.len(), 13));
-            (noreply, forget)
-        }
-        other => panic!("{other:?}"),
+    let too_large = |line: &[u8]| {
+        let (error, consumed, skip, noreply, forget) = refusal_with(line, &small);
+        assert_eq!(error, TextError::TooLarge);
+        assert_eq!((consumed, skip), (line.len(), 13));
+        (noreply, forget)
     };
     assert_eq!(too_large(b"set k 0 0 11\r\n"), (false, Some(b"k".to_vec())));
     assert_eq!(
