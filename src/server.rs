@@ -363,6 +363,23 @@ enum Slot<P> {
     Pending(P),
 }
 
+/// Sends on what every request under way left buffered, before the first wait.
+fn send_buffered<P: UnderWay>(window: &std::collections::VecDeque<Slot<P>>) {
+    for slot in window {
+        if let Slot::Pending(pending) = slot {
+            pending.send_buffered();
+        }
+    }
+}
+
+/// A request a frame loop leaves under way (see [`serve_frames`]).
+pub trait UnderWay {
+    /// Sends on whatever the request left in a buffer. The loop calls it for every
+    /// request under way before it waits for the oldest, so that all of them are being
+    /// worked on meanwhile. Nothing by default.
+    fn send_buffered(&self) {}
+}
+
 /// Serves binary frames on one connection, pipelined: every whole request already
 /// received is started with `begin` (up to `timeouts.pipeline_window` under way), and the
 /// replies are collected with `finish` and written in request order, flushed whenever no
@@ -372,7 +389,7 @@ enum Slot<P> {
 /// reply where one can be framed; the connection is closed when the stream cannot be
 /// resynchronised. A server whose requests are answered at once passes `|reply| reply` as
 /// `finish`.
-pub fn serve_frames<P, B, F>(
+pub fn serve_frames<P: UnderWay, B, F>(
     stream: TcpStream,
     peer: SocketAddr,
     timeouts: &ServerLimits,
@@ -399,7 +416,7 @@ pub fn serve_frames<P, B, F>(
 /// [`serve_frames`], where `waits(frame, under_way)` says whether a request must not be
 /// begun while `under_way` ones are: then every request under way is answered first.
 #[allow(clippy::too_many_arguments)] // serve_frames' arguments, and the ordering rule
-pub fn serve_frames_ordered<P, W, B, F>(
+pub fn serve_frames_ordered<P: UnderWay, W, B, F>(
     stream: TcpStream,
     peer: SocketAddr,
     timeouts: &ServerLimits,
@@ -426,13 +443,18 @@ pub fn serve_frames_ordered<P, W, B, F>(
     let mut window: std::collections::VecDeque<Slot<P>> = std::collections::VecDeque::new();
     let mut closing = false;
     loop {
-        // Answer what is under way while nothing more can be started: the window is full,
-        // the connection is closing, or no whole request is waiting in the buffer.
-        while !window.is_empty()
+        // Answer what is under way when nothing more can be started: the window is full,
+        // the connection is closing, or no whole request is waiting in the buffer. All of
+        // it (the next window's requests then go out together too), each request's
+        // buffered sends first.
+        let answer_all = !window.is_empty()
             && (closing
                 || window.len() >= timeouts.pipeline_window.max(1)
-                || !wire::holds_whole_frame(reader.buffer()))
-        {
+                || !wire::holds_whole_frame(reader.buffer()));
+        if answer_all {
+            send_buffered(&window);
+        }
+        while answer_all && !window.is_empty() {
             let written = match window.pop_front() {
                 Some(Slot::Ready(reply)) => reply.write_to(&mut writer),
                 Some(Slot::Encoded(bytes)) => writer.write_all(&bytes),
@@ -492,6 +514,7 @@ pub fn serve_frames_ordered<P, W, B, F>(
                     _ => None,
                 });
                 if waits(&frame, &mut under_way) {
+                    send_buffered(&window);
                     for slot in window.drain(..) {
                         let written = match slot {
                             Slot::Ready(reply) => reply.write_to(&mut writer),

@@ -28,6 +28,14 @@ enum FramePending<'a> {
     },
 }
 
+impl server::UnderWay for FramePending<'_> {
+    fn send_buffered(&self) {
+        if let FramePending::Routed { pending, .. } = self {
+            pending.flush();
+        }
+    }
+}
+
 /// Serves the connection's frames until it closes.
 pub(super) fn serve(coordinator: &Coordinator, stream: TcpStream, peer: SocketAddr) {
     let guard = server::Guard {

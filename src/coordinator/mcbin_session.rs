@@ -126,6 +126,10 @@ struct Window<'a> {
 impl<'a> Window<'a> {
     /// Answers everything in flight, in order.
     fn settle(&mut self, coordinator: &Coordinator, out: &mut Vec<u8>) {
+        // What is still in the links' buffers goes out first, to every slave at once.
+        for (pending, _, _) in &self.inflight {
+            pending.flush();
+        }
         while let Some((pending, answer, _)) = self.inflight.pop_front() {
             answer.write(out, coordinator.router.finish(pending));
         }
@@ -177,10 +181,9 @@ fn execute<'a>(
             window
                 .inflight
                 .push_back((coordinator.router.begin(request), answer, read));
-            if window.inflight.len() >= coordinator.server_limits.pipeline_window.max(1)
-                && let Some((pending, answer, _)) = window.inflight.pop_front()
-            {
-                answer.write(out, coordinator.router.finish(pending));
+            // A full window is answered whole, so the next one goes out together too.
+            if window.inflight.len() >= coordinator.server_limits.pipeline_window.max(1) {
+                window.settle(coordinator, out);
             }
         } else {
             window.settle(coordinator, out);

@@ -407,6 +407,10 @@ pub(super) enum SlaveSlot {
     Forwarded,
 }
 
+/// A slave's requests have nothing buffered elsewhere: direct writes' forwards are sent
+/// on by [`Forwarder::settle`] in `finish`.
+impl crate::server::UnderWay for SlaveSlot {}
+
 impl Batch {
     /// Logs and applies every waiting write, keeping their replies.
     fn commit(&mut self, data: &Data) {
