@@ -439,3 +439,66 @@ fn pipelined_batches_stay_in_order_while_a_slave_joins() {
     cluster.wait_settled();
     cluster.assert_two_copies(&expected);
 }
+
+/// The names of a process's threads (Linux: `/proc/PID/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+/// A slave's forwards to its replicas travel links shared by all its serving threads: 24
+/// clients writing at once leave at most two links (two `fwd-*` reader threads) per other
+/// slave, so a replica serves a few forward connections, not one per client; and every
+/// write has its two copies.
+#[test]
+#[cfg(target_os = "linux")]
+fn many_clients_share_each_slaves_links_to_its_replicas() {
+    let cluster = Cluster::start(3);
+    let mut first = direct_client(&cluster);
+    wait_direct_ready(&mut first);
+    let writers: Vec<_> = (0..24)
+        .map(|c| {
+            let mut client = direct_client(&cluster);
+            std::thread::spawn(move || {
+                let mut written: Expected = HashMap::new();
+                for i in 0..100 {
+                    let key = format!("shared:{c}:{i}").into_bytes();
+                    let value = format!("{c}/{i}").into_bytes();
+                    client.put(&key, &value).expect("direct put");
+                    written.insert(key, Some(value));
+                }
+                (client, written)
+            })
+        })
+        .collect();
+    let mut expected: Expected = HashMap::new();
+    let mut clients = Vec::new();
+    for writer in writers {
+        let (client, written) = writer.join().expect("writer thread");
+        assert_eq!(client.stats().via_coordinator, 0, "all went directly");
+        clients.push(client);
+        expected.extend(written);
+    }
+    // Every client still holds its connections: the slaves serve 24 of them each.
+    for slave in &cluster.slaves {
+        let names = thread_names(slave.proc.child.id());
+        let serving = names.iter().filter(|n| n.starts_with("slave-")).count();
+        let forwarding = names.iter().filter(|n| n.starts_with("fwd-")).count();
+        // 24 clients, 2 links from each other slave, the coordinator's: not a connection
+        // per client and replica.
+        assert!(
+            (24..=34).contains(&serving),
+            "{}: {serving} serving threads: {names:?}",
+            slave.addr
+        );
+        assert!(
+            (1..=4).contains(&forwarding),
+            "{}: {forwarding} forward links for 24 clients: {names:?}",
+            slave.addr
+        );
+    }
+    cluster.assert_two_copies(&expected);
+}

@@ -33,8 +33,8 @@ use byteorder::{ByteOrder, NetworkEndian};
 use log::{info, warn};
 
 use crate::clock::SOURCE_BITS;
-use crate::link::{LinkError, SlaveHandle};
 use crate::coordinator::membership::Membership;
+use crate::link::{LinkError, SlaveHandle};
 use crate::ring::SlaveId;
 use crate::wire::{COLLECT_FORGET, Frame, Opcode, Status};
 

@@ -41,9 +41,9 @@ use byteorder::{ByteOrder, NetworkEndian};
 use log::{info, warn};
 
 use crate::coordinator::collection;
-use crate::link::SlaveHandle;
 use crate::coordinator::membership::{Event, Holders, Membership};
 use crate::coordinator::views::{self, Publisher};
+use crate::link::SlaveHandle;
 use std::collections::BTreeMap;
 
 use crate::ring::{self, Ring, SLOTS, SlaveId};

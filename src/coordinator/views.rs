@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use log::{debug, warn};
 
-use crate::link::SlaveHandle;
 use crate::coordinator::membership::Membership;
+use crate::link::SlaveHandle;
 use crate::ring::SlaveId;
 use crate::view::View;
 use crate::wire::{Frame, Opcode, Status};

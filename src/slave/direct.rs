@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 use byteorder::{ByteOrder, NetworkEndian};
 use log::{debug, info};
 
-use super::ops::{entry_reply, live_after, storage_error};
 use super::Node;
-use crate::link::{LinkError, PendingReply, SlaveHandle};
+use super::ops::{entry_reply, live_after, storage_error};
 use crate::clock::{self, VersionClock};
+use crate::link::{LinkError, PendingReply, SlaveHandle};
 use crate::ring::SlaveId;
 use crate::store::{Applied, Entry, Table, Version};
 use crate::view::View;
@@ -131,8 +131,14 @@ impl Replicas {
         let mut handles = crate::sync::lock(&self.handles);
         let handle = handles.entry(addr.to_string()).or_insert_with(|| {
             Arc::new(
-                SlaveHandle::new(id, addr.to_string(), FORWARD_LINKS, FORWARD_TIMEOUT, secret.cloned())
-                    .named("fwd"),
+                SlaveHandle::new(
+                    id,
+                    addr.to_string(),
+                    FORWARD_LINKS,
+                    FORWARD_TIMEOUT,
+                    secret.cloned(),
+                )
+                .named("fwd"),
             )
         });
         Arc::clone(handle)
@@ -147,7 +153,10 @@ impl Replicas {
                 .filter(|addr| !members.contains(addr))
                 .cloned()
                 .collect();
-            addrs.iter().filter_map(|addr| handles.remove(addr)).collect()
+            addrs
+                .iter()
+                .filter_map(|addr| handles.remove(addr))
+                .collect()
         };
         for handle in gone {
             handle.close();
@@ -156,7 +165,10 @@ impl Replicas {
 
     /// Closes every link and joins their reader threads.
     fn close(&self) {
-        let all: Vec<Arc<SlaveHandle>> = crate::sync::lock(&self.handles).drain().map(|(_, h)| h).collect();
+        let all: Vec<Arc<SlaveHandle>> = crate::sync::lock(&self.handles)
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
         for handle in all {
             handle.close();
         }
@@ -520,7 +532,9 @@ impl Direct {
                 // A lone write goes out now (it overlaps with the replica's); one of a
                 // pipeline waits in the link's buffer for the rest, until settled.
                 let deferred = !forwarder.forwarded.is_empty();
-                let handle = self.replicas.handle(replica.id, &replica.addr, self.secret.as_ref());
+                let handle = self
+                    .replicas
+                    .handle(replica.id, &replica.addr, self.secret.as_ref());
                 // One key's forwards share a link, so the replica applies them in order.
                 let pin = crate::ring::key_hash(&frame.key);
                 match handle.send_pinned(pin, &forward, TableSel::Previous, deferred) {

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::info;
 
 use crate::clock::VersionFloor;
-use crate::link::SlaveHandle;
 use crate::coordinator::persist::Saver;
+use crate::link::SlaveHandle;
 use crate::ring::{Member, Placement, Ring, SLOTS, SlaveId};
 use crate::store::FlushMarker;
 

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use crate::clock::{self, VersionClock};
-use crate::link::{LinkError, PendingReply, SlaveHandle};
 use crate::coordinator::membership::NO_SLAVES;
 use crate::coordinator::membership::{Membership, Route, WriteTicket};
+use crate::link::{LinkError, PendingReply, SlaveHandle};
 use crate::request::{Failure, Found, Outcome, Request, StoreMode, expires_at, unix_now};
 use crate::ring::SlaveId;
 use crate::ring::key_hash;
