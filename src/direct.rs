@@ -531,6 +531,26 @@ impl DirectClient {
         }
     }
 
+    /// Fetches the view and opens a connection to every slave in it now, instead of on
+    /// each slave's first request (a load generator warms up this way before it times
+    /// anything). A slave that cannot be reached is left to the first request for it.
+    ///
+    /// # Errors
+    /// When the view cannot be fetched.
+    pub fn connect_slaves(&mut self) -> Result<(), ClientError> {
+        self.refresh()?;
+        let members: Vec<(SlaveId, String)> = self
+            .view
+            .members
+            .iter()
+            .map(|m| (m.id, m.addr.clone()))
+            .collect();
+        for (id, addr) in members {
+            let _ = self.slave(id, &addr);
+        }
+        Ok(())
+    }
+
     /// The coordinator connection: read-modify-writes (`add`, `cas`, `incr`...) and
     /// `flush_all` always go through it, because the coordinator is their one sequencer
     /// per key (slaves answer them with "send this to the coordinator").

@@ -242,6 +242,9 @@ impl Conn {
                 client
                     .set_timeout(REQUEST_TIMEOUT)
                     .map_err(|e| setup(io::Error::other(e)))?;
+                // Connected to every slave before the clock starts, as the other
+                // protocols are to their server.
+                client.connect_slaves().map_err(OpenError::Direct)?;
                 Ok(Conn::Direct(Box::new(DirectConn::new(client))))
             }
             Protocol::Binary => FrameConn::new(stream()?).map(Conn::Binary).map_err(setup),
