@@ -578,49 +578,124 @@ impl Direct {
 
     /// `Forward`: a primary passes a direct write on to us, its key's replica.
     pub fn serve_forward(&self, node: &Node, frame: Frame) -> Frame {
-        let Some((prefix, value)) = frame.value.split_at_checked(FORWARD_PREFIX) else {
-            return frame.error_reply(Status::Invalid, "a forward starts with epoch and kind");
-        };
-        let epoch = NetworkEndian::read_u64(&prefix[..8]);
-        let put = match prefix[8] {
-            1 => true,
-            0 => false,
-            other => {
-                return frame
-                    .error_reply(Status::Invalid, &format!("unknown forward kind {other}"));
-            }
-        };
-        if frame.key.is_empty() || frame.table != TableSel::Previous {
-            return frame.error_reply(Status::Invalid, "a forward needs a key and table 2");
-        }
-        let (held, ours) = match self.admit(epoch) {
-            Ok(admitted) => admitted,
-            Err(refusal) => return refusal.reply(&frame),
-        };
-        let Some((view, me)) = held.as_ref() else {
-            return frame.error_reply(Status::ServerError, "view vanished");
-        };
-        if !view.is_replica(*me, &frame.key) {
-            return Refusal(ours, "this slave is not the key's replica".into()).reply(&frame);
-        }
-        let entry = Entry {
-            version: Version(frame.arg),
-            flags: frame.flags,
-            expires: 0,
-            value: put.then(|| value.to_vec()),
-        };
-        let applied = node.data.write(Table::Previous, &frame.key, entry);
-        drop(held);
-        let live = match applied {
-            Err(e) => return storage_error(&frame, &e),
-            Ok(applied) => live_after(&node.data.store, Table::Previous, &frame.key, applied),
-        };
-        let mut reply = frame.reply(if put || live {
-            Status::Ok
-        } else {
-            Status::NotFound
-        });
-        reply.arg = frame.arg;
-        reply
+        self.serve_forwards(node, vec![frame])
+            .pop()
+            .unwrap_or_else(|| {
+                Frame::request(Opcode::Forward, 0, Vec::new(), Vec::new())
+                    .error_reply(Status::ServerError, "a forward lost its reply")
+            })
     }
+
+    /// `Forward`s that arrived together on one connection: checked under one hold of the
+    /// view's read lock (tried, never waited for) and applied to `previous` with one log
+    /// append; their replies, in order.
+    pub fn serve_forwards(&self, node: &Node, frames: Vec<Frame>) -> Vec<Frame> {
+        let mut replies: Vec<Option<Frame>> = Vec::with_capacity(frames.len());
+        let mut writes: Vec<(usize, Frame, Entry)> = Vec::with_capacity(frames.len());
+        let admitted = frames
+            .iter()
+            .find_map(|frame| forward_epoch(frame).ok())
+            .map(|epoch| self.admit(epoch));
+        for frame in frames {
+            let index = replies.len();
+            replies.push(None);
+            let epoch = match forward_epoch(&frame) {
+                Ok(epoch) => epoch,
+                Err(why) => {
+                    replies[index] = Some(frame.error_reply(Status::Invalid, why));
+                    continue;
+                }
+            };
+            let (held, ours) = match &admitted {
+                Some(Ok((held, ours))) if *ours == epoch => (held, *ours),
+                Some(Ok((_, ours))) => {
+                    let why = format!("request for view {epoch}, this slave has view {ours}");
+                    replies[index] = Some(Refusal(*ours, why).reply(&frame));
+                    continue;
+                }
+                Some(Err(Refusal(ours, why))) => {
+                    replies[index] = Some(Refusal(*ours, why.clone()).reply(&frame));
+                    continue;
+                }
+                None => {
+                    replies[index] = Some(frame.error_reply(Status::ServerError, "no view check"));
+                    continue;
+                }
+            };
+            let Some((view, me)) = held.as_ref() else {
+                replies[index] = Some(frame.error_reply(Status::ServerError, "view vanished"));
+                continue;
+            };
+            if !view.is_replica(*me, &frame.key) {
+                let why = "this slave is not the key's replica".to_string();
+                replies[index] = Some(Refusal(ours, why).reply(&frame));
+                continue;
+            }
+            let put = frame.value[FORWARD_PREFIX - 1] == 1;
+            let entry = Entry {
+                version: Version(frame.arg),
+                flags: frame.flags,
+                expires: 0,
+                value: put.then(|| frame.value[FORWARD_PREFIX..].to_vec()),
+            };
+            writes.push((index, frame, entry));
+        }
+        if !writes.is_empty() {
+            let batch: Vec<(Table, &[u8], Entry)> = writes
+                .iter_mut()
+                .map(|(_, frame, entry)| {
+                    let entry = std::mem::replace(entry, Entry::tombstone(Version(0)));
+                    (Table::Previous, frame.key.as_slice(), entry)
+                })
+                .collect();
+            let applied = node.data.write_many(batch);
+            // Applied under the view: the fence may go on now.
+            drop(admitted);
+            match applied {
+                Ok(applied) => {
+                    for ((index, frame, _), applied) in writes.iter().zip(applied) {
+                        let put = frame.value[FORWARD_PREFIX - 1] == 1;
+                        let live =
+                            live_after(&node.data.store, Table::Previous, &frame.key, applied);
+                        let mut reply = frame.reply(if put || live {
+                            Status::Ok
+                        } else {
+                            Status::NotFound
+                        });
+                        reply.arg = frame.arg;
+                        replies[*index] = Some(reply);
+                    }
+                }
+                Err(e) => {
+                    for (index, frame, _) in &writes {
+                        replies[*index] = Some(storage_error(frame, &e));
+                    }
+                }
+            }
+        }
+        replies
+            .into_iter()
+            .map(|reply| {
+                reply.unwrap_or_else(|| {
+                    Frame::request(Opcode::Forward, 0, Vec::new(), Vec::new())
+                        .error_reply(Status::ServerError, "a forward lost its reply")
+                })
+            })
+            .collect()
+    }
+}
+
+/// The view epoch a `Forward` was sent under, once its shape is checked: a key, table 2,
+/// and a value that starts with the epoch and a kind byte (1 value, 0 tombstone).
+fn forward_epoch(frame: &Frame) -> Result<u64, &'static str> {
+    let Some(prefix) = frame.value.get(..FORWARD_PREFIX) else {
+        return Err("a forward starts with epoch and kind");
+    };
+    if prefix[FORWARD_PREFIX - 1] > 1 {
+        return Err("unknown forward kind (1 value, 0 tombstone)");
+    }
+    if frame.key.is_empty() || frame.table != TableSel::Previous {
+        return Err("a forward needs a key and table 2");
+    }
+    Ok(NetworkEndian::read_u64(&prefix[..8]))
 }

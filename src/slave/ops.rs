@@ -387,14 +387,19 @@ fn write_reply(
 
 /// Writes that arrived together on one connection, logged with one append (and, with
 /// `--fsync always`, one sync) when the first of them is answered, or before any other
-/// request of the connection is served; and the connection's direct writes waiting for
-/// their replicas (in its [`Forwarder`]).
+/// request of the connection is served; likewise `Forward`s from a primary (one view
+/// check, one append); and the connection's direct writes waiting for their replicas
+/// (in its [`Forwarder`]).
 #[derive(Default)]
 pub(super) struct Batch {
     /// Writes not yet logged: the frame (for the reply), table and entry.
     waiting: Vec<(Frame, Table, Entry)>,
     /// Replies of the writes logged, in order, not yet taken.
     replies: std::collections::VecDeque<Frame>,
+    /// `Forward`s not yet applied.
+    forwards: Vec<Frame>,
+    /// Replies of the forwards applied, in order, not yet taken.
+    forward_replies: std::collections::VecDeque<Frame>,
     /// The connection's links to replicas, and its direct writes forwarded on them.
     forwarder: Forwarder,
 }
@@ -404,6 +409,8 @@ pub(super) struct Batch {
 pub(super) enum SlaveSlot {
     Answered(Frame),
     Batched,
+    /// A `Forward` in the batch (this slave is the key's replica).
+    ForwardBatched,
     Forwarded,
 }
 
@@ -412,6 +419,16 @@ pub(super) enum SlaveSlot {
 impl crate::server::UnderWay for SlaveSlot {}
 
 impl Batch {
+    /// Checks and applies every waiting `Forward`, keeping their replies.
+    fn commit_forwards(&mut self, node: &Node) {
+        if self.forwards.is_empty() {
+            return;
+        }
+        let forwards = std::mem::take(&mut self.forwards);
+        self.forward_replies
+            .extend(node.direct.serve_forwards(node, forwards));
+    }
+
     /// Logs and applies every waiting write, keeping their replies.
     fn commit(&mut self, data: &Data) {
         if self.waiting.is_empty() {
@@ -444,6 +461,12 @@ impl Batch {
     /// Starts serving a request: a plain write joins the batch; anything else first logs
     /// the batch (so it sees those writes), then is served.
     pub(super) fn begin(&mut self, node: &Node, frame: Frame) -> SlaveSlot {
+        if frame.opcode == Opcode::Forward {
+            self.commit(&node.data);
+            self.forwards.push(frame);
+            return SlaveSlot::ForwardBatched;
+        }
+        self.commit_forwards(node);
         let table = table_of(&frame);
         if matches!(
             frame.opcode,
@@ -486,6 +509,15 @@ impl Batch {
         match slot {
             SlaveSlot::Answered(reply) => reply,
             SlaveSlot::Forwarded => self.forwarder.take_reply(),
+            SlaveSlot::ForwardBatched => {
+                if self.forward_replies.is_empty() {
+                    self.commit_forwards(node);
+                }
+                self.forward_replies.pop_front().unwrap_or_else(|| {
+                    Frame::request(Opcode::Forward, 0, Vec::new(), Vec::new())
+                        .error_reply(Status::ServerError, "a batched forward lost its reply")
+                })
+            }
             SlaveSlot::Batched => {
                 if self.replies.is_empty() {
                     self.commit(data);
