@@ -7,7 +7,8 @@
 //!   arrive in; so two replicas that receive the same writes end in the same state;
 //! - a delete leaves a versioned tombstone, so a late, older write cannot bring a key back;
 //! - this module does no I/O and never sees bytes from a socket. [`Store`] holds both
-//!   tables behind one `Mutex`, taken only inside its methods and never across I/O;
+//!   tables behind one `RwLock` (reads share it), taken only inside its methods and
+//!   never across I/O;
 //! - an entry is *visible* (served by reads, counted as live) only while it has a value,
 //!   has not expired (`expires`, absolute Unix seconds, 0 never) and is not older than a
 //!   flush marker in effect ([`FlushMarker`]: `flush_all`). An invisible entry keeps its
@@ -32,7 +33,7 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use collect::Collected;
 pub use cursor::{Cursor, SCAN_STEP};
@@ -43,12 +44,14 @@ use keymap::Item;
 pub use tables::Tables;
 use tables::{entry_of, newer, visible};
 
-/// Both tables behind one lock. Every method locks, delegates to [`Tables`], and unlocks;
+/// Both tables behind one lock, shared by reads (many direct reads on one slave do not
+/// queue behind each other, nor behind a reader the scheduler paused). Every method
+/// locks, delegates to [`Tables`], and unlocks;
 /// none does I/O. Methods that walk a whole table ([`Store::counts`],
 /// [`Store::purge_invisible`]) take the lock once per step of the walk.
 #[derive(Debug, Default)]
 pub struct Store {
-    tables: Mutex<Tables>,
+    tables: RwLock<Tables>,
 }
 
 impl Store {
@@ -57,21 +60,27 @@ impl Store {
         Store::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Tables> {
-        // A panic while holding the lock leaves the maps consistent (every mutation is a
-        // single insert or assignment), so a poisoned lock is still safe to use.
-        crate::sync::lock(&self.tables)
+    /// The tables, to change. A panic while holding the lock leaves the maps consistent
+    /// (every mutation is a single insert or assignment), so a poisoned lock is still
+    /// safe to use.
+    fn lock(&self) -> RwLockWriteGuard<'_, Tables> {
+        crate::sync::write(&self.tables)
+    }
+
+    /// The tables, to read: reads do not wait for each other, only for a change.
+    fn shared(&self) -> RwLockReadGuard<'_, Tables> {
+        crate::sync::read(&self.tables)
     }
 
     /// The entry for `key` (tombstones included), cloned out of the lock.
     pub fn get(&self, table: Table, key: &[u8]) -> Option<Entry> {
-        self.lock().get(table, key)
+        self.shared().get(table, key)
     }
 
     /// True if `table` holds a visible value for `key` (for `own`: the newer of both
     /// tables, as [`Tables::read`] with `None` sees it); nothing is copied.
     pub fn is_live(&self, table: Table, key: &[u8]) -> bool {
-        let tables = self.lock();
+        let tables = self.shared();
         let now = now_micros();
         let floor = tables.flush_floor(now);
         let item = match table {
@@ -83,7 +92,7 @@ impl Store {
 
     /// The version `table` holds for `key` (live or tombstone), without copying the value.
     pub fn version_of(&self, table: Table, key: &[u8]) -> Option<Version> {
-        self.lock()
+        self.shared()
             .table(table)
             .get(key)
             .map(|item| Version(item.version()))
@@ -93,13 +102,13 @@ impl Store {
     /// concurrent move between the tables cannot hide it). Invisibility is not applied:
     /// see [`Store::read`].
     pub fn get_newest(&self, key: &[u8]) -> Option<Entry> {
-        let tables = self.lock();
+        let tables = self.shared();
         newer(tables.own.get(key), tables.previous.get(key)).map(entry_of)
     }
 
     /// The key's entry as a read sees it now; see [`Tables::read`].
     pub fn read(&self, table: Option<Table>, key: &[u8]) -> Option<Entry> {
-        self.lock().read(table, key, now_micros())
+        self.shared().read(table, key, now_micros())
     }
 
     /// Runs `f` on the tables under the lock (for decisions that must see and change the
@@ -110,7 +119,7 @@ impl Store {
 
     /// The highest flush threshold in effect now.
     pub fn flush_floor(&self) -> u64 {
-        self.lock().flush_floor(now_micros())
+        self.shared().flush_floor(now_micros())
     }
 
     /// Records a flush marker.
@@ -120,7 +129,7 @@ impl Store {
 
     /// The flush markers held.
     pub fn flush_markers(&self) -> Vec<FlushMarker> {
-        self.lock().flush_markers()
+        self.shared().flush_markers()
     }
 
     /// Drops the values of expired and flushed entries (they stay as tombstones); returns
