@@ -502,3 +502,61 @@ fn many_clients_share_each_slaves_links_to_its_replicas() {
     }
     cluster.assert_two_copies(&expected);
 }
+
+/// FORWARDs that reach a replica together are applied as one batch, each judged on its
+/// own: in one write, two good ones, a malformed one and one for another view get OK,
+/// INVALID, REDIRECT and OK, in order, and the good ones land in the replica's
+/// `previous` table.
+#[test]
+fn a_batch_of_forwards_is_judged_forward_by_forward() {
+    let cluster = Cluster::start(3);
+    let mut client = direct_client(&cluster);
+    wait_direct_ready(&mut client);
+    let view = client.view().clone();
+    let replica = view.members[0].clone();
+    let keys: Vec<Vec<u8>> = (0..10_000)
+        .map(|i| format!("batched:{i}").into_bytes())
+        .filter(|key| view.is_replica(replica.id, key))
+        .take(2)
+        .collect();
+    assert_eq!(keys.len(), 2, "keys whose replica is slave {}", replica.id);
+    let forward = |key: &[u8], epoch: u64, value: &[u8]| {
+        let mut body = epoch.to_be_bytes().to_vec();
+        body.push(1);
+        body.extend_from_slice(value);
+        let mut frame = Frame::request(Opcode::Forward, 0, key.to_vec(), body);
+        frame.table = TableSel::Previous;
+        frame.arg = 1 << 60;
+        frame.flags = 7;
+        frame
+    };
+    let mut malformed = forward(&keys[0], view.epoch, b"");
+    malformed.value.truncate(4);
+    let mut batch = [
+        forward(&keys[0], view.epoch, b"first"),
+        malformed,
+        forward(&keys[1], view.epoch + 1000, b"stale view"),
+        forward(&keys[1], view.epoch, b"second"),
+    ];
+    let mut to_replica = Client::connect(&replica.addr).unwrap();
+    let ids: Vec<u32> = batch
+        .iter_mut()
+        .map(|frame| to_replica.queue(frame).unwrap())
+        .collect();
+    to_replica.flush().unwrap();
+    let statuses: Vec<Status> = ids
+        .iter()
+        .map(|id| to_replica.receive(*id).unwrap().status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [Status::Ok, Status::Invalid, Status::Redirect, Status::Ok]
+    );
+    for (key, value) in keys.iter().zip([&b"first"[..], b"second"]) {
+        let mut read = Frame::request(Opcode::SlaveGet, 0, key.clone(), Vec::new());
+        read.table = TableSel::Previous;
+        let reply = to_replica.call(read).unwrap();
+        assert_eq!((reply.status, reply.value.as_slice()), (Status::Ok, value));
+        assert_eq!((reply.arg, reply.flags), (1 << 60, 7));
+    }
+}
