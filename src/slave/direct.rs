@@ -35,7 +35,7 @@ use byteorder::{ByteOrder, NetworkEndian};
 use log::{debug, info};
 
 use super::Node;
-use super::ops::{entry_reply, live_after, storage_error};
+use super::ops::{entry_reply, live_after, lost_reply, storage_error};
 use crate::clock::{self, VersionClock};
 use crate::link::{LinkError, PendingReply, SlaveHandle};
 use crate::ring::SlaveId;
@@ -222,10 +222,9 @@ impl Forwarder {
 
     /// The reply of the oldest forwarded write settled and not yet taken.
     pub fn take_reply(&mut self) -> Frame {
-        self.answered.pop_front().unwrap_or_else(|| {
-            Frame::request(Opcode::Ping, 0, Vec::new(), Vec::new())
-                .error_reply(Status::ServerError, "a direct write lost its reply")
-        })
+        self.answered
+            .pop_front()
+            .unwrap_or_else(|| lost_reply(Opcode::Put, "a direct write"))
     }
 }
 
@@ -451,10 +450,10 @@ impl Direct {
             Some(reply) => reply,
             None => {
                 forwarder.settle(node);
-                forwarder.answered.pop_back().unwrap_or_else(|| {
-                    Frame::request(Opcode::Ping, 0, Vec::new(), Vec::new())
-                        .error_reply(Status::ServerError, "a direct write lost its reply")
-                })
+                forwarder
+                    .answered
+                    .pop_back()
+                    .unwrap_or_else(|| lost_reply(Opcode::Put, "a direct write"))
             }
         }
     }
@@ -580,109 +579,97 @@ impl Direct {
     pub fn serve_forward(&self, node: &Node, frame: Frame) -> Frame {
         self.serve_forwards(node, vec![frame])
             .pop()
-            .unwrap_or_else(|| {
-                Frame::request(Opcode::Forward, 0, Vec::new(), Vec::new())
-                    .error_reply(Status::ServerError, "a forward lost its reply")
-            })
+            .unwrap_or_else(|| lost_reply(Opcode::Forward, "a forward"))
     }
 
     /// `Forward`s that arrived together on one connection: checked under one hold of the
     /// view's read lock (tried, never waited for) and applied to `previous` with one log
     /// append; their replies, in order.
     pub fn serve_forwards(&self, node: &Node, frames: Vec<Frame>) -> Vec<Frame> {
-        let mut replies: Vec<Option<Frame>> = Vec::with_capacity(frames.len());
-        let mut writes: Vec<(usize, Frame, Entry)> = Vec::with_capacity(frames.len());
+        // One admission for the batch, under the epoch its first well-formed forward
+        // carries; a forward of another epoch is refused as `admit` would refuse it.
         let admitted = frames
             .iter()
             .find_map(|frame| forward_epoch(frame).ok())
             .map(|epoch| self.admit(epoch));
+        // Each forward's reply if it is refused, else its place among the writes.
+        let mut replies: Vec<Option<Frame>> = Vec::with_capacity(frames.len());
+        let mut writes: Vec<(usize, Frame, bool)> = Vec::with_capacity(frames.len());
+        let mut entries: Vec<Entry> = Vec::with_capacity(frames.len());
         for frame in frames {
-            let index = replies.len();
-            replies.push(None);
-            let epoch = match forward_epoch(&frame) {
-                Ok(epoch) => epoch,
-                Err(why) => {
-                    replies[index] = Some(frame.error_reply(Status::Invalid, why));
-                    continue;
+            match forward_entry(&frame, admitted.as_ref()) {
+                Ok(entry) => {
+                    writes.push((replies.len(), frame, entry.value.is_some()));
+                    entries.push(entry);
+                    replies.push(None);
                 }
-            };
-            let (held, ours) = match &admitted {
-                Some(Ok((held, ours))) if *ours == epoch => (held, *ours),
-                Some(Ok((_, ours))) => {
-                    let why = format!("request for view {epoch}, this slave has view {ours}");
-                    replies[index] = Some(Refusal(*ours, why).reply(&frame));
-                    continue;
-                }
-                Some(Err(Refusal(ours, why))) => {
-                    replies[index] = Some(Refusal(*ours, why.clone()).reply(&frame));
-                    continue;
-                }
-                None => {
-                    replies[index] = Some(frame.error_reply(Status::ServerError, "no view check"));
-                    continue;
-                }
-            };
-            let Some((view, me)) = held.as_ref() else {
-                replies[index] = Some(frame.error_reply(Status::ServerError, "view vanished"));
-                continue;
-            };
-            if !view.is_replica(*me, &frame.key) {
-                let why = "this slave is not the key's replica".to_string();
-                replies[index] = Some(Refusal(ours, why).reply(&frame));
-                continue;
+                Err(refused) => replies.push(Some(refused)),
             }
-            let put = frame.value[FORWARD_PREFIX - 1] == 1;
-            let entry = Entry {
-                version: Version(frame.arg),
-                flags: frame.flags,
-                expires: 0,
-                value: put.then(|| frame.value[FORWARD_PREFIX..].to_vec()),
-            };
-            writes.push((index, frame, entry));
         }
         if !writes.is_empty() {
-            let batch: Vec<(Table, &[u8], Entry)> = writes
-                .iter_mut()
-                .map(|(_, frame, entry)| {
-                    let entry = std::mem::replace(entry, Entry::tombstone(Version(0)));
-                    (Table::Previous, frame.key.as_slice(), entry)
-                })
+            let batch = writes
+                .iter()
+                .zip(entries)
+                .map(|((_, frame, _), entry)| (Table::Previous, frame.key.as_slice(), entry))
                 .collect();
             let applied = node.data.write_many(batch);
             // Applied under the view: the fence may go on now.
             drop(admitted);
-            match applied {
-                Ok(applied) => {
-                    for ((index, frame, _), applied) in writes.iter().zip(applied) {
-                        let put = frame.value[FORWARD_PREFIX - 1] == 1;
-                        let live =
-                            live_after(&node.data.store, Table::Previous, &frame.key, applied);
-                        let mut reply = frame.reply(if put || live {
+            for (at, (index, frame, put)) in writes.iter().enumerate() {
+                replies[*index] = Some(match &applied {
+                    Err(e) => storage_error(frame, e),
+                    Ok(applied) => {
+                        let live = applied.get(at).is_some_and(|applied| {
+                            live_after(&node.data.store, Table::Previous, &frame.key, *applied)
+                        });
+                        let mut reply = frame.reply(if *put || live {
                             Status::Ok
                         } else {
                             Status::NotFound
                         });
                         reply.arg = frame.arg;
-                        replies[*index] = Some(reply);
+                        reply
                     }
-                }
-                Err(e) => {
-                    for (index, frame, _) in &writes {
-                        replies[*index] = Some(storage_error(frame, &e));
-                    }
-                }
+                });
             }
         }
         replies
             .into_iter()
-            .map(|reply| {
-                reply.unwrap_or_else(|| {
-                    Frame::request(Opcode::Forward, 0, Vec::new(), Vec::new())
-                        .error_reply(Status::ServerError, "a forward lost its reply")
-                })
-            })
+            .map(|reply| reply.unwrap_or_else(|| lost_reply(Opcode::Forward, "a forward")))
             .collect()
     }
+}
+
+/// What a `Forward` writes to `previous`, or the reply that refuses it: malformed, of
+/// another view than the batch's admission (`admitted`), or not for a key we replicate.
+fn forward_entry(
+    frame: &Frame,
+    admitted: Option<&Result<(Admitted<'_>, u64), Refusal>>,
+) -> Result<Entry, Frame> {
+    let epoch = forward_epoch(frame).map_err(|why| frame.error_reply(Status::Invalid, why))?;
+    let (held, ours) = match admitted {
+        Some(Ok((held, ours))) if *ours == epoch => (held, *ours),
+        Some(Ok((_, ours))) => {
+            let why = format!("request for view {epoch}, this slave has view {ours}");
+            return Err(Refusal(*ours, why).reply(frame));
+        }
+        Some(Err(Refusal(ours, why))) => return Err(Refusal(*ours, why.clone()).reply(frame)),
+        None => return Err(frame.error_reply(Status::ServerError, "no view check")),
+    };
+    let Some((view, me)) = held.as_ref() else {
+        return Err(frame.error_reply(Status::ServerError, "view vanished"));
+    };
+    if !view.is_replica(*me, &frame.key) {
+        let why = "this slave is not the key's replica".to_string();
+        return Err(Refusal(ours, why).reply(frame));
+    }
+    let put = frame.value[FORWARD_PREFIX - 1] == 1;
+    Ok(Entry {
+        version: Version(frame.arg),
+        flags: frame.flags,
+        expires: 0,
+        value: put.then(|| frame.value[FORWARD_PREFIX..].to_vec()),
+    })
 }
 
 /// The view epoch a `Forward` was sent under, once its shape is checked: a key, table 2,

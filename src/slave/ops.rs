@@ -513,22 +513,27 @@ impl Batch {
                 if self.forward_replies.is_empty() {
                     self.commit_forwards(node);
                 }
-                self.forward_replies.pop_front().unwrap_or_else(|| {
-                    Frame::request(Opcode::Forward, 0, Vec::new(), Vec::new())
-                        .error_reply(Status::ServerError, "a batched forward lost its reply")
-                })
+                self.forward_replies
+                    .pop_front()
+                    .unwrap_or_else(|| lost_reply(Opcode::Forward, "a batched forward"))
             }
             SlaveSlot::Batched => {
                 if self.replies.is_empty() {
                     self.commit(data);
                 }
-                self.replies.pop_front().unwrap_or_else(|| {
-                    Frame::request(Opcode::Ping, 0, Vec::new(), Vec::new())
-                        .error_reply(Status::ServerError, "a batched write lost its reply")
-                })
+                self.replies
+                    .pop_front()
+                    .unwrap_or_else(|| lost_reply(Opcode::SlavePut, "a batched write"))
             }
         }
     }
+}
+
+/// The reply for a request whose own reply went missing (`what` lost its reply): a
+/// server error, never a panic. Nothing should ever send it.
+pub(super) fn lost_reply(opcode: Opcode, what: &str) -> Frame {
+    Frame::request(opcode, 0, Vec::new(), Vec::new())
+        .error_reply(Status::ServerError, &format!("{what} lost its reply"))
 }
 
 /// Whether `key` held a live value around a write that `applied` describes: before it, if
