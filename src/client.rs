@@ -394,7 +394,8 @@ impl Client {
     ) -> Result<Vec<Option<Value>>, ClientError> {
         let request = Frame::request(Opcode::MultiGet, 0, Vec::new(), wire::pack_keys(keys));
         let reply = self.call_ok(request, false)?;
-        let results = wire::unpack_results(&reply.value).map_err(ClientError::BadStatus)?;
+        let results = wire::unpack_results(&reply.value)
+            .map_err(|e| ClientError::BadStatus(e.to_string()))?;
         if results.len() != keys.len() {
             return Err(ClientError::BadStatus(format!(
                 "{} results for {} keys",

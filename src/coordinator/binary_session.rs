@@ -172,7 +172,7 @@ impl Coordinator {
     fn multi_get(&self, frame: &Frame) -> Frame {
         let keys = match wire::unpack_keys(&frame.value, self.limits.max_key) {
             Ok(keys) => keys,
-            Err(e) => return frame.error_reply(Status::Invalid, &e),
+            Err(e) => return frame.error_reply(Status::Invalid, &e.to_string()),
         };
         let mut reply = frame.reply(Status::Ok);
         for outcome in self.router.get_many(&keys) {

@@ -32,10 +32,11 @@ use byteorder::{ByteOrder, NetworkEndian};
 use log::{info, warn};
 
 use crate::client::{Client, ClientError};
-use crate::config::SlaveConfig;
-use crate::server;
+use crate::config::{ConfigError, SlaveConfig};
+use crate::server::{self, ServerError};
 use crate::shutdown::{Shutdown, StartGuard};
 use crate::store::FlushMarker;
+use crate::wal::WalError;
 use crate::wire::{Frame, Opcode, Status, WireLimits};
 use data::Data;
 use direct::Direct;
@@ -43,25 +44,69 @@ use direct::Direct;
 /// Why a slave could not start or run.
 #[derive(Debug)]
 pub enum SlaveError {
-    /// The data directory cannot be used.
-    DataDir(String),
-    /// The listening address cannot be bound.
-    Bind(String),
-    /// The coordinator could not be reached or refused the registration.
-    Register(String),
+    /// The data directory cannot be created or written, or the address cannot be
+    /// resolved or bound.
+    Server(ServerError),
+    /// Protected mode refuses the listening address.
+    Unprotected(ConfigError),
+    /// The log in the data directory cannot be opened, replayed or written.
+    Log(WalError),
+    /// A thread could not be started, or the bound address read.
+    Io(&'static str, std::io::Error),
+    /// The coordinator refused the registration: its status and message.
+    Refused {
+        /// The coordinator's address.
+        coordinator: String,
+        /// What it answered.
+        status: Status,
+        /// Its message.
+        message: String,
+    },
+    /// The coordinator could not be reached before `--register-timeout`.
+    Unreachable {
+        /// The coordinator's address.
+        coordinator: String,
+        /// The last attempt's error.
+        error: ClientError,
+    },
 }
 
 impl fmt::Display for SlaveError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SlaveError::DataDir(why) | SlaveError::Bind(why) | SlaveError::Register(why) => {
-                write!(f, "{why}")
-            }
+            SlaveError::Server(e) => write!(f, "{e}"),
+            SlaveError::Unprotected(e) => write!(f, "{e}"),
+            SlaveError::Log(e) => write!(f, "{e}"),
+            SlaveError::Io(what, e) => write!(f, "cannot {what}: {e}"),
+            SlaveError::Refused {
+                coordinator,
+                status,
+                message,
+            } => write!(
+                f,
+                "coordinator {coordinator} refused the registration ({}): {message}",
+                status.name()
+            ),
+            SlaveError::Unreachable { coordinator, error } => write!(
+                f,
+                "coordinator unreachable at {coordinator}: {error} (is piazza-coordinator running? check --coordinator)"
+            ),
         }
     }
 }
 
-impl std::error::Error for SlaveError {}
+impl std::error::Error for SlaveError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SlaveError::Server(e) => Some(e),
+            SlaveError::Unprotected(e) => Some(e),
+            SlaveError::Log(e) => Some(e),
+            SlaveError::Io(_, e) => Some(e),
+            SlaveError::Refused { .. } => None,
+            SlaveError::Unreachable { error, .. } => Some(error),
+        }
+    }
+}
 
 /// What the coordinator told a slave at registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,9 +165,7 @@ impl Node {
                 if !self.data.store.flush_markers().contains(marker)
                     && let Err(e) = self.data.flush(*marker)
                 {
-                    return Err(SlaveError::DataDir(format!(
-                        "cannot log the coordinator's flush_all: {e}"
-                    )));
+                    return Err(SlaveError::Log(e));
                 }
             }
         }
@@ -215,31 +258,29 @@ pub fn run(config: SlaveConfig, stop: Shutdown) -> Result<(), SlaveError> {
 /// be reached within `register_timeout`.
 pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveError> {
     // Protected mode is checked before anything is bound.
-    for addr in server::resolve(&config.listen, "slave address")
-        .map_err(|e| SlaveError::Bind(e.to_string()))?
-    {
+    for addr in server::resolve(&config.listen, "slave address").map_err(SlaveError::Server)? {
         config
             .security
             .check_bind(addr, "--listen")
-            .map_err(|e| SlaveError::Bind(e.to_string()))?;
+            .map_err(SlaveError::Unprotected)?;
     }
-    let listener = server::bind(&config.listen, "slave address", "--listen")
-        .map_err(|e| SlaveError::Bind(e.to_string()))?;
+    let listener =
+        server::bind(&config.listen, "slave address", "--listen").map_err(SlaveError::Server)?;
     let bound = listener
         .local_addr()
-        .map_err(|e| SlaveError::Bind(format!("cannot read the bound address: {e}")))?;
+        .map_err(|e| SlaveError::Io("read the bound address", e))?;
     let data_dir = config
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("./piazza-data/slave-{}", bound.port())));
-    server::prepare_data_dir(&data_dir).map_err(|e| SlaveError::DataDir(e.to_string()))?;
+    server::prepare_data_dir(&data_dir).map_err(SlaveError::Server)?;
     let data = Data::open(
         &data_dir,
         config.fsync,
         config.salvage,
         config.compact_min_bytes,
     )
-    .map_err(|e| SlaveError::DataDir(e.to_string()))?;
+    .map_err(SlaveError::Log)?;
     shutdown.register_listener(bound);
     let node = Arc::new(Node {
         data: Arc::new(data),
@@ -292,11 +333,11 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
                 },
             )
         })
-        .map_err(|e| SlaveError::Bind(format!("cannot start the accept thread: {e}")))?;
+        .map_err(|e| SlaveError::Io("start the accept thread", e))?;
     eprintln!("listening on {bound}");
 
     let syncer = Data::start_syncer(&node.data, &shutdown)
-        .map_err(|e| SlaveError::DataDir(format!("cannot start the log sync thread: {e}")))?;
+        .map_err(|e| SlaveError::Io("start the log sync thread", e))?;
     let syncer = guard.keep(syncer);
     let registration = node.register(&shutdown)?;
     if let Some(registration) = &registration {
@@ -314,7 +355,7 @@ pub fn start(config: SlaveConfig, shutdown: Shutdown) -> Result<Running, SlaveEr
         .spawn("hb-send", move || {
             heartbeat::run(&hb_node, interval, &hb_shutdown)
         })
-        .map_err(|e| SlaveError::Bind(format!("cannot start the heartbeat thread: {e}")))?;
+        .map_err(|e| SlaveError::Io("start the heartbeat thread", e))?;
     let mut threads = guard.finish();
     Ok(Running {
         addr: bound,
@@ -340,15 +381,17 @@ fn register(
         match try_register(coordinator, advertise, secret) {
             Ok(registration) => return Ok(Some(registration)),
             Err(ClientError::Server { status, message }) => {
-                return Err(SlaveError::Register(format!(
-                    "coordinator {coordinator} refused the registration ({}): {message}",
-                    status.name()
-                )));
+                return Err(SlaveError::Refused {
+                    coordinator: coordinator.to_string(),
+                    status,
+                    message,
+                });
             }
-            Err(e) if Instant::now() >= deadline => {
-                return Err(SlaveError::Register(format!(
-                    "coordinator unreachable at {coordinator}: {e} (is piazza-coordinator running? check --coordinator)"
-                )));
+            Err(error) if Instant::now() >= deadline => {
+                return Err(SlaveError::Unreachable {
+                    coordinator: coordinator.to_string(),
+                    error,
+                });
             }
             Err(e) => {
                 warn!("cannot register with {coordinator} yet: {e}; retrying");
@@ -463,7 +506,7 @@ mod tests {
             Ok(_) => panic!("registered with a coordinator that is not there"),
             Err(e) => e,
         };
-        assert!(matches!(err, SlaveError::Register(_)), "{err}");
+        assert!(matches!(err, SlaveError::Unreachable { .. }), "{err}");
         // Both were joined before the error came back: the listener is closed, and the
         // data, which `wal-sync` held, is dropped, and with it its `LOCK` file.
         TcpListener::bind(listen).expect("the slave's port is free again");

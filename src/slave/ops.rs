@@ -10,6 +10,7 @@ use byteorder::{ByteOrder, NetworkEndian};
 use super::data::{Data, Updated};
 use super::direct::Forwarder;
 use super::{Node, connect_with};
+use crate::client::ClientError;
 use crate::ring::RangeSet;
 use crate::store::{Applied, Cursor, Entry, Store, Table, Version};
 use crate::update::{Decision, Update};
@@ -165,7 +166,7 @@ fn multi_get(node: &Node, frame: &Frame) -> Frame {
     let (store, limits, table) = (&node.data.store, &node.limits, table_of(frame));
     let keys = match wire::unpack_keys(&frame.value, limits.max_key) {
         Ok(keys) => keys,
-        Err(e) => return frame.error_reply(Status::Invalid, &e),
+        Err(e) => return frame.error_reply(Status::Invalid, &e.to_string()),
     };
     let now = crate::store::now_micros();
     let mut reply = frame.reply(Status::Ok);
@@ -323,7 +324,10 @@ fn table_op(node: &Node, frame: Frame, table: Table) -> Frame {
                     reply.value = bytes.to_be_bytes().to_vec();
                     reply
                 }
-                Err(e) => frame.error_reply(Status::Unavailable, &e),
+                Err(e @ TransferError::TargetTable) => {
+                    frame.error_reply(Status::Invalid, &e.to_string())
+                }
+                Err(e) => frame.error_reply(Status::Unavailable, &e.to_string()),
             };
         }
         (Opcode::Absorb, Some(arcs)) => data.ranges(RangeOp::Absorb, arcs),
@@ -587,6 +591,31 @@ pub(super) fn entry_reply(frame: &Frame, entry: Option<Entry>) -> Frame {
 /// `SlaveGet` request flag: put the expiry in front of the value in the reply.
 pub const WITH_EXPIRY: u32 = 1;
 
+/// Why a TRANSFER did not complete.
+#[derive(Debug)]
+pub enum TransferError {
+    /// The frame's flags name no table to write to on the target.
+    TargetTable,
+    /// The target could not be reached, or failed or refused a chunk.
+    Target {
+        /// Its address.
+        target: String,
+        /// What went wrong.
+        error: ClientError,
+    },
+}
+
+impl std::fmt::Display for TransferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransferError::TargetTable => {
+                write!(f, "target table (flags) must be 1 (own) or 2 (previous)")
+            }
+            TransferError::Target { target, error } => write!(f, "{target}: {error}"),
+        }
+    }
+}
+
 /// Sends the entries of `table` that pass `filter` to another slave (the frame's key is
 /// its address; its flags, the table there), in `BulkPut` chunks of at most
 /// [`BULK_CHUNK_BYTES`]. The table is walked in steps ([`Store::scan`]), each a short hold
@@ -605,32 +634,35 @@ fn transfer(
     filter: impl Fn(&[u8]) -> bool,
     frame: &Frame,
     secret: Option<&[u8]>,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64), TransferError> {
     let target_table = match TableSel::from_u8(frame.flags as u8) {
         Some(TableSel::Own) => TableSel::Own,
         Some(TableSel::Previous) => TableSel::Previous,
-        _ => return Err("target table must be 1 (own) or 2 (previous)".into()),
+        _ => return Err(TransferError::TargetTable),
     };
     let target = String::from_utf8_lossy(&frame.key).into_owned();
-    let mut client = connect_with(&target, secret).map_err(|e| e.to_string())?;
+    let failed = |error| TransferError::Target {
+        target: target.clone(),
+        error,
+    };
+    let mut client = connect_with(&target, secret).map_err(failed)?;
     client
         .set_timeout(Duration::from_secs(120))
-        .map_err(|e| e.to_string())?;
+        .map_err(failed)?;
     let (mut sent, mut bytes) = (0u64, 0u64);
     let mut chunk = Vec::new();
-    let mut send = |chunk: &mut Vec<u8>| -> Result<(), String> {
+    let mut send = |chunk: &mut Vec<u8>| -> Result<(), TransferError> {
         if chunk.is_empty() {
             return Ok(());
         }
         let mut request = Frame::request(Opcode::BulkPut, 0, Vec::new(), std::mem::take(chunk));
         request.table = target_table;
-        let reply = client.call(request).map_err(|e| e.to_string())?;
+        let reply = client.call(request).map_err(failed)?;
         if reply.status != Status::Ok {
-            return Err(format!(
-                "{target} answered {}: {}",
-                reply.status.name(),
-                reply.value_text()
-            ));
+            return Err(failed(ClientError::Server {
+                status: reply.status,
+                message: reply.value_text(),
+            }));
         }
         Ok(())
     };

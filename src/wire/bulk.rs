@@ -181,10 +181,7 @@ pub fn unpack_bulk(mut chunk: &[u8], limits: &WireLimits) -> Result<Vec<BulkEntr
     while !chunk.is_empty() {
         let index = entries.len();
         let Some(head) = chunk.get(..BULK_ENTRY_HEADER) else {
-            return Err(BulkError {
-                index,
-                what: "truncated entry header",
-            });
+            return Err(BulkError::entry(index, "truncated entry header"));
         };
         let key_len = NetworkEndian::read_u32(&head[0..]) as usize;
         let value_len = NetworkEndian::read_u32(&head[4..]) as usize;
@@ -193,29 +190,17 @@ pub fn unpack_bulk(mut chunk: &[u8], limits: &WireLimits) -> Result<Vec<BulkEntr
         let expires = NetworkEndian::read_u64(&head[20..]);
         let kind = head[28];
         if key_len == 0 || key_len > limits.max_key {
-            return Err(BulkError {
-                index,
-                what: "key length out of range",
-            });
+            return Err(BulkError::entry(index, "key length out of range"));
         }
         if value_len > limits.max_value {
-            return Err(BulkError {
-                index,
-                what: "value over the limit",
-            });
+            return Err(BulkError::entry(index, "value over the limit"));
         }
         if kind > 1 || (kind == 0 && value_len != 0) {
-            return Err(BulkError {
-                index,
-                what: "bad entry kind",
-            });
+            return Err(BulkError::entry(index, "bad entry kind"));
         }
         let end = BULK_ENTRY_HEADER + key_len + value_len;
         let Some(body) = chunk.get(BULK_ENTRY_HEADER..end) else {
-            return Err(BulkError {
-                index,
-                what: "entry runs past the chunk",
-            });
+            return Err(BulkError::entry(index, "entry runs past the chunk"));
         };
         let (key, value) = body.split_at(key_len);
         entries.push(BulkEntry {
@@ -245,20 +230,20 @@ pub fn pack_keys<K: AsRef<[u8]>>(keys: &[K]) -> Vec<u8> {
 /// Unpacks the keys of a multi-get, checking each length against the value and the limit.
 ///
 /// # Errors
-/// A message naming the bad key.
-pub fn unpack_keys(mut packed: &[u8], max_key: usize) -> Result<Vec<Vec<u8>>, String> {
+/// `BulkError` naming the bad key.
+pub fn unpack_keys(mut packed: &[u8], max_key: usize) -> Result<Vec<Vec<u8>>, BulkError> {
     let mut keys = Vec::new();
     while !packed.is_empty() {
         let index = keys.len();
         let Some((len, rest)) = packed.split_first_chunk::<4>() else {
-            return Err(format!("key {index}: truncated length"));
+            return Err(BulkError::key(index, "truncated length"));
         };
         let len = u32::from_be_bytes(*len) as usize;
         if len == 0 || len > max_key {
-            return Err(format!("key {index}: length {len} out of range"));
+            return Err(BulkError::key(index, "length out of range"));
         }
         let Some((key, rest)) = rest.split_at_checked(len) else {
-            return Err(format!("key {index}: runs past the value"));
+            return Err(BulkError::key(index, "runs past the value"));
         };
         keys.push(key.to_vec());
         packed = rest;
@@ -301,8 +286,8 @@ pub fn pack_result(out: &mut Vec<u8>, result: Option<&MultiGetHit>) {
 /// Unpacks the results of a multi-get reply.
 ///
 /// # Errors
-/// A message naming the bad result.
-pub fn unpack_results(mut packed: &[u8]) -> Result<Vec<Option<MultiGetHit>>, String> {
+/// `BulkError` naming the bad result.
+pub fn unpack_results(mut packed: &[u8]) -> Result<Vec<Option<MultiGetHit>>, BulkError> {
     let mut results = Vec::new();
     while let Some((&kind, rest)) = packed.split_first() {
         let index = results.len();
@@ -313,11 +298,11 @@ pub fn unpack_results(mut packed: &[u8]) -> Result<Vec<Option<MultiGetHit>>, Str
             }
             1 => {
                 let Some((head, rest)) = rest.split_first_chunk::<24>() else {
-                    return Err(format!("result {index}: truncated"));
+                    return Err(BulkError::result(index, "truncated"));
                 };
                 let len = NetworkEndian::read_u32(&head[20..]) as usize;
                 let Some((value, rest)) = rest.split_at_checked(len) else {
-                    return Err(format!("result {index}: value runs past the reply"));
+                    return Err(BulkError::result(index, "value runs past the reply"));
                 };
                 results.push(Some(MultiGetHit {
                     version: NetworkEndian::read_u64(&head[..8]),
@@ -327,24 +312,52 @@ pub fn unpack_results(mut packed: &[u8]) -> Result<Vec<Option<MultiGetHit>>, Str
                 }));
                 packed = rest;
             }
-            other => return Err(format!("result {index}: unknown kind {other}")),
+            _ => return Err(BulkError::result(index, "unknown kind (0 miss, 1 hit)")),
         }
     }
     Ok(results)
 }
 
-/// A malformed bulk chunk.
+/// A malformed packed value: a bulk chunk, a multi-get's keys or its results.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkError {
-    /// Index of the bad entry in the chunk.
+    /// What was being unpacked: "bulk chunk entry", "multi-get key", "multi-get result".
+    pub of: &'static str,
+    /// Index of the bad item.
     pub index: usize,
     /// What is wrong.
     pub what: &'static str,
 }
 
+impl BulkError {
+    fn entry(index: usize, what: &'static str) -> BulkError {
+        BulkError {
+            of: "bulk chunk entry",
+            index,
+            what,
+        }
+    }
+
+    fn key(index: usize, what: &'static str) -> BulkError {
+        BulkError {
+            of: "multi-get key",
+            index,
+            what,
+        }
+    }
+
+    fn result(index: usize, what: &'static str) -> BulkError {
+        BulkError {
+            of: "multi-get result",
+            index,
+            what,
+        }
+    }
+}
+
 impl fmt::Display for BulkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bad bulk chunk at entry {}: {}", self.index, self.what)
+        write!(f, "bad {} {}: {}", self.of, self.index, self.what)
     }
 }
 

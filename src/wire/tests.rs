@@ -377,3 +377,37 @@ fn random_bytes_never_panic() {
         let _ = unpack_bulk(&bytes[..len], &WireLimits::default());
     }
 }
+
+#[test]
+fn packed_multi_gets_round_trip_and_name_the_bad_key_or_result() {
+    let keys = pack_keys(&[&b"a"[..], b"bb"]);
+    assert_eq!(
+        unpack_keys(&keys, 250).unwrap(),
+        vec![b"a".to_vec(), b"bb".to_vec()]
+    );
+    let err = unpack_keys(&keys[..keys.len() - 1], 250).unwrap_err();
+    assert_eq!((err.of, err.index), ("multi-get key", 1));
+    assert_eq!(err.to_string(), "bad multi-get key 1: runs past the value");
+    assert_eq!(
+        unpack_keys(&keys, 1).unwrap_err().what,
+        "length out of range"
+    );
+
+    let hit = MultiGetHit {
+        version: 9,
+        flags: 2,
+        expires: 0,
+        value: b"value".to_vec(),
+    };
+    let mut results = Vec::new();
+    pack_result(&mut results, None);
+    pack_result(&mut results, Some(&hit));
+    assert_eq!(unpack_results(&results).unwrap(), vec![None, Some(hit)]);
+    let err = unpack_results(&results[..results.len() - 1]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bad multi-get result 1: value runs past the reply"
+    );
+    results.push(7);
+    assert_eq!(unpack_results(&results).unwrap_err().index, 2);
+}
