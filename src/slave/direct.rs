@@ -71,8 +71,6 @@ pub struct Direct {
     in_flight: Arc<InFlight>,
     /// The links to our direct writes' replicas.
     replicas: Replicas,
-    /// The cluster secret, presented on those links.
-    secret: Option<Arc<Vec<u8>>>,
 }
 
 /// Direct writes admitted and not yet answered by their replica, counted by the view
@@ -120,56 +118,41 @@ impl Drop for Admission {
 /// thread: by replica address, a [`SlaveHandle`] with [`FORWARD_LINKS`] multiplexed
 /// connections (reader threads `fwd-<replica id>-<n>`). A replica thus serves one
 /// connection per link per primary, however many clients write to the primary.
-#[derive(Default)]
 struct Replicas {
     handles: Mutex<HashMap<String, Arc<SlaveHandle>>>,
+    /// The cluster secret, presented on every link.
+    secret: Option<Arc<Vec<u8>>>,
 }
 
 impl Replicas {
     /// The handle for the replica `id` at `addr` (made on first use; it connects lazily).
-    fn handle(&self, id: SlaveId, addr: &str, secret: Option<&Arc<Vec<u8>>>) -> Arc<SlaveHandle> {
+    fn handle(&self, id: SlaveId, addr: &str) -> Arc<SlaveHandle> {
         let mut handles = crate::sync::lock(&self.handles);
         let handle = handles.entry(addr.to_string()).or_insert_with(|| {
-            Arc::new(
-                SlaveHandle::new(
-                    id,
-                    addr.to_string(),
-                    FORWARD_LINKS,
-                    FORWARD_TIMEOUT,
-                    secret.cloned(),
-                )
-                .named("fwd"),
-            )
+            let handle = SlaveHandle::new(
+                id,
+                addr.to_string(),
+                FORWARD_LINKS,
+                FORWARD_TIMEOUT,
+                self.secret.clone(),
+            );
+            Arc::new(handle.named("fwd"))
         });
         Arc::clone(handle)
     }
 
-    /// Closes the links to addresses that are not in `members` any more.
+    /// Closes the links to addresses that are not in `members` (all of them, for none)
+    /// and joins their reader threads.
     fn keep_only(&self, members: &[String]) {
-        let gone: Vec<Arc<SlaveHandle>> = {
+        let gone: HashMap<String, Arc<SlaveHandle>> = {
             let mut handles = crate::sync::lock(&self.handles);
-            let addrs: Vec<String> = handles
-                .keys()
-                .filter(|addr| !members.contains(addr))
-                .cloned()
-                .collect();
-            addrs
-                .iter()
-                .filter_map(|addr| handles.remove(addr))
-                .collect()
+            let (kept, gone) = std::mem::take(&mut *handles)
+                .into_iter()
+                .partition(|(addr, _)| members.contains(addr));
+            *handles = kept;
+            gone
         };
-        for handle in gone {
-            handle.close();
-        }
-    }
-
-    /// Closes every link and joins their reader threads.
-    fn close(&self) {
-        let all: Vec<Arc<SlaveHandle>> = crate::sync::lock(&self.handles)
-            .drain()
-            .map(|(_, h)| h)
-            .collect();
-        for handle in all {
+        for (_, handle) in gone {
             handle.close();
         }
     }
@@ -315,15 +298,17 @@ impl Direct {
             lease: lease_for(heartbeat_interval),
             generation: AtomicU64::new(0),
             in_flight: Arc::new(InFlight::default()),
-            replicas: Replicas::default(),
-            secret: secret.map(Arc::new),
+            replicas: Replicas {
+                handles: Mutex::new(HashMap::new()),
+                secret: secret.map(Arc::new),
+            },
         }
     }
 
     /// Closes the links to replicas and joins their threads (at shutdown, once no
     /// connection is served any more).
     pub fn close(&self) {
-        self.replicas.close();
+        self.replicas.keep_only(&[]);
     }
 
     /// The coordinator answered a heartbeat.
@@ -531,9 +516,7 @@ impl Direct {
                 // A lone write goes out now (it overlaps with the replica's); one of a
                 // pipeline waits in the link's buffer for the rest, until settled.
                 let deferred = !forwarder.forwarded.is_empty();
-                let handle = self
-                    .replicas
-                    .handle(replica.id, &replica.addr, self.secret.as_ref());
+                let handle = self.replicas.handle(replica.id, &replica.addr);
                 // One key's forwards share a link, so the replica applies them in order.
                 let pin = crate::ring::key_hash(&frame.key);
                 match handle.send_pinned(pin, &forward, TableSel::Previous, deferred) {
