@@ -14,12 +14,11 @@
 //!   membership change or the version floor asks for it (the floor about once every 5 s
 //!   under writes, ahead of need); stopped and joined last by [`Running::wait`], after a
 //!   final save;
-//! - `link-<id>-<n>`: one reader per connection to a slave, joined when its slave handle
-//!   is closed (at re-registration, removal, or shutdown in [`Running::wait`]);
-//! - `move-<id>`: the reader of a connection opened for one data move (a transfer), joined
-//!   when that move's call returns;
 //! - `collect-<id>`: one per slave during a collection round (`collection`), scoped
 //!   threads joined by the `recovery` thread before the round ends.
+//!
+//! Links to slaves have no threads: the callers waiting on a link read its replies in turn
+//! (`link.rs`).
 //!
 //! Lock order: membership, then nothing. The router and sessions take no other lock, and
 //! no lock is held across socket I/O.

@@ -116,7 +116,7 @@ impl Drop for Admission {
 
 /// The links to the replicas of this slave's direct writes, shared by every serving
 /// thread: by replica address, a [`SlaveHandle`] with [`FORWARD_LINKS`] multiplexed
-/// connections (reader threads `fwd-<replica id>-<n>`). A replica thus serves one
+/// connections. A replica thus serves one
 /// connection per link per primary, however many clients write to the primary.
 struct Replicas {
     handles: Mutex<HashMap<String, Arc<SlaveHandle>>>,
@@ -136,13 +136,13 @@ impl Replicas {
                 FORWARD_TIMEOUT,
                 self.secret.clone(),
             );
-            Arc::new(handle.named("fwd"))
+            Arc::new(handle)
         });
         Arc::clone(handle)
     }
 
-    /// Closes the links to addresses that are not in `members` (all of them, for none)
-    /// and joins their reader threads.
+    /// Closes the links to addresses that are not in `members` (all of them, for none);
+    /// a caller reading one of them stops.
     fn keep_only(&self, members: &[String]) {
         let gone: HashMap<String, Arc<SlaveHandle>> = {
             let mut handles = crate::sync::lock(&self.handles);
@@ -305,7 +305,7 @@ impl Direct {
         }
     }
 
-    /// Closes the links to replicas and joins their threads (at shutdown, once no
+    /// Closes the links to replicas (at shutdown, once no
     /// connection is served any more).
     pub fn close(&self) {
         self.replicas.keep_only(&[]);

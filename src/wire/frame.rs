@@ -429,15 +429,20 @@ pub fn decode(buf: &[u8], limits: &WireLimits) -> Result<(Frame, usize), WireErr
     Ok((frame, total))
 }
 
+/// The body length (key and value) a header declares; nothing is validated.
+pub fn body_len(header: &[u8]) -> usize {
+    let key_len = NetworkEndian::read_u32(&header[OFF_KEY_LEN..]) as usize;
+    let value_len = NetworkEndian::read_u32(&header[OFF_VALUE_LEN..]) as usize;
+    key_len.saturating_add(value_len)
+}
+
 /// True when `buf` starts with a whole frame (by its declared lengths; nothing is
 /// validated). Servers use it to decide whether to flush replies before reading on.
 pub fn holds_whole_frame(buf: &[u8]) -> bool {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return false;
     };
-    let key_len = NetworkEndian::read_u32(&header[OFF_KEY_LEN..]) as usize;
-    let value_len = NetworkEndian::read_u32(&header[OFF_VALUE_LEN..]) as usize;
-    buf.len() >= HEADER_LEN.saturating_add(key_len).saturating_add(value_len)
+    buf.len() >= HEADER_LEN.saturating_add(body_len(header))
 }
 
 /// Reads one frame from a stream.
