@@ -170,17 +170,20 @@ fn multi_get(node: &Node, frame: &Frame) -> Frame {
     };
     let now = crate::store::now_micros();
     let mut reply = frame.reply(Status::Ok);
-    let too_large = store.with_tables(|tables| {
+    // Room for small values without growing; larger ones grow it as they come.
+    reply.value = Vec::with_capacity(keys.len() * (wire::MULTI_GET_HIT_HEADER + 128));
+    let too_large = store.with_tables_shared(|tables| {
         for key in &keys {
-            let hit = tables.read(table, key, now).and_then(|entry| {
-                entry.value.map(|value| wire::MultiGetHit {
-                    version: entry.version.0,
-                    flags: entry.flags,
-                    expires: entry.expires,
-                    value,
-                })
-            });
-            wire::pack_result(&mut reply.value, hit.as_ref());
+            match tables.read_visible(table, key, now) {
+                Some(item) => wire::pack_hit(
+                    &mut reply.value,
+                    item.version(),
+                    item.flags(),
+                    u64::from(item.expires()),
+                    item.value().unwrap_or_default(),
+                ),
+                None => wire::pack_result(&mut reply.value, None),
+            }
             if reply.value.len() > wire::MAX_BULK_VALUE {
                 return true;
             }

@@ -117,6 +117,11 @@ impl Store {
         f(&mut self.lock())
     }
 
+    /// Runs `f` on the tables under the read lock: several reads that see one state.
+    pub fn with_tables_shared<T>(&self, f: impl FnOnce(&Tables) -> T) -> T {
+        f(&self.shared())
+    }
+
     /// The highest flush threshold in effect now.
     pub fn flush_floor(&self) -> u64 {
         self.shared().flush_floor(now_micros())

@@ -115,6 +115,16 @@ impl Tables {
         }
     }
 
+    /// The key's item if a read sees a value in it now (as [`Tables::read`], without
+    /// copying the value out); `None` for a miss, a tombstone or an expired value.
+    pub fn read_visible(&self, table: Option<Table>, key: &[u8], now: u64) -> Option<&Item> {
+        let item = match table {
+            Some(table) => self.table(table).get(key),
+            None => newer(self.own.get(key), self.previous.get(key)),
+        }?;
+        visible(item, now, self.flush_floor(now)).then_some(item)
+    }
+
     /// Applies `entry` to `key` if it is newer than what the table holds.
     pub fn apply(&mut self, table: Table, key: &[u8], entry: Entry) -> Applied {
         let incoming = Incoming::Parts {

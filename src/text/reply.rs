@@ -57,21 +57,36 @@ pub fn write_value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: 
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
     out.push(b' ');
-    push_display(out, flags);
+    push_number(out, u64::from(flags));
     out.push(b' ');
-    push_display(out, data.len());
+    push_number(out, data.len() as u64);
     if let Some(cas) = cas {
         out.push(b' ');
-        push_display(out, cas);
+        push_number(out, cas);
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `value` in decimal (without `fmt`: a multi-get writes three per value).
+fn push_number(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// Appends the reply to an `incr`/`decr` that applied: the new value, `<value>\r\n`.
 pub fn write_number(out: &mut Vec<u8>, value: u64) {
-    push_display(out, value);
+    push_number(out, value);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -227,11 +227,12 @@ pub fn pack_keys<K: AsRef<[u8]>>(keys: &[K]) -> Vec<u8> {
     out
 }
 
-/// Unpacks the keys of a multi-get, checking each length against the value and the limit.
+/// Unpacks the keys of a multi-get, checking each length against the value and the limit;
+/// the keys are borrowed from `packed`.
 ///
 /// # Errors
 /// `BulkError` naming the bad key.
-pub fn unpack_keys(mut packed: &[u8], max_key: usize) -> Result<Vec<Vec<u8>>, BulkError> {
+pub fn unpack_keys(mut packed: &[u8], max_key: usize) -> Result<Vec<&[u8]>, BulkError> {
     let mut keys = Vec::new();
     while !packed.is_empty() {
         let index = keys.len();
@@ -245,7 +246,7 @@ pub fn unpack_keys(mut packed: &[u8], max_key: usize) -> Result<Vec<Vec<u8>>, Bu
         let Some((key, rest)) = rest.split_at_checked(len) else {
             return Err(BulkError::key(index, "runs past the value"));
         };
-        keys.push(key.to_vec());
+        keys.push(key);
         packed = rest;
     }
     Ok(keys)
@@ -270,17 +271,21 @@ pub const MULTI_GET_HIT_HEADER: usize = 25;
 /// Appends one result: a miss is the byte 0; a hit is 1, version u64, flags u32, expires
 /// u64, value length u32, then the value.
 pub fn pack_result(out: &mut Vec<u8>, result: Option<&MultiGetHit>) {
-    let Some(hit) = result else {
-        out.push(0);
-        return;
-    };
-    out.reserve(MULTI_GET_HIT_HEADER + hit.value.len());
+    match result {
+        Some(hit) => pack_hit(out, hit.version, hit.flags, hit.expires, &hit.value),
+        None => out.push(0),
+    }
+}
+
+/// Appends a hit (as [`pack_result`]) from its parts, the value borrowed where it is.
+pub fn pack_hit(out: &mut Vec<u8>, version: u64, flags: u32, expires: u64, value: &[u8]) {
+    out.reserve(MULTI_GET_HIT_HEADER + value.len());
     out.push(1);
-    out.extend_from_slice(&hit.version.to_be_bytes());
-    out.extend_from_slice(&hit.flags.to_be_bytes());
-    out.extend_from_slice(&hit.expires.to_be_bytes());
-    out.extend_from_slice(&(hit.value.len() as u32).to_be_bytes());
-    out.extend_from_slice(&hit.value);
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&expires.to_be_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    out.extend_from_slice(value);
 }
 
 /// Unpacks the results of a multi-get reply.

@@ -29,8 +29,8 @@ mod tests;
 
 pub use bulk::{
     BULK_ENTRY_HEADER, BulkEntry, BulkError, MULTI_GET_HIT_HEADER, MultiGetHit, SlaveCounts,
-    decode_arc, decode_arcs, encode_arc, encode_arcs, pack_keys, pack_result, unpack_bulk,
-    unpack_keys, unpack_results,
+    decode_arc, decode_arcs, encode_arc, encode_arcs, pack_hit, pack_keys, pack_result,
+    unpack_bulk, unpack_keys, unpack_results,
 };
 pub use error::WireError;
 pub use frame::{

@@ -63,16 +63,23 @@ impl Membership {
     pub fn route(&self, key: &[u8]) -> Result<Route, RouteError> {
         let state = self.lock();
         state.not_serving()?;
-        let placement = state
-            .ring
-            .placement_of_key(key)
-            .ok_or(RouteError::NoSlaves)?;
-        let handle = |id: SlaveId| state.slaves.get(&id).map(|info| Arc::clone(&info.handle));
-        Ok(Route {
-            primary: handle(placement.primary).ok_or(RouteError::NoSlaves)?,
-            replica: placement.replica.and_then(handle),
-            recovering: state.moving > 0,
-        })
+        route_in(&state, key)
+    }
+
+    /// [`Membership::route`] for each of `keys`, under one lock (a multi-get's keys).
+    ///
+    /// # Errors
+    /// As [`Membership::route`], for all the keys at once.
+    pub fn route_many<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Result<Route, RouteError>>, RouteError> {
+        let state = self.lock();
+        state.not_serving()?;
+        Ok(keys
+            .iter()
+            .map(|key| route_in(&state, key.as_ref()))
+            .collect())
     }
 
     /// Every (slave, table) a write of `key` must reach: the key's primary (`own`) and
@@ -252,4 +259,18 @@ impl Membership {
             .map(|(&id, info)| (id, Arc::clone(&info.handle)))
             .collect()
     }
+}
+
+/// Where `key` goes in `state` (which serves).
+fn route_in(state: &super::State, key: &[u8]) -> Result<Route, RouteError> {
+    let placement = state
+        .ring
+        .placement_of_key(key)
+        .ok_or(RouteError::NoSlaves)?;
+    let handle = |id: SlaveId| state.slaves.get(&id).map(|info| Arc::clone(&info.handle));
+    Ok(Route {
+        primary: handle(placement.primary).ok_or(RouteError::NoSlaves)?,
+        replica: placement.replica.and_then(handle),
+        recovering: state.moving > 0,
+    })
 }

@@ -13,15 +13,24 @@ impl Router {
     /// once. A slave that fails is declared dead and its keys are asked of their replicas.
     /// The outcomes are in the order of `keys`. Not a snapshot: each slave answers for its
     /// keys at its own moment.
-    pub fn get_many(&self, keys: &[Vec<u8>]) -> Vec<Outcome> {
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Outcome> {
         self.counters
             .cmd_get
             .fetch_add(keys.len() as u64, Ordering::Relaxed);
         let mut outcomes = vec![Outcome::NotFound; keys.len()];
         // Per primary: its handle, the replica of each key, and the keys' positions.
         let mut groups: HashMap<SlaveId, Batch> = HashMap::new();
-        for (index, key) in keys.iter().enumerate() {
-            match self.route(key) {
+        let routes = match self.membership.route_many(keys) {
+            Ok(routes) => routes,
+            Err(why) => {
+                let failure = Failure::Unavailable(why.to_string());
+                return vec![failure.into(); keys.len()];
+            }
+        };
+        for (index, (key, route)) in keys.iter().zip(routes).enumerate() {
+            let route = check_key(key.as_ref())
+                .and(route.map_err(|why| Failure::Unavailable(why.to_string())));
+            match route {
                 Ok(route) => {
                     let batch = groups.entry(route.primary.id).or_insert_with(|| Batch {
                         slave: Arc::clone(&route.primary),
@@ -52,7 +61,7 @@ impl Router {
                 Ok(reply) if self.fill(&reply, &items, &mut outcomes) => {}
                 Ok(reply) if reply.status == Status::TooLarge => {
                     for &(index, _) in &items {
-                        outcomes[index] = self.get_uncounted(&keys[index]);
+                        outcomes[index] = self.get_uncounted(keys[index].as_ref());
                     }
                 }
                 Ok(reply) => {
@@ -95,7 +104,7 @@ impl Router {
                 Ok(reply) if self.fill(&reply, &items, &mut outcomes) => {}
                 Ok(_) => {
                     for &(index, _) in &items {
-                        outcomes[index] = self.get_uncounted(&keys[index]);
+                        outcomes[index] = self.get_uncounted(keys[index].as_ref());
                     }
                 }
                 Err(e) => {
@@ -163,8 +172,12 @@ pub(super) struct Batch {
 pub(super) type BatchItem = (usize, Option<Arc<SlaveHandle>>);
 
 /// A `SlaveMultiGet` of the keys at `items`' positions.
-pub(super) fn multi_get_frame(keys: &[Vec<u8>], items: &[BatchItem], table: TableSel) -> Frame {
-    let chosen: Vec<&[u8]> = items.iter().map(|&(i, _)| keys[i].as_slice()).collect();
+pub(super) fn multi_get_frame<K: AsRef<[u8]>>(
+    keys: &[K],
+    items: &[BatchItem],
+    table: TableSel,
+) -> Frame {
+    let chosen: Vec<&[u8]> = items.iter().map(|&(i, _)| keys[i].as_ref()).collect();
     let mut frame = Frame::request(
         Opcode::SlaveMultiGet,
         0,

@@ -40,6 +40,12 @@ fn write_value_is_byte_exact_with_and_without_cas() {
     out.clear();
     write_value(&mut out, b"key", 0, b"", Some(12345));
     assert_eq!(out, b"VALUE key 0 0 12345\r\n\r\n");
+    out.clear();
+    write_value(&mut out, b"x", u32::MAX, &[b'v'; 10], Some(u64::MAX));
+    assert_eq!(
+        out,
+        b"VALUE x 4294967295 10 18446744073709551615\r\nvvvvvvvvvv\r\n"
+    );
 }
 
 #[test]
