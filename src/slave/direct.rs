@@ -425,26 +425,9 @@ impl Direct {
         Ok((held, ours))
     }
 
-    /// A direct `Get`, `Put` or `Delete` from a client (arg = the client's view epoch),
-    /// served to the end (a write waits for its replica here).
-    pub fn serve(&self, node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Frame {
-        if frame.opcode == Opcode::Get {
-            return self.get(node, &frame);
-        }
-        match self.begin_write(node, frame, forwarder) {
-            Some(reply) => reply,
-            None => {
-                forwarder.settle(node);
-                forwarder
-                    .answered
-                    .pop_back()
-                    .unwrap_or_else(|| lost_reply(Opcode::Put, "a direct write"))
-            }
-        }
-    }
-
-    /// A direct `Get`.
-    fn get(&self, node: &Node, frame: &Frame) -> Frame {
+    /// A direct `Get` (arg = the client's view epoch). Direct writes are begun with
+    /// [`Direct::begin_write`] and answered once their replica has ([`Forwarder`]).
+    pub fn get(&self, node: &Node, frame: &Frame) -> Frame {
         if frame.key.is_empty() {
             return frame.error_reply(Status::Invalid, "empty key");
         }
@@ -556,13 +539,6 @@ impl Direct {
             _admission: admission,
         });
         None
-    }
-
-    /// `Forward`: a primary passes a direct write on to us, its key's replica.
-    pub fn serve_forward(&self, node: &Node, frame: Frame) -> Frame {
-        self.serve_forwards(node, vec![frame])
-            .pop()
-            .unwrap_or_else(|| lost_reply(Opcode::Forward, "a forward"))
     }
 
     /// `Forward`s that arrived together on one connection: checked under one hold of the

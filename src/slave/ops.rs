@@ -28,14 +28,19 @@ fn table_of(frame: &Frame) -> Option<Table> {
     }
 }
 
-/// Serves one slave operation against the store, or a direct request (`forwarder` is the
-/// connection's link to our successor): dispatches to one function per group.
-pub fn serve_frame(node: &Node, frame: Frame, forwarder: &mut Forwarder) -> Frame {
+/// Serves one slave operation against the store, or a direct read: dispatches to one
+/// function per group. Direct writes and `Forward`s are not served here but by the
+/// connection's [`Batch`], which pipelines them.
+pub fn serve_frame(node: &Node, frame: Frame) -> Frame {
     match frame.opcode {
         Opcode::Ping => frame.reply(Status::Ok),
         Opcode::SlaveStats => counts(&node.data, &frame),
-        Opcode::Get | Opcode::Put | Opcode::Delete => node.direct.serve(node, frame, forwarder),
-        Opcode::Forward => node.direct.serve_forward(node, frame),
+        Opcode::Get => node.direct.get(node, &frame),
+        // Never reaches here from a connection (its batch takes these first).
+        Opcode::Put | Opcode::Delete | Opcode::Forward => frame.error_reply(
+            Status::ServerError,
+            "direct writes and forwards are served by their connection's batch",
+        ),
         Opcode::SetView => node.direct.set_view(node, &frame),
         Opcode::Status
         | Opcode::Register
@@ -505,7 +510,7 @@ impl Batch {
             Opcode::Get => {}
             _ => self.forwarder.settle(node),
         }
-        SlaveSlot::Answered(serve_frame(node, frame, &mut self.forwarder))
+        SlaveSlot::Answered(serve_frame(node, frame))
     }
 
     /// The reply of a request begun with [`Batch::begin`], in order. Direct writes under
