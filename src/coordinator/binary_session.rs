@@ -177,14 +177,12 @@ impl Coordinator {
         let mut reply = frame.reply(Status::Ok);
         for outcome in self.router.get_many(&keys) {
             match outcome {
-                Outcome::Found(found) => wire::pack_result(
+                Outcome::Found(found) => wire::pack_hit(
                     &mut reply.value,
-                    Some(&wire::MultiGetHit {
-                        version: found.version,
-                        flags: found.flags,
-                        expires: found.expires,
-                        value: found.value,
-                    }),
+                    found.version,
+                    found.flags,
+                    found.expires,
+                    &found.value,
                 ),
                 Outcome::NotFound => wire::pack_result(&mut reply.value, None),
                 other => {
