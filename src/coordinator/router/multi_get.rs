@@ -23,8 +23,15 @@ impl Router {
         let routes = match self.membership.route_many(keys) {
             Ok(routes) => routes,
             Err(why) => {
+                // As for one key: a bad key is told so first.
                 let failure = Failure::Unavailable(why.to_string());
-                return vec![failure.into(); keys.len()];
+                return keys
+                    .iter()
+                    .map(|key| match check_key(key.as_ref()) {
+                        Err(bad) => bad.into(),
+                        Ok(()) => failure.clone().into(),
+                    })
+                    .collect();
             }
         };
         for (index, (key, route)) in keys.iter().zip(routes).enumerate() {
