@@ -9,6 +9,10 @@
 # Environment: CONNS (default 128), RATIOS (get ratios, default "0.9 0"), DIRECT (flags
 # for the Piazza rows, default --direct; DIRECT= for the coordinator), ONE=1 for the
 # one-connection workloads instead (pipelined sets, 100-key gets; text and binary).
+#
+# After the rows, a summary: per target and workload, the median over the rounds of its
+# keys/s and of its p99.9, each divided by memcached's in the same round. On a noisy host
+# the rounds scatter; the medians are the figures to compare.
 set -euo pipefail
 a_dir=$(cd "$1" && pwd)
 b_dir=$(cd "$2" && pwd)
@@ -39,7 +43,7 @@ row() { # row LABEL ADDR PROTOCOL FLAGS...
   printf '| %s | %s | %.0f | %.0f | %s | %s | %s | %s | %s |\n' "$label" "$*" \
     "$(field ops_per_sec "$line")" "$(field keys_per_sec "$line")" "$(field p50_us "$line")" \
     "$(field p99_us "$line")" "$(field p999_us "$line")" "$(field max_us "$line")" \
-    "$(field errors "$line")"
+    "$(field errors "$line")" | tee -a "$work/rows"
 }
 echo "| target | flags | requests/s | keys/s | p50 us | p99 us | p99.9 us | max us | errors |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -66,4 +70,26 @@ for _ in $(seq "$rounds"); do
     done
   fi
 done
+summary() { # the medians of the rows in $work/rows (see the top of this file)
+  # Each memcached row closes a workload's group in its round: the rows before it are
+  # divided by it. Output: label, workload (memcached's flags), keys ratio, p99.9 ratio.
+  awk -F'|' '
+    function trim(s) { gsub(/^ +| +$/, "", s); return s }
+    { label = trim($2); keys = trim($5) + 0; p999 = trim($8) + 0
+      if (label == "memcached") {
+        for (i = 1; i <= n; i++)
+          printf "%s|%s|%.3f|%.2f\n", names[i], trim($3), bk[i] / (keys ? keys : 1), bp[i] / (p999 ? p999 : 1)
+        n = 0
+      } else { n++; names[n] = label; bk[n] = keys; bp[n] = p999 } }' "$work/rows" >"$work/ratios"
+  median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.2f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+  echo
+  echo "| target | workload (memcached's flags) | rounds | keys/s ÷ memcached (median) | p99.9 ÷ memcached (median) |"
+  echo "| --- | --- | --- | --- | --- |"
+  cut -d'|' -f1,2 "$work/ratios" | awk '!seen[$0]++' | while IFS='|' read -r label workload; do
+    awk -F'|' -v l="$label" -v w="$workload" '$1 == l && $2 == w' "$work/ratios" >"$work/one"
+    printf '| %s | %s | %s | %s× | %s× |\n' "$label" "$workload" "$(wc -l <"$work/one")" \
+      "$(cut -d'|' -f3 "$work/one" | median)" "$(cut -d'|' -f4 "$work/one" | median)"
+  done
+}
+summary
 print_load
