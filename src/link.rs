@@ -744,7 +744,7 @@ impl SlaveHandle {
         result
     }
 
-    /// Closes every link and joins their reader threads.
+    /// Closes every link (callers reading one stop; its requests fail).
     pub fn close(&self) {
         for slot in &self.slots {
             let link = lock(slot).take();
