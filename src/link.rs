@@ -277,46 +277,37 @@ impl Shared {
     /// fails. The caller clears `leading` afterwards.
     fn lead(&self, request_id: u32, deadline: Instant) {
         let mut reader = lock(&self.reader);
-        loop {
-            let frame = match reader.buffered() {
-                Ok(Some(frame)) => frame,
+        let why = loop {
+            match reader.buffered() {
+                Ok(Some(frame)) => {
+                    let mine = frame.request_id == request_id;
+                    lock(&self.inbox).deliver(frame, &self.peer);
+                    if mine {
+                        return;
+                    }
+                }
                 Ok(None) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return;
                     }
                     match reader.fill(Some(left)) {
-                        Ok(()) => {
-                            self.mark_read();
-                            continue;
-                        }
-                        Err(e) if timed_out(&e) => continue,
-                        Err(e) => {
-                            drop(reader);
-                            debug!("link to {} ended: {e}", self.peer);
-                            self.fail_all(&e.to_string());
-                            return;
-                        }
+                        Ok(()) => self.mark_read(),
+                        Err(e) if timed_out(&e) => {}
+                        Err(e) => break e,
                     }
                 }
-                Err(e) => {
-                    drop(reader);
-                    debug!("link to {} ended: {e}", self.peer);
-                    self.fail_all(&e.to_string());
-                    return;
-                }
-            };
-            let mine = frame.request_id == request_id;
-            lock(&self.inbox).deliver(frame, &self.peer);
-            if mine {
-                return;
+                Err(e) => break e,
             }
-        }
+        };
+        drop(reader);
+        self.ended(&why);
     }
 
     /// Before a request on a quiet link: reads what the slave sent meanwhile without
-    /// blocking, and breaks the link if the slave closed it. Called with the writer lock
-    /// held (the socket is non-blocking for a moment) and nobody reading.
+    /// blocking (replies left behind by requests that timed out: dropped), and breaks the
+    /// link if the slave closed it. Called with the writer lock held (the socket is
+    /// non-blocking for a moment) and nobody reading.
     fn check_quiet(&self) {
         let Ok(mut reader) = self.reader.try_lock() else {
             return;
@@ -324,32 +315,31 @@ impl Shared {
         if reader.stream.set_nonblocking(true).is_err() {
             return;
         }
-        let ended = loop {
-            match reader.fill(None) {
-                Ok(()) => {}
-                Err(e) if timed_out(&e) => break None,
+        let why = loop {
+            match reader.buffered() {
+                Ok(Some(frame)) => lock(&self.inbox).deliver(frame, &self.peer),
+                Ok(None) => match reader.fill(None) {
+                    Ok(()) => {}
+                    Err(e) if timed_out(&e) => break None,
+                    Err(e) => break Some(e),
+                },
                 Err(e) => break Some(e),
-            }
-            // Replies left behind by requests that timed out: dropped.
-            loop {
-                match reader.buffered() {
-                    Ok(Some(frame)) => lock(&self.inbox).deliver(frame, &self.peer),
-                    Ok(None) => break,
-                    Err(_) => break,
-                }
             }
         };
         let restored = reader.stream.set_nonblocking(false);
         drop(reader);
         self.mark_read();
-        match (ended, restored) {
-            (Some(e), _) => {
-                debug!("link to {} ended while quiet: {e}", self.peer);
-                self.fail_all(&e.to_string());
-            }
-            (None, Err(e)) => self.fail_all(&e.to_string()),
+        match (why, restored) {
+            (Some(why), _) => self.ended(&why),
+            (None, Err(e)) => self.ended(&e),
             (None, Ok(())) => {}
         }
+    }
+
+    /// The connection failed (or the slave closed it): every request on it fails.
+    fn ended(&self, why: &dyn fmt::Display) {
+        debug!("link to {} ended: {why}", self.peer);
+        self.fail_all(&why.to_string());
     }
 }
 
