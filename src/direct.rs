@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::client::{Client, ClientError, Value, ops};
 use crate::ring::SlaveId;
 use crate::view::View;
-use crate::wire::{Frame, Opcode, Status};
+use crate::wire::{Frame, Opcode, REMOVED_HERE, Status};
 
 /// How often an unstable view is fetched again.
 pub const REFRESH_EVERY: Duration = Duration::from_millis(100);
@@ -96,6 +96,25 @@ impl DirectOp<'_> {
                 .map(|reply| DirectReply::Deleted(reply.status == Status::Ok)),
         }
     }
+}
+
+/// Whether a slave's answer to a direct request says that it was a delete that removed
+/// a live value on the primary before the primary refused it or its replica failed
+/// ([`REMOVED_HERE`]).
+fn removed_here(request: &Frame, reply: &Frame) -> bool {
+    request.opcode == Opcode::Delete
+        && matches!(reply.status, Status::Redirect | Status::Unavailable)
+        && reply.flags & REMOVED_HERE != 0
+}
+
+/// The answer to a request sent again after a slave refused it: for a delete that had
+/// already removed the key's live value (`removed`), `NOT_FOUND` means the key is gone
+/// because of it, so the delete is reported done.
+fn settled(mut reply: Frame, removed: bool) -> Frame {
+    if removed && reply.status == Status::NotFound {
+        reply.status = Status::Ok;
+    }
+    reply
 }
 
 /// What a request of a batch did.
@@ -230,6 +249,7 @@ impl DirectClient {
     /// through the coordinator. The reply is whatever answered last.
     fn route(&mut self, mut request: Frame) -> Result<Frame, ClientError> {
         let mut force = false;
+        let mut removed = false;
         for _ in 0..2 {
             self.refresh_if_due(force);
             if !self.view.stable {
@@ -252,6 +272,7 @@ impl DirectClient {
                 self.fetched = None;
                 break;
             };
+            removed |= removed_here(&request, &reply);
             match reply.status {
                 Status::Redirect => {
                     self.stats.redirects += 1;
@@ -264,13 +285,14 @@ impl DirectClient {
                 }
                 _ => {
                     self.stats.direct += 1;
-                    return Ok(reply);
+                    return Ok(settled(reply, removed));
                 }
             }
         }
         self.stats.via_coordinator += 1;
         request.arg = 0;
-        self.coordinator.call(request)
+        let reply = self.coordinator.call(request)?;
+        Ok(settled(reply, removed))
     }
 
     /// Reads a key. `Ok(None)` when it is not there.
@@ -423,7 +445,9 @@ impl DirectClient {
         // The direct replies, in order; `None` where the request must go through the
         // coordinator.
         let mut replies: Vec<Option<Frame>> = Vec::with_capacity(batch.len());
-        for sent in &sent {
+        // Deletes that removed a live value on a primary that then refused them.
+        let mut removed = vec![false; batch.len()];
+        for (index, sent) in sent.iter().enumerate() {
             let Some((id, request_id)) = *sent else {
                 replies.push(None);
                 continue;
@@ -442,6 +466,7 @@ impl DirectClient {
                     continue;
                 }
             };
+            removed[index] = removed_here(&frames[index], &reply);
             replies.push(match reply.status {
                 Status::Redirect => {
                     self.stats.redirects += 1;
@@ -475,7 +500,8 @@ impl DirectClient {
                 Some(reply) => Ok(reply),
                 None => from_coordinator
                     .remove(&index)
-                    .unwrap_or(Err(ClientError::Closed)),
+                    .unwrap_or(Err(ClientError::Closed))
+                    .map(|reply| settled(reply, removed[index])),
             };
             outcomes.push(reply.and_then(|reply| op.outcome(reply)));
         }

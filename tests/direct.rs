@@ -573,3 +573,63 @@ fn a_batch_of_forwards_is_judged_forward_by_forward() {
         assert_eq!((reply.arg, reply.flags), (1 << 60, 7));
     }
 }
+
+/// A direct delete that the primary applied but whose replica then did not answer goes
+/// on to the coordinator, which finds the key already gone from the primary: the client
+/// still reports it deleted (the primary's answer says it removed a live value), for a
+/// request alone and for one in a batch.
+#[test]
+fn a_delete_whose_replica_hangs_still_reports_the_key_deleted() {
+    let cluster = Cluster::start(3);
+    let mut alone = direct_client(&cluster);
+    wait_direct_ready(&mut alone);
+    let mut batched = direct_client(&cluster);
+    let view = alone.view().clone();
+    let replica = view.members[0].clone();
+    let keys: Vec<Vec<u8>> = (0..10_000)
+        .map(|i| format!("hung:{i}").into_bytes())
+        .filter(|key| view.is_replica(replica.id, key))
+        .take(2)
+        .collect();
+    assert_eq!(keys.len(), 2, "keys whose replica is slave {}", replica.id);
+    for key in &keys {
+        alone.put(key, b"there").unwrap();
+    }
+    let stopped = cluster
+        .slaves
+        .iter()
+        .position(|slave| slave.addr == replica.addr)
+        .unwrap();
+    let before = alone.stats().via_coordinator;
+    cluster.slaves[stopped].proc.signal("STOP");
+    let first = keys[0].clone();
+    let deleted_alone = std::thread::spawn(move || (alone.delete(&first), alone.stats()));
+    let deleted_in_batch = batched.execute(&[DirectOp::Delete(&keys[1])]);
+    let (deleted_alone, stats) = deleted_alone.join().unwrap();
+    cluster.slaves[stopped].proc.signal("CONT");
+    assert!(
+        matches!(deleted_alone, Ok(true)),
+        "alone: {deleted_alone:?}"
+    );
+    assert!(
+        matches!(
+            deleted_in_batch.as_slice(),
+            [Ok(DirectReply::Deleted(true))]
+        ),
+        "in a batch: {deleted_in_batch:?}"
+    );
+    assert_eq!(
+        stats.via_coordinator,
+        before + 1,
+        "the delete went on to the coordinator"
+    );
+    let mut plain = cluster.client();
+    for key in &keys {
+        assert_eq!(
+            plain.get(key).unwrap(),
+            None,
+            "{}",
+            String::from_utf8_lossy(key)
+        );
+    }
+}

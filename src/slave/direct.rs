@@ -42,7 +42,7 @@ use crate::ring::SlaveId;
 use crate::store::{Applied, Entry, Table, Version};
 use crate::view::View;
 use crate::wal::WalError;
-use crate::wire::{FORWARD_PREFIX, Frame, Opcode, Status, TableSel};
+use crate::wire::{FORWARD_PREFIX, Frame, Opcode, REMOVED_HERE, Status, TableSel};
 
 /// How long a primary waits for its replica to apply a forwarded write.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -215,34 +215,35 @@ impl Forwarded {
     /// The reply to the client, once the replica answered (or failed).
     fn reply(self, node: &Node, answer: Result<Frame, LinkError>) -> Frame {
         let frame = &self.frame;
-        let mut live = false;
-        match answer {
+        let mut refused = match answer {
             Ok(reply) if matches!(reply.status, Status::Ok | Status::NotFound) => {
-                live |= reply.status == Status::Ok;
+                let live = reply.status == Status::Ok;
+                return local_reply(node, frame, self.put, self.version, self.local, live);
             }
             Ok(reply) if reply.status == Status::Redirect => {
                 let why = format!("replica: {}", reply.value_text());
-                return Refusal(reply.arg, why).reply(frame);
+                Refusal(reply.arg, why).reply(frame)
             }
-            Ok(reply) => {
-                return frame.error_reply(
-                    Status::Unavailable,
-                    &format!(
-                        "replica slave {} answered {}: {}",
-                        self.replica,
-                        reply.status.name(),
-                        reply.value_text()
-                    ),
-                );
-            }
-            Err(e) => {
-                return frame.error_reply(
-                    Status::Unavailable,
-                    &format!("replica slave {} at {}: {e}", self.replica, self.addr),
-                );
-            }
+            Ok(reply) => frame.error_reply(
+                Status::Unavailable,
+                &format!(
+                    "replica slave {} answered {}: {}",
+                    self.replica,
+                    reply.status.name(),
+                    reply.value_text()
+                ),
+            ),
+            Err(e) => frame.error_reply(
+                Status::Unavailable,
+                &format!("replica slave {} at {}: {e}", self.replica, self.addr),
+            ),
+        };
+        // The client retries elsewhere and may find the key gone: say that this delete
+        // is what removed it.
+        if !self.put && matches!(self.local, Ok(Applied::Applied { was_live: true })) {
+            refused.flags |= REMOVED_HERE;
         }
-        local_reply(node, frame, self.put, self.version, self.local, live)
+        refused
     }
 }
 

@@ -97,6 +97,12 @@ impl WireLimits {
 /// Bytes in front of the value of a `Forward` frame: the epoch (u64) and the kind (u8).
 pub const FORWARD_PREFIX: usize = 9;
 
+/// Flags bit of a slave's `REDIRECT` or `UNAVAILABLE` answer to a direct `DELETE`: the
+/// delete was applied to the primary's `own` table and removed a live value there before
+/// the replica refused or failed. A client that then gets `NOT_FOUND` from its retry
+/// reports the key deleted (protocol.md, "Direct routing").
+pub const REMOVED_HERE: u32 = 1;
+
 /// One message: a request or a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {

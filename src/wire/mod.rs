@@ -36,8 +36,8 @@ pub use error::WireError;
 pub use frame::{
     DEFAULT_MAX_KEY, DEFAULT_MAX_VALUE, FORWARD_PREFIX, Frame, FrameHead, HEADER_LEN, Header,
     MAGIC, MAX_BULK_VALUE, OFF_ARG, OFF_CRC, OFF_FLAGS, OFF_KEY_LEN, OFF_MAGIC, OFF_OPCODE,
-    OFF_REQUEST_ID, OFF_RESERVED, OFF_STATUS, OFF_TABLE, OFF_VALUE_LEN, OFF_VERSION, VERSION,
-    WireLimits, body_len, decode, frame_crc, holds_whole_frame, read_frame,
+    OFF_REQUEST_ID, OFF_RESERVED, OFF_STATUS, OFF_TABLE, OFF_VALUE_LEN, OFF_VERSION, REMOVED_HERE,
+    VERSION, WireLimits, body_len, decode, frame_crc, holds_whole_frame, read_frame,
 };
 pub use heartbeat::{HEARTBEAT_LEN, Heartbeat, HeartbeatKind};
 pub(crate) use opcode::byte_enum;
