@@ -6,9 +6,9 @@
 #                       and removes $work
 #   free_port           prints a loopback port nothing listens on
 #   wait_port PORT      waits (at most 5 s) until 127.0.0.1:PORT accepts connections
-#   start_cluster DIR   starts a local piazza-cluster (3 slaves, one process) on loopback
-#                       with its data in DIR; sets $piazza (coordinator address) and
-#                       $piazza_pid
+#   start_cluster DIR [ARGS...]  starts a local piazza-cluster (3 slaves, one process) on
+#                       loopback with its data in DIR (extra ARGS, e.g. --slaves 1, are
+#                       passed on); sets $piazza (coordinator address) and $piazza_pid
 #   start_memcached [ARGS...]  starts memcached -t 2 on a free loopback port (extra
 #                       ARGS, e.g. -m 4096, are passed on); sets $memcached (address)
 #                       and $memcached_pid
@@ -59,9 +59,10 @@ wait_port() {
 
 start_cluster() {
   local dir=$1
+  shift
   mkdir -p "$dir"
   "$bin/piazza-cluster" --listen 127.0.0.1:0 --heartbeat 127.0.0.1:0 --slave-port 0 \
-    --data-dir "$dir" --log-level warn >"$dir.out" 2>"$dir.err" &
+    --data-dir "$dir" --log-level warn "$@" >"$dir.out" 2>"$dir.err" &
   # shellcheck disable=SC2034
   piazza_pid=$!
   for _ in $(seq 100); do grep -q '^piazza cluster' "$dir.out" 2>/dev/null && break; sleep 0.1; done
