@@ -9,16 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-need_memcached
 ratio=${1:-0}
 secs=${2:-4}
-bench_setup
-start_cluster "$work/one" --slaves 1
-one=$piazza
-one_pid=$piazza_pid
-start_cluster "$work/piazza"
-start_memcached -m 1024
-preload 10000 "piazza memcache $piazza" "one memcache $one" "memcached memcache $memcached"
+start_one_and_three
 print_machine
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)

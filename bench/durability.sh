@@ -49,7 +49,7 @@ serving() { "$bin/piazza-client" --coordinator "$addr" get probe >/dev/null 2>&1
 declare -a slave_addr
 start_all 127.0.0.1:0
 until [ "$("$bin/piazza-client" --coordinator "$addr" status 2>/dev/null | grep -c ' alive ')" -eq 3 ]; do sleep 0.1; done
-for i in 1 2 3; do slave_addr[$i]=$(sed -n 's/^listening on //p' "$work/s$i.err"); done
+for i in 1 2 3; do slave_addr[i]=$(sed -n 's/^listening on //p' "$work/s$i.err"); done
 "$bin/piazza-bench" --coordinator "$addr" --keys "$keys" --connections 16 --ops 1 --preload >/dev/null
 pkill -9 -f "$work" || true
 sleep 0.5

@@ -20,6 +20,9 @@
 #                       memcached -m 1024, print_machine and a blank line; sets
 #                       $targets: piazza-binary, piazza-text and memcached, each a
 #                       "name protocol address" line
+#   start_one_and_three  need_memcached, bench_setup, then a 1-slave piazza-cluster
+#                       (sets $one and $one_pid), a 3-slave one ($piazza, $piazza_pid) and
+#                       memcached -m 1024, with 10,000 keys preloaded on each
 #   preload KEYS TARGET...  stores KEYS keys (0..KEYS-1) on each TARGET, a
 #                       "name protocol address" line, before the measured runs
 # Every variable set here is read by the scripts that source this file.
@@ -120,4 +123,15 @@ start_piazza_and_memcached() {
   print_machine
   echo
   targets=("piazza-binary binary $piazza" "piazza-text memcache $piazza" "memcached memcache $memcached")
+}
+
+start_one_and_three() {
+  need_memcached
+  bench_setup
+  start_cluster "$work/one" --slaves 1
+  one=$piazza
+  one_pid=$piazza_pid
+  start_cluster "$work/piazza"
+  start_memcached -m 1024
+  preload 10000 "piazza memcache $piazza" "one memcache $one" "memcached memcache $memcached"
 }

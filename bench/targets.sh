@@ -18,15 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-need_memcached
 rounds=${1:-5}
 secs=${2:-3}
-bench_setup
-start_cluster "$work/one" --slaves 1
-one=$piazza
-start_cluster "$work/piazza"
-start_memcached -m 1024
-preload 10000 "piazza memcache $piazza" "one memcache $one" "memcached memcache $memcached"
+start_one_and_three
 print_machine
 echo
 echo "| round | workload | target | keys/s | p50 us | p99.9 us | max us | errors |"
