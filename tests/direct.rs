@@ -10,6 +10,7 @@ use common::{Cluster, DEADLINE, Expected, Writers, direct_client, wait_direct_re
 use piazza::Client;
 use piazza::client::ClientError;
 use piazza::direct::{DirectOp, DirectReply};
+use piazza::ring::SlaveId;
 use piazza::view::View;
 use piazza::wire::{Frame, Opcode, Status, TableSel};
 
@@ -516,6 +517,17 @@ fn many_clients_share_each_slaves_links_to_its_replicas() {
     cluster.assert_two_copies(&expected);
 }
 
+/// Two keys (`PREFIX:i`) whose replica in `view` is slave `id`.
+fn two_keys_replicated_by(view: &View, id: SlaveId, prefix: &str) -> Vec<Vec<u8>> {
+    let keys: Vec<Vec<u8>> = (0..10_000)
+        .map(|i| format!("{prefix}:{i}").into_bytes())
+        .filter(|key| view.is_replica(id, key))
+        .take(2)
+        .collect();
+    assert_eq!(keys.len(), 2, "keys whose replica is slave {id}");
+    keys
+}
+
 /// FORWARDs that reach a replica together are applied as one batch, each judged on its
 /// own: in one write, two good ones, a malformed one and one for another view get OK,
 /// INVALID, REDIRECT and OK, in order, and the good ones land in the replica's
@@ -527,12 +539,7 @@ fn a_batch_of_forwards_is_judged_forward_by_forward() {
     wait_direct_ready(&mut client);
     let view = client.view().clone();
     let replica = view.members[0].clone();
-    let keys: Vec<Vec<u8>> = (0..10_000)
-        .map(|i| format!("batched:{i}").into_bytes())
-        .filter(|key| view.is_replica(replica.id, key))
-        .take(2)
-        .collect();
-    assert_eq!(keys.len(), 2, "keys whose replica is slave {}", replica.id);
+    let keys = two_keys_replicated_by(&view, replica.id, "batched");
     let forward = |key: &[u8], epoch: u64, value: &[u8]| {
         let mut body = epoch.to_be_bytes().to_vec();
         body.push(1);
@@ -586,12 +593,7 @@ fn a_delete_whose_replica_hangs_still_reports_the_key_deleted() {
     let mut batched = direct_client(&cluster);
     let view = alone.view().clone();
     let replica = view.members[0].clone();
-    let keys: Vec<Vec<u8>> = (0..10_000)
-        .map(|i| format!("hung:{i}").into_bytes())
-        .filter(|key| view.is_replica(replica.id, key))
-        .take(2)
-        .collect();
-    assert_eq!(keys.len(), 2, "keys whose replica is slave {}", replica.id);
+    let keys = two_keys_replicated_by(&view, replica.id, "hung");
     for key in &keys {
         alone.put(key, b"there").unwrap();
     }
