@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Cluster, Expected, Proc, TempDir, bin, wait_ok};
+use common::{Cluster, DEADLINE, Expected, Proc, TempDir, bin, wait_ok, wait_until};
 use piazza::Client;
 
 #[test]
@@ -80,6 +80,39 @@ fn a_restarted_coordinator_keeps_the_ring_and_never_reuses_a_version() {
         assert_eq!(client.get(key).unwrap().map(|v| v.value), *value);
     }
     cluster.assert_two_copies(&expected);
+}
+
+/// A coordinator killed in the middle of a move (here a leave: the saved ring no longer
+/// has the leaving slave, and none of its copies are made yet, because a slave the move
+/// needs is paused) takes the move up again after its restart from where the data is,
+/// not from the saved ring: every key ends with its two copies and no stray ones, and
+/// nothing is lost when one more slave then dies.
+#[test]
+fn a_coordinator_killed_in_the_middle_of_a_move_finishes_it_after_its_restart() {
+    let mut cluster = Cluster::start_flags(3, &["--failure-timeout-ms", "3000"], &[]);
+    cluster.wait_serving(3);
+    let expected = cluster.load("moving", 1500);
+    cluster.assert_two_copies(&expected);
+    // The move blocks on slave 1 (its fence), so it cannot finish before the kill.
+    cluster.slaves[1].proc.signal("STOP");
+    cluster.slaves[0].proc.signal("INT");
+    wait_until(DEADLINE, "the coordinator to start the leave", || {
+        cluster.coordinator.stderr_text().contains("is leaving")
+    });
+    cluster.coordinator.kill();
+    cluster.slaves[0].proc.kill();
+    cluster.slaves[1].proc.signal("CONT");
+    cluster.restart_coordinator();
+    cluster.wait_serving(2);
+    cluster.wait_settled();
+    cluster.assert_reads(&expected);
+    cluster.assert_two_copies(&expected);
+    // Both copies are real: one more death leaves every key on the last slave.
+    let second = cluster.slaves[1].addr.clone();
+    cluster.slaves[1].proc.kill();
+    cluster.wait_state(&second, "dead");
+    cluster.wait_settled();
+    cluster.assert_reads(&expected);
 }
 
 #[test]

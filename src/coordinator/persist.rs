@@ -15,10 +15,20 @@
 //! collected 28728234736000000
 //! slave 1 127.0.0.1:7410 on 0-511,1000
 //! slave 2 127.0.0.1:7411 off -
+//! held 1 2 0-511,1000
+//! held 2 1 512-999,1001-1023
 //! ```
 //!
 //! (slots as ranges of slot numbers, `-` for none; version 1 files, from before slots,
 //! held one token per slave and are refused with a message).
+//!
+//! `held PRIMARY REPLICA SLOTS` lines say where the data of those slots is (its primary
+//! and replica, `-` for none) as of the last data move that **finished**: copies made,
+//! tables sorted, old copies dropped. The `slave` lines say where the ring routes, which
+//! changes before a move starts (a slave declared dead is off the ring at once). A
+//! coordinator restarted in the middle of a move finds the data where the `held` lines
+//! say and takes the move up from there; without `held` lines (a file from before them)
+//! it takes the data to be where the ring places it.
 //!
 //! Writes go to `ring.tmp`, which is synced, renamed over `ring`, and the directory
 //! synced: a crash leaves the old file or the new one, never a mix.
@@ -152,6 +162,17 @@ pub struct SavedSlave {
     pub on_ring: bool,
 }
 
+/// Where the data of some slots is, as the file keeps it (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedHolders {
+    /// The slave holding them in `own`.
+    pub primary: SlaveId,
+    /// The slave holding them in `previous`, if any.
+    pub replica: Option<SlaveId>,
+    /// The slots.
+    pub slots: Vec<usize>,
+}
+
 /// What is kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Saved {
@@ -166,6 +187,9 @@ pub struct Saved {
     /// The highest collection horizon ever sent to a slave (0: none; the line is then
     /// left out).
     pub collected: u64,
+    /// Where the data is as of the last finished move (empty: not known, a file from
+    /// before `held` lines, or no move finished yet).
+    pub held: Vec<SavedHolders>,
 }
 
 /// The `ring` file of a data dir.
@@ -374,6 +398,14 @@ pub fn render(saved: &Saved) -> String {
             render_slots(&slave.slots)
         ));
     }
+    for held in &saved.held {
+        text.push_str(&format!(
+            "held {} {} {}\n",
+            held.primary,
+            held.replica.map_or("-".to_string(), |r| r.to_string()),
+            render_slots(&held.slots)
+        ));
+    }
     text
 }
 
@@ -466,6 +498,14 @@ fn parse(text: &str, path: &Path) -> Result<Saved, PersistError> {
                     on_ring: on,
                 });
             }
+            ["held", primary, replica, slots] => saved.held.push(SavedHolders {
+                primary: SlaveId(primary.parse().map_err(|_| bad())?),
+                replica: match *replica {
+                    "-" => None,
+                    id => Some(SlaveId(id.parse().map_err(|_| bad())?)),
+                },
+                slots: parse_slots(slots).ok_or_else(bad)?,
+            }),
             [""] => {}
             _ => return Err(bad()),
         }
@@ -505,8 +545,21 @@ mod tests {
                 at: 7,
             }],
             collected: 0x1234_5678,
+            held: vec![
+                SavedHolders {
+                    primary: SlaveId(1),
+                    replica: Some(SlaveId(2)),
+                    slots: vec![0, 1, 2, 7],
+                },
+                SavedHolders {
+                    primary: SlaveId(2),
+                    replica: None,
+                    slots: vec![1023],
+                },
+            ],
         };
         assert!(render(&saved).contains("\ncollected 305419896\n"));
+        assert!(render(&saved).ends_with("\nheld 1 2 0-2,7\nheld 2 - 1023\n"));
         file.save(&saved).unwrap();
         assert_eq!(file.load().unwrap(), Some(saved));
         fs::write(dir.join("ring"), "piazza-ring 2\nslave x\n").unwrap();
@@ -521,6 +574,17 @@ mod tests {
         assert!(
             matches!(file.load(), Err(PersistError::Damaged { .. })),
             "a backwards range is refused"
+        );
+        fs::write(dir.join("ring"), "piazza-ring 2\nheld 1 x 0-3\n").unwrap();
+        assert!(
+            matches!(file.load(), Err(PersistError::Damaged { .. })),
+            "a replica that is neither an id nor - is refused"
+        );
+        fs::write(dir.join("ring"), "piazza-ring 2\nslave 1 a on 0-3\n").unwrap();
+        assert_eq!(
+            file.load().unwrap().map(|saved| saved.held.len()),
+            Some(0),
+            "a file from before held lines has none"
         );
         fs::write(dir.join("ring"), "piazza-ring 3\n").unwrap();
         assert!(

@@ -61,7 +61,12 @@ const MOVE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Processes events until the sender side is closed.
 pub fn run(membership: &Membership, events: &Receiver<Event>) {
     let mut views = Publisher::default();
-    let mut tidy = Tidy::default();
+    // A restarted coordinator sorts every table once its slaves are back: a move the
+    // restart cut short may have sorted some of them already, so each holder's tables
+    // are read whole (both) and put in order.
+    let mut tidy = Tidy {
+        unfinished: membership.warming().is_some(),
+    };
     // Events that arrived during a back-off, handled next in order.
     let mut early: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     let mut collector = collection::Collector::default();
@@ -594,8 +599,9 @@ impl Plan {
     }
 
     /// Step 3: former holders drop what they no longer hold. A failure leaves an extra
-    /// copy, never a missing one.
-    fn drop_old(&self, mover: &Mover<'_>) {
+    /// copy, never a missing one; false then.
+    fn drop_old(&self, mover: &Mover<'_>) -> bool {
+        let mut all = true;
         for (&id, slots) in &self.drops {
             let arcs = ring::arcs_of_slots(slots);
             for table in [TableSel::Own, TableSel::Previous] {
@@ -605,10 +611,14 @@ impl Plan {
                         mover.what
                     ),
                     Ok(_) => {}
-                    Err(e) => warn!("{}: {e} (an extra copy is left)", mover.what),
+                    Err(e) => {
+                        warn!("{}: {e} (an extra copy is left)", mover.what);
+                        all = false;
+                    }
                 }
             }
         }
+        all
     }
 }
 
@@ -624,7 +634,11 @@ fn finish(mover: &Mover<'_>, plan: &Plan, target: &Ring, tidy: &mut Tidy) -> Res
     if sorted.is_ok() {
         tidy.unfinished = false;
     }
-    plan.drop_old(mover);
+    let dropped = plan.drop_old(mover);
+    // Over: what a restarted coordinator starts from (until now, from before the move).
+    if sorted.is_ok() && dropped {
+        mover.membership.record_finished_move();
+    }
     sorted
 }
 

@@ -183,6 +183,14 @@ struct State {
     future: Option<(Ring, u64)>,
     /// Per slot, who holds its data as of the last completed data move.
     applied: Vec<Holders>,
+    /// Per slot, who holds its data as of the last move that *finished* (copies made,
+    /// tables sorted, old copies dropped): what the `ring` file keeps (`held` lines). A
+    /// move changes `applied` once its copies are made, and this only when it is over,
+    /// so a coordinator restarted in between takes the move up from here.
+    recorded: Vec<Holders>,
+    /// After a restart, until the slaves of the saved ring are back: per slot, (primary,
+    /// replica) of its data as the file says; `None` when the file did not say.
+    restored_held: Option<Vec<(Option<SlaveId>, Option<SlaveId>)>>,
     slaves: HashMap<SlaveId, SlaveInfo>,
     /// The slave being joined, if any.
     joining: Option<SlaveId>,
@@ -240,6 +248,31 @@ impl State {
         }
     }
 
+    /// Once the slaves of a restored ring are back (or given up on): the data is where
+    /// the saved file says, with the sessions the slaves have now (one that is not back
+    /// cannot be a source of copies); from a file that did not say, where the ring
+    /// places it. That is also what is recorded as finished.
+    fn restore_applied(&mut self) {
+        match self.restored_held.take() {
+            Some(held) => {
+                let session = |id: SlaveId| self.slaves.get(&id).map_or(0, |info| info.session);
+                let applied = held
+                    .iter()
+                    .map(|&(primary, replica)| Holders {
+                        primary: primary.map(|id| (id, session(id))),
+                        replica: replica.map(|id| (id, session(id))),
+                    })
+                    .collect();
+                self.applied = applied;
+            }
+            None => {
+                let ring = self.ring.clone();
+                self.set_applied(&ring);
+            }
+        }
+        self.recorded = self.applied.clone();
+    }
+
     /// Records `ring`'s placement, with the current sessions, as where the data is.
     fn set_applied(&mut self, ring: &Ring) {
         let session = |id: SlaveId| self.slaves.get(&id).map_or(0, |info| info.session);
@@ -285,6 +318,8 @@ impl Membership {
                 ring: Ring::new(),
                 future: None,
                 applied: vec![Holders::default(); SLOTS],
+                recorded: vec![Holders::default(); SLOTS],
+                restored_held: None,
                 slaves: HashMap::new(),
                 joining: None,
                 moving: 0,

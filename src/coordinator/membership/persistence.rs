@@ -1,8 +1,9 @@
 //! What [`Membership`] keeps in the `ring` file (see `coordinator::persist`) and who waits
 //! for it: the ring and the slaves ever registered, the version floor, the `flush_all`
-//! markers in force, and the collection horizon.
+//! markers in force, the collection horizon, and where the data was when the last move
+//! finished.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,8 +12,8 @@ use log::info;
 
 use super::Membership;
 use crate::clock::{Reserve, VersionFloor};
-use crate::coordinator::persist::{PersistError, RingFile, Saved, SavedSlave, Saver};
-use crate::ring::{Assignment, Ring, SlaveId};
+use crate::coordinator::persist::{PersistError, RingFile, Saved, SavedHolders, SavedSlave, Saver};
+use crate::ring::{Assignment, Ring, SLOTS, SlaveId};
 use crate::store::FlushMarker;
 
 impl Membership {
@@ -66,6 +67,17 @@ impl Membership {
         state.ring = Ring::restore(&assigned, saved.next_id);
         state.flushes = saved.flushes.clone();
         state.collected = saved.collected;
+        if !saved.held.is_empty() {
+            let mut held = vec![(None, None); SLOTS];
+            for holders in &saved.held {
+                for &slot in &holders.slots {
+                    if let Some(at) = held.get_mut(slot) {
+                        *at = (Some(holders.primary), holders.replica);
+                    }
+                }
+            }
+            state.restored_held = Some(held);
+        }
         if !waiting.is_empty() {
             info!(
                 "restored the ring: waiting up to {} ms for its {} slaves to register again",
@@ -103,6 +115,13 @@ impl Membership {
     //   Closing that would take a wait in `write_targets` until the ring of the current
     //   epoch is on disk.
     //
+    // - Where the data is (`held` lines), not waited for: recorded when a move has
+    //   finished ([`Membership::record_finished_move`]). A file that still has the
+    //   placement from before that move only makes a restarted coordinator copy, sort
+    //   and drop again what is already done (copies merge by version); one that named
+    //   holders before their copies were made would lose keys, and cannot happen, since
+    //   the record is made after the copies.
+    //
     // Waiting threads never do the I/O, and one save serves every ask made before it
     // starts, so a burst of failures costs one save, not one per thread.
 
@@ -133,7 +152,35 @@ impl Membership {
     pub(super) fn snapshot(&self) -> Saved {
         let version_floor = self.floor.to_save();
         let state = self.lock();
+        // Slots grouped by who holds them; while a restored ring is awaited, what the
+        // file said (nothing was moved meanwhile).
+        let mut held: BTreeMap<(SlaveId, Option<SlaveId>), Vec<usize>> = BTreeMap::new();
+        match &state.restored_held {
+            Some(restored) => {
+                for (slot, &(primary, replica)) in restored.iter().enumerate() {
+                    if let Some(primary) = primary {
+                        held.entry((primary, replica)).or_default().push(slot);
+                    }
+                }
+            }
+            None => {
+                for (slot, holders) in state.recorded.iter().enumerate() {
+                    if let Some((primary, _)) = holders.primary {
+                        let replica = holders.replica.map(|(id, _)| id);
+                        held.entry((primary, replica)).or_default().push(slot);
+                    }
+                }
+            }
+        }
         Saved {
+            held: held
+                .into_iter()
+                .map(|((primary, replica), slots)| SavedHolders {
+                    primary,
+                    replica,
+                    slots,
+                })
+                .collect(),
             next_id: state.ring.next_id(),
             version_floor,
             flushes: state.flushes.clone(),

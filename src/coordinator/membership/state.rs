@@ -72,8 +72,7 @@ impl Membership {
                 state.ring.insert_saved(id);
                 if state.warmup.as_ref().is_some_and(|(_, w)| w.is_empty()) {
                     state.warmup = None;
-                    let ring = state.ring.clone();
-                    state.set_applied(&ring);
+                    state.restore_applied();
                     info!("every slave of the restored ring is back: serving");
                 }
             }
@@ -386,6 +385,17 @@ impl Membership {
         self.lock().set_applied(ring);
     }
 
+    /// Records the move that set [`Membership::applied`] last as finished (its tables
+    /// sorted and old copies dropped), and asks for a save: a restarted coordinator
+    /// starts from there.
+    pub fn record_finished_move(&self) {
+        {
+            let mut state = self.lock();
+            state.recorded = state.applied.clone();
+        }
+        self.ask_save();
+    }
+
     /// True if `holder` (a slave with the session it had when it was recorded as a
     /// holder) can still serve as the source of a copy: same session, not dead.
     pub fn is_source(&self, holder: (SlaveId, u64)) -> bool {
@@ -449,9 +459,10 @@ impl Membership {
                 );
                 state.ring.insert_saved(id);
             }
-            // Everyone restored holds the slots it had: that is where the data is.
-            let ring = state.ring.clone();
-            state.set_applied(&ring);
+            // The data is where the file says (a move cut short by the restart is taken
+            // up again from there); the missing are suspected below, so no copy is
+            // taken from them.
+            state.restore_applied();
             missing
         };
         self.epoch_changed.notify_all();

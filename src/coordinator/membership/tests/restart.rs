@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::{join, membership, restarted, saved_with_two_on_the_ring, state_of};
 use crate::coordinator::membership::{Event, RouteError, SlaveState};
-use crate::ring::SlaveId;
+use crate::coordinator::persist::SavedHolders;
+use crate::ring::{SLOTS, SlaveId};
 use crate::store::FlushMarker;
 
 #[test]
@@ -109,6 +110,51 @@ fn a_snapshot_keeps_awaited_slaves_on_the_ring() {
         "ids, addresses, slots, on the ring"
     );
     assert_eq!(again.next_id, saved.next_id);
+}
+
+/// A coordinator that stopped in the middle of a move (slave 3 was taken off the ring,
+/// its copies not yet made) saved where the data still was: after its restart the data
+/// is taken to be there, not where the ring places it, and the file keeps saying so
+/// until a move finishes.
+#[test]
+fn after_a_restart_the_data_is_where_the_file_says_not_where_the_ring_places_it() {
+    let mut saved = saved_with_two_on_the_ring();
+    // Before the move: slave 3 the primary of every slot, slave 1 its replica.
+    saved.held = vec![SavedHolders {
+        primary: SlaveId(3),
+        replica: Some(SlaveId(1)),
+        slots: (0..SLOTS).collect(),
+    }];
+    let (membership, _events) = restarted(&saved, Duration::from_secs(3600));
+    assert_eq!(membership.snapshot().held, saved.held, "kept while awaited");
+    let one = membership.register("127.0.0.1:1");
+    membership.register("127.0.0.1:2");
+    assert_eq!(membership.warming(), None);
+    for holders in membership.applied() {
+        let primary = holders.primary.expect("a primary");
+        assert_eq!(primary.0, SlaveId(3));
+        assert!(!membership.is_source(primary), "slave 3 is not back");
+        assert_eq!(holders.replica, Some((SlaveId(1), one.session)));
+    }
+    assert_eq!(
+        membership.snapshot().held,
+        saved.held,
+        "until a move finishes"
+    );
+    membership.set_applied(&membership.ring());
+    assert_eq!(
+        membership.snapshot().held,
+        saved.held,
+        "copies made is not finished"
+    );
+    membership.record_finished_move();
+    let held = membership.snapshot().held;
+    assert!(
+        held.iter()
+            .all(|h| h.primary != SlaveId(3) && h.replica != Some(SlaveId(3))),
+        "{held:?}"
+    );
+    assert_eq!(held.iter().map(|h| h.slots.len()).sum::<usize>(), SLOTS);
 }
 
 #[test]
