@@ -7,6 +7,7 @@ use std::path::Path;
 
 use common::{Cluster, DEADLINE, Expected, Proc, TempDir, bin, wait_ok, wait_until};
 use piazza::Client;
+use piazza::wire::{Frame, Opcode, Status, TableSel};
 
 #[test]
 fn with_fsync_always_killing_every_process_loses_no_acknowledged_write() {
@@ -112,6 +113,49 @@ fn a_coordinator_killed_in_the_middle_of_a_move_finishes_it_after_its_restart() 
     cluster.slaves[1].proc.kill();
     cluster.wait_state(&second, "dead");
     cluster.wait_settled();
+    cluster.assert_reads(&expected);
+}
+
+/// Copies a slave must not have (as a move cut short leaves them: here written straight
+/// into the tables of the slaves that do not hold the key) are cleared once a restarted
+/// coordinator has put every table in order; the copies that belong stay.
+#[test]
+fn a_restarted_coordinator_clears_copies_left_where_they_do_not_belong() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_serving(3);
+    let mut expected = cluster.load("stray", 300);
+    let (primary, replica) = cluster.placement(b"stray-extra");
+    let replica = replica.expect("three slaves: a replica");
+    let outsider = cluster
+        .slaves
+        .iter()
+        .map(|slave| slave.addr.clone())
+        .find(|addr| *addr != primary && *addr != replica)
+        .unwrap();
+    // A stale copy in both tables of the slave that is neither the key's primary nor
+    // its replica.
+    let stray = |addr: &str, table: TableSel| {
+        let mut frame = Frame::request(
+            Opcode::SlavePut,
+            0,
+            b"stray-extra".to_vec(),
+            b"stale".to_vec(),
+        );
+        frame.table = table;
+        frame.arg = 1;
+        let reply = Client::connect(addr).unwrap().call(frame).unwrap();
+        assert_eq!(reply.status, Status::Ok);
+    };
+    stray(&outsider, TableSel::Own);
+    stray(&outsider, TableSel::Previous);
+    expected.insert(b"stray-extra".to_vec(), None);
+    assert!(
+        cluster.two_copies(&expected).is_err(),
+        "the strays are seen"
+    );
+    cluster.restart_coordinator();
+    cluster.wait_serving(3);
+    cluster.assert_two_copies(&expected);
     cluster.assert_reads(&expected);
 }
 

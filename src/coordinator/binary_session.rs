@@ -251,6 +251,14 @@ impl Coordinator {
     /// while it still serves, and the reply comes once that is done.
     fn deregister(&self, frame: &Frame) -> Frame {
         let id = SlaveId(frame.flags);
+        if self.membership.warming().is_some() {
+            // Its slots cannot be handed on before the other slaves of the restored
+            // ring are back; leaving without a hand-off is a death, handled after.
+            return frame.error_reply(
+                Status::Unavailable,
+                "the coordinator restarted and waits for its slaves: no hand-off now",
+            );
+        }
         let (done, finished) = mpsc::sync_channel(1);
         if !self.membership.leave(id, frame.arg, done) {
             return frame.error_reply(

@@ -69,11 +69,24 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
     };
     // Events that arrived during a back-off, handled next in order.
     let mut early: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
+    // Deaths and leaves that came while the coordinator waited for its slaves after a
+    // restart: handled once they are back (before then the data is not known to be
+    // anywhere, and the slaves that hold the copies may not be registered yet).
+    let mut after_warmup: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     let mut collector = collection::Collector::default();
     loop {
+        let warming = membership.warming().is_some();
         let next = match early.pop_front() {
             Some(event) => Ok(event),
-            None => events.recv_timeout(views::PUBLISH_TICK),
+            None => match after_warmup.pop_front() {
+                Some(event) if !warming => Ok(event),
+                held => {
+                    if let Some(event) = held {
+                        after_warmup.push_front(event);
+                    }
+                    events.recv_timeout(views::PUBLISH_TICK)
+                }
+            },
         };
         let event = match next {
             Ok(event) => event,
@@ -86,6 +99,7 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                         membership.end_move();
                         if let Err(e) = result {
                             warn!("putting data where the ring places it stopped: {e}");
+                            tidy.set_unfinished(membership, true);
                         }
                     }
                     Some(Due::Rebalance) => {
@@ -101,6 +115,10 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
             }
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        if warming && matches!(event, Event::Replicate { .. }) {
+            after_warmup.push_back(event);
+            continue;
+        }
         // No direct write may land while data moves (see `views`).
         views.fence(membership);
         match event {
@@ -116,7 +134,10 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                         membership.len(),
                         membership.len().min(2)
                     ),
-                    Err(e) => warn!("re-replication after slave {id} left stopped: {e}"),
+                    Err(e) => {
+                        warn!("re-replication after slave {id} left stopped: {e}");
+                        tidy.set_unfinished(membership, true);
+                    }
                 }
                 if membership.len() == 1 {
                     warn!("one slave left: every key has ONE copy until another slave joins");
@@ -145,6 +166,8 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                     Err(e) => {
                         if !matches!(e, MoveError::Warming) {
                             warn!("join of slave {id} stopped: {e}; it will be tried again");
+                            // Copies it made may be left where they do not belong.
+                            tidy.set_unfinished(membership, true);
                         }
                         // Back off a little so a failure that persists does not spin
                         // (the join queued itself again); another event ends the wait
@@ -359,6 +382,14 @@ struct Tidy {
 }
 
 impl Tidy {
+    /// Notes whether tables may be out of order (a move cut short or under way), and
+    /// tells the membership: while they may be, reads take the newer of a primary's two
+    /// tables.
+    fn set_unfinished(&mut self, membership: &Membership, unfinished: bool) {
+        self.unfinished = unfinished;
+        membership.set_unsorted(unfinished);
+    }
+
     /// The move due without an event, if any: local steps were cut short, or the data is
     /// not where the ring places it (a move stopped part-way and nothing else queued);
     /// or the shares are uneven.
@@ -424,7 +455,10 @@ fn rebalance(membership: &Membership, tidy: &mut Tidy) {
                 .collect::<Vec<_>>()
                 .join(" ")
         ),
-        Err(e) => warn!("rebalancing stopped: {e}; it will be tried again"),
+        Err(e) => {
+            warn!("rebalancing stopped: {e}; it will be tried again");
+            tidy.set_unfinished(membership, true);
+        }
     }
 }
 
@@ -501,6 +535,11 @@ struct Plan {
     demotes: SlotsBy<SlaveId>,
     /// Slaves that must no longer hold slots (both tables are cleared of them).
     drops: SlotsBy<SlaveId>,
+    /// After a move was cut short (`both_tables`): per slave on the ring and table, the
+    /// slots whose entries it must not have there, whatever the record says it held.
+    /// Copies a failed move left behind are cleared this way, once the tables are
+    /// sorted.
+    strays: SlotsBy<(SlaveId, TableSel)>,
     /// Slots that had holders and have none left alive.
     lost: usize,
 }
@@ -554,6 +593,21 @@ impl Plan {
                 if holder != want.primary && Some(holder) != want.replica && target.is_live(holder)
                 {
                     plan.drops.entry(holder).or_default().push(slot);
+                }
+            }
+            // A slot with no holder left keeps whatever copy anyone still has.
+            if tidy_all && source.is_some() {
+                for member in target.members() {
+                    if member.id != want.primary {
+                        plan.strays
+                            .entry((member.id, TableSel::Own))
+                            .or_default()
+                            .push(slot);
+                    }
+                    if Some(member.id) != want.replica {
+                        let key = (member.id, TableSel::Previous);
+                        plan.strays.entry(key).or_default().push(slot);
+                    }
                 }
             }
         }
@@ -620,6 +674,33 @@ impl Plan {
         }
         all
     }
+
+    /// Step 4, after a move was cut short and every table is sorted: each slave on the
+    /// ring clears from each table the slots it does not hold there (copies a failed
+    /// move left). False if one of them failed.
+    fn clear_strays(&self, mover: &Mover<'_>) -> bool {
+        let mut all = true;
+        for (&(id, table), slots) in &self.strays {
+            let arcs = ring::arcs_of_slots(slots);
+            match mover.table_op(id, Opcode::DropArc, table, &arcs, "clear strays") {
+                Ok(n) if n > 0 => info!(
+                    "{}: slave {id} dropped {n} stray keys from {} (copies a move that was cut short left)",
+                    mover.what,
+                    if table == TableSel::Own {
+                        "own"
+                    } else {
+                        "previous"
+                    }
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!("{}: {e} (stray copies are left)", mover.what);
+                    all = false;
+                }
+            }
+        }
+        all
+    }
 }
 
 /// Sorts tables and drops old copies after the copies are in and the ring is `target`.
@@ -629,14 +710,17 @@ impl Plan {
 /// no later move would drop those copies. The sorting is finished on the next tick.
 fn finish(mover: &Mover<'_>, plan: &Plan, target: &Ring, tidy: &mut Tidy) -> Result<(), MoveError> {
     mover.membership.set_applied(target);
-    tidy.unfinished = true;
+    tidy.set_unfinished(mover.membership, true);
     let sorted = plan.sort(mover);
     if sorted.is_ok() {
-        tidy.unfinished = false;
+        tidy.set_unfinished(mover.membership, false);
     }
     let dropped = plan.drop_old(mover);
+    // Strays only from sorted tables: a slave whose sorting did not happen may still
+    // keep a slot of its new role in its other table.
+    let cleared = sorted.is_ok() && plan.clear_strays(mover);
     // Over: what a restarted coordinator starts from (until now, from before the move).
-    if sorted.is_ok() && dropped {
+    if cleared && dropped {
         mover.membership.record_finished_move();
     }
     sorted

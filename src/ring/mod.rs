@@ -399,6 +399,26 @@ impl Ring {
         true
     }
 
+    /// Takes a live slave off the ring and keeps its slots for [`Ring::insert_saved`]
+    /// (a restored slave that failed before the warm-up ended). Returns false if it was
+    /// not live.
+    pub fn put_back_saved(&mut self, id: SlaveId) -> bool {
+        if !self.live.remove(&id) {
+            return false;
+        }
+        let mut slots = self.slot_owners();
+        let mut kept = Vec::new();
+        for (slot, owner) in slots.iter_mut().enumerate() {
+            if *owner == Some(id) {
+                *owner = None;
+                kept.push(slot);
+            }
+        }
+        self.saved.insert(id, kept);
+        self.set_slots(&slots);
+        true
+    }
+
     /// Every slave ever assigned, in id order, with its slots (or, for a restored slave
     /// not back yet, the slots it will get back) and whether it is on the ring.
     pub fn assigned(&self) -> Vec<Assignment> {

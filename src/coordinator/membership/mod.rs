@@ -191,6 +191,10 @@ struct State {
     /// After a restart, until the slaves of the saved ring are back: per slot, (primary,
     /// replica) of its data as the file says; `None` when the file did not say.
     restored_held: Option<Vec<(Option<SlaveId>, Option<SlaveId>)>>,
+    /// A slave's tables may be out of order (a move was cut short, or the coordinator
+    /// restarted): until a move sorts them, reads take the newer of a primary's two
+    /// tables, as during a move.
+    unsorted: bool,
     slaves: HashMap<SlaveId, SlaveInfo>,
     /// The slave being joined, if any.
     joining: Option<SlaveId>,
@@ -320,6 +324,7 @@ impl Membership {
                 applied: vec![Holders::default(); SLOTS],
                 recorded: vec![Holders::default(); SLOTS],
                 restored_held: None,
+                unsorted: false,
                 slaves: HashMap::new(),
                 joining: None,
                 moving: 0,

@@ -79,6 +79,8 @@ impl Membership {
             state.restored_held = Some(held);
         }
         if !waiting.is_empty() {
+            // A move the restart cut short may have left tables out of order.
+            state.unsorted = true;
             info!(
                 "restored the ring: waiting up to {} ms for its {} slaves to register again",
                 grace.as_millis(),

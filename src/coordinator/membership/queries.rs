@@ -135,12 +135,14 @@ impl Membership {
     }
 
     /// The slaves on the ring, if the cluster is quiet enough to collect: serving (not
-    /// waiting for slaves after a restart), no data moving, no slave joining, suspected
-    /// or leaving, every slave on the ring alive. `None` otherwise.
+    /// waiting for slaves after a restart), no data moving and every table in order, no
+    /// slave joining, suspected or leaving, every slave on the ring alive. `None`
+    /// otherwise.
     pub fn collection_targets(&self) -> Option<Vec<(SlaveId, Arc<SlaveHandle>)>> {
         let state = self.lock();
         let quiet = state.warmup.is_none()
             && state.moving == 0
+            && !state.unsorted
             && state.joining.is_none()
             && !state.ring.is_empty()
             && state
@@ -240,6 +242,7 @@ impl Membership {
         let stable = settled
             && state.warmup.is_none()
             && state.moving == 0
+            && !state.unsorted
             && state.joining.is_none()
             && !state.ring.is_empty();
         View::new(
@@ -271,6 +274,6 @@ fn route_in(state: &super::State, key: &[u8]) -> Result<Route, RouteError> {
     Ok(Route {
         primary: handle(placement.primary).ok_or(RouteError::NoSlaves)?,
         replica: placement.replica.and_then(handle),
-        recovering: state.moving > 0,
+        recovering: state.moving > 0 || state.unsorted,
     })
 }

@@ -30,11 +30,14 @@ impl Membership {
         let (registered, old, replicate, rejoined) = {
             let mut state = self.lock();
             let (id, returning) = state.ring.assign(addr);
-            // Back after a coordinator restart, with its data: straight onto the ring.
+            // Back after a coordinator restart, with its data: straight onto the ring. So
+            // is one that registers again before the warm-up is over (it restarted, and
+            // nothing was served meanwhile to miss).
             let awaited = state
                 .warmup
                 .as_mut()
-                .is_some_and(|(_, waiting)| waiting.remove(&id));
+                .is_some_and(|(_, waiting)| waiting.remove(&id))
+                || (state.warmup.is_some() && state.ring.is_live(id));
             // Connections are made lazily, on first use: nothing here does I/O.
             let handle = Arc::new(SlaveHandle::new(
                 id,
@@ -44,7 +47,7 @@ impl Membership {
                 self.secret.clone(),
             ));
             let mut replicate = None;
-            if state.ring.remove(id) {
+            if !awaited && state.ring.remove(id) {
                 state.moving += 1;
                 replicate = Some(Event::Replicate {
                     id,
@@ -121,6 +124,7 @@ impl Membership {
     pub fn suspect(&self, id: SlaveId, reason: &str) {
         let event = {
             let mut state = self.lock();
+            let in_warmup = state.warmup.is_some() && state.ring.is_live(id);
             let Some(info) = state.slaves.get_mut(&id) else {
                 return;
             };
@@ -128,6 +132,24 @@ impl Membership {
                 return;
             }
             let was = info.state;
+            // During the warm-up after a restart, a slave of the restored ring that
+            // fails is awaited again, its slots kept: taking them away now would give
+            // them to whichever slaves are back so far, not to where the copies are.
+            // If it does not come back, the warm-up's end declares it dead.
+            if in_warmup {
+                warn!(
+                    "slave {id} at {} failed during the warm-up ({reason}): waiting for it again",
+                    info.handle.addr
+                );
+                info.state = SlaveState::Dead;
+                state.ring.put_back_saved(id);
+                if let Some((_, waiting)) = state.warmup.as_mut() {
+                    waiting.insert(id);
+                }
+                drop(state);
+                self.epoch_changed.notify_all();
+                return;
+            }
             info.state = SlaveState::Suspected;
             warn!("slave {id} at {} declared dead: {reason}", info.handle.addr);
             if state.joining == Some(id) {
@@ -173,6 +195,9 @@ impl Membership {
     fn begin_leave(&self, id: SlaveId, session: u64) -> bool {
         {
             let mut state = self.lock();
+            if state.warmup.is_some() {
+                return false;
+            }
             let Some(info) = state.slaves.get_mut(&id) else {
                 return false;
             };
@@ -383,6 +408,12 @@ impl Membership {
     /// Records that the data now sits where `ring` places it (a data move completed).
     pub fn set_applied(&self, ring: &Ring) {
         self.lock().set_applied(ring);
+    }
+
+    /// Says whether slaves' tables may be out of order (see `recovery::Tidy`): reads
+    /// then take the newer of a primary's two tables.
+    pub fn set_unsorted(&self, unsorted: bool) {
+        self.lock().unsorted = unsorted;
     }
 
     /// Records the move that set [`Membership::applied`] last as finished (its tables

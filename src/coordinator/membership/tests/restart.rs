@@ -157,6 +157,60 @@ fn after_a_restart_the_data_is_where_the_file_says_not_where_the_ring_places_it(
     assert_eq!(held.iter().map(|h| h.slots.len()).sum::<usize>(), SLOTS);
 }
 
+/// During the warm-up the ring does not change: a slave of the restored ring that is
+/// back may not leave (its slots could go only to the slaves back so far, not to where
+/// the copies are), one that fails is awaited again with its slots, and one that
+/// registers again is back at once.
+#[test]
+fn during_the_warm_up_a_slave_that_fails_or_leaves_keeps_its_slots() {
+    let saved = saved_with_two_on_the_ring();
+    let (membership, events) = restarted(&saved, Duration::from_secs(3600));
+    let one = membership.register("127.0.0.1:1");
+    let (done, _finished) = std::sync::mpsc::sync_channel(1);
+    assert!(!membership.leave(one.id, one.session, done), "no leave now");
+    membership.suspect(one.id, "test");
+    assert_eq!(
+        membership.warming(),
+        Some(RouteError::Restarting { waiting: 2 }),
+        "awaited again"
+    );
+    assert!(events.try_recv().is_err(), "nothing to move");
+    let again = membership.register("127.0.0.1:1");
+    assert!(again.returning);
+    let _ = membership.register("127.0.0.1:1");
+    assert_eq!(
+        membership.warming(),
+        Some(RouteError::Restarting { waiting: 1 }),
+        "registering twice is still back"
+    );
+    assert!(events.try_recv().is_err(), "no join, no re-replication");
+    membership.register("127.0.0.1:2");
+    assert_eq!(membership.warming(), None);
+    let ring = membership.ring();
+    for slave in saved.slaves.iter().filter(|slave| slave.on_ring) {
+        assert_eq!(ring.slot_count(slave.id), slave.slots.len());
+    }
+}
+
+/// Until a move has sorted the tables, a restarted coordinator reads the newer of a
+/// primary's two tables (a move it cut short may have left them out of order), and
+/// neither collects nor lets clients go direct.
+#[test]
+fn after_a_restart_reads_take_both_tables_until_they_are_sorted() {
+    let saved = saved_with_two_on_the_ring();
+    let (membership, _events) = restarted(&saved, Duration::from_secs(3600));
+    membership.register("127.0.0.1:1");
+    membership.register("127.0.0.1:2");
+    assert_eq!(membership.warming(), None);
+    assert!(membership.route(b"k").unwrap().recovering);
+    assert!(membership.collection_targets().is_none());
+    assert!(!membership.view().stable);
+    membership.set_unsorted(false);
+    assert!(!membership.route(b"k").unwrap().recovering);
+    assert!(membership.collection_targets().is_some());
+    assert!(membership.view().stable);
+}
+
 #[test]
 fn without_a_ring_file_nothing_waits_for_a_save() {
     let (membership, _events) = membership();
