@@ -61,9 +61,9 @@ const MOVE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Processes events until the sender side is closed.
 pub fn run(membership: &Membership, events: &Receiver<Event>) {
     let mut views = Publisher::default();
-    // A restarted coordinator sorts every table once its slaves are back: a move the
-    // restart cut short may have sorted some of them already, so each holder's tables
-    // are read whole (both) and put in order.
+    // A restarted coordinator sorts every table once its slaves are back (a move the
+    // restart cut short may have sorted some of them already) and clears copies left
+    // where they do not belong.
     let mut tidy = Tidy {
         unfinished: membership.warming().is_some(),
     };
@@ -526,16 +526,13 @@ type SlotsBy<K> = BTreeMap<K, Vec<usize>>;
 struct Plan {
     /// (source, its table, destination, destination table) → slots.
     copies: SlotsBy<(SlaveId, TableSel, SlaveId, TableSel)>,
-    /// The sources send both their tables (a move was cut short: a holder's table may
-    /// not match its role yet).
-    both_tables: bool,
     /// Slaves that become the primary of slots they held as the replica.
     absorbs: SlotsBy<SlaveId>,
     /// Slaves that become the replica of slots they held as the primary.
     demotes: SlotsBy<SlaveId>,
     /// Slaves that must no longer hold slots (both tables are cleared of them).
     drops: SlotsBy<SlaveId>,
-    /// After a move was cut short (`both_tables`): per slave on the ring and table, the
+    /// After a move was cut short: per slave on the ring and table, the
     /// slots whose entries it must not have there, whatever the record says it held.
     /// Copies a failed move left behind are cleared this way, once the tables are
     /// sorted.
@@ -546,10 +543,7 @@ struct Plan {
 
 impl Plan {
     fn new(membership: &Membership, applied: &[Holders], target: &Ring, tidy_all: bool) -> Plan {
-        let mut plan = Plan {
-            both_tables: tidy_all,
-            ..Plan::default()
-        };
+        let mut plan = Plan::default();
         let mut sources: BTreeMap<(SlaveId, u64), bool> = BTreeMap::new();
         let mut alive = |holder: Option<(SlaveId, u64)>| {
             holder.filter(|&h| *sources.entry(h).or_insert_with(|| membership.is_source(h)))
@@ -620,15 +614,16 @@ impl Plan {
         for (&(from, from_table, to, table), slots) in &self.copies {
             let arcs = ring::arcs_of_slots(slots);
             moved.add(mover.transfer(from, from_table, &arcs, to, table)?);
-            if self.both_tables {
-                // A move cut short may have left the holder's tables unsorted: the other
-                // table too, merging by version.
-                let other = match from_table {
-                    TableSel::Own => TableSel::Previous,
-                    _ => TableSel::Own,
-                };
-                moved.add(mover.transfer(from, other, &arcs, to, table)?);
-            }
+            // The other table too, merging by version: a holder's tables need not match
+            // the role it is recorded in (writes routed by a newer ring can reach it
+            // before its tables are sorted, and a move may have been cut short), and a
+            // copy from the recorded table alone would then miss the newest entries.
+            // A chaos run found reads of old values that way.
+            let other = match from_table {
+                TableSel::Own => TableSel::Previous,
+                _ => TableSel::Own,
+            };
+            moved.add(mover.transfer(from, other, &arcs, to, table)?);
         }
         Ok(moved)
     }
