@@ -159,6 +159,44 @@ fn a_restarted_coordinator_clears_copies_left_where_they_do_not_belong() {
     cluster.assert_reads(&expected);
 }
 
+/// A slave that leaves while a restarted coordinator still waits for the slaves of its
+/// ring is told to ask again, and does: once the others are back, its ranges are handed
+/// on and every key keeps two copies.
+#[test]
+fn a_leave_during_the_warm_up_waits_for_it_and_hands_the_ranges_on() {
+    let mut cluster = Cluster::start_flags(3, &["--failure-timeout-ms", "10000"], &[]);
+    cluster.wait_serving(3);
+    let expected = cluster.load("warm", 600);
+    // Slave 2 cannot register again yet, so the warm-up lasts.
+    cluster.slaves[2].proc.signal("STOP");
+    cluster.restart_coordinator();
+    cluster.slaves[0].proc.signal("INT");
+    wait_until(DEADLINE, "the leave to be answered 'ask again'", || {
+        cluster.slaves[0]
+            .proc
+            .stderr_text()
+            .contains("leaving: asking")
+            && cluster
+                .coordinator
+                .stderr_text()
+                .contains("registered again")
+    });
+    cluster.slaves[2].proc.signal("CONT");
+    assert_eq!(cluster.slaves[0].proc.wait_exit(DEADLINE), Some(0));
+    assert!(
+        cluster.slaves[0]
+            .proc
+            .stderr_text()
+            .contains("ranges handed on"),
+        "{}",
+        cluster.slaves[0].proc.stderr_text()
+    );
+    cluster.wait_serving(2);
+    cluster.wait_settled();
+    cluster.assert_reads(&expected);
+    cluster.assert_two_copies(&expected);
+}
+
 #[test]
 fn a_bad_or_busy_data_dir_stops_the_start_with_one_line() {
     let dir = TempDir::new("baddir");

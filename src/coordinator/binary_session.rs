@@ -253,10 +253,10 @@ impl Coordinator {
         let id = SlaveId(frame.flags);
         if self.membership.warming().is_some() {
             // Its slots cannot be handed on before the other slaves of the restored
-            // ring are back; leaving without a hand-off is a death, handled after.
+            // ring are back; the slave asks again.
             return frame.error_reply(
                 Status::Unavailable,
-                "the coordinator restarted and waits for its slaves: no hand-off now",
+                "the coordinator restarted and waits for its slaves: ask again once it serves",
             );
         }
         let (done, finished) = mpsc::sync_channel(1);

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use byteorder::{ByteOrder, NetworkEndian};
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::client::{Client, ClientError};
 use crate::config::{ConfigError, SlaveConfig};
@@ -218,22 +218,45 @@ impl Running {
     /// Leaves gracefully: asks the coordinator to hand this slave's ranges on (it keeps
     /// serving meanwhile), then stops and waits.
     pub fn leave(self, timeout: Duration) {
-        if let Some(registration) = self.node.registration() {
+        let deadline = Instant::now() + timeout;
+        if self.node.registration().is_some() {
             info!("leaving: asking the coordinator to hand our ranges on");
+        }
+        // A coordinator that restarted answers UNAVAILABLE until its slaves are back:
+        // ask again (with the registration we have then) until the time is up.
+        while let Some(registration) = self.node.registration() {
+            let left = deadline.saturating_duration_since(Instant::now());
             match deregister(
                 &self.node.coordinator,
                 &registration,
-                timeout,
+                left.max(Duration::from_millis(100)),
                 self.node.secret.as_deref(),
             ) {
-                Ok(()) => info!("ranges handed on; stopping"),
-                Err(e) => warn!("leaving without a hand-off: {e}"),
+                Ok(()) => {
+                    info!("ranges handed on; stopping");
+                    break;
+                }
+                Err(ClientError::Server {
+                    status: Status::Unavailable,
+                    message,
+                }) if left > RETRY_LEAVE => {
+                    debug!("the coordinator cannot take our leave yet ({message}); asking again");
+                    std::thread::sleep(RETRY_LEAVE);
+                }
+                Err(e) => {
+                    warn!("leaving without a hand-off: {e}");
+                    break;
+                }
             }
         }
         self.shutdown.trigger();
         self.wait();
     }
 }
+
+/// How long a leaving slave waits before asking a coordinator that could not take its
+/// leave yet (it restarted and waits for its slaves) again.
+const RETRY_LEAVE: Duration = Duration::from_millis(200);
 
 /// Runs a slave until `stop` is triggered (Ctrl-C), then leaves gracefully. See
 /// [`start`].
