@@ -445,8 +445,9 @@ impl DirectClient {
         // The direct replies, in order; `None` where the request must go through the
         // coordinator.
         let mut replies: Vec<Option<Frame>> = Vec::with_capacity(batch.len());
-        // Deletes that removed a live value on a primary that then refused them.
-        let mut removed = vec![false; batch.len()];
+        // Deletes that removed a live value on a primary that then refused them (rare:
+        // nothing is allocated unless one did).
+        let mut removed: Vec<usize> = Vec::new();
         for (index, sent) in sent.iter().enumerate() {
             let Some((id, request_id)) = *sent else {
                 replies.push(None);
@@ -466,7 +467,9 @@ impl DirectClient {
                     continue;
                 }
             };
-            removed[index] = removed_here(&frames[index], &reply);
+            if removed_here(&frames[index], &reply) {
+                removed.push(index);
+            }
             replies.push(match reply.status {
                 Status::Redirect => {
                     self.stats.redirects += 1;
@@ -501,7 +504,7 @@ impl DirectClient {
                 None => from_coordinator
                     .remove(&index)
                     .unwrap_or(Err(ClientError::Closed))
-                    .map(|reply| settled(reply, removed[index])),
+                    .map(|reply| settled(reply, removed.contains(&index))),
             };
             outcomes.push(reply.and_then(|reply| op.outcome(reply)));
         }

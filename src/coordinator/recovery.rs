@@ -61,12 +61,6 @@ const MOVE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Processes events until the sender side is closed.
 pub fn run(membership: &Membership, events: &Receiver<Event>) {
     let mut views = Publisher::default();
-    // A restarted coordinator sorts every table once its slaves are back (a move the
-    // restart cut short may have sorted some of them already) and clears copies left
-    // where they do not belong.
-    let mut tidy = Tidy {
-        unfinished: membership.warming().is_some(),
-    };
     // Events that arrived during a back-off, handled next in order.
     let mut early: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     // Deaths and leaves that came while the coordinator waited for its slaves after a
@@ -76,35 +70,30 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
     let mut collector = collection::Collector::default();
     loop {
         let warming = membership.warming().is_some();
-        let next = match early.pop_front() {
+        let ready = early
+            .pop_front()
+            .or_else(|| (!warming).then(|| after_warmup.pop_front()).flatten());
+        let next = match ready {
             Some(event) => Ok(event),
-            None => match after_warmup.pop_front() {
-                Some(event) if !warming => Ok(event),
-                held => {
-                    if let Some(event) = held {
-                        after_warmup.push_front(event);
-                    }
-                    events.recv_timeout(views::PUBLISH_TICK)
-                }
-            },
+            None => events.recv_timeout(views::PUBLISH_TICK),
         };
         let event = match next {
             Ok(event) => event,
             Err(RecvTimeoutError::Timeout) => {
-                match tidy.needed(membership) {
+                match due(membership) {
                     Some(Due::Reconcile) => {
                         views.fence(membership);
                         membership.begin_move();
-                        let result = reconcile(membership, &mut tidy);
+                        let result = reconcile(membership);
                         membership.end_move();
                         if let Err(e) = result {
                             warn!("putting data where the ring places it stopped: {e}");
-                            tidy.set_unfinished(membership, true);
+                            cut_short(membership);
                         }
                     }
                     Some(Due::Rebalance) => {
                         views.fence(membership);
-                        rebalance(membership, &mut tidy);
+                        rebalance(membership);
                     }
                     None => {}
                 }
@@ -124,7 +113,7 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
         match event {
             Event::Replicate { id, reason, done } => {
                 let started = Instant::now();
-                let result = replicate(membership, id, &mut tidy);
+                let result = replicate(membership, id);
                 match result {
                     Ok(moved) => info!(
                         "re-replication after slave {id} left ({reason}) done: {} keys, {} bytes moved in {} ms; {} slaves, {} copies of every key",
@@ -136,7 +125,7 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                     ),
                     Err(e) => {
                         warn!("re-replication after slave {id} left stopped: {e}");
-                        tidy.set_unfinished(membership, true);
+                        cut_short(membership);
                     }
                 }
                 if membership.len() == 1 {
@@ -149,12 +138,12 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                 if let Some(done) = done {
                     let _ = done.try_send(());
                 }
-                rebalance(membership, &mut tidy);
+                rebalance(membership);
                 membership.end_move();
             }
             Event::Join { id, session } => {
                 let started = Instant::now();
-                match join(membership, id, session, &mut tidy) {
+                match join(membership, id, session) {
                     Ok(Some(moved)) => info!(
                         "slave {id} joined: {} keys, {} bytes moved in {} ms; {} slaves in the ring",
                         moved.keys,
@@ -167,7 +156,7 @@ pub fn run(membership: &Membership, events: &Receiver<Event>) {
                         if !matches!(e, MoveError::Warming) {
                             warn!("join of slave {id} stopped: {e}; it will be tried again");
                             // Copies it made may be left where they do not belong.
-                            tidy.set_unfinished(membership, true);
+                            cut_short(membership);
                         }
                         // Back off a little so a failure that persists does not spin
                         // (the join queued itself again); another event ends the wait
@@ -374,45 +363,35 @@ fn table_name(table: TableSel) -> &'static str {
     }
 }
 
-/// What the recovery thread remembers between moves: whether a move's local steps were
-/// cut short (then every slave's tables are put in order on the next tick).
-#[derive(Default)]
-struct Tidy {
-    unfinished: bool,
+/// Tables may be out of order (`Membership::unsorted`: a move was cut short, or the
+/// coordinator restarted and a move it cut short may have sorted some of them): the
+/// next move sorts every table and clears what slaves hold where they have no role.
+fn cut_short(membership: &Membership) {
+    membership.set_unsorted(true);
 }
 
-impl Tidy {
-    /// Notes whether tables may be out of order (a move cut short or under way), and
-    /// tells the membership: while they may be, reads take the newer of a primary's two
-    /// tables.
-    fn set_unfinished(&mut self, membership: &Membership, unfinished: bool) {
-        self.unfinished = unfinished;
-        membership.set_unsorted(unfinished);
+/// The move due without an event, if any: local steps were cut short, or the data is
+/// not where the ring places it (a move stopped part-way and nothing else queued); or
+/// the shares are uneven.
+fn due(membership: &Membership) -> Option<Due> {
+    if membership.joining() || membership.warming().is_some() {
+        return None;
     }
-
-    /// The move due without an event, if any: local steps were cut short, or the data is
-    /// not where the ring places it (a move stopped part-way and nothing else queued);
-    /// or the shares are uneven.
-    fn needed(&self, membership: &Membership) -> Option<Due> {
-        if membership.joining() || membership.warming().is_some() {
-            return None;
-        }
-        let ring = membership.ring();
-        let applied = membership.applied();
-        let misplaced = (0..SLOTS).any(|slot| {
-            let holders = applied[slot];
-            ring.slot_placement(slot).is_some_and(|p| {
-                holders.primary.map(|h| h.0) != Some(p.primary)
-                    || holders.replica.map(|h| h.0) != p.replica
-            })
-        });
-        if self.unfinished || misplaced {
-            Some(Due::Reconcile)
-        } else if !ring.is_balanced() {
-            Some(Due::Rebalance)
-        } else {
-            None
-        }
+    let ring = membership.ring();
+    let applied = membership.applied();
+    let misplaced = (0..SLOTS).any(|slot| {
+        let holders = applied[slot];
+        ring.slot_placement(slot).is_some_and(|p| {
+            holders.primary.map(|h| h.0) != Some(p.primary)
+                || holders.replica.map(|h| h.0) != p.replica
+        })
+    });
+    if membership.unsorted() || misplaced {
+        Some(Due::Reconcile)
+    } else if !ring.is_balanced() {
+        Some(Due::Rebalance)
+    } else {
+        None
     }
 }
 
@@ -425,7 +404,7 @@ enum Due {
 }
 
 /// Evens out the shares if they are uneven (logged; a failure is retried on a later tick).
-fn rebalance(membership: &Membership, tidy: &mut Tidy) {
+fn rebalance(membership: &Membership) {
     let started = Instant::now();
     let Some(future) = membership.begin_rebalance() else {
         return;
@@ -437,7 +416,6 @@ fn rebalance(membership: &Membership, tidy: &mut Tidy) {
     let result = through_future(
         &mover,
         &future,
-        tidy,
         || Ok(()),
         || membership.abort_rebalance(),
         || membership.finish_rebalance(),
@@ -457,7 +435,7 @@ fn rebalance(membership: &Membership, tidy: &mut Tidy) {
         ),
         Err(e) => {
             warn!("rebalancing stopped: {e}; it will be tried again");
-            tidy.set_unfinished(membership, true);
+            cut_short(membership);
         }
     }
 }
@@ -471,7 +449,6 @@ fn rebalance(membership: &Membership, tidy: &mut Tidy) {
 fn through_future(
     mover: &Mover<'_>,
     future: &Ring,
-    tidy: &mut Tidy,
     prepare: impl FnOnce() -> Result<(), MoveError>,
     abort: impl FnOnce(),
     switch: impl FnOnce() -> bool,
@@ -485,7 +462,7 @@ fn through_future(
             mover.what
         );
     }
-    let plan = Plan::new(membership, &membership.applied(), future, tidy.unfinished);
+    let plan = Plan::new(membership, &membership.applied(), future);
     let moved = match prepare().and_then(|()| plan.copy(mover)) {
         Ok(moved) => moved,
         Err(e) => {
@@ -513,7 +490,7 @@ fn through_future(
             mover.what
         );
     }
-    finish(mover, &plan, future, tidy)?;
+    finish(mover, &plan, future)?;
     membership.set_progress(String::new());
     Ok(moved)
 }
@@ -542,7 +519,9 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(membership: &Membership, applied: &[Holders], target: &Ring, tidy_all: bool) -> Plan {
+    fn new(membership: &Membership, applied: &[Holders], target: &Ring) -> Plan {
+        // After a move cut short: every table sorted, and strays cleared.
+        let tidy_all = membership.unsorted();
         let mut plan = Plan::default();
         let mut sources: BTreeMap<(SlaveId, u64), bool> = BTreeMap::new();
         let mut alive = |holder: Option<(SlaveId, u64)>| {
@@ -703,12 +682,13 @@ impl Plan {
 /// The old holders drop what moved even when sorting stopped (a slave died): every slot
 /// is complete at its new places by then, and the recorded holders are the new ones, so
 /// no later move would drop those copies. The sorting is finished on the next tick.
-fn finish(mover: &Mover<'_>, plan: &Plan, target: &Ring, tidy: &mut Tidy) -> Result<(), MoveError> {
+fn finish(mover: &Mover<'_>, plan: &Plan, target: &Ring) -> Result<(), MoveError> {
     mover.membership.set_applied(target);
-    tidy.set_unfinished(mover.membership, true);
+    // Until sorted, reads take the newer of a primary's two tables.
+    mover.membership.set_unsorted(true);
     let sorted = plan.sort(mover);
     if sorted.is_ok() {
-        tidy.set_unfinished(mover.membership, false);
+        mover.membership.set_unsorted(false);
     }
     let dropped = plan.drop_old(mover);
     // Strays only from sorted tables: a slave whose sorting did not happen may still
@@ -723,7 +703,7 @@ fn finish(mover: &Mover<'_>, plan: &Plan, target: &Ring, tidy: &mut Tidy) -> Res
 
 /// Puts the data where the current ring places it (after a death or a leave, or to
 /// finish a move that was cut short).
-fn reconcile(membership: &Membership, tidy: &mut Tidy) -> Result<Moved, MoveError> {
+fn reconcile(membership: &Membership) -> Result<Moved, MoveError> {
     let mover = Mover {
         membership,
         what: "moving data".to_string(),
@@ -732,7 +712,7 @@ fn reconcile(membership: &Membership, tidy: &mut Tidy) -> Result<Moved, MoveErro
         warn!("moving data: writes still under way after {DRAIN_TIMEOUT:?}");
     }
     let ring = membership.ring();
-    let plan = Plan::new(membership, &membership.applied(), &ring, tidy.unfinished);
+    let plan = Plan::new(membership, &membership.applied(), &ring);
     if plan.lost > 0 {
         warn!(
             "{} of {SLOTS} slots lost every copy (both of their slaves failed)",
@@ -740,27 +720,22 @@ fn reconcile(membership: &Membership, tidy: &mut Tidy) -> Result<Moved, MoveErro
         );
     }
     let moved = plan.copy(&mover)?;
-    finish(&mover, &plan, &ring, tidy)?;
+    finish(&mover, &plan, &ring)?;
     Ok(moved)
 }
 
 /// `replicate()`: restores two copies of every key after slave `dead` left the ring.
-fn replicate(membership: &Membership, dead: SlaveId, tidy: &mut Tidy) -> Result<Moved, MoveError> {
+fn replicate(membership: &Membership, dead: SlaveId) -> Result<Moved, MoveError> {
     if membership.is_empty() {
         warn!("slave {dead} was the last slave: no copy of any key is left");
         return Ok(Moved::default());
     }
-    reconcile(membership, tidy)
+    reconcile(membership)
 }
 
 /// Gives a registered slave its slots and puts it on the ring. `Ok(None)` when the
 /// registration was stale (the slave died or registered again meanwhile).
-fn join(
-    membership: &Membership,
-    n: SlaveId,
-    session: u64,
-    tidy: &mut Tidy,
-) -> Result<Option<Moved>, MoveError> {
+fn join(membership: &Membership, n: SlaveId, session: u64) -> Result<Option<Moved>, MoveError> {
     // After a restart, the slaves that were on the ring get their slots back first.
     if membership.warming().is_some() {
         membership.requeue_join(n, session);
@@ -776,7 +751,6 @@ fn join(
     through_future(
         &mover,
         &future,
-        tidy,
         || prepare_join(&mover, &future, n),
         // If N itself failed it is dead by now; otherwise the join is tried again after
         // the failure is handled.

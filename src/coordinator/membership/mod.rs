@@ -186,11 +186,9 @@ struct State {
     /// Per slot, who holds its data as of the last move that *finished* (copies made,
     /// tables sorted, old copies dropped): what the `ring` file keeps (`held` lines). A
     /// move changes `applied` once its copies are made, and this only when it is over,
-    /// so a coordinator restarted in between takes the move up from here.
+    /// so a coordinator restarted in between takes the move up from here. Restored from
+    /// the file with session 0 (the sessions are known once the slaves are back).
     recorded: Vec<Holders>,
-    /// After a restart, until the slaves of the saved ring are back: per slot, (primary,
-    /// replica) of its data as the file says; `None` when the file did not say.
-    restored_held: Option<Vec<(Option<SlaveId>, Option<SlaveId>)>>,
     /// A slave's tables may be out of order (a move was cut short, or the coordinator
     /// restarted): until a move sorts them, reads take the newer of a primary's two
     /// tables, as during a move.
@@ -257,22 +255,24 @@ impl State {
     /// cannot be a source of copies); from a file that did not say, where the ring
     /// places it. That is also what is recorded as finished.
     fn restore_applied(&mut self) {
-        match self.restored_held.take() {
-            Some(held) => {
-                let session = |id: SlaveId| self.slaves.get(&id).map_or(0, |info| info.session);
-                let applied = held
-                    .iter()
-                    .map(|&(primary, replica)| Holders {
-                        primary: primary.map(|id| (id, session(id))),
-                        replica: replica.map(|id| (id, session(id))),
-                    })
-                    .collect();
-                self.applied = applied;
-            }
-            None => {
-                let ring = self.ring.clone();
-                self.set_applied(&ring);
-            }
+        if self
+            .recorded
+            .iter()
+            .any(|holders| holders.primary.is_some())
+        {
+            let session = |id: SlaveId| self.slaves.get(&id).map_or(0, |info| info.session);
+            let applied = self
+                .recorded
+                .iter()
+                .map(|holders| Holders {
+                    primary: holders.primary.map(|(id, _)| (id, session(id))),
+                    replica: holders.replica.map(|(id, _)| (id, session(id))),
+                })
+                .collect();
+            self.applied = applied;
+        } else {
+            let ring = self.ring.clone();
+            self.set_applied(&ring);
         }
         self.recorded = self.applied.clone();
     }
@@ -323,7 +323,6 @@ impl Membership {
                 future: None,
                 applied: vec![Holders::default(); SLOTS],
                 recorded: vec![Holders::default(); SLOTS],
-                restored_held: None,
                 unsorted: false,
                 slaves: HashMap::new(),
                 joining: None,

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
-use super::Membership;
+use super::{Holders, Membership};
 use crate::clock::{Reserve, VersionFloor};
 use crate::coordinator::persist::{PersistError, RingFile, Saved, SavedHolders, SavedSlave, Saver};
-use crate::ring::{Assignment, Ring, SLOTS, SlaveId};
+use crate::ring::{Assignment, Ring, SlaveId};
 use crate::store::FlushMarker;
 
 impl Membership {
@@ -67,16 +67,15 @@ impl Membership {
         state.ring = Ring::restore(&assigned, saved.next_id);
         state.flushes = saved.flushes.clone();
         state.collected = saved.collected;
-        if !saved.held.is_empty() {
-            let mut held = vec![(None, None); SLOTS];
-            for holders in &saved.held {
-                for &slot in &holders.slots {
-                    if let Some(at) = held.get_mut(slot) {
-                        *at = (Some(holders.primary), holders.replica);
-                    }
+        for holders in &saved.held {
+            for &slot in &holders.slots {
+                if let Some(at) = state.recorded.get_mut(slot) {
+                    *at = Holders {
+                        primary: Some((holders.primary, 0)),
+                        replica: holders.replica.map(|id| (id, 0)),
+                    };
                 }
             }
-            state.restored_held = Some(held);
         }
         if !waiting.is_empty() {
             // A move the restart cut short may have left tables out of order.
@@ -154,24 +153,12 @@ impl Membership {
     pub(super) fn snapshot(&self) -> Saved {
         let version_floor = self.floor.to_save();
         let state = self.lock();
-        // Slots grouped by who holds them; while a restored ring is awaited, what the
-        // file said (nothing was moved meanwhile).
+        // Slots grouped by who holds them.
         let mut held: BTreeMap<(SlaveId, Option<SlaveId>), Vec<usize>> = BTreeMap::new();
-        match &state.restored_held {
-            Some(restored) => {
-                for (slot, &(primary, replica)) in restored.iter().enumerate() {
-                    if let Some(primary) = primary {
-                        held.entry((primary, replica)).or_default().push(slot);
-                    }
-                }
-            }
-            None => {
-                for (slot, holders) in state.recorded.iter().enumerate() {
-                    if let Some((primary, _)) = holders.primary {
-                        let replica = holders.replica.map(|(id, _)| id);
-                        held.entry((primary, replica)).or_default().push(slot);
-                    }
-                }
+        for (slot, holders) in state.recorded.iter().enumerate() {
+            if let Some((primary, _)) = holders.primary {
+                let replica = holders.replica.map(|(id, _)| id);
+                held.entry((primary, replica)).or_default().push(slot);
             }
         }
         Saved {

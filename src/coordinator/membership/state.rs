@@ -410,10 +410,16 @@ impl Membership {
         self.lock().set_applied(ring);
     }
 
-    /// Says whether slaves' tables may be out of order (see `recovery::Tidy`): reads
-    /// then take the newer of a primary's two tables.
+    /// Says whether slaves' tables may be out of order (a move was cut short or is
+    /// sorting them): reads then take the newer of a primary's two tables, and the next
+    /// move sorts every table and clears strays (`recovery`).
     pub fn set_unsorted(&self, unsorted: bool) {
         self.lock().unsorted = unsorted;
+    }
+
+    /// True while slaves' tables may be out of order (see [`Membership::set_unsorted`]).
+    pub fn unsorted(&self) -> bool {
+        self.lock().unsorted
     }
 
     /// Records the move that set [`Membership::applied`] last as finished (its tables
