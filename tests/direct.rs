@@ -602,7 +602,7 @@ fn a_delete_whose_replica_hangs_still_reports_the_key_deleted() {
         .iter()
         .position(|slave| slave.addr == replica.addr)
         .unwrap();
-    let before = alone.stats().via_coordinator;
+    let before = alone.stats();
     cluster.slaves[stopped].proc.signal("STOP");
     let first = keys[0].clone();
     let deleted_alone = std::thread::spawn(move || (alone.delete(&first), alone.stats()));
@@ -620,10 +620,11 @@ fn a_delete_whose_replica_hangs_still_reports_the_key_deleted() {
         ),
         "in a batch: {deleted_in_batch:?}"
     );
-    assert_eq!(
-        stats.via_coordinator,
-        before + 1,
-        "the delete went on to the coordinator"
+    // It went on: to the coordinator, or (if the coordinator declared the paused
+    // replica dead first) straight to the primary of the next view.
+    assert!(
+        stats.via_coordinator + stats.redirects > before.via_coordinator + before.redirects,
+        "the delete was answered on its first try: {stats:?}"
     );
     let mut plain = cluster.client();
     for key in &keys {
